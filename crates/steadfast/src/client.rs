@@ -1,0 +1,285 @@
+//! The client handle.
+//!
+//! # Behaviour
+//! - [`Client::new`] returns at once, whether or not the server is up: the supervisor keeps
+//!   dialling in the background and commands wait for the first link (within their deadline).
+//! - Clones share one link, one supervisor and one health monitor.
+//! - Dropping the last clone, or [`Client::shutdown`], ends every task and closes every socket.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, Pipeline, PushInfo, RedisFuture, Value};
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::command::{self, Reply, Request};
+use crate::config::Config;
+use crate::connect::Connector;
+use crate::error::{Error, ErrorKind};
+use crate::event::{DisconnectReason, Event, LinkState};
+use crate::health;
+use crate::supervisor::force::ForcePolicy;
+use crate::supervisor::{self, Reporter, Slot};
+
+const EVENT_CAPACITY: usize = 1024;
+const PUSH_CAPACITY: usize = 1024;
+
+/// What every clone of a client shares. Background tasks hold it weakly.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) slot: watch::Receiver<Slot>,
+    pub(crate) reporter: Reporter,
+    pub(crate) queue: Semaphore,
+    events: broadcast::Sender<Event>,
+    pushes: broadcast::Sender<PushInfo>,
+    force: Mutex<ForcePolicy>,
+    is_in_error_spell: std::sync::atomic::AtomicBool,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn record_success(&self) {
+        use std::sync::atomic::Ordering;
+        if self.is_in_error_spell.load(Ordering::Relaxed) {
+            self.force
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_success();
+            self.is_in_error_spell.store(false, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_error(&self, generation: u64) {
+        use std::sync::atomic::Ordering;
+        let mut force = self.force.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(errors_for) = force.on_error(Instant::now()) {
+            tracing::warn!(generation, ?errors_for, "forcing a reconnect");
+            self.emit(Event::ForcedReconnect {
+                generation,
+                errors_for,
+            });
+            self.reporter
+                .link_lost(generation, DisconnectReason::Forced);
+        }
+        self.is_in_error_spell
+            .store(force.is_in_spell(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A Redis client that follows failovers by itself. Cheap to clone.
+///
+/// It implements [`redis::aio::ConnectionLike`], so every [`redis::AsyncCommands`] method and
+/// [`redis::Pipeline::query_async`] work on it unchanged.
+///
+/// ```no_run
+/// use redis::AsyncCommands;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = steadfast::Client::open("redis://primary.cache.internal:6379")?;
+/// let _: () = client.set("greeting", "hello").await?;
+/// let greeting: String = client.get("greeting").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    is_ambiguous_allowed: bool,
+}
+
+impl Client {
+    /// Starts a client for `config`. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] when [`Config::validate`] fails. A server that is down is not
+    /// an error: the client keeps trying and serves commands as soon as it is up.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let connector = Connector::new(Arc::clone(&config), pushes.clone(), tasks.clone());
+        let (slot, reporter) = supervisor::spawn(
+            Arc::clone(&config),
+            connector.clone(),
+            events.clone(),
+            cancel.clone(),
+            &tasks,
+        );
+        let shared = Arc::new(Shared {
+            queue: Semaphore::new(config.command.queue_capacity),
+            force: Mutex::new(ForcePolicy::new(
+                config.reconnect.force_after_errors_for,
+                config.reconnect.force_min_interval,
+            )),
+            is_in_error_spell: std::sync::atomic::AtomicBool::new(false),
+            config,
+            slot,
+            reporter,
+            events,
+            pushes,
+            cancel: cancel.clone(),
+            tasks: tasks.clone(),
+        });
+        health::spawn(Arc::downgrade(&shared), connector, cancel, &tasks);
+        Ok(Self {
+            shared,
+            is_ambiguous_allowed: false,
+        })
+    }
+
+    /// Starts a client for a `redis://` URL with every other setting at its default.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] naming the part of the URL that is wrong.
+    pub fn open(url: &str) -> Result<Self, Error> {
+        Self::new(Config::from_url(url)?)
+    }
+
+    /// Sends one command and converts the reply.
+    ///
+    /// # Errors
+    /// See [`ErrorKind`]: final server errors at once; deadline, queue-full and
+    /// may-have-been-applied errors after the policy has done what it may.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        let value = self.send(cmd).await?;
+        redis::from_redis_value(value).map_err(|e| {
+            Error::from_redis(
+                ErrorKind::Server,
+                "reply conversion",
+                redis::RedisError::from(e),
+            )
+        })
+    }
+
+    async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
+        match command::execute(
+            &self.shared,
+            Request::Single(cmd),
+            self.is_ambiguous_allowed,
+        )
+        .await?
+        {
+            Reply::Single(value) => Ok(value),
+            Reply::Pipeline(values) => Ok(Value::Array(values)),
+        }
+    }
+
+    /// A handle on the same client that sends *every* command again after an ambiguous failure
+    /// (written, then the link died), not only idempotent ones. Use it for commands you know are
+    /// safe to apply twice.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: steadfast::Client) -> Result<(), steadfast::Error> {
+    /// let mut lenient = client.retrying_ambiguous();
+    /// let _: () = redis::AsyncCommands::hset(&mut lenient, "user:1", "seen", 1).await.unwrap();
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn retrying_ambiguous(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            is_ambiguous_allowed: true,
+        }
+    }
+
+    /// A receiver of every later [`Event`].
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// A receiver of RESP3 push frames (pub/sub messages, invalidations, and any unknown kind),
+    /// passed through untouched.
+    pub fn pushes(&self) -> broadcast::Receiver<PushInfo> {
+        self.shared.pushes.subscribe()
+    }
+
+    /// Where the link stands now.
+    pub fn state(&self) -> LinkState {
+        self.shared.slot.borrow().state
+    }
+
+    /// Waits until a link serves commands, or `limit` passes.
+    ///
+    /// # Errors
+    /// [`ErrorKind::DeadlineExceeded`] when no link came up in time;
+    /// [`ErrorKind::Shutdown`] after shutdown.
+    pub async fn wait_connected(&self, limit: Duration) -> Result<(), Error> {
+        let mut slot = self.shared.slot.clone();
+        let ready =
+            slot.wait_for(|s| matches!(s.state, LinkState::Connected { .. } | LinkState::Shutdown));
+        match tokio::time::timeout(limit, ready).await {
+            Ok(Ok(s)) if s.state != LinkState::Shutdown => Ok(()),
+            Ok(_) => Err(Error::new(ErrorKind::Shutdown, "the client was shut down")),
+            Err(_) => Err(Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "no link to {} within {limit:?}",
+                    self.shared.config.endpoint_label()
+                ),
+            )),
+        }
+    }
+
+    /// Ends every background task and closes every socket; commands still waiting fail with
+    /// [`ErrorKind::Shutdown`]. Returns when all of it is done.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.shared.config.endpoint_label())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl ConnectionLike for Client {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move { self.send(cmd).await.map_err(Into::into) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let request = Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            };
+            match command::execute(&self.shared, request, self.is_ambiguous_allowed).await? {
+                Reply::Pipeline(values) => Ok(values),
+                Reply::Single(value) => Ok(vec![value]),
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.config.endpoint.database
+    }
+}

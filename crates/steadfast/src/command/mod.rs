@@ -1,0 +1,314 @@
+//! The command path: one deadline, a wait for a healthy link, and the retry policy.
+//!
+//! # Behaviour
+//! - Each command has one deadline (`command.deadline`, default 5 s) covering the wait for a
+//!   link, every retry and the reply.
+//! - While no healthy link exists, the command waits for one in a bounded queue
+//!   (`command.queue_capacity`) instead of failing; when the queue is full it fails at once with
+//!   [`ErrorKind::QueueFull`](crate::ErrorKind::QueueFull), not executed.
+//! - Failures are classified by [`retry::decide`]; a command that may have been applied is sent
+//!   again only if it is idempotent ([`idempotent`]) or the caller allowed it.
+//! - The happy path is one look at the current link, one in-flight count and the redis-rs call.
+
+pub(crate) mod idempotent;
+pub(crate) mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Cmd, Pipeline, RedisError, Value};
+use tokio::time::{Instant, timeout_at};
+use tracing::debug;
+
+use crate::client::Shared;
+use crate::connect::Link;
+use crate::error::{Error, ErrorKind};
+use crate::event::{DisconnectReason, LinkState};
+use retry::Decision;
+
+/// What is being sent.
+#[derive(Clone, Copy)]
+pub(crate) enum Request<'a> {
+    Single(&'a Cmd),
+    Pipeline {
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    },
+}
+
+impl Request<'_> {
+    fn is_idempotent(&self) -> bool {
+        match self {
+            Self::Single(cmd) => idempotent::is_idempotent(cmd),
+            Self::Pipeline { pipeline, .. } => {
+                !pipeline.is_transaction() && pipeline.cmd_iter().all(idempotent::is_idempotent)
+            }
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Self::Single(cmd) => match cmd.args_iter().next() {
+                Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_uppercase(),
+                _ => "command".to_owned(),
+            },
+            Self::Pipeline { pipeline, .. } => format!("pipeline of {}", pipeline.len()),
+        }
+    }
+}
+
+/// The reply to a request: one value, or one per command of a pipeline.
+pub(crate) enum Reply {
+    Single(Value),
+    Pipeline(Vec<Value>),
+}
+
+/// Sends `request` on the current link, waiting and retrying as the policy says, until its
+/// deadline.
+pub(crate) async fn execute(
+    shared: &Shared,
+    request: Request<'_>,
+    is_ambiguous_allowed: bool,
+) -> Result<Reply, Error> {
+    let deadline_length = shared.config.command.deadline;
+    let deadline = Instant::now() + deadline_length;
+    let mut may_be_applied = false;
+    let mut last_error: Option<Error> = None;
+    let mut busy_waits: u32 = 0;
+    loop {
+        let link = match current_link(shared, deadline).await {
+            Ok(link) => link,
+            Err(WaitError::Deadline) => {
+                return Err(Error::deadline(
+                    deadline_length,
+                    may_be_applied,
+                    last_error.as_ref(),
+                ));
+            }
+            Err(WaitError::Other(error)) => return Err(error),
+        };
+        let was_closed_before = link.is_closed();
+        let in_flight = link.activity.begin();
+        let outcome = timeout_at(deadline, send(&link, request)).await;
+        drop(in_flight);
+        let error = match outcome {
+            Err(_elapsed) => {
+                shared.record_error(link.generation);
+                return Err(Error::deadline(deadline_length, true, last_error.as_ref()));
+            }
+            Ok(Ok(reply)) => match refused_in_reply(&reply, request) {
+                None => {
+                    shared.record_success();
+                    return Ok(reply);
+                }
+                Some(error) => error,
+            },
+            Ok(Err(error)) => error,
+        };
+        match retry::decide(&error, !was_closed_before) {
+            Decision::Fail => {
+                shared.record_success();
+                return Err(Error::from_redis(
+                    ErrorKind::Server,
+                    &request.label(),
+                    error,
+                ));
+            }
+            Decision::WaitAndRetry => {
+                busy_waits += 1;
+                let pause = busy_pause(busy_waits);
+                debug!(generation = link.generation, ?pause, %error, "server busy; retrying");
+                last_error = Some(Error::from_redis(
+                    ErrorKind::Server,
+                    &request.label(),
+                    error,
+                ));
+                tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+            }
+            Decision::ReconnectAndRetry { is_read_only } => {
+                let reason = if is_read_only {
+                    DisconnectReason::ReadOnly
+                } else {
+                    DisconnectReason::Closed(error.to_string())
+                };
+                shared.reporter.link_lost(link.generation, reason);
+                last_error = Some(Error::from_redis(
+                    ErrorKind::Connect,
+                    &request.label(),
+                    error,
+                ));
+                await_replacement(shared, &link, deadline).await;
+            }
+            Decision::Ambiguous => {
+                shared
+                    .reporter
+                    .link_lost(link.generation, DisconnectReason::Closed(error.to_string()));
+                shared.record_error(link.generation);
+                let label = request.label();
+                if !(is_ambiguous_allowed
+                    || shared.config.command.is_retry_ambiguous_allowed
+                    || request.is_idempotent())
+                {
+                    return Err(Error::new(
+                        ErrorKind::MayHaveBeenApplied,
+                        format!(
+                            "{label} was written to {} and the link died before the reply: it may have been applied",
+                            link.address
+                        ),
+                    )
+                    .with_source(error));
+                }
+                may_be_applied = true;
+                last_error = Some(Error::from_redis(ErrorKind::Connect, &label, error));
+                await_replacement(shared, &link, deadline).await;
+            }
+        }
+    }
+}
+
+async fn send(link: &Link, request: Request<'_>) -> Result<Reply, RedisError> {
+    let mut connection = link.connection.clone();
+    match request {
+        Request::Single(cmd) => match connection.send_packed_command(cmd).await? {
+            Value::ServerError(error) => Err(error.into()),
+            value => Ok(Reply::Single(value)),
+        },
+        Request::Pipeline {
+            pipeline,
+            offset,
+            count,
+        } => Ok(Reply::Pipeline(
+            connection
+                .send_packed_commands(pipeline, offset, count)
+                .await?,
+        )),
+    }
+}
+
+/// A pipeline whose failed commands were all refused unexecuted (and whose other commands are
+/// idempotent) is as good as not sent: it is sent again whole.
+fn refused_in_reply(reply: &Reply, request: Request<'_>) -> Option<RedisError> {
+    let Reply::Pipeline(values) = reply else {
+        return None;
+    };
+    let mut refusal = None;
+    for value in values {
+        if let Value::ServerError(error) = value {
+            let error: RedisError = error.clone().into();
+            if !retry::is_not_executed(&error) {
+                return None;
+            }
+            refusal.get_or_insert(error);
+        }
+    }
+    refusal.filter(|_| request.is_idempotent() || values.iter().all(is_server_error))
+}
+
+fn is_server_error(value: &Value) -> bool {
+    matches!(value, Value::ServerError(_))
+}
+
+/// Pause before sending again to a busy server (LOADING, TRYAGAIN ...): 50 ms, doubling to 1 s.
+fn busy_pause(attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(5);
+    (Duration::from_millis(50) * factor).min(Duration::from_secs(1))
+}
+
+enum WaitError {
+    Deadline,
+    Other(Error),
+}
+
+/// The current healthy link; waits for one (holding a queue place) until the deadline.
+async fn current_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, WaitError> {
+    if let Some(link) = shared.slot.borrow().link.as_ref()
+        && !link.is_closed()
+    {
+        return Ok(Arc::clone(link));
+    }
+    let Ok(_place) = shared.queue.try_acquire() else {
+        return Err(WaitError::Other(Error::new(
+            ErrorKind::QueueFull,
+            format!(
+                "{} commands are already waiting for a link to {}",
+                shared.config.command.queue_capacity,
+                shared.config.endpoint_label()
+            ),
+        )));
+    };
+    let mut slot = shared.slot.clone();
+    loop {
+        {
+            let current = slot.borrow_and_update();
+            match (&current.link, current.state) {
+                (_, LinkState::Shutdown) => {
+                    return Err(WaitError::Other(Error::new(
+                        ErrorKind::Shutdown,
+                        "the client was shut down",
+                    )));
+                }
+                (Some(link), _) if !link.is_closed() => return Ok(Arc::clone(link)),
+                _ => {}
+            }
+        }
+        // A closed link still published means its closing has not reached the supervisor yet;
+        // a short poll covers that window without a report per waiter.
+        let changed = timeout_at(
+            deadline.min(Instant::now() + Duration::from_millis(20)),
+            slot.changed(),
+        )
+        .await;
+        match changed {
+            Ok(Ok(())) | Err(_) if Instant::now() < deadline => {}
+            Ok(Ok(())) | Err(_) => return Err(WaitError::Deadline),
+            Ok(Err(_)) => {
+                return Err(WaitError::Other(Error::new(
+                    ErrorKind::Shutdown,
+                    "the client was shut down",
+                )));
+            }
+        }
+    }
+}
+
+/// Waits until the link of `old` is no longer the published one, or the deadline.
+async fn await_replacement(shared: &Shared, old: &Link, deadline: Instant) {
+    let mut slot = shared.slot.clone();
+    let _ = timeout_at(
+        deadline,
+        slot.wait_for(|s| {
+            s.link
+                .as_ref()
+                .is_none_or(|l| l.generation != old.generation)
+                || s.state == LinkState::Shutdown
+        }),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_pause_grows_to_one_second() {
+        assert_eq!(busy_pause(1), Duration::from_millis(50));
+        assert_eq!(busy_pause(2), Duration::from_millis(100));
+        assert_eq!(busy_pause(10), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn pipeline_of_sets_refused_readonly_is_sent_again() {
+        let mut pipe = redis::pipe();
+        pipe.set("a", 1).set("b", 2);
+        let readonly = || redis::parse_redis_value(b"-READONLY replica\r\n").unwrap();
+        let reply = Reply::Pipeline(vec![readonly(), readonly()]);
+        let request = Request::Pipeline {
+            pipeline: &pipe,
+            offset: 0,
+            count: 2,
+        };
+        assert!(refused_in_reply(&reply, request).is_some());
+    }
+}

@@ -1,0 +1,154 @@
+//! The retry policy: given a failed attempt, send again, and how; or give up.
+//!
+//! # Behaviour
+//! Every failure falls in one of three classes, decided here and nowhere else:
+//! - *not executed*: the server refused the command (`READONLY`, `LOADING`, `MASTERDOWN`,
+//!   `TRYAGAIN`, `CLUSTERDOWN`, `BUSY`), or it never left the client: always safe to send again;
+//!   `READONLY` also replaces the link, since the endpoint's primary moved;
+//! - *ambiguous*: written, then the link died before the reply: sent again only if idempotent or
+//!   allowed by the caller, otherwise reported as "may have been applied";
+//! - *final*: anything else the server said (`WRONGTYPE`, `NOPERM`, syntax ...): returned at once.
+//!
+//! The classification reads redis-rs's error kinds; only `BUSY`, which redis-rs does not name, is
+//! recognised by its error code.
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Not executed; the link is fine but the server is busy: wait a little and send again.
+    WaitAndRetry,
+    /// Not executed; the link must be replaced first (READONLY, or it died before the write).
+    ReconnectAndRetry { is_read_only: bool },
+    /// Written, then the link died: may have been applied. Replace the link; send again only if
+    /// the command is idempotent or the caller allowed it.
+    Ambiguous,
+    /// Give the error to the caller.
+    Fail,
+}
+
+/// Classifies one failed attempt. `was_written` is false when the link was known closed before
+/// the command was handed to it.
+pub(crate) fn decide(error: &RedisError, was_written: bool) -> Decision {
+    match error.kind() {
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => {
+            Decision::ReconnectAndRetry { is_read_only: true }
+        }
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ClusterDown,
+        ) => Decision::WaitAndRetry,
+        ErrorKind::Extension if error.code() == Some("BUSY") => Decision::WaitAndRetry,
+        ErrorKind::Io | ErrorKind::Parse => {
+            if was_written {
+                Decision::Ambiguous
+            } else {
+                Decision::ReconnectAndRetry {
+                    is_read_only: false,
+                }
+            }
+        }
+        _ if error.is_connection_dropped() || error.is_unrecoverable_error() => {
+            if was_written {
+                Decision::Ambiguous
+            } else {
+                Decision::ReconnectAndRetry {
+                    is_read_only: false,
+                }
+            }
+        }
+        _ => Decision::Fail,
+    }
+}
+
+/// Whether a server error inside a pipeline reply means "this command was not executed".
+pub(crate) fn is_not_executed(error: &RedisError) -> bool {
+    matches!(
+        decide(error, true),
+        Decision::WaitAndRetry | Decision::ReconnectAndRetry { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(kind: ServerErrorKind) -> RedisError {
+        RedisError::from((ErrorKind::Server(kind), "refused"))
+    }
+
+    /// An error exactly as redis-rs builds it from the server's reply bytes.
+    fn wire(reply: &[u8]) -> RedisError {
+        redis::parse_redis_value(reply)
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn readonly_reply_from_the_wire_replaces_the_link() {
+        let readonly = wire(b"-READONLY You can't write against a read only replica.\r\n");
+        assert_eq!(
+            decide(&readonly, true),
+            Decision::ReconnectAndRetry { is_read_only: true }
+        );
+        let loading = wire(b"-LOADING Redis is loading the dataset in memory\r\n");
+        assert_eq!(decide(&loading, true), Decision::WaitAndRetry);
+    }
+
+    #[test]
+    fn readonly_replaces_the_link_and_retries() {
+        assert_eq!(
+            decide(&server(ServerErrorKind::ReadOnly), true),
+            Decision::ReconnectAndRetry { is_read_only: true }
+        );
+    }
+
+    #[test]
+    fn loading_and_tryagain_wait_and_retry() {
+        for kind in [
+            ServerErrorKind::BusyLoading,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::MasterDown,
+        ] {
+            assert_eq!(decide(&server(kind), true), Decision::WaitAndRetry);
+        }
+    }
+
+    #[test]
+    fn busy_script_is_recognised_by_its_code() {
+        let busy = wire(b"-BUSY Redis is busy running a script\r\n");
+        assert_eq!(busy.code(), Some("BUSY"));
+        assert_eq!(decide(&busy, true), Decision::WaitAndRetry);
+    }
+
+    #[test]
+    fn dropped_connection_after_write_is_ambiguous() {
+        let io: RedisError = std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
+        assert_eq!(decide(&io, true), Decision::Ambiguous);
+        assert_eq!(
+            decide(&io, false),
+            Decision::ReconnectAndRetry {
+                is_read_only: false
+            }
+        );
+    }
+
+    #[test]
+    fn wrongtype_and_noperm_are_final() {
+        let wrongtype =
+            wire(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+        assert_eq!(decide(&wrongtype, true), Decision::Fail);
+        assert_eq!(
+            decide(&server(ServerErrorKind::NoPerm), true),
+            Decision::Fail
+        );
+        assert_eq!(
+            decide(&server(ServerErrorKind::ResponseError), true),
+            Decision::Fail
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! Configuration: plain data, grouped by concern, with documented defaults.
+//!
+//! # Behaviour
+//! - Every field is public and has a default that needs no tuning; each field's doc says the
+//!   default and why it was chosen.
+//! - [`Config::validate`] is the one place that rejects bad values, with an error that names the
+//!   field and the value (never a password).
+//! - [`Config::from_url`] reads a `redis://` URL (see [`url`](self::url) for the accepted form).
+
+mod url;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::connect::resolve::{Resolver, SystemResolver};
+use crate::error::Error;
+
+/// Everything a [`Client`](crate::Client) needs to know. Build it with struct update syntax
+/// from [`Config::default`] or parse it from a URL with [`Config::from_url`].
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = steadfast::Config::from_url("redis://cache.internal:6379/2").unwrap();
+/// config.command.deadline = Duration::from_secs(2);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where the server is and who we are to it.
+    pub endpoint: EndpointConfig,
+    /// How one connection attempt is made.
+    pub connect: ConnectConfig,
+    /// How a dead link is told from a slow one.
+    pub health: HealthConfig,
+    /// When a lost link is replaced.
+    pub reconnect: ReconnectConfig,
+    /// What happens to each command.
+    pub command: CommandConfig,
+}
+
+/// The endpoint and the session settings sent at handshake.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// Host name or IP address of the primary endpoint. It is resolved again on every connection
+    /// attempt, so a DNS name that moves to a promoted replica is followed.
+    /// Default: `127.0.0.1`.
+    pub host: String,
+    /// TCP port. Default: `6379`.
+    pub port: u16,
+    /// ACL user name; `None` authenticates as `default` when a password is set. Default: `None`.
+    pub username: Option<String>,
+    /// Password; never printed by `Debug`, events or logs. Default: `None`.
+    pub password: Option<Password>,
+    /// Database selected on every new connection. Default: `0`.
+    pub database: i64,
+    /// Wire protocol. Default: [`Protocol::Resp3`], which carries push notifications.
+    pub protocol: Protocol,
+    /// Name given to each connection with `CLIENT SETNAME`, visible in `CLIENT LIST`.
+    /// Default: `steadfast`.
+    pub client_name: Option<String>,
+    /// How the host name is turned into addresses. Default: the system resolver
+    /// (`getaddrinfo`), called again on every attempt.
+    pub resolver: Arc<dyn Resolver>,
+    /// The role the server behind the endpoint must have. Default: [`ExpectedRole::Primary`]: a
+    /// connection that reaches a replica (the name has not moved yet after a failover) counts as
+    /// a failed attempt and the name is resolved again after a backoff.
+    pub role: ExpectedRole,
+}
+
+/// Which server role a link may be served by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpectedRole {
+    /// Only a primary (`ROLE` answers `master`); servers that refuse `ROLE` are accepted.
+    Primary,
+    /// Any role: for read-only workloads against a replica endpoint.
+    Any,
+}
+
+impl EndpointConfig {
+    pub(crate) fn expects_primary(&self) -> bool {
+        self.role == ExpectedRole::Primary
+    }
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 6379,
+            username: None,
+            password: None,
+            database: 0,
+            protocol: Protocol::Resp3,
+            client_name: Some("steadfast".to_owned()),
+            resolver: Arc::new(SystemResolver),
+            role: ExpectedRole::Primary,
+        }
+    }
+}
+
+impl fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("database", &self.database)
+            .field("protocol", &self.protocol)
+            .field("client_name", &self.client_name)
+            .field("resolver", &self.resolver)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// A secret that prints as `***` everywhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the handshake only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The wire protocol spoken after the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// RESP2, for servers older than Redis 6.
+    Resp2,
+    /// RESP3 (`HELLO 3`): push notifications arrive on the same connection.
+    Resp3,
+}
+
+/// How one connection attempt is made.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectConfig {
+    /// Bound on one attempt: resolving, dialling every address and the handshake.
+    /// Default: 5 s (Azure guidance: shorter makes an overloaded server worse).
+    pub connect_timeout: Duration,
+    /// `TCP_USER_TIMEOUT`: unacknowledged data older than this kills the socket, so a path that
+    /// stopped answering fails in seconds instead of Linux's 13-15 minutes (`tcp_retries2`).
+    /// Default: 5 s.
+    pub tcp_user_timeout: Duration,
+    /// TCP keepalive: idle time before the first probe. Default: 15 s (backstop for idle links and
+    /// NAT or load-balancer state).
+    pub keepalive_idle: Duration,
+    /// TCP keepalive: time between probes. Default: 5 s.
+    pub keepalive_interval: Duration,
+    /// TCP keepalive: unanswered probes before the kernel drops the socket. Default: 3.
+    pub keepalive_count: u32,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            tcp_user_timeout: Duration::from_secs(5),
+            keepalive_idle: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_count: 3,
+        }
+    }
+}
+
+/// How a dead link is told from a slow one; see [`health`](crate::health).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HealthConfig {
+    /// A link with nothing in flight for this long gets a `PING`. Default: 1 s (also keeps
+    /// Azure's 10-minute idle timeout away).
+    pub ping_interval: Duration,
+    /// Commands in flight and no byte read for this long makes the link *suspect*, which starts a
+    /// probe on a fresh connection. Default: 2 s.
+    pub read_stall: Duration,
+    /// Bound on the probe's own connection and questions. Default: 1 s.
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(1),
+            read_stall: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// When a lost link is replaced; see [`supervisor`](crate::supervisor).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReconnectConfig {
+    /// First backoff step after a failed attempt that reached a server. Default: 100 ms.
+    pub backoff_initial: Duration,
+    /// Cap of the exponential backoff. Default: 5 s.
+    pub backoff_max: Duration,
+    /// Delay between attempts while the server's host refuses the connection (nothing listens
+    /// on the port: a restart in progress). A refused SYN costs the server nothing, so the
+    /// client checks often and is back within this delay of the server listening again.
+    /// Jittered between half and all of it. Default: 100 ms.
+    pub refused_retry: Duration,
+    /// Force reconnect: errors for this long with no success replaces the link even though it
+    /// looks alive (Azure's `ReconnectErrorThreshold`). Default: 30 s.
+    pub force_after_errors_for: Duration,
+    /// Force reconnect at most once per this interval (Azure's `ReconnectMinInterval`).
+    /// Default: 60 s.
+    pub force_min_interval: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            refused_retry: Duration::from_millis(100),
+            force_after_errors_for: Duration::from_secs(30),
+            force_min_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What happens to each command; see [`command`](crate::command).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CommandConfig {
+    /// One deadline per command, covering the wait for a link, every retry and the reply.
+    /// Default: 5 s (Azure: start below 5 s).
+    pub deadline: Duration,
+    /// Commands that may wait for a link at once; more fail at once with
+    /// [`ErrorKind::QueueFull`](crate::ErrorKind::QueueFull). Default: 10 000.
+    pub queue_capacity: usize,
+    /// Send again every command whose outcome is unknown (written, then the link died), not only
+    /// the idempotent ones. Default: `false`: a non-idempotent command is never applied twice.
+    pub is_retry_ambiguous_allowed: bool,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(5),
+            queue_capacity: 10_000,
+            is_retry_ambiguous_allowed: false,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a `redis://` URL into a config with every other field at its default.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) naming the part of the URL
+    /// that is wrong; a password in the URL is never repeated in the message.
+    pub fn from_url(input: &str) -> Result<Self, Error> {
+        let endpoint = url::parse(input)?;
+        let config = Self {
+            endpoint,
+            ..Self::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) naming the first bad field
+    /// and its value.
+    pub fn validate(&self) -> Result<(), Error> {
+        let positive = [
+            ("connect.connect_timeout", self.connect.connect_timeout),
+            ("connect.tcp_user_timeout", self.connect.tcp_user_timeout),
+            ("connect.keepalive_idle", self.connect.keepalive_idle),
+            (
+                "connect.keepalive_interval",
+                self.connect.keepalive_interval,
+            ),
+            ("health.ping_interval", self.health.ping_interval),
+            ("health.read_stall", self.health.read_stall),
+            ("health.probe_timeout", self.health.probe_timeout),
+            ("reconnect.backoff_initial", self.reconnect.backoff_initial),
+            ("reconnect.backoff_max", self.reconnect.backoff_max),
+            ("reconnect.refused_retry", self.reconnect.refused_retry),
+            ("command.deadline", self.command.deadline),
+        ];
+        for (field, value) in positive {
+            if value.is_zero() {
+                return Err(Error::invalid_config(
+                    field,
+                    "0s",
+                    "must be greater than zero",
+                ));
+            }
+        }
+        if self.reconnect.backoff_max < self.reconnect.backoff_initial {
+            return Err(Error::invalid_config(
+                "reconnect.backoff_max",
+                &format!("{:?}", self.reconnect.backoff_max),
+                "must not be below reconnect.backoff_initial",
+            ));
+        }
+        if self.endpoint.host.is_empty() {
+            return Err(Error::invalid_config(
+                "endpoint.host",
+                "\"\"",
+                "must not be empty",
+            ));
+        }
+        if self.endpoint.port == 0 {
+            return Err(Error::invalid_config(
+                "endpoint.port",
+                "0",
+                "must be 1-65535",
+            ));
+        }
+        if self.endpoint.database < 0 {
+            return Err(Error::invalid_config(
+                "endpoint.database",
+                &self.endpoint.database.to_string(),
+                "must not be negative",
+            ));
+        }
+        if self.connect.keepalive_count == 0 {
+            return Err(Error::invalid_config(
+                "connect.keepalive_count",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if self.command.queue_capacity == 0 {
+            return Err(Error::invalid_config(
+                "command.queue_capacity",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `host:port` as written in the config, for messages.
+    pub(crate) fn endpoint_label(&self) -> String {
+        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn zero_deadline_is_rejected_naming_the_field() {
+        let mut config = Config::default();
+        config.command.deadline = Duration::ZERO;
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains("command.deadline"), "{err}");
+    }
+
+    #[test]
+    fn backoff_cap_below_initial_is_rejected() {
+        let mut config = Config::default();
+        config.reconnect.backoff_max = Duration::from_millis(10);
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("reconnect.backoff_max"), "{err}");
+    }
+
+    #[test]
+    fn password_never_shows_in_debug_output() {
+        let mut config = Config::default();
+        config.endpoint.password = Some(Password::new("hunter2-secret"));
+        let printed = format!("{config:?} {:?}", config.endpoint);
+        assert!(!printed.contains("hunter2-secret"), "{printed}");
+        assert!(printed.contains("***"));
+    }
+}

@@ -1,0 +1,91 @@
+//! A link: one live connection plus its bookkeeping.
+//!
+//! # Behaviour
+//! - Closing a link aborts its driver task, which drops the socket; dropping the last handle to a
+//!   link closes it too, so no socket outlives the link that owned it.
+//! - [`Link::closed`] resolves when the socket failed or was closed, whoever did it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::activity::Activity;
+
+pub(crate) struct LinkParts {
+    pub(crate) generation: u64,
+    pub(crate) address: SocketAddr,
+    pub(crate) connection: MultiplexedConnection,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) client_id: Option<i64>,
+    pub(crate) role: String,
+    pub(crate) closed: CancellationToken,
+    pub(crate) driver: AbortHandle,
+}
+
+/// One live connection. Shared as `Arc<Link>` between the supervisor and commands in flight.
+pub(crate) struct Link {
+    pub(crate) generation: u64,
+    pub(crate) address: SocketAddr,
+    pub(crate) connection: MultiplexedConnection,
+    pub(crate) activity: Arc<Activity>,
+    /// `CLIENT ID` at handshake, for the health probe's `CLIENT LIST ID`.
+    pub(crate) client_id: Option<i64>,
+    pub(crate) role: String,
+    closed: CancellationToken,
+    driver: AbortHandle,
+}
+
+impl Link {
+    pub(crate) fn new(parts: LinkParts) -> Self {
+        Self {
+            generation: parts.generation,
+            address: parts.address,
+            connection: parts.connection,
+            activity: parts.activity,
+            client_id: parts.client_id,
+            role: parts.role,
+            closed: parts.closed,
+            driver: parts.driver,
+        }
+    }
+
+    /// Drops the socket. Commands in flight on it fail at once.
+    pub(crate) fn close(&self) {
+        self.activity.mark_closed();
+        self.driver.abort();
+        self.closed.cancel();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.activity.is_closed()
+    }
+
+    /// Resolves once the socket is gone.
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
+    pub(crate) fn is_primary(&self) -> bool {
+        self.role == "master"
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("generation", &self.generation)
+            .field("address", &self.address)
+            .field("client_id", &self.client_id)
+            .field("role", &self.role)
+            .finish()
+    }
+}

@@ -1,0 +1,215 @@
+//! The one public error type.
+//!
+//! # Behaviour
+//! - [`Error::kind`] says what happened; [`Error::is_ambiguous`] says whether the command may have
+//!   been applied on the server (the only case where sending it again could apply it twice).
+//! - Server replies that are final (WRONGTYPE, NOPERM, syntax ...) keep the original
+//!   [`redis::RedisError`] as their source, and convert back to it unchanged through the
+//!   [`redis::aio::ConnectionLike`] impl, so code written against redis-rs sees the same errors.
+//! - Messages name the step and the address ("tcp connect to 10.0.0.5:6379 timed out after 5s")
+//!   and never contain a password.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What went wrong, coarsely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A config field or URL is invalid; the message names the field and the value.
+    InvalidConfig,
+    /// Resolving, dialling or the handshake failed (the command was never sent).
+    Connect,
+    /// The server rejected the credentials.
+    Auth,
+    /// The command's deadline ran out. [`Error::is_ambiguous`] says whether it had been written.
+    DeadlineExceeded,
+    /// The command was written and the link died before its reply came: it may have been
+    /// applied. It was not sent again because it is not idempotent and the caller did not allow it.
+    MayHaveBeenApplied,
+    /// Too many commands were already waiting for a link.
+    QueueFull,
+    /// The server answered with an error that sending again cannot fix.
+    Server,
+    /// The client was shut down.
+    Shutdown,
+}
+
+/// The error type of every steadfast operation.
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    is_ambiguous: bool,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    redis: Option<redis::RedisError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            is_ambiguous: matches!(kind, ErrorKind::MayHaveBeenApplied),
+            source: None,
+            redis: None,
+        }
+    }
+
+    pub(crate) fn invalid_config(field: &str, value: &str, problem: &str) -> Self {
+        Self::new(
+            ErrorKind::InvalidConfig,
+            format!("invalid {field} = {value}: {problem}"),
+        )
+    }
+
+    pub(crate) fn deadline(deadline: Duration, is_ambiguous: bool, last: Option<&Error>) -> Self {
+        let state = if is_ambiguous {
+            "after it was written; it may have been applied"
+        } else {
+            "before it was written; it was not applied"
+        };
+        let mut message = format!("command deadline of {deadline:?} ran out {state}");
+        if let Some(last) = last {
+            message.push_str(&format!(" (last error: {last})"));
+        }
+        let mut error = Self::new(ErrorKind::DeadlineExceeded, message);
+        error.is_ambiguous = is_ambiguous;
+        error
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    pub(crate) fn from_redis(kind: ErrorKind, context: &str, err: redis::RedisError) -> Self {
+        let mut error = Self::new(kind, format!("{context}: {err}"));
+        error.redis = Some(err);
+        error
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The command may have been applied on the server even though the caller got an error.
+    pub fn is_ambiguous(&self) -> bool {
+        self.is_ambiguous
+    }
+
+    /// Sending the command again could succeed and could not apply it twice.
+    pub fn is_retryable(&self) -> bool {
+        !self.is_ambiguous
+            && matches!(
+                self.kind,
+                ErrorKind::Connect | ErrorKind::DeadlineExceeded | ErrorKind::QueueFull
+            )
+    }
+
+    /// The link this error came from should be replaced.
+    pub fn needs_reconnect(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Connect | ErrorKind::MayHaveBeenApplied
+        )
+    }
+
+    /// The server's error reply or redis-rs's error, if this came from one.
+    pub fn redis_error(&self) -> Option<&redis::RedisError> {
+        self.redis.as_ref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("is_ambiguous", &self.is_ambiguous)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if let Some(redis) = &self.redis {
+            return Some(redis);
+        }
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for redis::RedisError {
+    fn from(error: Error) -> Self {
+        if let Some(redis) = error.redis.clone()
+            && error.kind == ErrorKind::Server
+        {
+            return redis;
+        }
+        let io_kind = match error.kind {
+            ErrorKind::DeadlineExceeded => std::io::ErrorKind::TimedOut,
+            ErrorKind::Connect | ErrorKind::Shutdown => std::io::ErrorKind::NotConnected,
+            ErrorKind::MayHaveBeenApplied => std::io::ErrorKind::ConnectionAborted,
+            ErrorKind::QueueFull => std::io::ErrorKind::WouldBlock,
+            ErrorKind::InvalidConfig => std::io::ErrorKind::InvalidInput,
+            ErrorKind::Auth => std::io::ErrorKind::PermissionDenied,
+            ErrorKind::Server => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(io_kind, error).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_after_write_is_ambiguous_and_not_retryable() {
+        let err = Error::deadline(Duration::from_secs(5), true, None);
+        assert!(err.is_ambiguous());
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("may have been applied"));
+    }
+
+    #[test]
+    fn deadline_before_write_says_it_was_not_applied() {
+        let err = Error::deadline(Duration::from_secs(5), false, None);
+        assert!(!err.is_ambiguous());
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("not applied"));
+    }
+
+    #[test]
+    fn final_server_error_converts_back_to_the_original_redis_error() {
+        let original = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+            "no permission",
+        ));
+        let err = Error::from_redis(ErrorKind::Server, "GET", original);
+        let back: redis::RedisError = err.into();
+        assert_eq!(
+            back.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+        );
+    }
+
+    #[test]
+    fn deadline_converts_to_a_redis_timeout() {
+        let back: redis::RedisError = Error::deadline(Duration::from_secs(1), false, None).into();
+        assert!(back.is_timeout());
+    }
+}

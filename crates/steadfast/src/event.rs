@@ -1,0 +1,100 @@
+//! Typed events, delivered on a broadcast channel ([`Client::events`](crate::Client::events)).
+//!
+//! # Behaviour
+//! - Sending never blocks the client: a receiver that falls behind loses the oldest events and is
+//!   told how many with [`tokio::sync::broadcast::error::RecvError::Lagged`].
+//! - Events carry addresses and reasons, never credentials.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Something the client did or saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new link is serving commands.
+    Connected {
+        /// The address it reached.
+        address: SocketAddr,
+        /// Increases by one with every new link; starts at 1.
+        generation: u64,
+        /// The server's `role`: `master` or `slave` (`replica`).
+        role: String,
+    },
+    /// The link with this generation stopped serving commands.
+    Disconnected {
+        /// Which link.
+        generation: u64,
+        /// Why it was dropped.
+        reason: DisconnectReason,
+    },
+    /// A connection attempt failed; the next one starts after `delay`.
+    ReconnectScheduled {
+        /// 1 for the first failed attempt in a row.
+        attempt: u32,
+        /// How long until the next attempt.
+        delay: Duration,
+        /// What failed, without credentials.
+        error: String,
+    },
+    /// The link looked stalled: commands in flight and nothing read for `stalled_for`.
+    HeartbeatMissed {
+        /// Which link.
+        generation: u64,
+        /// How long nothing had been read.
+        stalled_for: Duration,
+    },
+    /// A probe on a fresh connection judged the stalled link.
+    ProbeVerdict {
+        /// Which link was judged.
+        generation: u64,
+        /// The verdict.
+        verdict: crate::health::Verdict,
+    },
+    /// Errors went on for too long with no success: the link is replaced though it looks alive.
+    ForcedReconnect {
+        /// Which link.
+        generation: u64,
+        /// How long errors had gone on.
+        errors_for: Duration,
+    },
+    /// The server behind the endpoint is not a primary any more (READONLY), or a new link reached
+    /// a server with a different role than the last one.
+    RoleChanged {
+        /// Which link saw it.
+        generation: u64,
+        /// The role now seen.
+        role: String,
+    },
+}
+
+/// Why a link was dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The socket closed or failed (reset, EOF, TCP_USER_TIMEOUT ...).
+    Closed(String),
+    /// The health probe judged it dead.
+    Dead(String),
+    /// A write came back READONLY: the endpoint's primary moved.
+    ReadOnly,
+    /// The force-reconnect policy replaced it.
+    Forced,
+    /// The client shut down.
+    Shutdown,
+}
+
+/// Where the client's link stands, from [`Client::state`](crate::Client::state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkState {
+    /// No link yet, or the last one was lost: a new one is being dialled.
+    Connecting,
+    /// A link is serving commands.
+    Connected {
+        /// Its generation.
+        generation: u64,
+    },
+    /// [`Client::shutdown`](crate::Client::shutdown) ran; nothing will connect again.
+    Shutdown,
+}

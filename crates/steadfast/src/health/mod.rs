@@ -1,0 +1,174 @@
+//! Health: a dead link is judged dead in bounded time, a slow one is left alone.
+//!
+//! # Behaviour
+//! - **Heartbeat.** A link with nothing in flight and no traffic for `health.ping_interval`
+//!   (1 s) gets a `PING`. The PING counts as a command in flight, so the watchdog below judges it.
+//! - **Read-progress watchdog.** A link with commands in flight that has read no byte for
+//!   `health.read_stall` (2 s) becomes *suspect*: a [`HeartbeatMissed`](crate::Event::HeartbeatMissed)
+//!   event, and a probe (below). Suspicion alone never drops a link.
+//! - **Probe: the verdict.** A fresh connection, dialled in this task (never in a caller's path,
+//!   one at a time, backed off from 2 s doubling to 30 s while the link stays stalled), answers:
+//!   - the name now resolves elsewhere, or the server no longer lists our old connection
+//!     (`CLIENT LIST ID <id>` recorded at handshake), or lists it idle since before our commands
+//!     were sent (they never arrived) -> [`Verdict::Dead`]: the supervisor replaces the link;
+//!   - the server lists our connection busy with a command (or blocked, flag `b`) ->
+//!     [`Verdict::Alive`]: slow, not dead; the command deadline decides;
+//!   - the fresh connection gets no answer within `health.probe_timeout` either ->
+//!     [`Verdict::Unknown`]: nothing better exists, keep the link and probe again later.
+//!     `TCP_USER_TIMEOUT` and keepalive still kill a path that stops acknowledging.
+//!   - Where `CLIENT LIST` is refused, the fallback is: a fresh link that answers while the old
+//!     one has read nothing for longer than `read_stall` means the old one is dead.
+//! - The kernel's `TCP_USER_TIMEOUT` and keepalive, set by the connector, are the backstop.
+//!
+//! # Why a probe and not a timeout
+//! From the client, a server busy with a slow command (`DEBUG SLEEP 3`, a big `KEYS`), a blocked
+//! `BLPOP` and a host that vanished look the same: nothing comes back. Dropping a link to a slow
+//! server gains nothing and turns every write in flight into an ambiguous outcome, so only a
+//! second opinion from a fresh connection may condemn a link. A server blocked by a slow command
+//! cannot answer the probe's handshake either, which keeps the verdict at `Unknown`.
+
+mod probe;
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use redis::Value;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::client::Shared;
+use crate::connect::Connector;
+use crate::event::{DisconnectReason, Event};
+
+/// What a probe on a fresh connection concluded about a stalled link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// The link is dead; it is replaced. The text says how the probe knew.
+    Dead(String),
+    /// The server is alive and busy with our command; the link is kept.
+    Alive(String),
+    /// Nothing better could be reached; the link is kept and probed again later.
+    Unknown(String),
+}
+
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Starts the monitor; it ends when `cancel` fires or the client is gone.
+pub(crate) fn spawn(
+    shared: Weak<Shared>,
+    connector: Connector,
+    cancel: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    let tracker = tasks.clone();
+    tasks.spawn(run(shared, connector, cancel, tracker));
+}
+
+async fn run(
+    shared: Weak<Shared>,
+    connector: Connector,
+    cancel: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+) {
+    let Some(config) = shared.upgrade().map(|s| std::sync::Arc::clone(&s.config)) else {
+        return;
+    };
+    let health = config.health.clone();
+    let tick = (health.ping_interval.min(health.read_stall) / 4).max(Duration::from_millis(20));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut watched: u64 = 0;
+    let mut probe: Option<tokio::task::JoinHandle<Verdict>> = None;
+    let mut probe_backoff = health.read_stall;
+    let mut next_probe_at = Instant::now();
+    loop {
+        let verdict = tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticker.tick() => None,
+            joined = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                probe = None;
+                joined.ok()
+            }
+        };
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        let Some(link) = shared.slot.borrow().link.clone() else {
+            continue;
+        };
+        let now = Instant::now();
+        if link.generation != watched {
+            watched = link.generation;
+            probe_backoff = health.read_stall;
+            next_probe_at = now;
+            if let Some(stale) = probe.take() {
+                stale.abort();
+            }
+            continue;
+        }
+        if let Some(verdict) = verdict {
+            debug!(generation = link.generation, ?verdict, "probe verdict");
+            shared.emit(Event::ProbeVerdict {
+                generation: link.generation,
+                verdict: verdict.clone(),
+            });
+            if let Verdict::Dead(reason) = verdict {
+                warn!(generation = link.generation, %reason, "link judged dead");
+                shared
+                    .reporter
+                    .link_lost(link.generation, DisconnectReason::Dead(reason));
+                continue;
+            }
+            next_probe_at = now + probe_backoff;
+            probe_backoff = (probe_backoff * 2).min(PROBE_BACKOFF_MAX);
+        }
+        let stalled_for = link.activity.stalled_for(now);
+        if stalled_for >= health.read_stall {
+            if probe.is_none() && now >= next_probe_at {
+                shared.emit(Event::HeartbeatMissed {
+                    generation: link.generation,
+                    stalled_for,
+                });
+                let connector = connector.clone();
+                let config = std::sync::Arc::clone(&config);
+                let cancel = cancel.clone();
+                probe = Some(tasks.spawn(async move {
+                    tokio::select! {
+                        verdict = probe::judge(&connector, &config, &link) => verdict,
+                        () = cancel.cancelled() => Verdict::Unknown("client shut down".into()),
+                    }
+                }));
+            }
+        } else if stalled_for.is_zero() {
+            if link.activity.in_flight() == 0 {
+                probe_backoff = health.read_stall;
+            }
+            let is_idle = link.activity.in_flight() == 0
+                && now.saturating_duration_since(link.activity.last_traffic())
+                    >= health.ping_interval;
+            if is_idle {
+                let in_flight = link.activity.begin();
+                let mut connection = link.connection.clone();
+                let cancel = cancel.clone();
+                let bound = config.command.deadline;
+                tasks.spawn(async move {
+                    let ping = redis::cmd("PING");
+                    tokio::select! {
+                        reply = tokio::time::timeout(bound, connection.send_packed_command(&ping)) => {
+                            if !matches!(reply, Ok(Ok(Value::SimpleString(_) | Value::Okay))) {
+                                debug!(?reply, "heartbeat PING failed");
+                            }
+                        }
+                        () = cancel.cancelled() => {}
+                    }
+                    drop(in_flight);
+                });
+            }
+        }
+    }
+    if let Some(probe) = probe {
+        probe.abort();
+    }
+}

@@ -1,0 +1,149 @@
+//! The probe: a second opinion on a stalled link from a fresh connection.
+
+use std::time::Duration;
+
+use redis::Value;
+use tokio::time::{Instant, timeout};
+
+use super::Verdict;
+use crate::config::Config;
+use crate::connect::{Connector, Link};
+
+/// Judges `old`, which has had commands in flight and read nothing for a while.
+pub(super) async fn judge(connector: &Connector, config: &Config, old: &Link) -> Verdict {
+    let bound = config.health.probe_timeout;
+    let endpoint = &config.endpoint;
+    match timeout(
+        bound,
+        endpoint.resolver.resolve(&endpoint.host, endpoint.port),
+    )
+    .await
+    {
+        Ok(Ok(addresses)) if !addresses.is_empty() && !addresses.contains(&old.address) => {
+            return Verdict::Dead(format!(
+                "{} now resolves to {addresses:?}, not {}",
+                endpoint.host, old.address
+            ));
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Verdict::Unknown(format!("resolve {}: {e}", endpoint.host)),
+        Err(_) => return Verdict::Unknown(format!("resolve {} timed out", endpoint.host)),
+    }
+    let fresh = match timeout(bound, connector.connect(0)).await {
+        Ok(Ok(fresh)) => fresh,
+        Ok(Err(failure)) => {
+            return Verdict::Unknown(format!("fresh connection: {}", failure.error));
+        }
+        Err(_) => {
+            return Verdict::Unknown(format!(
+                "a fresh connection got no answer within {bound:?} either"
+            ));
+        }
+    };
+    let verdict = ask_server(&fresh, old, config).await;
+    fresh.close();
+    verdict
+}
+
+async fn ask_server(fresh: &Link, old: &Link, config: &Config) -> Verdict {
+    let stalled_for = old.activity.stalled_for(Instant::now());
+    let fallback = || {
+        if stalled_for > config.health.read_stall {
+            Verdict::Dead(format!(
+                "a fresh connection answers while the old one read nothing for {stalled_for:?}"
+            ))
+        } else {
+            Verdict::Alive("the old link read again while the probe ran".into())
+        }
+    };
+    let Some(id) = old.client_id else {
+        return fallback();
+    };
+    if fresh.address != old.address {
+        return fallback();
+    }
+    let mut connection = fresh.connection.clone();
+    let list = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("ID")
+        .arg(id)
+        .to_owned();
+    match timeout(
+        config.health.probe_timeout,
+        connection.send_packed_command(&list),
+    )
+    .await
+    {
+        Ok(Ok(Value::BulkString(bytes))) => {
+            judge_listing(&String::from_utf8_lossy(&bytes), stalled_for)
+        }
+        Ok(Ok(Value::VerbatimString { text, .. })) => judge_listing(&text, stalled_for),
+        Ok(Ok(_) | Err(_)) => fallback(),
+        Err(_) => Verdict::Unknown("CLIENT LIST got no answer".into()),
+    }
+}
+
+/// Reads the server's line about our old connection.
+fn judge_listing(listing: &str, stalled_for: Duration) -> Verdict {
+    let Some(line) = listing.lines().find(|l| !l.trim().is_empty()) else {
+        return Verdict::Dead("the server no longer knows our connection".into());
+    };
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let idle = field("idle")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let command = field("cmd").unwrap_or("?");
+    let is_blocked = field("flags").is_some_and(|f| f.contains('b'));
+    if is_blocked {
+        return Verdict::Alive(format!("blocked in {command}"));
+    }
+    if idle > stalled_for.as_secs() + 1 {
+        return Verdict::Dead(format!(
+            "the server saw nothing from our connection for {idle}s: our commands never arrived"
+        ));
+    }
+    Verdict::Alive(format!("busy with {command} (idle {idle}s)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_listing_means_the_server_forgot_us() {
+        assert!(matches!(
+            judge_listing("", Duration::from_secs(2)),
+            Verdict::Dead(_)
+        ));
+    }
+
+    #[test]
+    fn blocked_connection_is_alive() {
+        let line = "id=7 addr=127.0.0.1:5000 name=steadfast age=9 idle=8 flags=b cmd=blpop\n";
+        assert!(matches!(
+            judge_listing(line, Duration::from_secs(2)),
+            Verdict::Alive(_)
+        ));
+    }
+
+    #[test]
+    fn connection_busy_with_our_command_is_alive() {
+        let line = "id=7 addr=127.0.0.1:5000 age=9 idle=2 flags=N cmd=debug|sleep\n";
+        assert!(matches!(
+            judge_listing(line, Duration::from_secs(2)),
+            Verdict::Alive(_)
+        ));
+    }
+
+    #[test]
+    fn idle_since_before_our_commands_means_they_never_arrived() {
+        let line = "id=7 addr=127.0.0.1:5000 age=90 idle=60 flags=N cmd=get\n";
+        assert!(matches!(
+            judge_listing(line, Duration::from_secs(3)),
+            Verdict::Dead(_)
+        ));
+    }
+}

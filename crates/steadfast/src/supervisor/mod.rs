@@ -1,0 +1,304 @@
+//! The supervisor: the only owner of the link.
+//!
+//! # Behaviour
+//! - Runs in its own task and drives the pure [`machine`]: dials, publishes the new link to the
+//!   command path, closes the old one, backs off, and never gives up while the client lives.
+//! - Anything may *report* a lost link (the socket closing, a health verdict, a READONLY reply,
+//!   the force-reconnect policy) with [`Reporter::link_lost`]; only the supervisor acts on it,
+//!   once per generation (single flight: a hundred reports, one dial).
+//! - Dials run in their own tasks, so a caller whose deadline ran out never cancels a reconnect
+//!   halfway.
+//! - A dial that reaches a replica while the endpoint should be a primary counts as a failed
+//!   attempt (the name has not moved yet): the supervisor backs off and resolves again.
+
+mod backoff;
+pub(crate) mod force;
+mod machine;
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::connect::{ConnectFailure, Connector, Link};
+use crate::event::{DisconnectReason, Event, LinkState};
+use backoff::Backoff;
+use machine::{Action, Input, Machine, State};
+
+/// What the command path sees: the link to use, if any, and the state to report.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    pub(crate) link: Option<Arc<Link>>,
+    pub(crate) state: LinkState,
+}
+
+/// A report that the link of `generation` must go.
+#[derive(Debug)]
+struct Report {
+    generation: u64,
+    reason: DisconnectReason,
+}
+
+/// The handle every part uses to report a lost link. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Reporter {
+    reports: mpsc::Sender<Report>,
+}
+
+impl Reporter {
+    /// Asks for the link of `generation` to be replaced. Never blocks: when the queue of reports
+    /// is full, reports are already waiting and this one adds nothing.
+    pub(crate) fn link_lost(&self, generation: u64, reason: DisconnectReason) {
+        let _ = self.reports.try_send(Report { generation, reason });
+    }
+}
+
+/// Starts the supervisor task; returns the slot the command path reads and the reporter.
+pub(crate) fn spawn(
+    config: Arc<Config>,
+    connector: Connector,
+    events: broadcast::Sender<Event>,
+    cancel: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> (watch::Receiver<Slot>, Reporter) {
+    let (slot_tx, slot_rx) = watch::channel(Slot {
+        link: None,
+        state: LinkState::Connecting,
+    });
+    let (reports_tx, reports_rx) = mpsc::channel(256);
+    let backoff = Backoff::new(
+        config.reconnect.backoff_initial,
+        config.reconnect.backoff_max,
+        config.reconnect.refused_retry,
+        rand::random(),
+    );
+    let task = Task {
+        config,
+        connector,
+        events,
+        cancel,
+        slot: slot_tx,
+        reports: reports_rx,
+        tasks: tasks.clone(),
+        dial: None,
+        wait: None,
+        dialled: None,
+        current: None,
+        last_role: None,
+    };
+    tasks.spawn(task.run(backoff));
+    (
+        slot_rx,
+        Reporter {
+            reports: reports_tx,
+        },
+    )
+}
+
+enum Woke {
+    Shutdown,
+    Report(Report),
+    LinkClosed,
+    Dialled(Result<Result<Link, ConnectFailure>, tokio::task::JoinError>),
+    Waited,
+}
+
+struct Task {
+    config: Arc<Config>,
+    connector: Connector,
+    events: broadcast::Sender<Event>,
+    cancel: CancellationToken,
+    slot: watch::Sender<Slot>,
+    reports: mpsc::Receiver<Report>,
+    tasks: tokio_util::task::TaskTracker,
+    dial: Option<JoinHandle<Result<Link, ConnectFailure>>>,
+    wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    dialled: Option<Link>,
+    current: Option<Arc<Link>>,
+    last_role: Option<String>,
+}
+
+impl Task {
+    async fn run(mut self, backoff: Backoff) {
+        let (mut machine, actions) = Machine::start(backoff);
+        self.apply(actions);
+        while *machine.state() != State::Stopped {
+            let input = self.next_input().await;
+            let actions = machine.on(input);
+            self.apply(actions);
+            if let Some(stale) = self.dialled.take() {
+                stale.close();
+            }
+        }
+        self.slot.send_replace(Slot {
+            link: None,
+            state: LinkState::Shutdown,
+        });
+        debug!("supervisor stopped");
+    }
+
+    async fn next_input(&mut self) -> Input {
+        let current = self.current.clone();
+        let woke = {
+            let link_closed = async {
+                match &current {
+                    Some(link) => link.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let dial = async {
+                match self.dial.as_mut() {
+                    Some(handle) => handle.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let wait = async {
+                match self.wait.as_mut() {
+                    Some(sleep) => sleep.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => Woke::Shutdown,
+                Some(report) = self.reports.recv() => Woke::Report(report),
+                () = link_closed => Woke::LinkClosed,
+                result = dial => Woke::Dialled(result),
+                () = wait => Woke::Waited,
+            }
+        };
+        match woke {
+            Woke::Shutdown => Input::Shutdown,
+            Woke::Report(report) => Input::LinkLost {
+                generation: report.generation,
+                reason: report.reason,
+            },
+            Woke::LinkClosed => Input::LinkLost {
+                generation: current.as_ref().map_or(0, |l| l.generation),
+                reason: DisconnectReason::Closed("connection closed".into()),
+            },
+            Woke::Dialled(result) => {
+                self.dial = None;
+                self.dial_outcome(result)
+            }
+            Woke::Waited => {
+                self.wait = None;
+                Input::BackoffElapsed
+            }
+        }
+    }
+
+    fn dial_outcome(
+        &mut self,
+        result: Result<Result<Link, ConnectFailure>, tokio::task::JoinError>,
+    ) -> Input {
+        match result {
+            Ok(Ok(link))
+                if self.config.endpoint.expects_primary()
+                    && !link.is_primary()
+                    && link.role != "unknown" =>
+            {
+                let error = format!(
+                    "{} answered as a {}, not a primary",
+                    link.address, link.role
+                );
+                link.close();
+                Input::DialFailed {
+                    is_refused: false,
+                    error,
+                }
+            }
+            Ok(Ok(link)) => {
+                let generation = link.generation;
+                self.dialled = Some(link);
+                Input::DialSucceeded { generation }
+            }
+            Ok(Err(failure)) => Input::DialFailed {
+                is_refused: failure.is_refused,
+                error: failure.error.to_string(),
+            },
+            Err(join) => Input::DialFailed {
+                is_refused: false,
+                error: format!("dial task ended: {join}"),
+            },
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Dial { generation } => {
+                    let connector = self.connector.clone();
+                    self.dial = Some(
+                        self.tasks
+                            .spawn(async move { connector.connect(generation).await }),
+                    );
+                }
+                Action::Wait(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
+                Action::Publish { generation } => self.publish(generation),
+                Action::Close { generation } => {
+                    if let Some(link) = self.current.take() {
+                        debug_assert_eq!(link.generation, generation);
+                        link.close();
+                    }
+                    self.slot.send_replace(Slot {
+                        link: None,
+                        state: LinkState::Connecting,
+                    });
+                }
+                Action::CancelDial => {
+                    if let Some(handle) = self.dial.take() {
+                        handle.abort();
+                    }
+                }
+                Action::Emit(event) => self.emit(event),
+            }
+        }
+    }
+
+    fn publish(&mut self, generation: u64) {
+        let Some(link) = self.dialled.take() else {
+            warn!(generation, "publish without a dialled link");
+            return;
+        };
+        let link = Arc::new(link);
+        info!(address = %link.address, generation, role = %link.role, "connected");
+        if let Some(last) = &self.last_role
+            && *last != link.role
+        {
+            self.emit(Event::RoleChanged {
+                generation,
+                role: link.role.clone(),
+            });
+        }
+        self.last_role = Some(link.role.clone());
+        self.emit(Event::Connected {
+            address: link.address,
+            generation,
+            role: link.role.clone(),
+        });
+        self.current = Some(Arc::clone(&link));
+        self.slot.send_replace(Slot {
+            link: Some(link),
+            state: LinkState::Connected { generation },
+        });
+    }
+
+    fn emit(&self, event: Event) {
+        match &event {
+            Event::Disconnected { generation, reason } => {
+                info!(generation, ?reason, "disconnected");
+            }
+            Event::ReconnectScheduled {
+                attempt,
+                delay,
+                error,
+            } => debug!(attempt, ?delay, %error, "reconnect scheduled"),
+            _ => {}
+        }
+        let _ = self.events.send(event);
+    }
+}
