@@ -223,7 +223,8 @@ pub struct ReconnectConfig {
     /// Delay between attempts while the server's host refuses the connection (nothing listens
     /// on the port: a restart in progress). A refused SYN costs the server nothing, so the
     /// client checks often and is back within this delay of the server listening again.
-    /// Jittered between half and all of it. Default: 100 ms.
+    /// Jittered between half and all of it. Default: 50 ms, so a restarted server is served
+    /// within ~50 ms of listening again.
     pub refused_retry: Duration,
     /// Force reconnect: errors for this long with no success replaces the link even though it
     /// looks alive (Azure's `ReconnectErrorThreshold`). Default: 30 s.
@@ -238,7 +239,7 @@ impl Default for ReconnectConfig {
         Self {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
-            refused_retry: Duration::from_millis(100),
+            refused_retry: Duration::from_millis(50),
             force_after_errors_for: Duration::from_secs(30),
             force_min_interval: Duration::from_secs(60),
         }

@@ -1,0 +1,227 @@
+//! Fault tests against real redis-server processes: the client rides through restarts, killed
+//! connections, paused servers and demotions without a failed operation.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use steadfast::connect::resolve::StaticResolver;
+use steadfast::{Client, Config, Event};
+use support::{RedisServer, Workload, init_tracing, summarise};
+use tokio::time::Instant;
+
+const RECOVERY_GOAL: Duration = Duration::from_millis(100);
+
+fn config_for(server: &RedisServer) -> Config {
+    let mut config = Config::default();
+    config.endpoint.host = server.address.ip().to_string();
+    config.endpoint.port = server.address.port();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_kill_9_loses_no_operation_and_recovers_within_100_ms() {
+    init_tracing();
+    let mut server = RedisServer::start().await;
+    let client = Client::new(config_for(&server)).unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let fault = Instant::now();
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restored = server.spawn_and_wait().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let ops = workload.stop().await;
+    let summary = summarise(&ops, fault, restored);
+    println!("restart: {summary:?}");
+    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
+    assert!(
+        summary.recovery <= RECOVERY_GOAL,
+        "recovery {:?}",
+        summary.recovery
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_loses_no_operation_and_recovers_within_100_ms() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let client = Client::new(config_for(&server)).unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let mut events = client.events();
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut admin = server.admin().await;
+    let fault = Instant::now();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let ops = workload.stop().await;
+    let summary = summarise(&ops, fault, fault);
+    println!("client kill: {summary:?}");
+    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
+    assert!(
+        summary.recovery <= RECOVERY_GOAL,
+        "recovery {:?}",
+        summary.recovery
+    );
+    let mut reconnected = false;
+    while let Ok(event) = events.try_recv() {
+        reconnected |= matches!(event, Event::Connected { generation: 2, .. });
+    }
+    assert!(reconnected, "a second link was made");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_for_the_length_of_a_deadline_loses_no_operation_and_keeps_the_link() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let client = Client::new(config_for(&server)).unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let mut events = client.events();
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A command sent the instant the server stops waits for the whole pause plus its own
+    // processing, so the pause must end a little before the 5 s deadline for it to succeed.
+    let fault = Instant::now();
+    server.pause();
+    tokio::time::sleep(Duration::from_millis(4_800)).await;
+    server.resume();
+    let restored = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let ops = workload.stop().await;
+    let summary = summarise(&ops, fault, restored);
+    println!("sigstop: {summary:?}");
+    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
+    assert!(
+        summary.recovery <= RECOVERY_GOAL,
+        "recovery {:?}",
+        summary.recovery
+    );
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::HeartbeatMissed { .. })),
+        "the stall was noticed: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "a paused server is slow, not dead: {seen:?}"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
+    init_tracing();
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let replicaof = |primary: &RedisServer| {
+        redis::cmd("REPLICAOF")
+            .arg(primary.address.ip().to_string())
+            .arg(primary.address.port())
+            .to_owned()
+    };
+    let _: () = replicaof(&a)
+        .query_async(&mut b.admin().await)
+        .await
+        .unwrap();
+
+    let resolver = StaticResolver::new(vec![a.address]);
+    let mut config = Config::default();
+    config.endpoint.host = "primary.test".into();
+    config.endpoint.resolver = Arc::new(resolver.clone());
+    let client = Client::new(config).unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let mut events = client.events();
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Failover: B promoted, the name moved to B, A demoted to a replica of B and still reachable.
+    let fault = Instant::now();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut b.admin().await)
+        .await
+        .unwrap();
+    resolver.set(vec![b.address]);
+    let _: () = replicaof(&b)
+        .query_async(&mut a.admin().await)
+        .await
+        .unwrap();
+    let restored = Instant::now();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let ops = workload.stop().await;
+    let summary = summarise(&ops, fault, restored);
+    println!("demotion: {summary:?}");
+    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
+    assert!(
+        summary.recovery <= RECOVERY_GOAL,
+        "recovery {:?}",
+        summary.recovery
+    );
+    let mut moved = false;
+    while let Ok(event) = events.try_recv() {
+        if let Event::Connected { address, role, .. } = event {
+            moved |= address == b.address && role == "master";
+        }
+    }
+    assert!(moved, "the client now talks to B as primary");
+    let keys_on_b: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut b.admin().await)
+        .await
+        .unwrap();
+    assert!(keys_on_b > 0, "writes landed on the new primary");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_at_start_serves_commands_once_it_is_up() {
+    init_tracing();
+    let mut server = RedisServer::reserve(&[]);
+    let client = Client::new(config_for(&server)).unwrap();
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply: Result<String, _> = client.query(&redis::cmd("PING")).await;
+            (reply, started)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !pending.is_finished(),
+        "the command waits instead of failing"
+    );
+    let restored = server.spawn_and_wait().await;
+    let (reply, _) = pending.await.unwrap();
+    let served = Instant::now();
+    assert_eq!(reply.unwrap(), "PONG");
+    assert!(
+        served - restored <= RECOVERY_GOAL,
+        "served {:?} after start",
+        served - restored
+    );
+    client.shutdown().await;
+}

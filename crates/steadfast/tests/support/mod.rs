@@ -1,0 +1,289 @@
+//! Real `redis-server` processes for integration tests, and a workload that records every
+//! operation.
+//!
+//! Each server gets its own loopback address (127.A.B.C, unique per process and server) and
+//! listens on 6379, so tests never race for a free port. Servers are killed on drop.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+static NEXT_SERVER: AtomicU32 = AtomicU32::new(0);
+
+/// One redis-server process on its own loopback address.
+pub struct RedisServer {
+    pub address: SocketAddr,
+    dir: std::path::PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers PING.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `--option value` arguments.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let mut server = Self::reserve(extra);
+        server.spawn_and_wait().await;
+        server
+    }
+
+    /// Picks an address without starting anything (for "server down at start").
+    pub fn reserve(extra: &[&str]) -> Self {
+        let n = NEXT_SERVER.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let ip = Ipv4Addr::new(
+            127,
+            10 + (pid % 200) as u8,
+            (n / 250) as u8,
+            (n % 250 + 2) as u8,
+        );
+        let dir = std::env::temp_dir().join(format!("steadfast-test-{pid}-{n}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self {
+            address: SocketAddr::new(IpAddr::V4(ip), 6379),
+            dir,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.address)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", &self.address.ip().to_string(), "--port", "6379"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--enable-debug-command", "yes"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+    }
+
+    /// Starts the process (again) and returns once it answers PING.
+    pub async fn spawn_and_wait(&mut self) -> Instant {
+        self.spawn();
+        self.wait_reachable(Duration::from_secs(10)).await
+    }
+
+    /// Polls until the server answers PING; returns when it first did.
+    pub async fn wait_reachable(&self, limit: Duration) -> Instant {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.ping().await {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never became reachable",
+                self.address
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(self.address).await.ok()?;
+            s.write_all(b"PING\r\n").await.ok()?;
+            let mut buf = [0u8; 16];
+            let n = s.read(&mut buf).await.ok()?;
+            (buf[..n].starts_with(b"+PONG")).then_some(())
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), attempt).await,
+            Ok(Some(()))
+        )
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+    }
+
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// A plain redis-rs connection for setting up and observing, outside the client under test.
+    pub async fn admin(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// Connections the server has accepted since it started (INFO stats).
+    pub async fn connections_received(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut self.admin().await)
+            .await
+            .unwrap();
+        info_field(&info, "total_connections_received")
+    }
+
+    /// Client connections named `name` the server has open now.
+    pub async fn clients_named(&self, name: &str) -> usize {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut self.admin().await)
+            .await
+            .unwrap();
+        list.lines()
+            .filter(|l| l.split_whitespace().any(|kv| kv == format!("name={name}")))
+            .count()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn info_field(info: &str, name: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in INFO"))
+}
+
+/// One recorded operation.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub start: Instant,
+    pub end: Instant,
+    pub error: Option<String>,
+}
+
+/// SET then GET every 10 ms through `client`, recording every operation, until stopped.
+pub struct Workload {
+    ops: Arc<Mutex<Vec<Op>>>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    pub fn start(client: steadfast::Client) -> Self {
+        let ops = Arc::new(Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = {
+            let ops = Arc::clone(&ops);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut i: u64 = 0;
+                while !stop.is_cancelled() {
+                    i += 1;
+                    let key = format!("k{}", i % 100);
+                    let set = redis::cmd("SET").arg(&key).arg(i).to_owned();
+                    record(&ops, client.query::<()>(&set)).await;
+                    let get = redis::cmd("GET").arg(&key).to_owned();
+                    record(&ops, client.query::<Option<u64>>(&get)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        Self { ops, stop, task }
+    }
+
+    pub async fn stop(self) -> Vec<Op> {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        Arc::try_unwrap(self.ops).unwrap().into_inner().unwrap()
+    }
+}
+
+async fn record<T>(
+    ops: &Mutex<Vec<Op>>,
+    op: impl std::future::Future<Output = Result<T, steadfast::Error>>,
+) {
+    let start = Instant::now();
+    let result = op.await;
+    let end = Instant::now();
+    ops.lock().unwrap().push(Op {
+        start,
+        end,
+        error: result.err().map(|e| e.to_string()),
+    });
+}
+
+/// What a run of operations says.
+#[derive(Debug)]
+pub struct Summary {
+    pub total: usize,
+    pub failed: Vec<Op>,
+    /// From `restored` to the end of the first operation that succeeded after it (zero if an
+    /// operation had already succeeded by then, counted from `restored`).
+    pub recovery: Duration,
+    pub longest: Duration,
+}
+
+/// Summarises `ops` around a fault that began at `fault` and whose cause was gone at `restored`.
+pub fn summarise(ops: &[Op], fault: Instant, restored: Instant) -> Summary {
+    let failed: Vec<Op> = ops.iter().filter(|o| o.error.is_some()).cloned().collect();
+    let first_success_after = ops
+        .iter()
+        .filter(|o| o.error.is_none() && o.end >= fault && o.start <= o.end)
+        .filter(|o| o.end >= restored || o.start >= restored)
+        .map(|o| o.end)
+        .min()
+        .expect("an operation succeeded after the fault");
+    let longest = ops
+        .iter()
+        .map(|o| o.end - o.start)
+        .max()
+        .unwrap_or_default();
+    Summary {
+        total: ops.len(),
+        failed,
+        recovery: first_success_after.saturating_duration_since(restored),
+        longest,
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "steadfast=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
