@@ -79,11 +79,12 @@ pub(crate) async fn execute(
     loop {
         let link = match current_link(shared, deadline).await {
             Ok(link) => link,
-            Err(WaitError::Deadline) => {
+            Err(WaitError::Deadline(connect_failure)) => {
+                let last = last_error.or(connect_failure);
                 return Err(Error::deadline(
                     deadline_length,
                     may_be_applied,
-                    last_error.as_ref(),
+                    last.as_ref(),
                 ));
             }
             Err(WaitError::Other(error)) => return Err(error),
@@ -216,7 +217,8 @@ fn busy_pause(attempt: u32) -> Duration {
 }
 
 enum WaitError {
-    Deadline,
+    /// The deadline ran out; carries the last connection failure, if any.
+    Deadline(Option<Error>),
     Other(Error),
 }
 
@@ -239,8 +241,15 @@ async fn current_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, W
     };
     let mut slot = shared.slot.clone();
     loop {
-        {
+        let last_failure = {
             let current = slot.borrow_and_update();
+            if let Some(failure) = &current.last_failure
+                && failure.kind() == ErrorKind::Auth
+            {
+                // Waiting cannot fix rejected credentials; the supervisor keeps retrying with
+                // backoff in case they are being rotated.
+                return Err(WaitError::Other(failure.clone()));
+            }
             match (&current.link, current.state) {
                 (_, LinkState::Shutdown) => {
                     return Err(WaitError::Other(Error::new(
@@ -251,7 +260,8 @@ async fn current_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, W
                 (Some(link), _) if !link.is_closed() => return Ok(Arc::clone(link)),
                 _ => {}
             }
-        }
+            current.last_failure.clone()
+        };
         // A closed link still published means its closing has not reached the supervisor yet;
         // a short poll covers that window without a report per waiter.
         let changed = timeout_at(
@@ -261,7 +271,7 @@ async fn current_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, W
         .await;
         match changed {
             Ok(Ok(())) | Err(_) if Instant::now() < deadline => {}
-            Ok(Ok(())) | Err(_) => return Err(WaitError::Deadline),
+            Ok(Ok(())) | Err(_) => return Err(WaitError::Deadline(last_failure)),
             Ok(Err(_)) => {
                 return Err(WaitError::Other(Error::new(
                     ErrorKind::Shutdown,

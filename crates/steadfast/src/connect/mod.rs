@@ -160,12 +160,10 @@ impl Connector {
             MultiplexedConnection::new_with_config(&info, metered, options)
                 .await
                 .map_err(|e| {
-                    let kind = match e.kind() {
-                        redis::ErrorKind::AuthenticationFailed
-                        | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
-                            ErrorKind::Auth
-                        }
-                        _ => ErrorKind::Connect,
+                    let kind = if is_auth_failure(&e) {
+                        ErrorKind::Auth
+                    } else {
+                        ErrorKind::Connect
                     };
                     ConnectFailure {
                         is_refused: false,
@@ -235,6 +233,16 @@ async fn session_facts(
         _ => "unknown".to_owned(),
     };
     Ok((client_id, role))
+}
+
+/// Rejected credentials. redis-rs names some of these; the server's `WRONGPASS` and `NOAUTH`
+/// replies arrive as extension codes.
+fn is_auth_failure(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::AuthenticationFailed
+            | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+    ) || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
 }
 
 fn failure(message: String, is_refused: bool) -> ConnectFailure {

@@ -33,6 +33,8 @@ use machine::{Action, Input, Machine, State};
 pub(crate) struct Slot {
     pub(crate) link: Option<Arc<Link>>,
     pub(crate) state: LinkState,
+    /// Why the last attempt failed, while no link serves; shown to commands that wait.
+    pub(crate) last_failure: Option<crate::error::Error>,
 }
 
 /// A report that the link of `generation` must go.
@@ -67,6 +69,7 @@ pub(crate) fn spawn(
     let (slot_tx, slot_rx) = watch::channel(Slot {
         link: None,
         state: LinkState::Connecting,
+        last_failure: None,
     });
     let (reports_tx, reports_rx) = mpsc::channel(256);
     let backoff = Backoff::new(
@@ -136,6 +139,7 @@ impl Task {
         self.slot.send_replace(Slot {
             link: None,
             state: LinkState::Shutdown,
+            last_failure: None,
         });
         debug!("supervisor stopped");
     }
@@ -216,10 +220,15 @@ impl Task {
                 self.dialled = Some(link);
                 Input::DialSucceeded { generation }
             }
-            Ok(Err(failure)) => Input::DialFailed {
-                is_refused: failure.is_refused,
-                error: failure.error.to_string(),
-            },
+            Ok(Err(failure)) => {
+                let error = failure.error.to_string();
+                self.slot
+                    .send_modify(|slot| slot.last_failure = Some(failure.error));
+                Input::DialFailed {
+                    is_refused: failure.is_refused,
+                    error,
+                }
+            }
             Err(join) => Input::DialFailed {
                 is_refused: false,
                 error: format!("dial task ended: {join}"),
@@ -244,9 +253,9 @@ impl Task {
                         debug_assert_eq!(link.generation, generation);
                         link.close();
                     }
-                    self.slot.send_replace(Slot {
-                        link: None,
-                        state: LinkState::Connecting,
+                    self.slot.send_modify(|slot| {
+                        slot.link = None;
+                        slot.state = LinkState::Connecting;
                     });
                 }
                 Action::CancelDial => {
@@ -284,6 +293,7 @@ impl Task {
         self.slot.send_replace(Slot {
             link: Some(link),
             state: LinkState::Connected { generation },
+            last_failure: None,
         });
     }
 

@@ -105,7 +105,8 @@ impl RedisServer {
             s.write_all(b"PING\r\n").await.ok()?;
             let mut buf = [0u8; 16];
             let n = s.read(&mut buf).await.ok()?;
-            (buf[..n].starts_with(b"+PONG")).then_some(())
+            // +PONG, or -NOAUTH from a server that wants a password: either way it answers.
+            (n > 0 && (buf[0] == b'+' || buf[0] == b'-')).then_some(())
         };
         matches!(
             tokio::time::timeout(Duration::from_millis(200), attempt).await,
@@ -153,11 +154,11 @@ impl RedisServer {
         info_field(&info, "total_connections_received")
     }
 
-    /// Client connections named `name` the server has open now.
-    pub async fn clients_named(&self, name: &str) -> usize {
+    /// Client connections named `name` the server has open now, asked on `admin`.
+    pub async fn clients_named(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
         let list: String = redis::cmd("CLIENT")
             .arg("LIST")
-            .query_async(&mut self.admin().await)
+            .query_async(admin)
             .await
             .unwrap();
         list.lines()
