@@ -5,7 +5,7 @@
 //!   default and why it was chosen.
 //! - [`Config::validate`] is the one place that rejects bad values, with an error that names the
 //!   field and the value (never a password).
-//! - [`Config::from_url`] reads a `redis://` URL (see [`url`](self::url) for the accepted form).
+//! - [`Config::from_url`] reads a `redis://` URL (`redis://[[user]:password@]host[:port][/db][?protocol=resp2|resp3&client_name=NAME]`).
 
 mod url;
 
@@ -212,7 +212,7 @@ impl Default for HealthConfig {
     }
 }
 
-/// When a lost link is replaced; see [`supervisor`](crate::supervisor).
+/// When a lost link is replaced, and how often the client tries again.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ReconnectConfig {
@@ -246,7 +246,7 @@ impl Default for ReconnectConfig {
     }
 }
 
-/// What happens to each command; see [`command`](crate::command).
+/// What happens to each command: its deadline, its wait for a link, its retries.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CommandConfig {

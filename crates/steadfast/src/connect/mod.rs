@@ -1,9 +1,9 @@
-//! The connector: one connection attempt, from a name to a ready [`Link`].
+//! The connector: one connection attempt, from a name to a ready link.
 //!
 //! # Behaviour
 //! - The endpoint's name is resolved on every attempt; no address is kept across attempts.
 //! - Each address is tried in turn, sharing the attempt's `connect_timeout`, with the socket
-//!   options of [`socket`] set before the SYN.
+//!   options (`TCP_NODELAY`, `TCP_USER_TIMEOUT`, keepalive) set before the SYN.
 //! - The stream is wrapped in an activity meter and handed to redis-rs's
 //!   `MultiplexedConnection::new_with_config`, which runs `HELLO 3` (or `AUTH` for RESP2) with the
 //!   credentials and `SELECT`. Then one round trip sends `CLIENT SETNAME`, `CLIENT ID` and `ROLE`;

@@ -4,7 +4,7 @@
 //! Each server gets its own loopback address (127.A.B.C, unique per process and server) and
 //! listens on 6379, so tests never race for a free port. Servers are killed on drop.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
