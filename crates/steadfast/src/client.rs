@@ -105,10 +105,16 @@ impl Client {
     /// Starts a client for `config`. Must be called inside a tokio runtime.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidConfig`] when [`Config::validate`] fails. A server that is down is not
-    /// an error: the client keeps trying and serves commands as soon as it is up.
+    /// [`ErrorKind::InvalidConfig`] when [`Config::validate`] fails or no tokio runtime is
+    /// running. A server that is down is not an error: the client keeps trying and serves commands as soon as it is up.
     pub fn new(config: Config) -> Result<Self, Error> {
         config.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "steadfast::Client must be created inside a tokio runtime",
+            ));
+        }
         let config = Arc::new(config);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
@@ -281,5 +287,17 @@ impl ConnectionLike for Client {
 
     fn get_db(&self) -> i64 {
         self.shared.config.endpoint.database
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creating_a_client_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = Client::new(Config::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
     }
 }

@@ -181,13 +181,18 @@ async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
         "recovery {:?}",
         summary.recovery
     );
-    let mut moved = false;
+    let (mut moved, mut saw_demotion) = (false, false);
     while let Ok(event) = events.try_recv() {
-        if let Event::Connected { address, role, .. } = event {
-            moved |= address == b.address && role == "master";
+        match event {
+            Event::Connected { address, role, .. } => {
+                moved |= address == b.address && role == "master";
+            }
+            Event::RoleChanged { role, .. } => saw_demotion |= role == "slave",
+            _ => {}
         }
     }
     assert!(moved, "the client now talks to B as primary");
+    assert!(saw_demotion, "the demotion of A was reported");
     let keys_on_b: u64 = redis::cmd("DBSIZE")
         .query_async(&mut b.admin().await)
         .await
@@ -223,5 +228,39 @@ async fn server_down_at_start_serves_commands_once_it_is_up() {
         "served {:?} after start",
         served - restored
     );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_beyond_the_queue_capacity_fail_at_once_without_being_sent() {
+    init_tracing();
+    let server = RedisServer::reserve(&[]);
+    let mut config = config_for(&server);
+    config.command.queue_capacity = 2;
+    let client = Client::new(config).unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.query::<String>(&redis::cmd("PING")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let err = client
+        .query::<String>(&redis::cmd("PING"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), steadfast::ErrorKind::QueueFull, "{err}");
+    assert!(!err.is_ambiguous());
+    assert!(started.elapsed() < Duration::from_millis(50));
+    for task in waiting {
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), steadfast::ErrorKind::DeadlineExceeded, "{err}");
+        assert!(!err.is_ambiguous(), "never written: {err}");
+        assert!(
+            err.to_string().contains("refused"),
+            "names the last failure: {err}"
+        );
+    }
     client.shutdown().await;
 }

@@ -176,10 +176,15 @@ impl Machine {
                 },
             ) if generation == lost => {
                 let (next, dial) = self.next_dial(1);
-                let mut actions = vec![
-                    Action::Close { generation },
-                    Action::Emit(Event::Disconnected { generation, reason }),
-                ];
+                let mut actions = vec![Action::Close { generation }];
+                if reason == DisconnectReason::ReadOnly {
+                    // The server behind the link refused a write: it is a replica now.
+                    actions.push(Action::Emit(Event::RoleChanged {
+                        generation,
+                        role: "slave".to_owned(),
+                    }));
+                }
+                actions.push(Action::Emit(Event::Disconnected { generation, reason }));
                 actions.extend(dial);
                 (next, actions)
             }
@@ -263,6 +268,20 @@ mod tests {
             .filter(|a| matches!(a, Action::Dial { .. }))
             .count();
         assert_eq!(dials, 1);
+    }
+
+    #[test]
+    fn readonly_reports_the_role_change_and_redials() {
+        let mut m = connected();
+        let actions = m.on(Input::LinkLost {
+            generation: 1,
+            reason: DisconnectReason::ReadOnly,
+        });
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Emit(Event::RoleChanged { generation: 1, role }) if role == "slave"
+        )));
+        assert_eq!(actions.last(), Some(&Action::Dial { generation: 2 }));
     }
 
     #[test]
