@@ -77,7 +77,11 @@ pub(crate) async fn execute(
     let mut last_error: Option<Error> = None;
     let mut busy_waits: u32 = 0;
     loop {
-        let link = match current_link(shared, deadline).await {
+        let link = match healthy_link(shared) {
+            Some(link) => Ok(link),
+            None => wait_for_link(shared, deadline).await,
+        };
+        let link = match link {
             Ok(link) => link,
             Err(WaitError::Deadline(connect_failure)) => {
                 let last = last_error.or(connect_failure);
@@ -222,13 +226,14 @@ enum WaitError {
     Other(Error),
 }
 
-/// The current healthy link; waits for one (holding a queue place) until the deadline.
-async fn current_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, WaitError> {
-    if let Some(link) = shared.slot.borrow().link.as_ref()
-        && !link.is_closed()
-    {
-        return Ok(Arc::clone(link));
-    }
+/// The published link, if it is open: the happy path, no waiting.
+fn healthy_link(shared: &Shared) -> Option<Arc<Link>> {
+    let slot = shared.slot.borrow();
+    slot.link.as_ref().filter(|link| !link.is_closed()).cloned()
+}
+
+/// Waits for a healthy link, holding a queue place, until the deadline.
+async fn wait_for_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, WaitError> {
     let Ok(_place) = shared.queue.try_acquire() else {
         return Err(WaitError::Other(Error::new(
             ErrorKind::QueueFull,
