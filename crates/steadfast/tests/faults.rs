@@ -264,3 +264,55 @@ async fn commands_beyond_the_queue_capacity_fail_at_once_without_being_sent() {
     }
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_primary_with_the_name_moved_is_judged_dead_and_replaced_in_bounded_time() {
+    init_tracing();
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let resolver = StaticResolver::new(vec![a.address]);
+    let mut config = Config::default();
+    config.endpoint.host = "primary.test".into();
+    config.endpoint.resolver = Arc::new(resolver.clone());
+    let client = Client::new(config).unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let mut events = client.events();
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A hangs (the kernel still acknowledges, nothing answers) and the name moves to B.
+    let fault = Instant::now();
+    a.pause();
+    resolver.set(vec![b.address]);
+    let mut detected = None;
+    let mut replaced = None;
+    let limit = fault + Duration::from_secs(5);
+    while replaced.is_none() && Instant::now() < limit {
+        match tokio::time::timeout_at(limit, events.recv()).await {
+            Ok(Ok(Event::Disconnected {
+                reason: steadfast::DisconnectReason::Dead(_),
+                ..
+            })) => {
+                detected = Some(fault.elapsed());
+            }
+            Ok(Ok(Event::Connected { address, .. })) if address == b.address => {
+                replaced = Some(fault.elapsed());
+            }
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.resume();
+    let ops = workload.stop().await;
+    let summary = summarise(&ops, fault, fault);
+    println!("hung primary: detected {detected:?}, replaced {replaced:?}, {summary:?}");
+    let detected = detected.expect("the hung link was judged dead");
+    assert!(
+        detected <= Duration::from_millis(2_600),
+        "judged dead {detected:?} after the hang (read_stall 2 s + one tick + probe)"
+    );
+    assert!(replaced.is_some(), "the client moved to B");
+    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
+    client.shutdown().await;
+}

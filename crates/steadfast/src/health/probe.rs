@@ -111,6 +111,20 @@ fn judge_listing(listing: &str, stalled_for: Duration) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_listing_gets_a_verdict_without_panicking(listing in "\\PC{0,300}", secs in 0u64..100) {
+            let _ = judge_listing(&listing, Duration::from_secs(secs));
+        }
+
+        #[test]
+        fn any_idle_value_is_read_as_a_number_or_ignored(idle in "[0-9a-z=-]{0,24}") {
+            let line = format!("id=1 idle={idle} flags=N cmd=get");
+            let _ = judge_listing(&line, Duration::from_secs(2));
+        }
+    }
 
     #[test]
     fn empty_listing_means_the_server_forgot_us() {
