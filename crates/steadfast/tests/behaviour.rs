@@ -9,30 +9,14 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use steadfast::{Client, Config, ErrorKind, Event, Password};
-use support::{RedisServer, Workload, init_tracing};
+use support::{RedisServer, Workload, config_for, connected, drain, init_tracing, kill_clients};
 use tokio::time::Instant;
-
-fn config_for(server: &RedisServer) -> Config {
-    let mut config = Config::default();
-    config.endpoint.host = server.address.ip().to_string();
-    config.endpoint.port = server.address.port();
-    config
-}
-
-fn drain(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
-    let mut seen = Vec::new();
-    while let Ok(event) = events.try_recv() {
-        seen.push(event);
-    }
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_command_is_not_mistaken_for_a_dead_link() {
     init_tracing();
     let server = RedisServer::start().await;
-    let client = Client::new(config_for(&server)).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_for(&server)).await;
     let mut events = client.events();
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -66,8 +50,7 @@ async fn a_blocking_command_is_judged_alive_and_keeps_its_link() {
     let server = RedisServer::start().await;
     let mut config = config_for(&server);
     config.command.deadline = Duration::from_secs(12);
-    let client = Client::new(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config).await;
     let mut events = client.events();
 
     let waiter = {
@@ -156,17 +139,10 @@ async fn reconnects_leave_one_socket_and_shutdown_leaves_none_and_no_task() {
         .num_alive_tasks();
     let mut config = config_for(&server);
     config.endpoint.client_name = Some("leakcheck".into());
-    let client = Client::new(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config).await;
 
     for round in 0..5 {
-        let _: u64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        let _ = kill_clients(&mut admin).await;
         let pong: String = client.query(&redis::cmd("PING")).await.unwrap();
         assert_eq!(pong, "PONG", "round {round}");
     }
@@ -199,8 +175,7 @@ async fn dropping_the_last_handle_closes_the_link() {
     let server = RedisServer::start().await;
     let mut config = config_for(&server);
     config.endpoint.client_name = Some("dropcheck".into());
-    let client = Client::new(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config).await;
     let mut admin = server.admin().await;
     assert_eq!(RedisServer::clients_named(&mut admin, "dropcheck").await, 1);
     drop(client);
@@ -215,8 +190,7 @@ async fn dropping_the_last_handle_closes_the_link() {
 async fn incr_under_killed_connections_is_never_applied_twice() {
     init_tracing();
     let server = RedisServer::start().await;
-    let client = Client::new(config_for(&server)).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_for(&server)).await;
     let acked = Arc::new(AtomicU64::new(0));
     let ambiguous = Arc::new(AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -241,13 +215,7 @@ async fn incr_under_killed_connections_is_never_applied_twice() {
     let mut admin = server.admin().await;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let _: u64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        let _ = kill_clients(&mut admin).await;
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     stop.cancel();
@@ -273,8 +241,7 @@ async fn incr_under_killed_connections_is_never_applied_twice() {
 async fn a_hundred_commands_failing_together_cause_one_dial() {
     init_tracing();
     let server = RedisServer::start().await;
-    let client = Client::new(config_for(&server)).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_for(&server)).await;
     let mut admin = server.admin().await;
     let count = |info: String| support::info_field(&info, "total_connections_received");
     let before = count(
@@ -296,13 +263,7 @@ async fn a_hundred_commands_failing_together_cause_one_dial() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let _: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let _ = kill_clients(&mut admin).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
     for worker in workers {

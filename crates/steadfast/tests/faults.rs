@@ -3,29 +3,40 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use steadfast::connect::resolve::StaticResolver;
-use steadfast::{Client, Config, Event};
-use support::{RedisServer, Workload, init_tracing, summarise};
+use steadfast::{Client, Event};
+use support::{
+    RedisServer, Workload, config_for, config_resolving, connected, init_tracing, kill_clients,
+    summarise,
+};
 use tokio::time::Instant;
 
 const RECOVERY_GOAL: Duration = Duration::from_millis(100);
 
-fn config_for(server: &RedisServer) -> Config {
-    let mut config = Config::default();
-    config.endpoint.host = server.address.ip().to_string();
-    config.endpoint.port = server.address.port();
-    config
+/// Asserts the goal for a fault: no failed operation, and the first success after the
+/// cause was gone came within 100 ms of it.
+fn rode_through(fault_name: &str, ops: Vec<support::Op>, fault: Instant, restored: Instant) {
+    let summary = summarise(&ops, fault, restored);
+    eprintln!("{fault_name}: {summary:?}");
+    assert!(
+        summary.failed.is_empty(),
+        "{fault_name} failed: {:?}",
+        summary.failed
+    );
+    assert!(
+        summary.recovery <= RECOVERY_GOAL,
+        "{fault_name}: recovery {:?}",
+        summary.recovery
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_kill_9_loses_no_operation_and_recovers_within_100_ms() {
     init_tracing();
     let mut server = RedisServer::start().await;
-    let client = Client::new(config_for(&server)).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_for(&server)).await;
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -35,15 +46,7 @@ async fn restart_with_kill_9_loses_no_operation_and_recovers_within_100_ms() {
     let restored = server.spawn_and_wait().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let ops = workload.stop().await;
-    let summary = summarise(&ops, fault, restored);
-    println!("restart: {summary:?}");
-    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
-    assert!(
-        summary.recovery <= RECOVERY_GOAL,
-        "recovery {:?}",
-        summary.recovery
-    );
+    rode_through("restart", workload.stop().await, fault, restored);
     client.shutdown().await;
 }
 
@@ -51,33 +54,18 @@ async fn restart_with_kill_9_loses_no_operation_and_recovers_within_100_ms() {
 async fn client_kill_loses_no_operation_and_recovers_within_100_ms() {
     init_tracing();
     let server = RedisServer::start().await;
-    let client = Client::new(config_for(&server)).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_for(&server)).await;
     let mut events = client.events();
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut admin = server.admin().await;
     let fault = Instant::now();
-    let killed: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let killed = kill_clients(&mut admin).await;
     assert!(killed >= 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let ops = workload.stop().await;
-    let summary = summarise(&ops, fault, fault);
-    println!("client kill: {summary:?}");
-    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
-    assert!(
-        summary.recovery <= RECOVERY_GOAL,
-        "recovery {:?}",
-        summary.recovery
-    );
+    rode_through("client kill", workload.stop().await, fault, fault);
     let mut reconnected = false;
     while let Ok(event) = events.try_recv() {
         reconnected |= matches!(event, Event::Connected { generation: 2, .. });
@@ -90,8 +78,7 @@ async fn client_kill_loses_no_operation_and_recovers_within_100_ms() {
 async fn sigstop_for_the_length_of_a_deadline_loses_no_operation_and_keeps_the_link() {
     init_tracing();
     let server = RedisServer::start().await;
-    let client = Client::new(config_for(&server)).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_for(&server)).await;
     let mut events = client.events();
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -105,15 +92,7 @@ async fn sigstop_for_the_length_of_a_deadline_loses_no_operation_and_keeps_the_l
     let restored = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let ops = workload.stop().await;
-    let summary = summarise(&ops, fault, restored);
-    println!("sigstop: {summary:?}");
-    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
-    assert!(
-        summary.recovery <= RECOVERY_GOAL,
-        "recovery {:?}",
-        summary.recovery
-    );
+    rode_through("sigstop", workload.stop().await, fault, restored);
     let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
         seen.push(event);
@@ -147,11 +126,7 @@ async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
         .unwrap();
 
     let resolver = StaticResolver::new(vec![a.address]);
-    let mut config = Config::default();
-    config.endpoint.host = "primary.test".into();
-    config.endpoint.resolver = Arc::new(resolver.clone());
-    let client = Client::new(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_resolving(&resolver)).await;
     let mut events = client.events();
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -172,15 +147,7 @@ async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
     let restored = Instant::now();
     tokio::time::sleep(Duration::from_millis(700)).await;
 
-    let ops = workload.stop().await;
-    let summary = summarise(&ops, fault, restored);
-    println!("demotion: {summary:?}");
-    assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
-    assert!(
-        summary.recovery <= RECOVERY_GOAL,
-        "recovery {:?}",
-        summary.recovery
-    );
+    rode_through("demotion", workload.stop().await, fault, restored);
     let (mut moved, mut saw_demotion) = (false, false);
     while let Ok(event) = events.try_recv() {
         match event {
@@ -271,11 +238,7 @@ async fn hung_primary_with_the_name_moved_is_judged_dead_and_replaced_in_bounded
     let a = RedisServer::start().await;
     let b = RedisServer::start().await;
     let resolver = StaticResolver::new(vec![a.address]);
-    let mut config = Config::default();
-    config.endpoint.host = "primary.test".into();
-    config.endpoint.resolver = Arc::new(resolver.clone());
-    let client = Client::new(config).unwrap();
-    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let client = connected(config_resolving(&resolver)).await;
     let mut events = client.events();
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -14,17 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::Activity;
 
-pub(crate) struct LinkParts {
-    pub(crate) generation: u64,
-    pub(crate) address: SocketAddr,
-    pub(crate) connection: MultiplexedConnection,
-    pub(crate) activity: Arc<Activity>,
-    pub(crate) client_id: Option<i64>,
-    pub(crate) role: String,
-    pub(crate) closed: CancellationToken,
-    pub(crate) driver: AbortHandle,
-}
-
 /// One live connection. Shared as `Arc<Link>` between the supervisor and commands in flight.
 pub(crate) struct Link {
     pub(crate) generation: u64,
@@ -34,24 +23,11 @@ pub(crate) struct Link {
     /// `CLIENT ID` at handshake, for the health probe's `CLIENT LIST ID`.
     pub(crate) client_id: Option<i64>,
     pub(crate) role: String,
-    closed: CancellationToken,
-    driver: AbortHandle,
+    pub(super) closed: CancellationToken,
+    pub(super) driver: AbortHandle,
 }
 
 impl Link {
-    pub(crate) fn new(parts: LinkParts) -> Self {
-        Self {
-            generation: parts.generation,
-            address: parts.address,
-            connection: parts.connection,
-            activity: parts.activity,
-            client_id: parts.client_id,
-            role: parts.role,
-            closed: parts.closed,
-            driver: parts.driver,
-        }
-    }
-
     /// Drops the socket. Commands in flight on it fail at once.
     pub(crate) fn close(&self) {
         self.activity.mark_closed();

@@ -194,7 +194,7 @@ impl Connector {
                 }
             })?;
         debug!(%address, generation, ?client_id, %role, "link ready");
-        Ok(Link::new(link::LinkParts {
+        Ok(Link {
             generation,
             address,
             connection,
@@ -203,7 +203,7 @@ impl Connector {
             role,
             closed,
             driver: driver_task.abort_handle(),
-        }))
+        })
     }
 }
 

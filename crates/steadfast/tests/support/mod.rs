@@ -12,7 +12,52 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use steadfast::connect::resolve::StaticResolver;
+use steadfast::{Client, Config, Event};
 use tokio::time::Instant;
+
+/// Default config pointed at `server`.
+pub fn config_for(server: &RedisServer) -> Config {
+    let mut config = Config::default();
+    config.endpoint.host = server.address.ip().to_string();
+    config.endpoint.port = server.address.port();
+    config
+}
+
+/// Default config for the name `primary.test`, resolved by `resolver`.
+pub fn config_resolving(resolver: &StaticResolver) -> Config {
+    let mut config = Config::default();
+    config.endpoint.host = "primary.test".into();
+    config.endpoint.resolver = Arc::new(resolver.clone());
+    config
+}
+
+/// A client for `config` that has its first link.
+pub async fn connected(config: Config) -> Client {
+    let client = Client::new(config).unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    client
+}
+
+/// `CLIENT KILL TYPE normal` from `admin` (which is spared); returns how many were killed.
+pub async fn kill_clients(admin: &mut redis::aio::MultiplexedConnection) -> u64 {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(admin)
+        .await
+        .unwrap()
+}
+
+/// Every event received so far.
+pub fn drain(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    seen
+}
 
 static NEXT_SERVER: AtomicU32 = AtomicU32::new(0);
 
