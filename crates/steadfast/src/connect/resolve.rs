@@ -90,3 +90,80 @@ impl Resolver for StaticResolver {
         })
     }
 }
+
+/// Asks a given DNS server (UDP, falling back to TCP), with hickory-resolver. Answers are cached
+/// for their TTL and no longer, so a name moved by a failover is seen once its TTL runs out.
+///
+/// For containers and labs whose system resolver is not the one to ask.
+///
+/// ```
+/// # #[cfg(feature = "hickory")] {
+/// use steadfast::connect::resolve::DnsResolver;
+/// let resolver = DnsResolver::new("10.213.0.3:53".parse().unwrap()).unwrap();
+/// # }
+/// ```
+#[cfg(feature = "hickory")]
+#[derive(Clone)]
+pub struct DnsResolver {
+    server: SocketAddr,
+    inner: hickory_resolver::TokioResolver,
+}
+
+#[cfg(feature = "hickory")]
+impl DnsResolver {
+    /// A resolver that asks only `server`.
+    ///
+    /// # Errors
+    /// When hickory-resolver rejects the configuration.
+    pub fn new(server: SocketAddr) -> io::Result<Self> {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+        let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
+        for connection in &mut name_server.connections {
+            connection.port = server.port();
+        }
+        let mut options = ResolverOpts::default();
+        options.timeout = std::time::Duration::from_millis(500);
+        options.attempts = 2;
+        options.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        options.ndots = 0;
+        let inner = hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(vec![name_server]),
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .with_options(options)
+        .build()
+        .map_err(io::Error::other)?;
+        Ok(Self { server, inner })
+    }
+}
+
+#[cfg(feature = "hickory")]
+impl Debug for DnsResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsResolver")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+#[cfg(feature = "hickory")]
+impl Resolver for DnsResolver {
+    fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Box::pin(async move { Ok(vec![SocketAddr::new(ip, port)]) });
+        }
+        let inner = self.inner.clone();
+        let name = if host.ends_with('.') {
+            host.to_owned()
+        } else {
+            format!("{host}.")
+        };
+        Box::pin(async move {
+            let answer = inner
+                .lookup_ip(name.as_str())
+                .await
+                .map_err(io::Error::other)?;
+            Ok(answer.iter().map(|ip| SocketAddr::new(ip, port)).collect())
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! One lab: a bridge, a DNS server, and redis-servers, each in its own namespace, wired to the
+//! client's namespace.
+//!
+//! ```text
+//!   client ns (10.213.0.2)        dns ns (10.213.0.3)       server ns A (.10)   server ns B (.11)
+//!        eth0                          eth0                      eth0               eth0
+//!          \______________________ br0 in the lab ns ___________/__________________/
+//! ```
+//!
+//! # Behaviour
+//! - Built fresh for every scenario; dropping it kills every process and deletes every
+//!   namespace it made, and the client's veth.
+//! - Server A starts as the primary; with `is_replicated`, B is a replica of A.
+
+use std::time::Duration;
+
+use crate::LabError;
+use crate::dns::Dns;
+use crate::net::{self, CLIENT_IP, DNS_IP, Namespace};
+use crate::server::Server;
+
+/// The name every client connects to.
+pub const ENDPOINT_NAME: &str = "primary.steadfast.test";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    /// Namespace prefix of this run (`sf<pid>`).
+    pub prefix: String,
+    /// Distinguishes the labs of one run.
+    pub index: usize,
+    /// The namespace the client runs in (it must exist).
+    pub client_namespace: String,
+    /// How many servers (A, B, ...).
+    pub servers: usize,
+    /// B (and later ones) replicate A.
+    pub is_replicated: bool,
+    /// Start the servers now (false: "server down at start").
+    pub is_started: bool,
+}
+
+/// A running lab. Fields drop in order: servers, DNS, then the bridge.
+#[derive(Debug)]
+pub struct Lab {
+    /// A, B, ...
+    pub servers: Vec<Server>,
+    /// The DNS server for [`ENDPOINT_NAME`].
+    pub dns: Dns,
+    client_namespace: String,
+    bridge: Namespace,
+}
+
+impl Lab {
+    /// Builds the network, starts DNS pointing at A and (if asked) the servers.
+    ///
+    /// # Errors
+    /// When a namespace, link, or process cannot be made; what was made is removed.
+    pub async fn build(spec: &LabSpec) -> Result<Self, LabError> {
+        let name = |part: &str| format!("{}-{}-{part}", spec.prefix, spec.index);
+        let bridge = Namespace::create(&name("lab"))?;
+        net::bridge(&bridge)?;
+        net::attach(&bridge, &spec.client_namespace, "p-client", CLIENT_IP)?;
+        let guard = ClientLink(spec.client_namespace.clone());
+        let dns_namespace = Namespace::create(&name("dns"))?;
+        net::attach(&bridge, dns_namespace.name(), "p-dns", DNS_IP)?;
+        let mut servers = Vec::new();
+        for index in 0..spec.servers {
+            let label = ((b'A' + u8::try_from(index).unwrap_or(0)) as char).to_string();
+            let namespace = Namespace::create(&name(&format!("s{index}")))?;
+            let ip = net::server_ip(u8::try_from(index).unwrap_or(0));
+            net::attach(&bridge, namespace.name(), &format!("p-s{index}"), ip)?;
+            servers.push(Server::new(&label, namespace, ip)?);
+        }
+        let dns = Dns::start(dns_namespace, ENDPOINT_NAME, servers[0].ip)?;
+        std::mem::forget(guard);
+        let mut lab = Self {
+            servers,
+            dns,
+            client_namespace: spec.client_namespace.clone(),
+            bridge,
+        };
+        if spec.is_started {
+            for server in &mut lab.servers {
+                server.start()?;
+            }
+            for server in &lab.servers {
+                server.wait_reachable(Duration::from_secs(10)).await?;
+            }
+            if spec.is_replicated {
+                for replica in &lab.servers[1..] {
+                    replica.replicate(&lab.servers[0]).await?;
+                }
+            }
+        }
+        lab.wait_for_dns().await?;
+        Ok(lab)
+    }
+
+    async fn wait_for_dns(&self) -> Result<(), LabError> {
+        for _ in 0..300 {
+            if dns_answers().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(LabError::new("the lab's dnsmasq never answered"))
+    }
+
+    /// Server A, the first primary.
+    pub fn primary(&self) -> &Server {
+        &self.servers[0]
+    }
+
+    /// The bridge namespace.
+    pub fn bridge(&self) -> &Namespace {
+        &self.bridge
+    }
+}
+
+/// Asks the lab's DNS directly (whatever the caller's resolv.conf says).
+async fn dns_answers() -> bool {
+    let Ok(resolver) = steadfast::connect::resolve::DnsResolver::new((DNS_IP, 53).into()) else {
+        return false;
+    };
+    use steadfast::connect::resolve::Resolver;
+    matches!(
+        tokio::time::timeout(Duration::from_millis(300), resolver.resolve(ENDPOINT_NAME, 6379)).await,
+        Ok(Ok(addresses)) if !addresses.is_empty()
+    )
+}
+
+/// Removes the client's end of the veth, so the next lab can attach a fresh one.
+struct ClientLink(String);
+
+impl Drop for ClientLink {
+    fn drop(&mut self) {
+        let _ = net::run("ip", &["-n", &self.0, "link", "del", "eth0"]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        drop(ClientLink(self.client_namespace.clone()));
+    }
+}

@@ -1,0 +1,268 @@
+//! Network namespaces, veth pairs and a bridge: the lab's private network.
+//!
+//! # Behaviour
+//! - One private /24 ([`SUBNET`]) exists only inside namespaces the lab creates; the machine's
+//!   root namespace gets no address and no route in it, and no lab namespace has a default route,
+//!   so a wrong address fails at once instead of leaving the machine.
+//! - Every namespace is named with the run's prefix (`sf<pid>-...`), so two labs never collide and
+//!   [`cleanup_leftovers`] removes exactly what a killed run left.
+//! - [`Namespace`] deletes itself on drop, killing whatever still runs inside it.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Output};
+
+use crate::LabError;
+
+/// The lab's /24. Used only inside namespaces the lab creates.
+pub const SUBNET: [u8; 3] = [10, 213, 0];
+
+/// Address of the client under test.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 2);
+
+/// Address of the lab's DNS server.
+pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 3);
+
+/// Address of server number `index` (0-based).
+pub fn server_ip(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 10 + index)
+}
+
+/// The prefix of every namespace this process creates.
+pub fn run_prefix() -> String {
+    format!("sf{}", std::process::id())
+}
+
+/// Runs a command to completion; an error names the command and what it printed.
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<Output, LabError> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| LabError::new(format!("{program} {}: {e}", args.join(" "))))?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(LabError::new(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+/// A network namespace, deleted (with everything running in it) on drop.
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    /// Creates `name` with its loopback up.
+    ///
+    /// # Errors
+    /// When `ip netns add` fails (no root, name taken).
+    pub fn create(name: &str) -> Result<Self, LabError> {
+        run("ip", &["netns", "add", name])?;
+        let namespace = Self {
+            name: name.to_owned(),
+        };
+        namespace.ip(&["link", "set", "lo", "up"])?;
+        Ok(namespace)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <name> ARGS`.
+    pub(crate) fn ip(&self, args: &[&str]) -> Result<Output, LabError> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// A command that runs `program` inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs `program ARGS` inside this namespace to completion, for async callers.
+    pub(crate) async fn exec_async(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<Output, LabError> {
+        let output = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| LabError::new(format!("{program} in {}: {e}", self.name)))?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(LabError::new(format!(
+                "{program} {} in {} failed: {}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )))
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        kill_all_in(&self.name);
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+fn kill_all_in(namespace: &str) {
+    if let Ok(output) = run("ip", &["netns", "pids", namespace]) {
+        for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+            let _ = run("kill", &["-CONT", pid]);
+            let _ = run("kill", &["-KILL", pid]);
+        }
+    }
+}
+
+/// Connects `member` (a namespace) to the bridge in `lab` with a veth pair: `eth0` with
+/// `address`/24 inside `member`, `port` on the bridge.
+pub(crate) fn attach(
+    lab: &Namespace,
+    member: &str,
+    port: &str,
+    address: Ipv4Addr,
+) -> Result<(), LabError> {
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            member,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            lab.name(),
+        ],
+    )?;
+    let cidr = format!("{address}/24");
+    run("ip", &["-n", member, "addr", "add", &cidr, "dev", "eth0"])?;
+    run("ip", &["-n", member, "link", "set", "eth0", "up"])?;
+    lab.ip(&["link", "set", port, "master", "br0", "up"])?;
+    Ok(())
+}
+
+/// Creates the bridge `br0` inside `lab`.
+pub(crate) fn bridge(lab: &Namespace) -> Result<(), LabError> {
+    lab.ip(&["link", "add", "br0", "type", "bridge"])?;
+    lab.ip(&["link", "set", "br0", "up"])?;
+    Ok(())
+}
+
+/// Runs `work` on a new thread that has entered namespace `name` (network only), with its own
+/// current-thread tokio runtime; threads that runtime starts inherit the namespace.
+///
+/// # Errors
+/// When the namespace cannot be opened or entered.
+pub fn run_in<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> Result<T, LabError> {
+    let path = format!("/var/run/netns/{name}");
+    let handle = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).map_err(|e| LabError::new(format!("{path}: {e}")))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| LabError::new(format!("setns {path}: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LabError::new(format!("runtime: {e}")))?;
+        Ok(runtime.block_on(work()))
+    });
+    handle
+        .join()
+        .map_err(|_| LabError::new("the namespaced thread panicked"))?
+}
+
+/// Whether this process may create network namespaces (root, or the capability).
+pub fn can_create_namespaces() -> bool {
+    let probe = format!("{}-probe", run_prefix());
+    match Namespace::create(&probe) {
+        Ok(namespace) => {
+            drop(namespace);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Removes every namespace and `/etc/netns` entry left by lab runs whose process is gone.
+/// Returns the names removed.
+///
+/// # Errors
+/// When `ip netns list` cannot run.
+pub fn cleanup_leftovers() -> Result<Vec<String>, LabError> {
+    let listing = run("ip", &["netns", "list"])?;
+    let mut removed = Vec::new();
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if is_orphan(name) {
+            kill_all_in(name);
+            let _ = run("ip", &["netns", "del", name]);
+            removed.push(name.to_owned());
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/etc/netns") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_orphan(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.push(format!("/etc/netns/{name}"));
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// `sf<pid>-...` where no process `<pid>` runs any more.
+fn is_orphan(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("sf") else {
+        return false;
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if digits.is_empty() || !rest[digits.len()..].starts_with('-') {
+        return false;
+    }
+    !std::path::Path::new(&format!("/proc/{digits}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lab_names_of_dead_runs_are_orphans() {
+        assert!(is_orphan("sf999999999-3-lab"));
+        assert!(!is_orphan(&format!("sf{}-client", std::process::id())));
+        assert!(!is_orphan("sfx-lab"));
+        assert!(!is_orphan("docker0"));
+        assert!(!is_orphan("sf12"));
+    }
+
+    #[test]
+    fn addresses_stay_inside_the_lab_subnet() {
+        for ip in [CLIENT_IP, DNS_IP, server_ip(0), server_ip(5)] {
+            assert_eq!(ip.octets()[..3], SUBNET);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! One redis-server in its own namespace, on its own address, port 6379.
+//!
+//! # Behaviour
+//! - Started with no persistence; killed (SIGKILL) on drop, with its namespace.
+//! - Administered with `redis-cli` run *inside* its namespace, so a fault between the client and
+//!   the server never stops the lab from promoting or demoting it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::LabError;
+use crate::net::Namespace;
+
+/// A redis-server process in its own network namespace.
+#[derive(Debug)]
+pub struct Server {
+    /// Short name for reports: `A`, `B`, ...
+    pub label: String,
+    /// Its address; it listens on 6379.
+    pub ip: Ipv4Addr,
+    namespace: Namespace,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub(crate) fn new(label: &str, namespace: Namespace, ip: Ipv4Addr) -> Result<Self, LabError> {
+        let dir = std::env::temp_dir().join(namespace.name());
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::new(format!("{dir:?}: {e}")))?;
+        Ok(Self {
+            label: label.to_owned(),
+            ip,
+            namespace,
+            dir,
+            child: None,
+        })
+    }
+
+    /// `ip:6379`.
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::new(self.ip.into(), 6379)
+    }
+
+    /// The namespace the server lives in.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// Starts the process (it must not be running).
+    ///
+    /// # Errors
+    /// When redis-server cannot be spawned.
+    pub fn start(&mut self) -> Result<(), LabError> {
+        let ip = self.ip.to_string();
+        let child = self
+            .namespace
+            .command("redis-server")
+            .args([
+                "--bind",
+                &ip,
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--protected-mode", "no", "--enable-debug-command", "yes"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                LabError::new(format!("redis-server in {}: {e}", self.namespace.name()))
+            })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: &str) -> Result<(), LabError> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| LabError::new(format!("server {} is not running", self.label)))?;
+        crate::net::run("kill", &[signal, &child.id().to_string()]).map(drop)
+    }
+
+    /// SIGSTOP: the kernel still accepts and acknowledges, nothing answers.
+    ///
+    /// # Errors
+    /// When the server is not running.
+    pub fn pause(&self) -> Result<(), LabError> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT.
+    ///
+    /// # Errors
+    /// When the server is not running.
+    pub fn resume(&self) -> Result<(), LabError> {
+        self.signal("-CONT")
+    }
+
+    /// Runs `redis-cli ARGS` against this server from inside its namespace.
+    ///
+    /// # Errors
+    /// When redis-cli fails or the server answers with an error.
+    pub async fn cli(&self, args: &[&str]) -> Result<String, LabError> {
+        let ip = self.ip.to_string();
+        let mut all = vec!["-h", ip.as_str(), "-p", "6379"];
+        all.extend_from_slice(args);
+        let output = self.namespace.exec_async("redis-cli", &all).await?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if text.starts_with("ERR") || text.starts_with("(error)") {
+            return Err(LabError::new(format!("server {}: {text}", self.label)));
+        }
+        Ok(text)
+    }
+
+    /// `REPLICAOF NO ONE`.
+    ///
+    /// # Errors
+    /// When the server does not answer.
+    pub async fn promote(&self) -> Result<(), LabError> {
+        self.cli(&["REPLICAOF", "NO", "ONE"]).await.map(drop)
+    }
+
+    /// `REPLICAOF <primary> 6379`.
+    ///
+    /// # Errors
+    /// When the server does not answer.
+    pub async fn replicate(&self, primary: &Server) -> Result<(), LabError> {
+        let ip = primary.ip.to_string();
+        self.cli(&["REPLICAOF", &ip, "6379"]).await.map(drop)
+    }
+
+    /// Polls from the caller's namespace until the server answers PING (or `-NOAUTH`).
+    ///
+    /// # Errors
+    /// When it did not within `limit`.
+    pub async fn wait_reachable(&self, limit: Duration) -> Result<Instant, LabError> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if ping(self.address()).await {
+                return Ok(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(LabError::new(format!(
+            "server {} at {} not reachable within {limit:?}",
+            self.label,
+            self.address()
+        )))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.resume();
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One PING on a fresh TCP connection, bounded to 200 ms.
+pub async fn ping(address: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 16];
+        let n = stream.read(&mut buf).await.ok()?;
+        (n > 0 && (buf[0] == b'+' || buf[0] == b'-')).then_some(())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(200), attempt).await,
+        Ok(Some(()))
+    )
+}
