@@ -13,8 +13,10 @@
 //! - [`server`], [`dns`]: the real processes.
 //! - [`fault`]: partition, isolate, reject, loss, pause, as guards.
 //! - [`lab`]: one lab per scenario.
+//! - [`drill`]: scenarios, workloads, clients under test, reports (table, JSON, SVG).
 
 pub mod dns;
+pub mod drill;
 pub mod fault;
 pub mod lab;
 pub mod net;

@@ -234,6 +234,22 @@ pub fn cleanup_leftovers() -> Result<Vec<String>, LabError> {
     Ok(removed)
 }
 
+/// Removes every namespace whose name starts with `prefix-`, with what runs inside.
+pub fn remove_prefixed(prefix: &str) {
+    let Ok(listing) = run("ip", &["netns", "list"]) else {
+        return;
+    };
+    let wanted = format!("{prefix}-");
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        if let Some(name) = line.split_whitespace().next()
+            && name.starts_with(&wanted)
+        {
+            kill_all_in(name);
+            let _ = run("ip", &["netns", "del", name]);
+        }
+    }
+}
+
 /// `sf<pid>-...` where no process `<pid>` runs any more.
 fn is_orphan(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("sf") else {

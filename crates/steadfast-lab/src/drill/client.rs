@@ -1,0 +1,164 @@
+//! The clients under test, each driven the same way: one SET then one GET per operation.
+//!
+//! # Behaviour
+//! - steadfast with its defaults (system resolver, 5 s deadline).
+//! - redis-rs `MultiplexedConnection` with its defaults: one connection, never replaced. If it
+//!   cannot be created (server down), each operation tries to create it, as a caller would.
+//! - redis-rs `ConnectionManager` with its defaults, created the same lazy way.
+
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+/// Which client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientKind {
+    /// steadfast `Client`, default config.
+    Steadfast,
+    /// redis-rs `MultiplexedConnection`, defaults.
+    RedisRsMultiplexed,
+    /// redis-rs `ConnectionManager`, defaults.
+    RedisRsManager,
+}
+
+impl ClientKind {
+    /// Every client, in report order.
+    pub const ALL: [Self; 3] = [Self::Steadfast, Self::RedisRsMultiplexed, Self::RedisRsManager];
+
+    /// Name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Steadfast => "steadfast",
+            Self::RedisRsMultiplexed => "redis-rs multiplexed",
+            Self::RedisRsManager => "redis-rs manager",
+        }
+    }
+}
+
+/// One client instance under test.
+pub(crate) enum UnderTest {
+    Steadfast(steadfast::Client),
+    Multiplexed {
+        url: String,
+        connection: Mutex<Option<MultiplexedConnection>>,
+    },
+    Manager {
+        url: String,
+        connection: Mutex<Option<ConnectionManager>>,
+    },
+}
+
+impl UnderTest {
+    /// Creates the client; redis-rs clients connect lazily on first use.
+    pub(crate) fn new(kind: ClientKind, url: &str) -> Result<Self, String> {
+        Ok(match kind {
+            ClientKind::Steadfast => {
+                Self::Steadfast(steadfast::Client::open(url).map_err(|e| e.to_string())?)
+            }
+            ClientKind::RedisRsMultiplexed => Self::Multiplexed {
+                url: url.to_owned(),
+                connection: Mutex::new(None),
+            },
+            ClientKind::RedisRsManager => Self::Manager {
+                url: url.to_owned(),
+                connection: Mutex::new(None),
+            },
+        })
+    }
+
+    /// The steadfast client, for its events.
+    pub(crate) fn steadfast(&self) -> Option<&steadfast::Client> {
+        match self {
+            Self::Steadfast(client) => Some(client),
+            _ => None,
+        }
+    }
+
+    /// One operation: SET key value, then GET key. Returns the error kind on failure.
+    pub(crate) async fn set_get(&self, key: &str, value: u64) -> Result<(), String> {
+        match self {
+            Self::Steadfast(client) => {
+                let kind = |e: steadfast::Error| format!("{:?}", e.kind());
+                client
+                    .query::<()>(redis::cmd("SET").arg(key).arg(value))
+                    .await
+                    .map_err(kind)?;
+                client
+                    .query::<Option<u64>>(redis::cmd("GET").arg(key))
+                    .await
+                    .map(drop)
+                    .map_err(kind)
+            }
+            Self::Multiplexed { url, connection } => {
+                let mut connection = {
+                    let mut slot = connection.lock().await;
+                    if slot.is_none() {
+                        let client = redis::Client::open(url.as_str()).map_err(|e| kind_of(&e))?;
+                        let created = client
+                            .get_multiplexed_async_connection()
+                            .await
+                            .map_err(|e| kind_of(&e))?;
+                        *slot = Some(created);
+                    }
+                    slot.clone().ok_or("unreachable")?
+                };
+                set_get(&mut connection, key, value).await
+            }
+            Self::Manager { url, connection } => {
+                let mut connection = {
+                    let mut slot = connection.lock().await;
+                    if slot.is_none() {
+                        let client = redis::Client::open(url.as_str()).map_err(|e| kind_of(&e))?;
+                        let created = ConnectionManager::new(client).await.map_err(|e| kind_of(&e))?;
+                        *slot = Some(created);
+                    }
+                    slot.clone().ok_or("unreachable")?
+                };
+                set_get(&mut connection, key, value).await
+            }
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        if let Self::Steadfast(client) = self {
+            client.shutdown().await;
+        }
+    }
+}
+
+async fn set_get<C: redis::aio::ConnectionLike>(
+    connection: &mut C,
+    key: &str,
+    value: u64,
+) -> Result<(), String> {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(connection)
+        .await
+        .map_err(|e| kind_of(&e))?;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async::<Option<u64>>(connection)
+        .await
+        .map(drop)
+        .map_err(|e| kind_of(&e))
+}
+
+/// A short name for an error, for the report: the server's code, or what kind of failure.
+fn kind_of(error: &redis::RedisError) -> String {
+    if let Some(code) = error.code() {
+        return code.to_owned();
+    }
+    if error.is_timeout() {
+        return "timeout".to_owned();
+    }
+    if error.is_connection_refusal() {
+        return "refused".to_owned();
+    }
+    if error.is_connection_dropped() {
+        return "connection dropped".to_owned();
+    }
+    format!("{:?}", error.kind())
+}

@@ -1,0 +1,276 @@
+//! The drill: every scenario, from a fresh lab, with steadfast and redis-rs side by side.
+//!
+//! # Behaviour
+//! - [`launch`] runs in the machine's namespace: it makes the client namespace (whose
+//!   `/etc/netns/<ns>/resolv.conf` names the lab's DNS server), runs this same program inside it
+//!   with `ip netns exec`, and afterwards removes everything the run made, whatever happened.
+//! - [`run`] runs inside the client namespace: for each scenario it builds a lab, starts every
+//!   client under test with both workloads, plays the timeline, and measures.
+//! - Every client resolves the endpoint's name with the system resolver, which inside the client
+//!   namespace asks the lab's dnsmasq: steadfast runs with its true defaults.
+
+pub mod client;
+pub mod report;
+pub mod scenario;
+pub mod svg;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use crate::LabError;
+use crate::lab::{ENDPOINT_NAME, Lab, LabSpec};
+use crate::net::{self, DNS_IP, Namespace};
+use client::{ClientKind, UnderTest};
+use report::{DrillReport, Measured, ScenarioReport, Skipped};
+use scenario::{Scenario, Timing};
+use workload::{Running, WorkloadKind, millis};
+
+/// The environment variable that tells the program it runs inside the lab's client namespace:
+/// `<prefix>:<client namespace>`.
+pub const INSIDE_ENV: &str = "STEADFAST_DRILL_INSIDE";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct DrillOptions {
+    /// Scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// `--quick`: shorter spells.
+    pub is_quick: bool,
+    /// Where to write one SVG per scenario.
+    pub svg_dir: Option<PathBuf>,
+}
+
+impl DrillOptions {
+    fn timing(&self) -> Timing {
+        if self.is_quick {
+            Timing::quick()
+        } else {
+            Timing::full()
+        }
+    }
+}
+
+/// Told as the drill goes, for a progress bar.
+pub trait Progress {
+    /// A scenario starts (0-based index of `total`).
+    fn started(&self, scenario: Scenario, index: usize, total: usize);
+    /// A scenario finished.
+    fn finished(&self, report: &ScenarioReport);
+}
+
+/// Makes the client namespace, runs `program args` inside it with [`INSIDE_ENV`] set, then
+/// removes every namespace and file of this run. Returns the inner program's exit code.
+///
+/// # Errors
+/// When the namespace cannot be made (not root) or the program cannot start.
+pub async fn launch(program: &std::path::Path, args: &[String]) -> Result<i32, LabError> {
+    let prefix = net::run_prefix();
+    let name = format!("{prefix}-client");
+    let namespace = Namespace::create(&name)?;
+    let etc = PathBuf::from("/etc/netns").join(&name);
+    std::fs::create_dir_all(&etc).map_err(|e| LabError::new(format!("{etc:?}: {e}")))?;
+    std::fs::write(
+        etc.join("resolv.conf"),
+        format!("nameserver {DNS_IP}\noptions timeout:1 attempts:2\n"),
+    )
+    .map_err(|e| LabError::new(format!("{etc:?}/resolv.conf: {e}")))?;
+    let mut child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &name])
+        .arg(program)
+        .args(args)
+        .env(INSIDE_ENV, format!("{prefix}:{name}"))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| LabError::new(format!("{}: {e}", program.display())))?;
+    let status = tokio::select! {
+        status = child.wait() => status.ok(),
+        _ = tokio::signal::ctrl_c() => {
+            // The inner run sees the same Ctrl-C and tears its lab down; give it a moment.
+            tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await.ok().and_then(Result::ok)
+        }
+    };
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&etc);
+    drop(namespace);
+    net::remove_prefixed(&prefix);
+    Ok(status.and_then(|s| s.code()).unwrap_or(1))
+}
+
+/// Runs the drill inside the client namespace named by [`INSIDE_ENV`].
+///
+/// # Errors
+/// When a lab cannot be built or a fault cannot be applied.
+pub async fn run(
+    inside: &str,
+    options: &DrillOptions,
+    progress: &dyn Progress,
+) -> Result<DrillReport, LabError> {
+    let (prefix, client_namespace) = inside
+        .split_once(':')
+        .ok_or_else(|| LabError::new(format!("{INSIDE_ENV}={inside}: expected prefix:namespace")))?;
+    let timing = options.timing();
+    let mut scenarios = Vec::new();
+    let total = options.scenarios.len();
+    for (index, &scenario) in options.scenarios.iter().enumerate() {
+        progress.started(scenario, index, total);
+        let (servers, is_replicated, is_started) = scenario.lab_shape();
+        let spec = LabSpec {
+            prefix: prefix.to_owned(),
+            index,
+            client_namespace: client_namespace.to_owned(),
+            servers,
+            is_replicated,
+            is_started,
+        };
+        let mut lab = Lab::build(&spec).await?;
+        let report = run_scenario(scenario, &mut lab, &timing).await?;
+        drop(lab);
+        if let Some(dir) = &options.svg_dir {
+            std::fs::create_dir_all(dir).map_err(|e| LabError::new(format!("{dir:?}: {e}")))?;
+            let path = dir.join(format!("{}.svg", scenario.name()));
+            svg::write(&report, &path).map_err(|e| LabError::new(format!("{path:?}: {e}")))?;
+        }
+        progress.finished(&report);
+        scenarios.push(report);
+    }
+    Ok(DrillReport {
+        machine: machine(),
+        is_quick: options.is_quick,
+        scenarios,
+        skipped: Vec::new(),
+    })
+}
+
+/// The report for a run that could not build a lab at all.
+pub fn skipped_everything(options: &DrillOptions, reason: &str) -> DrillReport {
+    DrillReport {
+        machine: machine(),
+        is_quick: options.is_quick,
+        scenarios: Vec::new(),
+        skipped: options
+            .scenarios
+            .iter()
+            .map(|&scenario| Skipped {
+                scenario,
+                reason: reason.to_owned(),
+            })
+            .collect(),
+    }
+}
+
+struct Participant {
+    client: ClientKind,
+    workload: WorkloadKind,
+    under_test: Arc<UnderTest>,
+    events: Arc<Mutex<Vec<(f64, String)>>>,
+}
+
+async fn run_scenario(
+    scenario: Scenario,
+    lab: &mut Lab,
+    timing: &Timing,
+) -> Result<ScenarioReport, LabError> {
+    let url = format!("redis://{ENDPOINT_NAME}:6379");
+    let origin = Instant::now();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut participants = Vec::new();
+    for client in ClientKind::ALL {
+        for workload in WorkloadKind::ALL {
+            let under_test = Arc::new(UnderTest::new(client, &url).map_err(LabError::new)?);
+            let events = Arc::new(Mutex::new(Vec::new()));
+            if let Some(steadfast) = under_test.steadfast() {
+                record_events(steadfast.events(), Arc::clone(&events), origin, stop.clone());
+            }
+            participants.push(Participant {
+                client,
+                workload,
+                under_test,
+                events,
+            });
+        }
+    }
+    let running: Vec<Running> = participants
+        .iter()
+        .map(|p| {
+            let tag = format!("{:?}-{:?}", p.client, p.workload);
+            Running::start(p.workload, Arc::clone(&p.under_test), origin, &tag)
+        })
+        .collect();
+    let marks = scenario.play(lab, timing).await;
+    let mut outcomes = Vec::new();
+    let mut recorded = Vec::new();
+    for run in running {
+        recorded.push(run.stop().await);
+    }
+    stop.cancel();
+    for participant in &participants {
+        participant.under_test.shutdown().await;
+    }
+    let marks = marks?;
+    let (fault_ms, restored_ms) = (millis(marks.fault, origin), millis(marks.restored, origin));
+    for (participant, ops) in participants.into_iter().zip(recorded) {
+        let events = std::mem::take(&mut *participant.events.lock().unwrap_or_else(|e| e.into_inner()));
+        let reconnects = (participant.client == ClientKind::Steadfast).then(|| {
+            events
+                .iter()
+                .filter(|(_, text)| text.starts_with("Connected"))
+                .count()
+                .saturating_sub(1)
+        });
+        outcomes.push(report::measure(
+            scenario,
+            fault_ms,
+            restored_ms,
+            Measured {
+                client: participant.client,
+                workload: participant.workload,
+                ops,
+                events,
+                reconnects,
+            },
+        ));
+    }
+    Ok(ScenarioReport {
+        scenario,
+        description: scenario.description(timing),
+        fault_ms,
+        restored_ms,
+        dns_ttl_ms: crate::dns::TTL.as_secs_f64() * 1e3,
+        outcomes,
+    })
+}
+
+fn record_events(
+    mut events: tokio::sync::broadcast::Receiver<steadfast::Event>,
+    sink: Arc<Mutex<Vec<(f64, String)>>>,
+    origin: Instant,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = stop.cancelled() => break,
+            };
+            match event {
+                Ok(event) => {
+                    let text = format!("{event:?}");
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((millis(Instant::now(), origin), text));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs, Linux {}", kernel.trim())
+}

@@ -1,0 +1,295 @@
+//! What a scenario did to each client: measured from the recorded operations and events, checked
+//! against steadfast's goals, printed as a table and written as JSON.
+//!
+//! # Definitions
+//! - *detection*: from the fault to the client's first sign of it: for steadfast, its first
+//!   health or link event; for every client, its first failed operation, whichever is first.
+//! - *recovered at*: the end of the first successful operation that ends after `restored`.
+//!   *Recovery from restore* is that minus `restored` (how long the client lagged behind the
+//!   service); *from fault* is that minus the fault.
+//! - *recovered*: it recovered, and its last operation succeeded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::client::ClientKind;
+use super::scenario::Scenario;
+use super::workload::{Op, WorkloadKind};
+
+/// One client and workload in one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// Which client.
+    pub client: ClientKind,
+    /// Which workload.
+    pub workload: WorkloadKind,
+    /// Operations recorded.
+    pub operations: usize,
+    /// Operations that returned an error.
+    pub failed: usize,
+    /// Failed operations by error kind.
+    pub errors: BTreeMap<String, usize>,
+    /// The longest operation, ms.
+    pub longest_ms: f64,
+    /// From the fault to the client's first sign of it, ms.
+    pub detection_ms: Option<f64>,
+    /// From the fault to recovery, ms.
+    pub recovery_from_fault_ms: Option<f64>,
+    /// From `restored` to recovery, ms (0 when the client never lagged).
+    pub recovery_from_restore_ms: Option<f64>,
+    /// Recovered, and the last operation succeeded.
+    pub recovered: bool,
+    /// New links after the first (steadfast only).
+    pub reconnects: Option<usize>,
+    /// steadfast's goals for this scenario, checked.
+    pub goals: Vec<Goal>,
+    /// Every operation (not in the JSON; drawn in the SVG).
+    #[serde(skip)]
+    pub ops: Vec<Op>,
+    /// steadfast's events, ms since origin and a short text (not in the JSON).
+    #[serde(skip)]
+    pub events: Vec<(f64, String)>,
+}
+
+/// One goal and whether it was met.
+#[derive(Clone, Debug, Serialize)]
+pub struct Goal {
+    /// What was asked.
+    pub goal: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met or not.
+    pub is_met: bool,
+}
+
+/// One scenario's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioReport {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// What it did.
+    pub description: String,
+    /// When the fault began, ms since origin.
+    pub fault_ms: f64,
+    /// When the cause was gone, ms since origin.
+    pub restored_ms: f64,
+    /// TTL of the lab's DNS answers, ms: a resolver that caches may see a moved name this much
+    /// later (the system resolver used here does not cache).
+    pub dns_ttl_ms: f64,
+    /// Per client and workload.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl ScenarioReport {
+    /// Whether every steadfast goal was met.
+    pub fn is_met(&self) -> bool {
+        self.outcomes.iter().flat_map(|o| &o.goals).all(|g| g.is_met)
+    }
+}
+
+/// A scenario that could not run here.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Why.
+    pub reason: String,
+}
+
+/// The whole drill.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillReport {
+    /// What this ran on.
+    pub machine: String,
+    /// `--quick` or full timings.
+    pub is_quick: bool,
+    /// Scenario results.
+    pub scenarios: Vec<ScenarioReport>,
+    /// Scenarios skipped, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+impl DrillReport {
+    /// Whether steadfast met every goal in every scenario that ran.
+    pub fn is_met(&self) -> bool {
+        self.scenarios.iter().all(ScenarioReport::is_met)
+    }
+
+    /// The table, one row per scenario, client and workload.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<18} {:<21} {:<13} {:>6} {:>6} {:>9} {:>10} {:>10} {:>10} {:>5} {}",
+            "scenario", "client", "workload", "ops", "failed", "longest", "detect", "rec/fault",
+            "rec/rest", "recon", "recovered"
+        );
+        for scenario in &self.scenarios {
+            for o in &scenario.outcomes {
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:<21} {:<13} {:>6} {:>6} {:>9} {:>10} {:>10} {:>10} {:>5} {}",
+                    scenario.scenario.name(),
+                    o.client.label(),
+                    o.workload.label(),
+                    o.operations,
+                    o.failed,
+                    ms(Some(o.longest_ms)),
+                    ms(o.detection_ms),
+                    ms(o.recovery_from_fault_ms),
+                    ms(o.recovery_from_restore_ms),
+                    o.reconnects.map_or("-".to_owned(), |r| r.to_string()),
+                    if o.recovered { "yes" } else { "NO" },
+                );
+            }
+        }
+        for skipped in &self.skipped {
+            let _ = writeln!(out, "{:<18} skipped: {}", skipped.scenario.name(), skipped.reason);
+        }
+        let _ = writeln!(out, "\nsteadfast goals:");
+        for scenario in &self.scenarios {
+            for o in scenario.outcomes.iter().filter(|o| !o.goals.is_empty()) {
+                for goal in &o.goals {
+                    let _ = writeln!(
+                        out,
+                        "  [{}] {:<18} {:<13} {} (measured: {})",
+                        if goal.is_met { "met" } else { "MISSED" },
+                        scenario.scenario.name(),
+                        o.workload.label(),
+                        goal.goal,
+                        goal.measured
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+fn ms(value: Option<f64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(v) if v >= 10_000.0 => format!("{:.1}s", v / 1e3),
+        Some(v) if v >= 1.0 => format!("{v:.0}ms"),
+        Some(v) => format!("{v:.2}ms"),
+    }
+}
+
+/// Inputs for measuring one client and workload.
+pub(crate) struct Measured {
+    pub(crate) client: ClientKind,
+    pub(crate) workload: WorkloadKind,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) events: Vec<(f64, String)>,
+    pub(crate) reconnects: Option<usize>,
+}
+
+/// Computes the outcome, and steadfast's goals for `scenario`.
+pub(crate) fn measure(scenario: Scenario, fault_ms: f64, restored_ms: f64, input: Measured) -> Outcome {
+    let ops = input.ops;
+    let failed_ops: Vec<&Op> = ops.iter().filter(|o| o.error.is_some()).collect();
+    let mut errors = BTreeMap::new();
+    for op in &failed_ops {
+        *errors.entry(op.error.clone().unwrap_or_default()).or_insert(0) += 1;
+    }
+    let first_failure = failed_ops
+        .iter()
+        .filter(|o| o.end_ms >= fault_ms)
+        .map(|o| o.end_ms)
+        .reduce(f64::min);
+    let first_event = input
+        .events
+        .iter()
+        .filter(|(at, text)| *at >= fault_ms && !text.starts_with("Connected"))
+        .map(|(at, _)| *at)
+        .reduce(f64::min);
+    let detection_ms = [first_failure, first_event]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min)
+        .map(|at| at - fault_ms);
+    let recovered_at = ops
+        .iter()
+        .filter(|o| o.error.is_none() && o.end_ms >= restored_ms)
+        .map(|o| o.end_ms)
+        .reduce(f64::min);
+    let last_ok = ops.last().is_some_and(|o| o.error.is_none());
+    let mut outcome = Outcome {
+        client: input.client,
+        workload: input.workload,
+        operations: ops.len(),
+        failed: failed_ops.len(),
+        errors,
+        longest_ms: ops.iter().map(Op::duration_ms).fold(0.0, f64::max),
+        detection_ms,
+        recovery_from_fault_ms: recovered_at.map(|at| at - fault_ms),
+        recovery_from_restore_ms: recovered_at.map(|at| (at - restored_ms).max(0.0)),
+        recovered: recovered_at.is_some() && last_ok,
+        reconnects: input.reconnects,
+        goals: Vec::new(),
+        ops,
+        events: input.events,
+    };
+    if outcome.client == ClientKind::Steadfast {
+        outcome.goals = goals(scenario, &outcome, restored_ms - fault_ms);
+    }
+    outcome
+}
+
+fn goal(text: &str, measured: String, is_met: bool) -> Goal {
+    Goal {
+        goal: text.to_owned(),
+        measured,
+        is_met,
+    }
+}
+
+fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
+    let failed = |limit: usize| {
+        goal(
+            &format!("at most {limit} failed operations"),
+            format!("{} failed {:?}", o.failed, o.errors),
+            o.failed <= limit,
+        )
+    };
+    let recovery = |limit_ms: f64| {
+        goal(
+            &format!("recovery within {limit_ms:.0} ms of restore"),
+            ms(o.recovery_from_restore_ms),
+            o.recovered && o.recovery_from_restore_ms.is_some_and(|r| r <= limit_ms),
+        )
+    };
+    let detection = |limit_ms: f64| {
+        goal(
+            &format!("detection within {limit_ms:.0} ms"),
+            ms(o.detection_ms),
+            o.detection_ms.is_some_and(|d| d <= limit_ms),
+        )
+    };
+    let only_deadlines = goal(
+        "only failures are deadlines that ran out",
+        format!("{:?}", o.errors),
+        o.errors.keys().all(|k| k == "DeadlineExceeded"),
+    );
+    let reconnects = |limit: usize| {
+        goal(
+            &format!("at most {limit} reconnects"),
+            o.reconnects.map_or("-".into(), |r| r.to_string()),
+            o.reconnects.is_some_and(|r| r <= limit),
+        )
+    };
+    match scenario {
+        Scenario::Restart | Scenario::ClientKill | Scenario::Demotion | Scenario::DownAtStart => {
+            vec![failed(0), recovery(100.0)]
+        }
+        Scenario::FailoverDnsFlip => vec![detection(1_500.0), recovery(250.0), failed(0)],
+        Scenario::Blackhole => vec![detection(1_500.0), recovery(250.0), only_deadlines],
+        Scenario::SlowServer => vec![reconnects(0), failed(0)],
+        Scenario::LossyLink => {
+            let allowed = (fault_window_ms / 5_000.0).ceil().max(1.0) as usize;
+            vec![reconnects(allowed), only_deadlines]
+        }
+    }
+}
