@@ -1,5 +1,8 @@
 //! The `steadfast` command-line tool. Thin: the logic lives in the library and the lab.
 
+// A command-line tool prints its results on standard output.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +12,11 @@ use steadfast_lab::drill::scenario::Scenario;
 use steadfast_lab::drill::{self, DrillOptions, Progress};
 
 #[derive(Parser)]
-#[command(name = "steadfast", version, about = "Redis connections that survive failovers")]
+#[command(
+    name = "steadfast",
+    version,
+    about = "Redis connections that survive failovers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,7 +110,10 @@ async fn drill_command(args: DrillArgs) -> ExitCode {
             Some(scenario) => scenarios.push(scenario),
             None => {
                 let known: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
-                eprintln!("error: unknown scenario {name:?}; known: {}", known.join(", "));
+                eprintln!(
+                    "error: unknown scenario {name:?}; known: {}",
+                    known.join(", ")
+                );
                 return ExitCode::from(2);
             }
         }
@@ -200,8 +210,10 @@ impl Bar {
     fn new(total: usize) -> Self {
         let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
         bar.set_style(
-            indicatif::ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "[{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Self { bar }
     }
@@ -213,7 +225,11 @@ impl Progress for Bar {
     }
 
     fn finished(&self, report: &ScenarioReport) {
-        let verdict = if report.is_met() { "goals met" } else { "goal MISSED" };
+        let verdict = if report.is_met() {
+            "goals met"
+        } else {
+            "goal MISSED"
+        };
         self.bar
             .println(format!("{}: {verdict}", report.scenario.name()));
         self.bar.inc(1);

@@ -24,7 +24,11 @@ pub enum ClientKind {
 
 impl ClientKind {
     /// Every client, in report order.
-    pub const ALL: [Self; 3] = [Self::Steadfast, Self::RedisRsMultiplexed, Self::RedisRsManager];
+    pub const ALL: [Self; 3] = [
+        Self::Steadfast,
+        Self::RedisRsMultiplexed,
+        Self::RedisRsManager,
+    ];
 
     /// Name in tables.
     pub fn label(self) -> &'static str {
@@ -110,7 +114,9 @@ impl UnderTest {
                     let mut slot = connection.lock().await;
                     if slot.is_none() {
                         let client = redis::Client::open(url.as_str()).map_err(|e| kind_of(&e))?;
-                        let created = ConnectionManager::new(client).await.map_err(|e| kind_of(&e))?;
+                        let created = ConnectionManager::new(client)
+                            .await
+                            .map_err(|e| kind_of(&e))?;
                         *slot = Some(created);
                     }
                     slot.clone().ok_or("unreachable")?

@@ -108,9 +108,9 @@ pub async fn run(
     options: &DrillOptions,
     progress: &dyn Progress,
 ) -> Result<DrillReport, LabError> {
-    let (prefix, client_namespace) = inside
-        .split_once(':')
-        .ok_or_else(|| LabError::new(format!("{INSIDE_ENV}={inside}: expected prefix:namespace")))?;
+    let (prefix, client_namespace) = inside.split_once(':').ok_or_else(|| {
+        LabError::new(format!("{INSIDE_ENV}={inside}: expected prefix:namespace"))
+    })?;
     let timing = options.timing();
     let mut scenarios = Vec::new();
     let total = options.scenarios.len();
@@ -182,7 +182,12 @@ async fn run_scenario(
             let under_test = Arc::new(UnderTest::new(client, &url).map_err(LabError::new)?);
             let events = Arc::new(Mutex::new(Vec::new()));
             if let Some(steadfast) = under_test.steadfast() {
-                record_events(steadfast.events(), Arc::clone(&events), origin, stop.clone());
+                record_events(
+                    steadfast.events(),
+                    Arc::clone(&events),
+                    origin,
+                    stop.clone(),
+                );
             }
             participants.push(Participant {
                 client,
@@ -212,7 +217,8 @@ async fn run_scenario(
     let marks = marks?;
     let (fault_ms, restored_ms) = (millis(marks.fault, origin), millis(marks.restored, origin));
     for (participant, ops) in participants.into_iter().zip(recorded) {
-        let events = std::mem::take(&mut *participant.events.lock().unwrap_or_else(|e| e.into_inner()));
+        let events =
+            std::mem::take(&mut *participant.events.lock().unwrap_or_else(|e| e.into_inner()));
         let reconnects = (participant.client == ClientKind::Steadfast).then(|| {
             events
                 .iter()

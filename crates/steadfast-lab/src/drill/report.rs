@@ -85,7 +85,10 @@ pub struct ScenarioReport {
 impl ScenarioReport {
     /// Whether every steadfast goal was met.
     pub fn is_met(&self) -> bool {
-        self.outcomes.iter().flat_map(|o| &o.goals).all(|g| g.is_met)
+        self.outcomes
+            .iter()
+            .flat_map(|o| &o.goals)
+            .all(|g| g.is_met)
     }
 }
 
@@ -122,9 +125,17 @@ impl DrillReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<18} {:<21} {:<13} {:>6} {:>6} {:>9} {:>10} {:>10} {:>10} {:>5} {}",
-            "scenario", "client", "workload", "ops", "failed", "longest", "detect", "rec/fault",
-            "rec/rest", "recon", "recovered"
+            "{:<18} {:<21} {:<13} {:>6} {:>6} {:>9} {:>10} {:>10} {:>10} {:>5} recovered",
+            "scenario",
+            "client",
+            "workload",
+            "ops",
+            "failed",
+            "longest",
+            "detect",
+            "rec/fault",
+            "rec/rest",
+            "recon",
         );
         for scenario in &self.scenarios {
             for o in &scenario.outcomes {
@@ -146,7 +157,12 @@ impl DrillReport {
             }
         }
         for skipped in &self.skipped {
-            let _ = writeln!(out, "{:<18} skipped: {}", skipped.scenario.name(), skipped.reason);
+            let _ = writeln!(
+                out,
+                "{:<18} skipped: {}",
+                skipped.scenario.name(),
+                skipped.reason
+            );
         }
         let _ = writeln!(out, "\nsteadfast goals:");
         for scenario in &self.scenarios {
@@ -187,12 +203,19 @@ pub(crate) struct Measured {
 }
 
 /// Computes the outcome, and steadfast's goals for `scenario`.
-pub(crate) fn measure(scenario: Scenario, fault_ms: f64, restored_ms: f64, input: Measured) -> Outcome {
+pub(crate) fn measure(
+    scenario: Scenario,
+    fault_ms: f64,
+    restored_ms: f64,
+    input: Measured,
+) -> Outcome {
     let ops = input.ops;
     let failed_ops: Vec<&Op> = ops.iter().filter(|o| o.error.is_some()).collect();
     let mut errors = BTreeMap::new();
     for op in &failed_ops {
-        *errors.entry(op.error.clone().unwrap_or_default()).or_insert(0) += 1;
+        *errors
+            .entry(op.error.clone().unwrap_or_default())
+            .or_insert(0) += 1;
     }
     let first_failure = failed_ops
         .iter()

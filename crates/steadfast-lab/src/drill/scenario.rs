@@ -111,7 +111,9 @@ impl Scenario {
             let fault = Instant::now();
             sleep(Duration::from_secs(2)).await;
             lab.servers[0].start()?;
-            let restored = lab.servers[0].wait_reachable(Duration::from_secs(10)).await?;
+            let restored = lab.servers[0]
+                .wait_reachable(Duration::from_secs(10))
+                .await?;
             sleep(timing.tail).await;
             return Ok(Marks { fault, restored });
         }
@@ -122,7 +124,9 @@ impl Scenario {
                 lab.servers[0].kill();
                 sleep(Duration::from_secs(2)).await;
                 lab.servers[0].start()?;
-                lab.servers[0].wait_reachable(Duration::from_secs(10)).await?
+                lab.servers[0]
+                    .wait_reachable(Duration::from_secs(10))
+                    .await?
             }
             Self::FailoverDnsFlip => {
                 let cut = fault::isolate(&lab.servers[0])?;

@@ -71,7 +71,10 @@ fn panel(
         .draw()?;
     let (fault_s, restored_s) = (report.fault_ms / 1e3, report.restored_ms / 1e3);
     chart.draw_series(std::iter::once(Rectangle::new(
-        [(fault_s, Y_MIN_MS), (restored_s.max(fault_s + 0.02), Y_MAX_MS)],
+        [
+            (fault_s, Y_MIN_MS),
+            (restored_s.max(fault_s + 0.02), Y_MAX_MS),
+        ],
         RGBColor(255, 224, 178).filled(),
     )))?;
     let (ok, failed) = binned(outcome);
@@ -87,14 +90,21 @@ fn panel(
     Ok(())
 }
 
-/// Per bin of start time: the slowest success and the slowest failure, as (seconds, ms).
-fn binned(outcome: &Outcome) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// Points of a panel: (seconds, milliseconds).
+type Points = Vec<(f64, f64)>;
+
+/// Per bin of end time: the slowest success and the slowest failure.
+fn binned(outcome: &Outcome) -> (Points, Points) {
     let mut ok = std::collections::BTreeMap::<i64, f64>::new();
     let mut failed = std::collections::BTreeMap::<i64, f64>::new();
     for op in &outcome.ops {
         let bin = (op.end_ms / BIN_MS).floor() as i64;
         let latency = op.duration_ms().clamp(Y_MIN_MS, Y_MAX_MS);
-        let slot = if op.error.is_some() { &mut failed } else { &mut ok };
+        let slot = if op.error.is_some() {
+            &mut failed
+        } else {
+            &mut ok
+        };
         let worst = slot.entry(bin).or_insert(0.0);
         *worst = worst.max(latency);
     }

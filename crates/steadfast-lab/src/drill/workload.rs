@@ -72,7 +72,12 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) fn start(kind: WorkloadKind, client: Arc<UnderTest>, origin: Instant, tag: &str) -> Self {
+    pub(crate) fn start(
+        kind: WorkloadKind,
+        client: Arc<UnderTest>,
+        origin: Instant,
+        tag: &str,
+    ) -> Self {
         let ops = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let tasks = (0..kind.tasks())

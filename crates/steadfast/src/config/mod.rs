@@ -174,6 +174,11 @@ pub struct ConnectConfig {
     pub keepalive_interval: Duration,
     /// TCP keepalive: unanswered probes before the kernel drops the socket. Default: 3.
     pub keepalive_count: u32,
+    /// While no SYN of an attempt has been answered, a fresh one is sent this often (each socket
+    /// lives at most 1 s), so a path that heals is used within this interval rather than at the
+    /// kernel's next retransmission (1, 3, 7 s ...). Default: 100 ms (at most 10 SYNs a second to
+    /// a host that does not answer; none once it does).
+    pub syn_interval: Duration,
 }
 
 impl Default for ConnectConfig {
@@ -184,6 +189,7 @@ impl Default for ConnectConfig {
             keepalive_idle: Duration::from_secs(15),
             keepalive_interval: Duration::from_secs(5),
             keepalive_count: 3,
+            syn_interval: Duration::from_millis(100),
         }
     }
 }
@@ -195,8 +201,9 @@ pub struct HealthConfig {
     /// A link with nothing in flight for this long gets a `PING`. Default: 1 s (also keeps
     /// Azure's 10-minute idle timeout away).
     pub ping_interval: Duration,
-    /// Commands in flight and no byte read for this long makes the link *suspect*, which starts a
-    /// probe on a fresh connection. Default: 2 s.
+    /// Commands in flight and no byte read for this long makes the link *suspect*: the name is
+    /// checked again and a probe on a fresh connection judges the link. Default: 1 s (a dead link
+    /// is suspected within 1.1 s; suspicion alone never drops a link, so slow commands are safe).
     pub read_stall: Duration,
     /// Bound on the probe's own connection and questions. Default: 1 s.
     pub probe_timeout: Duration,
@@ -206,7 +213,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             ping_interval: Duration::from_secs(1),
-            read_stall: Duration::from_secs(2),
+            read_stall: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
         }
     }

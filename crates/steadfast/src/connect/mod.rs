@@ -31,11 +31,22 @@ use crate::error::{Error, ErrorKind};
 use activity::{Activity, MeteredStream};
 pub(crate) use link::Link;
 
-/// Why an attempt failed, as far as the backoff cares.
+/// How an attempt failed, as far as the backoff cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureClass {
+    /// Every address refused the connection: the host is up and nothing listens (a restart).
+    Refused,
+    /// No address answered the SYNs within the attempt: the attempt itself was the wait.
+    Unanswered,
+    /// A server (or the resolver) was reached and the attempt still failed: back off, since
+    /// trying again costs it work.
+    Rejected,
+}
+
+/// Why an attempt failed.
 #[derive(Debug)]
 pub(crate) struct ConnectFailure {
-    /// Every address refused the connection: the host is up and nothing listens (a restart).
-    pub(crate) is_refused: bool,
+    pub(crate) class: FailureClass,
     pub(crate) error: Error,
 }
 
@@ -72,15 +83,25 @@ impl Connector {
         .await
         {
             Ok(Ok(addresses)) if !addresses.is_empty() => addresses,
-            Ok(Ok(_)) => return Err(failure(format!("resolve {label}: no addresses"), false)),
-            Ok(Err(e)) => return Err(failure(format!("resolve {label}: {e}"), false)),
+            Ok(Ok(_)) => {
+                return Err(failure(
+                    format!("resolve {label}: no addresses"),
+                    FailureClass::Rejected,
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(failure(
+                    format!("resolve {label}: {e}"),
+                    FailureClass::Rejected,
+                ));
+            }
             Err(_) => {
                 return Err(failure(
                     format!(
                         "resolve {label} timed out after {:?}",
                         self.config.connect.connect_timeout
                     ),
-                    false,
+                    FailureClass::Rejected,
                 ));
             }
         };
@@ -92,7 +113,7 @@ impl Connector {
                     "handshake with {address} timed out after {:?}",
                     self.config.connect.connect_timeout
                 ),
-                false,
+                FailureClass::Rejected,
             )),
         }
     }
@@ -107,23 +128,20 @@ impl Connector {
         for (index, &address) in addresses.iter().enumerate() {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let share = remaining / u32::try_from(addresses.len() - index).unwrap_or(u32::MAX);
-            let started = Instant::now();
-            match tokio::time::timeout(share, socket::dial(address, &self.config.connect)).await {
-                Ok(Ok(stream)) => return Ok((stream, address)),
-                Ok(Err(e)) => {
+            match socket::dial_paced(address, &self.config.connect, share).await {
+                Ok(stream) => return Ok((stream, address)),
+                Err(e) => {
                     is_refused &= e.kind() == io::ErrorKind::ConnectionRefused;
                     errors.push(format!("tcp connect to {address}: {e}"));
                 }
-                Err(_) => {
-                    is_refused = false;
-                    errors.push(format!(
-                        "tcp connect to {address} timed out after {:?}",
-                        started.elapsed()
-                    ));
-                }
             }
         }
-        Err(failure(errors.join("; "), is_refused))
+        let class = if is_refused {
+            FailureClass::Refused
+        } else {
+            FailureClass::Unanswered
+        };
+        Err(failure(errors.join("; "), class))
     }
 
     async fn handshake(
@@ -166,7 +184,7 @@ impl Connector {
                         ErrorKind::Connect
                     };
                     ConnectFailure {
-                        is_refused: false,
+                        class: FailureClass::Rejected,
                         error: Error::from_redis(kind, &format!("handshake with {address}"), e),
                     }
                 })?;
@@ -185,7 +203,7 @@ impl Connector {
             .map_err(|e| {
                 driver_task.abort();
                 ConnectFailure {
-                    is_refused: false,
+                    class: FailureClass::Rejected,
                     error: Error::from_redis(
                         ErrorKind::Connect,
                         &format!("handshake with {address}"),
@@ -245,9 +263,9 @@ fn is_auth_failure(error: &redis::RedisError) -> bool {
     ) || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
 }
 
-fn failure(message: String, is_refused: bool) -> ConnectFailure {
+fn failure(message: String, class: FailureClass) -> ConnectFailure {
     ConnectFailure {
-        is_refused,
+        class,
         error: Error::new(ErrorKind::Connect, message),
     }
 }

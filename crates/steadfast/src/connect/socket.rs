@@ -5,12 +5,21 @@
 //! - `TCP_USER_TIMEOUT` (Linux): unacknowledged data older than the limit kills the socket, so a
 //!   host that vanished without a RST fails in seconds, not after `tcp_retries2`'s 13-15 minutes.
 //! - TCP keepalive (idle, interval, count): the kernel's backstop for idle links.
+//! - Paced SYNs ([`dial_paced`]): while nothing answers, a fresh connection attempt starts every
+//!   `connect.syn_interval`, each living at most [`SYN_LIFETIME`]; the first to connect wins and
+//!   the rest are dropped. A path that heals is noticed within one interval, instead of at the
+//!   kernel's next SYN retransmission (1 s, 3 s, 7 s ... after the first).
 
 use std::io;
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 
 use crate::config::ConnectConfig;
 
@@ -23,6 +32,48 @@ pub(crate) async fn dial(address: SocketAddr, config: &ConnectConfig) -> io::Res
     };
     configure(&SockRef::from(&socket), config)?;
     socket.connect(address).await
+}
+
+/// How long one unanswered SYN is waited for before its socket is dropped: the kernel's first
+/// retransmission would come at 1 s, and by then a fresher SYN is already out.
+pub(crate) const SYN_LIFETIME: Duration = Duration::from_secs(1);
+
+/// Dials `address` for at most `limit`, starting a fresh attempt every `config.syn_interval`
+/// while none has answered. A refusal ends it at once: the host answered.
+pub(crate) async fn dial_paced(
+    address: SocketAddr,
+    config: &ConnectConfig,
+    limit: Duration,
+) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + limit;
+    let mut pending = FuturesUnordered::new();
+    let mut next_start = Instant::now();
+    let mut last_error = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(last_error.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {limit:?}"),
+                )
+            }));
+        }
+        if now >= next_start {
+            let lifetime = SYN_LIFETIME.min(deadline - now);
+            pending.push(tokio::time::timeout(lifetime, dial(address, config)));
+            next_start = now + config.syn_interval;
+        }
+        tokio::select! {
+            Some(outcome) = pending.next() => match outcome {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(e),
+                Ok(Err(e)) => last_error = Some(e),
+                Err(_) => {}
+            },
+            () = tokio::time::sleep_until(next_start.min(deadline)) => {}
+        }
+    }
 }
 
 fn configure(socket: &SockRef<'_>, config: &ConnectConfig) -> io::Result<()> {
@@ -40,7 +91,19 @@ fn configure(socket: &SockRef<'_>, config: &ConnectConfig) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[tokio::test]
+    async fn paced_dial_to_a_closed_port_fails_at_once_as_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let started = Instant::now();
+        let err = dial_paced(address, &ConnectConfig::default(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
 
     #[tokio::test]
     async fn dialled_socket_carries_nodelay_keepalive_and_user_timeout() {

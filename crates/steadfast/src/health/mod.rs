@@ -4,10 +4,12 @@
 //! - **Heartbeat.** A link with nothing in flight and no traffic for `health.ping_interval`
 //!   (1 s) gets a `PING`. The PING counts as a command in flight, so the watchdog below judges it.
 //! - **Read-progress watchdog.** A link with commands in flight that has read no byte for
-//!   `health.read_stall` (2 s) becomes *suspect*: a [`HeartbeatMissed`](crate::Event::HeartbeatMissed)
-//!   event, and a probe (below). Suspicion alone never drops a link.
+//!   `health.read_stall` (1 s) becomes *suspect*: a [`HeartbeatMissed`](crate::Event::HeartbeatMissed)
+//!   event, the endpoint's name is resolved again on every tick (100 ms) while it stays suspect,
+//!   and a probe (below) runs. Suspicion alone never drops a link.
 //! - **Probe: the verdict.** A fresh connection, dialled in this task (never in a caller's path,
-//!   one at a time, backed off from 2 s doubling to 30 s while the link stays stalled), answers:
+//!   one at a time, backed off from `read_stall` doubling to 30 s while the link stays stalled),
+//!   answers:
 //!   - the name now resolves elsewhere, or the server no longer lists our old connection
 //!     (`CLIENT LIST ID <id>` recorded at handshake), or lists it idle since before our commands
 //!     were sent (they never arrived) -> [`Verdict::Dead`]: the supervisor replaces the link;
@@ -76,11 +78,12 @@ async fn run(
         return;
     };
     let health = config.health.clone();
-    let tick = (health.ping_interval.min(health.read_stall) / 4).max(Duration::from_millis(20));
+    let tick = (health.ping_interval.min(health.read_stall) / 10).max(Duration::from_millis(20));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut watched: u64 = 0;
     let mut probe: Option<tokio::task::JoinHandle<Verdict>> = None;
+    let mut name_check: Option<tokio::task::JoinHandle<Option<String>>> = None;
     let mut probe_backoff = health.read_stall;
     let mut next_probe_at = Instant::now();
     loop {
@@ -90,6 +93,10 @@ async fn run(
             joined = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
                 probe = None;
                 joined.ok()
+            }
+            joined = async { name_check.as_mut().expect("guarded").await }, if name_check.is_some() => {
+                name_check = None;
+                joined.ok().flatten().map(Verdict::Dead)
             }
         };
         let Some(shared) = shared.upgrade() else {
@@ -103,13 +110,19 @@ async fn run(
             watched = link.generation;
             probe_backoff = health.read_stall;
             next_probe_at = now;
-            if let Some(stale) = probe.take() {
+            for stale in [
+                probe.take().map(|p| p.abort_handle()),
+                name_check.take().map(|c| c.abort_handle()),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 stale.abort();
             }
             continue;
         }
         if let Some(verdict) = verdict {
-            debug!(generation = link.generation, ?verdict, "probe verdict");
+            debug!(generation = link.generation, ?verdict, "verdict");
             shared.emit(Event::ProbeVerdict {
                 generation: link.generation,
                 verdict: verdict.clone(),
@@ -126,14 +139,27 @@ async fn run(
         }
         let stalled_for = link.activity.stalled_for(now);
         if stalled_for >= health.read_stall {
+            // Suspect: look at the name on every tick (cheap), probe with backoff (a connection).
+            if name_check.is_none() {
+                let (config, link, cancel) =
+                    (std::sync::Arc::clone(&config), link.clone(), cancel.clone());
+                name_check = Some(tasks.spawn(async move {
+                    tokio::select! {
+                        moved = probe::name_moved(&config, &link) => moved,
+                        () = cancel.cancelled() => None,
+                    }
+                }));
+            }
             if probe.is_none() && now >= next_probe_at {
                 shared.emit(Event::HeartbeatMissed {
                     generation: link.generation,
                     stalled_for,
                 });
-                let connector = connector.clone();
-                let config = std::sync::Arc::clone(&config);
-                let cancel = cancel.clone();
+                let (connector, config, cancel) = (
+                    connector.clone(),
+                    std::sync::Arc::clone(&config),
+                    cancel.clone(),
+                );
                 probe = Some(tasks.spawn(async move {
                     tokio::select! {
                         verdict = probe::judge(&connector, &config, &link) => verdict,
@@ -149,26 +175,39 @@ async fn run(
                 && now.saturating_duration_since(link.activity.last_traffic())
                     >= health.ping_interval;
             if is_idle {
-                let in_flight = link.activity.begin();
-                let mut connection = link.connection.clone();
-                let cancel = cancel.clone();
-                let bound = config.command.deadline;
-                tasks.spawn(async move {
-                    let ping = redis::cmd("PING");
-                    tokio::select! {
-                        reply = tokio::time::timeout(bound, connection.send_packed_command(&ping)) => {
-                            if !matches!(reply, Ok(Ok(Value::SimpleString(_) | Value::Okay))) {
-                                debug!(?reply, "heartbeat PING failed");
-                            }
-                        }
-                        () = cancel.cancelled() => {}
-                    }
-                    drop(in_flight);
-                });
+                heartbeat(&link, &config, &cancel, &tasks);
             }
         }
     }
-    if let Some(probe) = probe {
-        probe.abort();
+    if let Some(task) = probe {
+        task.abort();
     }
+    if let Some(task) = name_check {
+        task.abort();
+    }
+}
+
+/// Sends a PING on an idle link; it counts as in flight, so the watchdog judges it.
+fn heartbeat(
+    link: &std::sync::Arc<crate::connect::Link>,
+    config: &crate::config::Config,
+    cancel: &CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    let in_flight = link.activity.begin();
+    let mut connection = link.connection.clone();
+    let cancel = cancel.clone();
+    let bound = config.command.deadline;
+    tasks.spawn(async move {
+        let ping = redis::cmd("PING");
+        tokio::select! {
+            reply = tokio::time::timeout(bound, connection.send_packed_command(&ping)) => {
+                if !matches!(reply, Ok(Ok(Value::SimpleString(_) | Value::Okay))) {
+                    debug!(?reply, "heartbeat PING failed");
+                }
+            }
+            () = cancel.cancelled() => {}
+        }
+        drop(in_flight);
+    });
 }

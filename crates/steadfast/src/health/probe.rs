@@ -9,25 +9,27 @@ use super::Verdict;
 use crate::config::Config;
 use crate::connect::{Connector, Link};
 
+/// Whether the endpoint's name now resolves to addresses that do not include `old`'s: if so, the
+/// reason to drop it. A failed lookup says nothing.
+pub(super) async fn name_moved(config: &Config, old: &Link) -> Option<String> {
+    let endpoint = &config.endpoint;
+    let lookup = endpoint.resolver.resolve(&endpoint.host, endpoint.port);
+    match timeout(config.health.probe_timeout, lookup).await {
+        Ok(Ok(addresses)) if !addresses.is_empty() && !addresses.contains(&old.address) => {
+            Some(format!(
+                "{} now resolves to {addresses:?}, not {}",
+                endpoint.host, old.address
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Judges `old`, which has had commands in flight and read nothing for a while.
 pub(super) async fn judge(connector: &Connector, config: &Config, old: &Link) -> Verdict {
     let bound = config.health.probe_timeout;
-    let endpoint = &config.endpoint;
-    match timeout(
-        bound,
-        endpoint.resolver.resolve(&endpoint.host, endpoint.port),
-    )
-    .await
-    {
-        Ok(Ok(addresses)) if !addresses.is_empty() && !addresses.contains(&old.address) => {
-            return Verdict::Dead(format!(
-                "{} now resolves to {addresses:?}, not {}",
-                endpoint.host, old.address
-            ));
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Verdict::Unknown(format!("resolve {}: {e}", endpoint.host)),
-        Err(_) => return Verdict::Unknown(format!("resolve {} timed out", endpoint.host)),
+    if let Some(reason) = name_moved(config, old).await {
+        return Verdict::Dead(reason);
     }
     let fresh = match timeout(bound, connector.connect(0)).await {
         Ok(Ok(fresh)) => fresh,

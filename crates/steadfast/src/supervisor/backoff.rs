@@ -4,7 +4,8 @@
 //! - [`Backoff`] is an iterator of delays: exponential from `initial`, capped at `max`, with
 //!   *full jitter* (each delay uniform in `[0, step]`), so a fleet that lost its server at the same
 //!   instant does not come back in lockstep. It never ends.
-//! - [`Backoff::after_refusal`] is the delay after an attempt every address refused: uniform in
+//! - [`Backoff::quick`] is the delay after an attempt that every address refused, or that no
+//!   address answered (the attempt itself took the time): uniform in
 //!   `[refused_retry / 2, refused_retry]`, not growing.
 //!
 //! # Why refusals do not grow the backoff
@@ -49,8 +50,8 @@ impl Backoff {
         self.step = 0;
     }
 
-    /// The delay after an attempt that every address refused.
-    pub(crate) fn after_refusal(&mut self) -> Duration {
+    /// The delay after an attempt that every address refused or none answered.
+    pub(crate) fn quick(&mut self) -> Duration {
         let low = self.refused_retry / 2;
         jitter(&mut self.rng, low, self.refused_retry)
     }
@@ -133,7 +134,7 @@ mod tests {
         #[test]
         fn refusal_delay_stays_between_half_and_all_of_the_setting(seed in any::<u64>()) {
             let mut b = backoff(seed);
-            let d = b.after_refusal();
+            let d = b.quick();
             prop_assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
         }
     }

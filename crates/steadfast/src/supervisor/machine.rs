@@ -17,13 +17,16 @@
 //! # Behaviour
 //! - Single flight: a loss reported for a generation that is not the current one is ignored, so
 //!   a hundred commands that all saw the same link die cause one dial.
-//! - The first dial after a lost link starts at once; later ones wait for the backoff.
+//! - The first dial after a lost link starts at once; later ones wait: briefly after a refusal or
+//!   an unanswered attempt (nothing was asked of any server), exponentially after an attempt that
+//!   reached a server and failed.
 //! - It never gives up: there is no path to `Stopped` but shutdown.
 //! - Every replaced link is closed (an explicit [`Action::Close`]).
 
 use std::time::Duration;
 
 use super::backoff::Backoff;
+use crate::connect::FailureClass;
 use crate::event::{DisconnectReason, Event};
 
 /// Where the supervisor stands.
@@ -42,7 +45,7 @@ pub(crate) enum Input {
         generation: u64,
     },
     DialFailed {
-        is_refused: bool,
+        class: FailureClass,
         error: String,
     },
     BackoffElapsed,
@@ -147,11 +150,10 @@ impl Machine {
                     vec![Action::Publish { generation }],
                 )
             }
-            (State::Dialling { attempt, .. }, Input::DialFailed { is_refused, error }) => {
-                let delay = if is_refused {
-                    self.backoff.after_refusal()
-                } else {
-                    self.backoff.next().unwrap_or_default()
+            (State::Dialling { attempt, .. }, Input::DialFailed { class, error }) => {
+                let delay = match class {
+                    FailureClass::Refused | FailureClass::Unanswered => self.backoff.quick(),
+                    FailureClass::Rejected => self.backoff.next().unwrap_or_default(),
                 };
                 (
                     State::BackingOff { attempt },
@@ -288,7 +290,7 @@ mod tests {
     fn failed_dial_waits_then_dials_again_with_a_new_generation() {
         let mut m = machine();
         let actions = m.on(Input::DialFailed {
-            is_refused: false,
+            class: FailureClass::Rejected,
             error: "timeout".into(),
         });
         assert!(
@@ -311,8 +313,24 @@ mod tests {
         let mut m = machine();
         for _ in 0..50 {
             let actions = m.on(Input::DialFailed {
-                is_refused: true,
+                class: FailureClass::Refused,
                 error: "refused".into(),
+            });
+            let Some(Action::Wait(delay)) = actions.last() else {
+                panic!("{actions:?}")
+            };
+            assert!(*delay <= Duration::from_millis(100));
+            m.on(Input::BackoffElapsed);
+        }
+    }
+
+    #[test]
+    fn unanswered_dials_retry_quickly_since_the_attempt_itself_waited() {
+        let mut m = machine();
+        for _ in 0..20 {
+            let actions = m.on(Input::DialFailed {
+                class: FailureClass::Unanswered,
+                error: "no answer".into(),
             });
             let Some(Action::Wait(delay)) = actions.last() else {
                 panic!("{actions:?}")
@@ -327,7 +345,7 @@ mod tests {
         let mut m = machine();
         for _ in 0..1000 {
             m.on(Input::DialFailed {
-                is_refused: false,
+                class: FailureClass::Rejected,
                 error: "x".into(),
             });
             let actions = m.on(Input::BackoffElapsed);
@@ -357,7 +375,7 @@ mod tests {
         let mut m = machine();
         for _ in 0..8 {
             m.on(Input::DialFailed {
-                is_refused: false,
+                class: FailureClass::Rejected,
                 error: "x".into(),
             });
             m.on(Input::BackoffElapsed);
@@ -368,7 +386,7 @@ mod tests {
         m.on(Input::DialSucceeded { generation });
         m.on(lost(generation));
         let actions = m.on(Input::DialFailed {
-            is_refused: false,
+            class: FailureClass::Rejected,
             error: "x".into(),
         });
         assert!(

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::connect::{ConnectFailure, Connector, Link};
+use crate::connect::{ConnectFailure, Connector, FailureClass, Link};
 use crate::event::{DisconnectReason, Event, LinkState};
 use backoff::Backoff;
 use machine::{Action, Input, Machine, State};
@@ -211,7 +211,7 @@ impl Task {
                 );
                 link.close();
                 Input::DialFailed {
-                    is_refused: false,
+                    class: FailureClass::Rejected,
                     error,
                 }
             }
@@ -225,12 +225,12 @@ impl Task {
                 self.slot
                     .send_modify(|slot| slot.last_failure = Some(failure.error));
                 Input::DialFailed {
-                    is_refused: failure.is_refused,
+                    class: failure.class,
                     error,
                 }
             }
             Err(join) => Input::DialFailed {
-                is_refused: false,
+                class: FailureClass::Rejected,
                 error: format!("dial task ended: {join}"),
             },
         }
