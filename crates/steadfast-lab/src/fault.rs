@@ -24,8 +24,14 @@ pub struct Rules {
 
 impl Rules {
     fn install(server: &Server, rules: Vec<Vec<String>>) -> Result<Self, LabError> {
+        let namespace = server.namespace().ok_or_else(|| {
+            LabError::new(format!(
+                "server {} runs on loopback: packet faults need the lab's namespaces",
+                server.label
+            ))
+        })?;
         let mut installed = Self {
-            namespace: server.namespace().name().to_owned(),
+            namespace: namespace.name().to_owned(),
             rules: Vec::new(),
         };
         for rule in rules {

@@ -44,10 +44,10 @@ pub struct LabSpec {
 pub struct Lab {
     /// A, B, ...
     pub servers: Vec<Server>,
-    /// The DNS server for [`ENDPOINT_NAME`].
-    pub dns: Dns,
-    client_namespace: String,
-    bridge: Namespace,
+    /// The DNS server for [`ENDPOINT_NAME`]; none on loopback.
+    dns: Option<Dns>,
+    client_namespace: Option<String>,
+    bridge: Option<Namespace>,
 }
 
 impl Lab {
@@ -69,16 +69,50 @@ impl Lab {
             let namespace = Namespace::create(&name(&format!("s{index}")))?;
             let ip = net::server_ip(u8::try_from(index).unwrap_or(0));
             net::attach(&bridge, namespace.name(), &format!("p-s{index}"), ip)?;
-            servers.push(Server::new(&label, namespace, ip)?);
+            servers.push(Server::new(&label, Some(namespace), ip)?);
         }
         let dns = Dns::start(dns_namespace, ENDPOINT_NAME, servers[0].ip)?;
         std::mem::forget(guard);
         let mut lab = Self {
             servers,
-            dns,
-            client_namespace: spec.client_namespace.clone(),
-            bridge,
+            dns: Some(dns),
+            client_namespace: Some(spec.client_namespace.clone()),
+            bridge: Some(bridge),
         };
+        lab.start_servers(spec).await?;
+        lab.wait_for_dns().await?;
+        Ok(lab)
+    }
+
+    /// A lab without root: servers on private loopback addresses (`127.213.<index>.<10+n>`), no
+    /// namespaces, no DNS, no packet faults. Clients connect to the address itself.
+    ///
+    /// # Errors
+    /// When a server cannot start.
+    pub async fn loopback(spec: &LabSpec) -> Result<Self, LabError> {
+        let mut servers = Vec::new();
+        for index in 0..spec.servers {
+            let label = ((b'A' + u8::try_from(index).unwrap_or(0)) as char).to_string();
+            let ip = std::net::Ipv4Addr::new(
+                127,
+                213,
+                u8::try_from(spec.index % 250).unwrap_or(0),
+                10 + u8::try_from(index).unwrap_or(0),
+            );
+            servers.push(Server::new(&label, None, ip)?);
+        }
+        let mut lab = Self {
+            servers,
+            dns: None,
+            client_namespace: None,
+            bridge: None,
+        };
+        lab.start_servers(spec).await?;
+        Ok(lab)
+    }
+
+    async fn start_servers(&mut self, spec: &LabSpec) -> Result<(), LabError> {
+        let lab = self;
         if spec.is_started {
             for server in &mut lab.servers {
                 server.start()?;
@@ -92,8 +126,25 @@ impl Lab {
                 }
             }
         }
-        lab.wait_for_dns().await?;
-        Ok(lab)
+        Ok(())
+    }
+
+    /// The URL clients use: the endpoint's name in the lab, the primary's address on loopback.
+    pub fn url(&self) -> String {
+        match &self.dns {
+            Some(_) => format!("redis://{ENDPOINT_NAME}:6379"),
+            None => format!("redis://{}", self.servers[0].address()),
+        }
+    }
+
+    /// The lab's DNS server.
+    ///
+    /// # Errors
+    /// On loopback, where there is none.
+    pub fn dns(&self) -> Result<&Dns, LabError> {
+        self.dns
+            .as_ref()
+            .ok_or_else(|| LabError::new("no DNS server on loopback: this scenario needs root"))
     }
 
     async fn wait_for_dns(&self) -> Result<(), LabError> {
@@ -111,9 +162,9 @@ impl Lab {
         &self.servers[0]
     }
 
-    /// The bridge namespace.
-    pub fn bridge(&self) -> &Namespace {
-        &self.bridge
+    /// The bridge namespace; none on loopback.
+    pub fn bridge(&self) -> Option<&Namespace> {
+        self.bridge.as_ref()
     }
 }
 
@@ -140,6 +191,8 @@ impl Drop for ClientLink {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        drop(ClientLink(self.client_namespace.clone()));
+        if let Some(client) = self.client_namespace.take() {
+            drop(ClientLink(client));
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! One redis-server in its own namespace, on its own address, port 6379.
+//! One redis-server on its own address, port 6379: in its own namespace in the lab, or on a
+//! private loopback address when the drill runs without root.
 //!
 //! # Behaviour
 //! - Started with no persistence; killed (SIGKILL) on drop, with its namespace.
@@ -15,21 +16,31 @@ use tokio::time::Instant;
 use crate::LabError;
 use crate::net::Namespace;
 
-/// A redis-server process in its own network namespace.
+/// A redis-server process in its own network namespace (or on loopback).
 #[derive(Debug)]
 pub struct Server {
     /// Short name for reports: `A`, `B`, ...
     pub label: String,
     /// Its address; it listens on 6379.
     pub ip: Ipv4Addr,
-    namespace: Namespace,
+    namespace: Option<Namespace>,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Server {
-    pub(crate) fn new(label: &str, namespace: Namespace, ip: Ipv4Addr) -> Result<Self, LabError> {
-        let dir = std::env::temp_dir().join(namespace.name());
+    pub(crate) fn new(
+        label: &str,
+        namespace: Option<Namespace>,
+        ip: Ipv4Addr,
+    ) -> Result<Self, LabError> {
+        let dir = std::env::temp_dir().join(format!(
+            "{}-{}",
+            crate::net::run_prefix(),
+            namespace
+                .as_ref()
+                .map_or(ip.to_string(), |n| n.name().to_owned())
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| LabError::new(format!("{dir:?}: {e}")))?;
         Ok(Self {
             label: label.to_owned(),
@@ -45,9 +56,16 @@ impl Server {
         SocketAddr::new(self.ip.into(), 6379)
     }
 
-    /// The namespace the server lives in.
-    pub fn namespace(&self) -> &Namespace {
-        &self.namespace
+    /// The namespace the server lives in; `None` on loopback.
+    pub fn namespace(&self) -> Option<&Namespace> {
+        self.namespace.as_ref()
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        match &self.namespace {
+            Some(namespace) => namespace.command(program),
+            None => std::process::Command::new(program),
+        }
     }
 
     /// Starts the process (it must not be running).
@@ -57,7 +75,6 @@ impl Server {
     pub fn start(&mut self) -> Result<(), LabError> {
         let ip = self.ip.to_string();
         let child = self
-            .namespace
             .command("redis-server")
             .args([
                 "--bind",
@@ -75,9 +92,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| {
-                LabError::new(format!("redis-server in {}: {e}", self.namespace.name()))
-            })?;
+            .map_err(|e| LabError::new(format!("redis-server {}: {e}", self.label)))?;
         self.child = Some(child);
         Ok(())
     }
@@ -122,7 +137,14 @@ impl Server {
         let ip = self.ip.to_string();
         let mut all = vec!["-h", ip.as_str(), "-p", "6379"];
         all.extend_from_slice(args);
-        let output = self.namespace.exec_async("redis-cli", &all).await?;
+        let output = match &self.namespace {
+            Some(namespace) => namespace.exec_async("redis-cli", &all).await?,
+            None => tokio::process::Command::new("redis-cli")
+                .args(&all)
+                .output()
+                .await
+                .map_err(|e| LabError::new(format!("redis-cli: {e}")))?,
+        };
         let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         if text.starts_with("ERR") || text.starts_with("(error)") {
             return Err(LabError::new(format!("server {}: {text}", self.label)));

@@ -68,7 +68,7 @@ fn lab_carries_traffic_faults_cut_and_heal_dns_flips_and_nothing_is_left_behind(
                 DnsResolver::new((DNS_IP, 53).into()).map_err(|e| LabError::new(e.to_string()))?;
             let first = resolver.resolve(ENDPOINT_NAME, 6379).await;
             assert_eq!(first.unwrap(), vec![a.address()]);
-            lab.dns.point_at(b.ip)?;
+            lab.dns()?.point_at(b.ip)?;
             tokio::time::sleep(steadfast_lab::dns::TTL + Duration::from_millis(200)).await;
             let moved = resolver.resolve(ENDPOINT_NAME, 6379).await;
             assert_eq!(

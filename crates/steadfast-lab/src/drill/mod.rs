@@ -5,7 +5,8 @@
 //!   `/etc/netns/<ns>/resolv.conf` names the lab's DNS server), runs this same program inside it
 //!   with `ip netns exec`, and afterwards removes everything the run made, whatever happened.
 //! - [`run`] runs inside the client namespace: for each scenario it builds a lab, starts every
-//!   client under test with both workloads, plays the timeline, and measures.
+//!   client under test with both workloads, plays the timeline, and measures. Without root it
+//!   runs on loopback what loopback can host and reports the rest as skipped, with the reason.
 //! - Every client resolves the endpoint's name with the system resolver, which inside the client
 //!   namespace asks the lab's dnsmasq: steadfast runs with its true defaults.
 
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use crate::LabError;
-use crate::lab::{ENDPOINT_NAME, Lab, LabSpec};
+use crate::lab::{Lab, LabSpec};
 use crate::net::{self, DNS_IP, Namespace};
 use client::{ClientKind, UnderTest};
 use report::{DrillReport, Measured, ScenarioReport, Skipped};
@@ -99,33 +100,57 @@ pub async fn launch(program: &std::path::Path, args: &[String]) -> Result<i32, L
     Ok(status.and_then(|s| s.code()).unwrap_or(1))
 }
 
-/// Runs the drill inside the client namespace named by [`INSIDE_ENV`].
+/// Where the drill's labs are built.
+#[derive(Clone, Debug)]
+pub enum Venue {
+    /// Inside the lab's client namespace; the value of [`INSIDE_ENV`] (`prefix:namespace`).
+    Namespaces(String),
+    /// On loopback without root: only [`Scenario::is_loopback_capable`] scenarios run.
+    Loopback,
+}
+
+/// Runs the drill's scenarios at `venue`.
 ///
 /// # Errors
 /// When a lab cannot be built or a fault cannot be applied.
 pub async fn run(
-    inside: &str,
+    venue: &Venue,
     options: &DrillOptions,
     progress: &dyn Progress,
 ) -> Result<DrillReport, LabError> {
-    let (prefix, client_namespace) = inside.split_once(':').ok_or_else(|| {
-        LabError::new(format!("{INSIDE_ENV}={inside}: expected prefix:namespace"))
-    })?;
     let timing = options.timing();
     let mut scenarios = Vec::new();
+    let mut skipped = Vec::new();
     let total = options.scenarios.len();
     for (index, &scenario) in options.scenarios.iter().enumerate() {
         progress.started(scenario, index, total);
         let (servers, is_replicated, is_started) = scenario.lab_shape();
-        let spec = LabSpec {
-            prefix: prefix.to_owned(),
+        let mut spec = LabSpec {
+            prefix: net::run_prefix(),
             index,
-            client_namespace: client_namespace.to_owned(),
+            client_namespace: String::new(),
             servers,
             is_replicated,
             is_started,
         };
-        let mut lab = Lab::build(&spec).await?;
+        let mut lab = match venue {
+            Venue::Namespaces(inside) => {
+                let (prefix, client) = inside.split_once(':').ok_or_else(|| {
+                    LabError::new(format!("{INSIDE_ENV}={inside}: expected prefix:namespace"))
+                })?;
+                spec.prefix = prefix.to_owned();
+                spec.client_namespace = client.to_owned();
+                Lab::build(&spec).await?
+            }
+            Venue::Loopback if scenario.is_loopback_capable() => Lab::loopback(&spec).await?,
+            Venue::Loopback => {
+                skipped.push(Skipped {
+                    scenario,
+                    reason: "needs root: packet faults, DNS and namespaces (run as root)".into(),
+                });
+                continue;
+            }
+        };
         let report = run_scenario(scenario, &mut lab, &timing).await?;
         drop(lab);
         if let Some(dir) = &options.svg_dir {
@@ -140,25 +165,8 @@ pub async fn run(
         machine: machine(),
         is_quick: options.is_quick,
         scenarios,
-        skipped: Vec::new(),
+        skipped,
     })
-}
-
-/// The report for a run that could not build a lab at all.
-pub fn skipped_everything(options: &DrillOptions, reason: &str) -> DrillReport {
-    DrillReport {
-        machine: machine(),
-        is_quick: options.is_quick,
-        scenarios: Vec::new(),
-        skipped: options
-            .scenarios
-            .iter()
-            .map(|&scenario| Skipped {
-                scenario,
-                reason: reason.to_owned(),
-            })
-            .collect(),
-    }
 }
 
 struct Participant {
@@ -173,7 +181,7 @@ async fn run_scenario(
     lab: &mut Lab,
     timing: &Timing,
 ) -> Result<ScenarioReport, LabError> {
-    let url = format!("redis://{ENDPOINT_NAME}:6379");
+    let url = lab.url();
     let origin = Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();
     let mut participants = Vec::new();

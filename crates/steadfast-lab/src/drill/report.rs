@@ -316,3 +316,82 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(start_ms: f64, end_ms: f64, error: Option<&str>) -> Op {
+        Op {
+            start_ms,
+            end_ms,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    fn measured(client: ClientKind, ops: Vec<Op>, events: Vec<(f64, String)>) -> Measured {
+        Measured {
+            client,
+            workload: WorkloadKind::Sequential,
+            ops,
+            events,
+            reconnects: Some(1),
+        }
+    }
+
+    #[test]
+    fn detection_is_the_first_event_or_failure_after_the_fault() {
+        let ops = vec![
+            op(0.0, 1.0, None),
+            op(900.0, 1_600.0, Some("timeout")),
+            op(1_700.0, 1_701.0, None),
+        ];
+        let events = vec![(1_400.0, "HeartbeatMissed".to_owned())];
+        let o = measure(
+            Scenario::Blackhole,
+            1_000.0,
+            1_650.0,
+            measured(ClientKind::RedisRsManager, ops, events),
+        );
+        assert_eq!(o.detection_ms, Some(400.0));
+        assert_eq!(o.failed, 1);
+        assert_eq!(o.recovery_from_restore_ms, Some(51.0));
+        assert_eq!(o.recovery_from_fault_ms, Some(701.0));
+        assert!(o.recovered);
+        assert!(o.goals.is_empty(), "goals are steadfast's only");
+    }
+
+    #[test]
+    fn a_client_whose_last_operation_failed_has_not_recovered() {
+        let ops = vec![
+            op(0.0, 1.0, None),
+            op(2_000.0, 2_001.0, None),
+            op(2_100.0, 2_600.0, Some("timeout")),
+        ];
+        let o = measure(
+            Scenario::Restart,
+            1_000.0,
+            1_500.0,
+            measured(ClientKind::Steadfast, ops, vec![]),
+        );
+        assert!(!o.recovered);
+        assert!(o.goals.iter().any(|g| !g.is_met), "{:?}", o.goals);
+    }
+
+    #[test]
+    fn steadfast_goals_are_met_by_a_clean_ride() {
+        let ops = vec![
+            op(0.0, 1.0, None),
+            op(990.0, 1_520.0, None),
+            op(1_530.0, 1_531.0, None),
+        ];
+        let o = measure(
+            Scenario::Restart,
+            1_000.0,
+            1_500.0,
+            measured(ClientKind::Steadfast, ops, vec![]),
+        );
+        assert_eq!(o.recovery_from_restore_ms, Some(20.0));
+        assert!(o.goals.iter().all(|g| g.is_met), "{:?}", o.goals);
+    }
+}

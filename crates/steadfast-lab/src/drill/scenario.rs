@@ -132,7 +132,7 @@ impl Scenario {
                 let cut = fault::isolate(&lab.servers[0])?;
                 sleep(Duration::from_secs(1)).await;
                 lab.servers[1].promote().await?;
-                lab.dns.point_at(lab.servers[1].ip)?;
+                lab.dns()?.point_at(lab.servers[1].ip)?;
                 let restored = Instant::now();
                 sleep_until(fault + Duration::from_secs(7)).await;
                 drop(cut);
@@ -140,7 +140,7 @@ impl Scenario {
             }
             Self::Demotion => {
                 lab.servers[1].promote().await?;
-                lab.dns.point_at(lab.servers[1].ip)?;
+                lab.dns()?.point_at(lab.servers[1].ip)?;
                 let restored = Instant::now();
                 lab.servers[0].replicate(&lab.servers[1]).await?;
                 restored
