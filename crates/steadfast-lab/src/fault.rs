@@ -7,6 +7,7 @@
 //!   connection goes half-open, no RST). `isolate`: the server drops everything on its veth
 //!   (the host vanished, for every peer). `reject`: TCP RST. `loss`: random drop with iptables'
 //!   `statistic` match (this kernel has no netem).
+//! - `delay` is a userspace relay ([`crate::relay`]): this kernel has no netem.
 //! - [`Paused`] sends SIGCONT on drop.
 
 use std::net::Ipv4Addr;
@@ -19,11 +20,16 @@ use crate::server::Server;
 #[must_use = "the fault ends when this guard is dropped"]
 pub struct Rules {
     namespace: String,
+    table: String,
     rules: Vec<Vec<String>>,
 }
 
 impl Rules {
     fn install(server: &Server, rules: Vec<Vec<String>>) -> Result<Self, LabError> {
+        Self::install_in(server, "filter", rules)
+    }
+
+    fn install_in(server: &Server, table: &str, rules: Vec<Vec<String>>) -> Result<Self, LabError> {
         let namespace = server.namespace().ok_or_else(|| {
             LabError::new(format!(
                 "server {} runs on loopback: packet faults need the lab's namespaces",
@@ -32,10 +38,12 @@ impl Rules {
         })?;
         let mut installed = Self {
             namespace: namespace.name().to_owned(),
+            table: table.to_owned(),
             rules: Vec::new(),
         };
         for rule in rules {
-            let mut args = vec!["netns", "exec", &installed.namespace, "iptables", "-I"];
+            let mut args = vec!["netns", "exec", &installed.namespace, "iptables"];
+            args.extend(["-t", &installed.table, "-I"]);
             args.extend(rule.iter().map(String::as_str));
             crate::net::run("ip", &args)?;
             installed.rules.push(rule);
@@ -50,7 +58,8 @@ impl Rules {
 impl Drop for Rules {
     fn drop(&mut self) {
         for rule in &self.rules {
-            let mut args = vec!["netns", "exec", &self.namespace, "iptables", "-D"];
+            let mut args = vec!["netns", "exec", &self.namespace, "iptables"];
+            args.extend(["-t", &self.table, "-D"]);
             args.extend(rule.iter().map(String::as_str));
             let _ = crate::net::run("ip", &args);
         }
@@ -153,6 +162,36 @@ pub fn loss(server: &Server, peer: Ipv4Addr, ratio: f64) -> Result<Rules, LabErr
                 "DROP",
             ]),
         ],
+    )
+}
+
+/// New TCP connections from `peer` to `port` go to `to_port` on the server instead (NAT).
+///
+/// # Errors
+/// When iptables fails.
+pub(crate) fn redirect(
+    server: &Server,
+    peer: Ipv4Addr,
+    port: u16,
+    to_port: u16,
+) -> Result<Rules, LabError> {
+    let (peer, port, to_port) = (peer.to_string(), port.to_string(), to_port.to_string());
+    Rules::install_in(
+        server,
+        "nat",
+        vec![rule(&[
+            "PREROUTING",
+            "-s",
+            &peer,
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &to_port,
+        ])],
     )
 }
 

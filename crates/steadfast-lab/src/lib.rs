@@ -11,7 +11,7 @@
 //! ## Layout
 //! - [`net`]: namespaces, veth, bridge, cleanup of leftovers.
 //! - [`server`], [`dns`]: the real processes.
-//! - [`fault`]: partition, isolate, reject, loss, pause, as guards.
+//! - [`fault`]: partition, isolate, reject, loss, pause, as guards; [`relay`]: delay.
 //! - [`lab`]: one lab per scenario.
 //! - [`drill`]: scenarios, workloads, clients under test, reports (table, JSON, SVG).
 
@@ -20,6 +20,7 @@ pub mod drill;
 pub mod fault;
 pub mod lab;
 pub mod net;
+pub mod relay;
 pub mod server;
 
 use std::fmt;

@@ -205,7 +205,8 @@ pub fn can_create_namespaces() -> bool {
     }
 }
 
-/// Removes every namespace and `/etc/netns` entry left by lab runs whose process is gone.
+/// Removes every namespace, `/etc/netns` entry and temporary directory left by lab runs whose
+/// process is gone.
 /// Returns the names removed.
 ///
 /// # Errors
@@ -223,11 +224,14 @@ pub fn cleanup_leftovers() -> Result<Vec<String>, LabError> {
             removed.push(name.to_owned());
         }
     }
-    if let Ok(entries) = std::fs::read_dir("/etc/netns") {
+    for dir in [std::path::PathBuf::from("/etc/netns"), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_orphan(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
-                removed.push(format!("/etc/netns/{name}"));
+                removed.push(entry.path().display().to_string());
             }
         }
     }

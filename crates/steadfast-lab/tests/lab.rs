@@ -1,5 +1,5 @@
-//! The lab itself, as root: its network carries traffic, faults cut it and heal, DNS flips, and
-//! nothing is left behind.
+//! The lab itself, as root: its network carries traffic, faults cut it, delay it and heal, DNS
+//! flips, and nothing is left behind.
 
 use std::time::Duration;
 
@@ -20,6 +20,24 @@ fn namespaces_with(prefix: &str) -> Vec<String> {
         .filter(|l| l.starts_with(prefix))
         .map(str::to_owned)
         .collect()
+}
+
+/// Connects, sends PING and waits for the reply; the round trip, bounded to 2 s.
+async fn timed_ping(address: std::net::SocketAddr) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = tokio::time::Instant::now();
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 16];
+        let n = stream.read(&mut buf).await.ok()?;
+        buf[..n].starts_with(b"+PONG").then_some(())
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .map(|()| started.elapsed())
 }
 
 #[test]
@@ -75,6 +93,25 @@ fn lab_carries_traffic_faults_cut_and_heal_dns_flips_and_nothing_is_left_behind(
                 moved.unwrap(),
                 vec![b.address()],
                 "the name moved once its TTL ran out"
+            );
+
+            {
+                let _slow = steadfast_lab::relay::delay(a, CLIENT_IP, Duration::from_millis(150))?;
+                let rtt = timed_ping(a.address())
+                    .await
+                    .expect("answers through the relay");
+                assert!(
+                    rtt >= Duration::from_millis(300),
+                    "150 ms each way: {rtt:?}"
+                );
+                assert!(rtt < Duration::from_millis(900), "{rtt:?}");
+            }
+            let rtt = timed_ping(a.address())
+                .await
+                .expect("answers directly again");
+            assert!(
+                rtt < Duration::from_millis(100),
+                "the delay ended with its guard: {rtt:?}"
             );
 
             {
