@@ -57,6 +57,7 @@
 pub mod config;
 pub mod connect;
 pub mod health;
+pub mod maintenance;
 
 mod client;
 mod command;
