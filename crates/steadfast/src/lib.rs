@@ -67,8 +67,8 @@ mod supervisor;
 
 pub use client::Client;
 pub use config::{
-    CommandConfig, Config, ConnectConfig, EndpointConfig, ExpectedRole, HealthConfig, Password,
-    Protocol, ReconnectConfig,
+    AzureEvents, CommandConfig, Config, ConnectConfig, EndpointConfig, ExpectedRole, HealthConfig,
+    MaintenanceConfig, MaintenanceMode, MovingEndpointType, Password, Protocol, ReconnectConfig,
 };
 pub use error::{Error, ErrorKind};
 pub use event::{DisconnectReason, Event, LinkState};

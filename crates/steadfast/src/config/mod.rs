@@ -38,6 +38,8 @@ pub struct Config {
     pub reconnect: ReconnectConfig,
     /// What happens to each command.
     pub command: CommandConfig,
+    /// How announced maintenance is acted on.
+    pub maintenance: MaintenanceConfig,
 }
 
 /// The endpoint and the session settings sent at handshake.
@@ -278,6 +280,85 @@ impl Default for CommandConfig {
     }
 }
 
+/// Whether to ask the server for RESP3 maintenance notifications (`CLIENT MAINT_NOTIFICATIONS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MaintenanceMode {
+    /// Never ask.
+    Disabled,
+    /// Ask on every connection; a refusal fails the connection attempt.
+    Enabled,
+    /// Ask on every connection; a server that refuses (`-ERR`, as open-source Redis and Valkey
+    /// do) is used exactly as before.
+    Auto,
+}
+
+/// The `moving-endpoint-type` asked for: how MOVING should name the new endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MovingEndpointType {
+    /// Chosen per connection: `*-fqdn` over TLS, `*-ip` over plain TCP; `internal-*` when the
+    /// server's address is private (RFC 1918, RFC 4193, loopback, link-local, 100.64/10).
+    Auto,
+    /// `internal-ip`.
+    InternalIp,
+    /// `internal-fqdn`.
+    InternalFqdn,
+    /// `external-ip`.
+    ExternalIp,
+    /// `external-fqdn`.
+    ExternalFqdn,
+    /// `none`: MOVING always carries a null endpoint.
+    None,
+}
+
+/// Whether to listen to Azure's `AzureRedisEvents` channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AzureEvents {
+    /// On for Azure Cache for Redis host names (`*.redis.cache.windows.net` and the sovereign
+    /// clouds' equivalents), off otherwise.
+    Auto,
+    /// Always listen (any host that publishes the channel).
+    On,
+    /// Never listen.
+    Off,
+}
+
+/// How announced maintenance is acted on; see [`maintenance`](crate::maintenance).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct MaintenanceConfig {
+    /// Ask for RESP3 maintenance notifications. Default: [`MaintenanceMode::Auto`].
+    pub mode: MaintenanceMode,
+    /// The `moving-endpoint-type` to ask for. Default: [`MovingEndpointType::Auto`].
+    pub endpoint_type: MovingEndpointType,
+    /// Command deadline and read-stall threshold while a migration or failover is announced
+    /// (MIGRATING, FAILING_OVER, SMIGRATING until their end). Default: 10 s, as every mature
+    /// client uses.
+    pub relaxed_timeout: Duration,
+    /// Relaxation ends by itself this long after the last start frame, if no end frame comes.
+    /// Default: 60 s.
+    pub relaxed_cap: Duration,
+    /// Listen to `AzureRedisEvents`. Default: [`AzureEvents::Auto`].
+    pub azure_events: AzureEvents,
+    /// How long before an announced `StartTimeInUTC` the link is replaced. Default: 1 s.
+    pub azure_lead: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            mode: MaintenanceMode::Auto,
+            endpoint_type: MovingEndpointType::Auto,
+            relaxed_timeout: Duration::from_secs(10),
+            relaxed_cap: Duration::from_secs(60),
+            azure_events: AzureEvents::Auto,
+            azure_lead: Duration::from_secs(1),
+        }
+    }
+}
+
 impl Config {
     /// Parses a `redis://` URL into a config with every other field at its default.
     ///
@@ -315,6 +396,11 @@ impl Config {
             ("reconnect.backoff_max", self.reconnect.backoff_max),
             ("reconnect.refused_retry", self.reconnect.refused_retry),
             ("command.deadline", self.command.deadline),
+            (
+                "maintenance.relaxed_timeout",
+                self.maintenance.relaxed_timeout,
+            ),
+            ("maintenance.relaxed_cap", self.maintenance.relaxed_cap),
         ];
         for (field, value) in positive {
             if value.is_zero() {

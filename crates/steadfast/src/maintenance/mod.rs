@@ -8,3 +8,4 @@
 
 pub mod azure;
 pub mod push;
+pub(crate) mod reactor;
