@@ -18,10 +18,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::command::{self, Reply, Request};
 use crate::config::Config;
-use crate::connect::Connector;
+use crate::connect::{Connector, PushRoutes};
 use crate::error::{Error, ErrorKind};
 use crate::event::{DisconnectReason, Event, LinkState};
 use crate::health;
+use crate::maintenance;
 use crate::supervisor::force::ForcePolicy;
 use crate::supervisor::{self, Reporter, Slot};
 
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     pushes: broadcast::Sender<PushInfo>,
     force: Mutex<ForcePolicy>,
     is_in_error_spell: std::sync::atomic::AtomicBool,
+    /// A migration or failover is announced: deadlines and the stall threshold are relaxed.
+    is_relaxed: std::sync::atomic::AtomicBool,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -72,6 +75,42 @@ impl Shared {
         }
         self.is_in_error_spell
             .store(force.is_in_spell(), Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// The command deadline now: relaxed during announced maintenance.
+    pub(crate) fn deadline(&self) -> Duration {
+        if self.is_relaxed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.config
+                .command
+                .deadline
+                .max(self.config.maintenance.relaxed_timeout)
+        } else {
+            self.config.command.deadline
+        }
+    }
+
+    /// The read-stall threshold now: relaxed during announced maintenance.
+    pub(crate) fn read_stall(&self) -> Duration {
+        if self.is_relaxed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.config
+                .health
+                .read_stall
+                .max(self.config.maintenance.relaxed_timeout)
+        } else {
+            self.config.health.read_stall
+        }
+    }
+
+    pub(crate) fn set_relaxed(&self, is_relaxed: bool) {
+        let was = self
+            .is_relaxed
+            .swap(is_relaxed, std::sync::atomic::Ordering::Relaxed);
+        if was != is_relaxed {
+            tracing::info!(is_relaxed, "timeouts relaxed for maintenance");
+            self.emit(Event::Relaxed { is_relaxed });
+        }
     }
 }
 
@@ -120,7 +159,12 @@ impl Client {
         let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let connector = Connector::new(Arc::clone(&config), pushes.clone(), tasks.clone());
+        let (notices_tx, notices_rx) = tokio::sync::mpsc::channel(maintenance::NOTICE_QUEUE);
+        let routes = PushRoutes {
+            application: pushes.clone(),
+            maintenance: notices_tx,
+        };
+        let connector = Connector::new(Arc::clone(&config), routes, tasks.clone());
         let (slot, reporter) = supervisor::spawn(
             Arc::clone(&config),
             connector.clone(),
@@ -135,6 +179,7 @@ impl Client {
                 config.reconnect.force_min_interval,
             )),
             is_in_error_spell: std::sync::atomic::AtomicBool::new(false),
+            is_relaxed: std::sync::atomic::AtomicBool::new(false),
             config,
             slot,
             reporter,
@@ -143,6 +188,13 @@ impl Client {
             cancel: cancel.clone(),
             tasks: tasks.clone(),
         });
+        maintenance::spawn(
+            Arc::downgrade(&shared),
+            notices_rx,
+            connector.clone(),
+            cancel.clone(),
+            &tasks,
+        );
         health::spawn(Arc::downgrade(&shared), connector, cancel, &tasks);
         Ok(Self {
             shared,

@@ -20,6 +20,8 @@ pub enum Event {
         generation: u64,
         /// The server's `role`: `master` or `slave` (`replica`).
         role: String,
+        /// The server accepted maintenance notifications (`CLIENT MAINT_NOTIFICATIONS ON`).
+        is_maintenance_aware: bool,
     },
     /// The link with this generation stopped serving commands.
     Disconnected {
@@ -58,6 +60,13 @@ pub enum Event {
         /// How long errors had gone on.
         errors_for: Duration,
     },
+    /// A maintenance notification arrived (every one, including those that need no action).
+    Maintenance(MaintenanceNotice),
+    /// Timeouts were relaxed (a migration or failover is announced) or restored.
+    Relaxed {
+        /// Whether they are relaxed now.
+        is_relaxed: bool,
+    },
     /// The server behind the endpoint is not a primary any more (READONLY), or a new link reached
     /// a server with a different role than the last one.
     RoleChanged {
@@ -80,8 +89,25 @@ pub enum DisconnectReason {
     ReadOnly,
     /// The force-reconnect policy replaced it.
     Forced,
+    /// Planned maintenance moved the client to a new link (made before this one was closed).
+    Planned,
     /// The client shut down.
     Shutdown,
+}
+
+/// A maintenance notification, from either source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MaintenanceNotice {
+    /// A RESP3 push frame on the link of this generation.
+    Push {
+        /// The link it came on.
+        generation: u64,
+        /// What it said.
+        notification: crate::maintenance::push::Notification,
+    },
+    /// A message on Azure's `AzureRedisEvents` channel.
+    Azure(crate::maintenance::azure::AzureEvent),
 }
 
 /// Where the client's link stands, from [`Client::state`](crate::Client::state).

@@ -71,4 +71,4 @@ pub use config::{
     MaintenanceConfig, MaintenanceMode, MovingEndpointType, Password, Protocol, ReconnectConfig,
 };
 pub use error::{Error, ErrorKind};
-pub use event::{DisconnectReason, Event, LinkState};
+pub use event::{DisconnectReason, Event, LinkState, MaintenanceNotice};

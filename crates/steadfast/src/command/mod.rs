@@ -71,7 +71,7 @@ pub(crate) async fn execute(
     request: Request<'_>,
     is_ambiguous_allowed: bool,
 ) -> Result<Reply, Error> {
-    let deadline_length = shared.config.command.deadline;
+    let deadline_length = shared.deadline();
     let deadline = Instant::now() + deadline_length;
     let mut may_be_applied = false;
     let mut last_error: Option<Error> = None;

@@ -23,6 +23,8 @@ pub(crate) struct Link {
     /// `CLIENT ID` at handshake, for the health probe's `CLIENT LIST ID`.
     pub(crate) client_id: Option<i64>,
     pub(crate) role: String,
+    /// The server accepted `CLIENT MAINT_NOTIFICATIONS ON`.
+    pub(crate) is_maintenance_aware: bool,
     pub(super) closed: CancellationToken,
     pub(super) driver: AbortHandle,
 }

@@ -8,9 +8,15 @@
 //!   `MultiplexedConnection::new_with_config`, which runs `HELLO 3` (or `AUTH` for RESP2) with the
 //!   credentials and `SELECT`. Then one round trip sends `CLIENT SETNAME`, `CLIENT ID` and `ROLE`;
 //!   a managed service that refuses `CLIENT ID` or `ROLE` still yields a usable link.
-//! - Push frames (RESP3) go to the client's push channel; unknown frames pass through untouched.
+//! - With RESP3 the connection opts in to maintenance notifications
+//!   (`CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type ...`) in the same round trip, after the
+//!   push listener is in place. Maintenance frames go to the reactor, tagged with the link's
+//!   generation and whether the handshake was still running; every other push frame goes to the
+//!   application untouched.
+//! - While a MOVING target applies, dials for the configured endpoint go to the target instead.
 
 pub(crate) mod activity;
+mod handshake;
 pub(crate) mod link;
 pub mod resolve;
 pub(crate) mod socket;
@@ -19,16 +25,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, RedisConnectionInfo, Value};
-use tokio::sync::broadcast;
+use std::sync::Mutex;
+
+use redis::PushInfo;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::task::TaskTracker;
-use tracing::debug;
 
-use crate::config::{Config, Protocol};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind};
-use activity::{Activity, MeteredStream};
+use crate::maintenance::Notice;
+use crate::maintenance::push::Endpoint;
 pub(crate) use link::Link;
 
 /// How an attempt failed, as far as the backoff cares.
@@ -50,63 +57,106 @@ pub(crate) struct ConnectFailure {
     pub(crate) error: Error,
 }
 
-/// Makes links. Cheap to clone; holds no address between attempts.
+/// Where push frames go: maintenance notifications to the reactor, everything else to the
+/// application, untouched.
+#[derive(Clone, Debug)]
+pub(crate) struct PushRoutes {
+    pub(crate) application: broadcast::Sender<PushInfo>,
+    pub(crate) maintenance: mpsc::Sender<Notice>,
+}
+
+/// Where a dial goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The configured endpoint, or the MOVING target while one applies.
+    Configured,
+    /// This endpoint (a MOVING target).
+    Endpoint(Endpoint),
+}
+
+/// Makes links. Cheap to clone; holds no address between attempts (a MOVING target applies
+/// until its time runs out, then the configured name is resolved again).
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: Arc<Config>,
-    pushes: broadcast::Sender<PushInfo>,
+    routes: PushRoutes,
     tasks: TaskTracker,
+    moved_to: Arc<Mutex<Option<(Endpoint, Instant)>>>,
 }
 
 impl Connector {
-    pub(crate) fn new(
-        config: Arc<Config>,
-        pushes: broadcast::Sender<PushInfo>,
-        tasks: TaskTracker,
-    ) -> Self {
+    pub(crate) fn new(config: Arc<Config>, routes: PushRoutes, tasks: TaskTracker) -> Self {
         Self {
             config,
-            pushes,
+            routes,
             tasks,
+            moved_to: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// New connections go to `endpoint` until `until` (a MOVING target).
+    pub(crate) fn move_to(&self, endpoint: Endpoint, until: Instant) {
+        *self.moved_to.lock().unwrap_or_else(|e| e.into_inner()) = Some((endpoint, until));
+    }
+
+    fn destination(&self, target: &Target) -> (String, u16) {
+        let endpoint = &self.config.endpoint;
+        match target {
+            Target::Endpoint(to) => (to.host.clone(), to.port),
+            Target::Configured => {
+                let mut moved = self.moved_to.lock().unwrap_or_else(|e| e.into_inner());
+                match moved.as_ref() {
+                    Some((to, until)) if Instant::now() < *until => (to.host.clone(), to.port),
+                    _ => {
+                        *moved = None;
+                        (endpoint.host.clone(), endpoint.port)
+                    }
+                }
+            }
         }
     }
 
     /// Resolves, dials and handshakes, all within `connect.connect_timeout`.
-    pub(crate) async fn connect(&self, generation: u64) -> Result<Link, ConnectFailure> {
+    pub(crate) async fn connect(
+        &self,
+        generation: u64,
+        target: &Target,
+    ) -> Result<Link, ConnectFailure> {
         let deadline = Instant::now() + self.config.connect.connect_timeout;
-        let endpoint = &self.config.endpoint;
-        let label = self.config.endpoint_label();
-        let addresses = match timeout_at(
+        let (host, port) = self.destination(target);
+        let label = format!("{host}:{port}");
+        let addresses =
+            match timeout_at(deadline, self.config.endpoint.resolver.resolve(&host, port)).await {
+                Ok(Ok(addresses)) if !addresses.is_empty() => addresses,
+                Ok(Ok(_)) => {
+                    return Err(failure(
+                        format!("resolve {label}: no addresses"),
+                        FailureClass::Rejected,
+                    ));
+                }
+                Ok(Err(e)) => {
+                    return Err(failure(
+                        format!("resolve {label}: {e}"),
+                        FailureClass::Rejected,
+                    ));
+                }
+                Err(_) => {
+                    return Err(failure(
+                        format!(
+                            "resolve {label} timed out after {:?}",
+                            self.config.connect.connect_timeout
+                        ),
+                        FailureClass::Rejected,
+                    ));
+                }
+            };
+        let (stream, address) = self.dial_any(&addresses, deadline).await?;
+        match timeout_at(
             deadline,
-            endpoint.resolver.resolve(&endpoint.host, endpoint.port),
+            handshake::handshake(self, stream, address, generation),
         )
         .await
         {
-            Ok(Ok(addresses)) if !addresses.is_empty() => addresses,
-            Ok(Ok(_)) => {
-                return Err(failure(
-                    format!("resolve {label}: no addresses"),
-                    FailureClass::Rejected,
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(failure(
-                    format!("resolve {label}: {e}"),
-                    FailureClass::Rejected,
-                ));
-            }
-            Err(_) => {
-                return Err(failure(
-                    format!(
-                        "resolve {label} timed out after {:?}",
-                        self.config.connect.connect_timeout
-                    ),
-                    FailureClass::Rejected,
-                ));
-            }
-        };
-        let (stream, address) = self.dial_any(&addresses, deadline).await?;
-        match timeout_at(deadline, self.handshake(stream, address, generation)).await {
             Ok(result) => result,
             Err(_) => Err(failure(
                 format!(
@@ -143,127 +193,9 @@ impl Connector {
         };
         Err(failure(errors.join("; "), class))
     }
-
-    async fn handshake(
-        &self,
-        stream: tokio::net::TcpStream,
-        address: SocketAddr,
-        generation: u64,
-    ) -> Result<Link, ConnectFailure> {
-        let activity = Activity::new();
-        let metered = MeteredStream::new(stream, Arc::clone(&activity));
-        let endpoint = &self.config.endpoint;
-        let mut info = RedisConnectionInfo::default()
-            .set_db(endpoint.database)
-            .set_lib_name("steadfast", env!("CARGO_PKG_VERSION"));
-        if let Some(user) = &endpoint.username {
-            info = info.set_username(user);
-        }
-        if let Some(password) = &endpoint.password {
-            info = info.set_password(password.expose());
-        }
-        let mut options = AsyncConnectionConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(None);
-        if endpoint.protocol == Protocol::Resp3 {
-            info = info.set_protocol(ProtocolVersion::RESP3);
-            let pushes = self.pushes.clone();
-            options = options.set_push_sender(move |push: PushInfo| {
-                // No receiver is fine: pushes are offered, never required.
-                let _ = pushes.send(push);
-                Ok::<(), redis::aio::SendError>(())
-            });
-        }
-        let (mut connection, driver) =
-            MultiplexedConnection::new_with_config(&info, metered, options)
-                .await
-                .map_err(|e| {
-                    let kind = if is_auth_failure(&e) {
-                        ErrorKind::Auth
-                    } else {
-                        ErrorKind::Connect
-                    };
-                    ConnectFailure {
-                        class: FailureClass::Rejected,
-                        error: Error::from_redis(kind, &format!("handshake with {address}"), e),
-                    }
-                })?;
-        let closed = tokio_util::sync::CancellationToken::new();
-        let driver_task = {
-            let activity = Arc::clone(&activity);
-            let closed = closed.clone();
-            self.tasks.spawn(async move {
-                driver.await;
-                activity.mark_closed();
-                closed.cancel();
-            })
-        };
-        let (client_id, role) = session_facts(&mut connection, endpoint.client_name.as_deref())
-            .await
-            .map_err(|e| {
-                driver_task.abort();
-                ConnectFailure {
-                    class: FailureClass::Rejected,
-                    error: Error::from_redis(
-                        ErrorKind::Connect,
-                        &format!("handshake with {address}"),
-                        e,
-                    ),
-                }
-            })?;
-        debug!(%address, generation, ?client_id, %role, "link ready");
-        Ok(Link {
-            generation,
-            address,
-            connection,
-            activity,
-            client_id,
-            role,
-            closed,
-            driver: driver_task.abort_handle(),
-        })
-    }
 }
 
-/// `CLIENT SETNAME`, `CLIENT ID` and `ROLE` in one round trip. Refusals of the last two (some
-/// managed services rename them) are tolerated; a failed round trip is not.
-async fn session_facts(
-    connection: &mut MultiplexedConnection,
-    client_name: Option<&str>,
-) -> redis::RedisResult<(Option<i64>, String)> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    if let Some(name) = client_name {
-        pipe.cmd("CLIENT").arg("SETNAME").arg(name).ignore();
-    }
-    pipe.cmd("CLIENT").arg("ID").cmd("ROLE");
-    let replies: Vec<Value> = pipe.query_async(connection).await?;
-    let client_id = match replies.first() {
-        Some(Value::Int(id)) => Some(*id),
-        _ => None,
-    };
-    let role = match replies.get(1) {
-        Some(Value::Array(items)) => match items.first() {
-            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-            Some(Value::SimpleString(s)) => s.clone(),
-            _ => "unknown".to_owned(),
-        },
-        _ => "unknown".to_owned(),
-    };
-    Ok((client_id, role))
-}
-
-/// Rejected credentials. redis-rs names some of these; the server's `WRONGPASS` and `NOAUTH`
-/// replies arrive as extension codes.
-fn is_auth_failure(error: &redis::RedisError) -> bool {
-    matches!(
-        error.kind(),
-        redis::ErrorKind::AuthenticationFailed
-            | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
-    ) || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
-}
-
-fn failure(message: String, class: FailureClass) -> ConnectFailure {
+pub(crate) fn failure(message: String, class: FailureClass) -> ConnectFailure {
     ConnectFailure {
         class,
         error: Error::new(ErrorKind::Connect, message),

@@ -138,7 +138,7 @@ async fn run(
             probe_backoff = (probe_backoff * 2).min(PROBE_BACKOFF_MAX);
         }
         let stalled_for = link.activity.stalled_for(now);
-        if stalled_for >= health.read_stall {
+        if stalled_for >= shared.read_stall() {
             // Suspect: look at the name on every tick (cheap), probe with backoff (a connection).
             if name_check.is_none() {
                 let (config, link, cancel) =

@@ -31,7 +31,12 @@ pub(super) async fn judge(connector: &Connector, config: &Config, old: &Link) ->
     if let Some(reason) = name_moved(config, old).await {
         return Verdict::Dead(reason);
     }
-    let fresh = match timeout(bound, connector.connect(0)).await {
+    let fresh = match timeout(
+        bound,
+        connector.connect(0, &crate::connect::Target::Configured),
+    )
+    .await
+    {
         Ok(Ok(fresh)) => fresh,
         Ok(Err(failure)) => {
             return Verdict::Unknown(format!("fresh connection: {}", failure.error));

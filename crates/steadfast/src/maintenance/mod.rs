@@ -9,3 +9,103 @@
 pub mod azure;
 pub mod push;
 pub(crate) mod reactor;
+
+/// A maintenance notification as received on one link.
+#[derive(Clone, Debug)]
+pub(crate) struct Notice {
+    /// The link it came on (0: a probe's connection, ignored).
+    pub(crate) generation: u64,
+    pub(crate) notification: push::Notification,
+    /// It arrived before the handshake finished (end frames then are replays).
+    pub(crate) is_during_handshake: bool,
+}
+
+/// How many notifications may wait for the reactor.
+pub(crate) const NOTICE_QUEUE: usize = 256;
+
+/// Starts the task that acts on RESP3 maintenance notifications; it ends with the client.
+pub(crate) fn spawn(
+    shared: std::sync::Weak<crate::client::Shared>,
+    notices: tokio::sync::mpsc::Receiver<Notice>,
+    connector: crate::connect::Connector,
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    let tracker = tasks.clone();
+    tasks.spawn(run(shared, notices, connector, cancel, tracker));
+}
+
+async fn run(
+    shared: std::sync::Weak<crate::client::Shared>,
+    mut notices: tokio::sync::mpsc::Receiver<Notice>,
+    connector: crate::connect::Connector,
+    cancel: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+) {
+    use crate::connect::Target;
+    use crate::event::{Event, MaintenanceNotice};
+    use reactor::{Reaction, Reactor};
+    use tokio::time::Instant;
+
+    let Some(cap) = shared.upgrade().map(|s| s.config.maintenance.relaxed_cap) else {
+        return;
+    };
+    let mut reactor = Reactor::new(cap);
+    loop {
+        let relaxed_until = reactor.relaxed_until();
+        let notice = tokio::select! {
+            () = cancel.cancelled() => break,
+            notice = notices.recv() => match notice {
+                Some(notice) => Some(notice),
+                None => break,
+            },
+            () = async {
+                match relaxed_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+        };
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        if let Some(notice) = notice.filter(|n| n.generation != 0) {
+            tracing::info!(generation = notice.generation, notification = ?notice.notification,
+                during_handshake = notice.is_during_handshake, "maintenance notification");
+            shared.emit(Event::Maintenance(MaintenanceNotice::Push {
+                generation: notice.generation,
+                notification: notice.notification.clone(),
+            }));
+            let reaction = reactor.react(
+                &notice.notification,
+                notice.is_during_handshake,
+                Instant::now(),
+            );
+            match reaction {
+                Reaction::MoveTo { endpoint, until } => {
+                    connector.move_to(endpoint.clone(), until);
+                    shared
+                        .reporter
+                        .replace(notice.generation, Target::Endpoint(endpoint));
+                }
+                Reaction::ReconnectAfter(after) => {
+                    let reporter = shared.reporter.clone();
+                    let cancel = cancel.clone();
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            () = tokio::time::sleep(after) => {
+                                reporter.replace(notice.generation, Target::Configured);
+                            }
+                            () = cancel.cancelled() => {}
+                        }
+                    });
+                }
+                Reaction::Relax
+                | Reaction::Unrelax
+                | Reaction::ReloadTopology
+                | Reaction::Nothing => {}
+            }
+        }
+        shared.set_relaxed(reactor.is_relaxed(Instant::now()));
+    }
+}

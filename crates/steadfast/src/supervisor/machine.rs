@@ -11,6 +11,11 @@
 //!   +------- Connected{generation}     (link lost / dead / READONLY / forced,
 //!  link lost                            for the current generation only)
 //!
+//!   Connected{old} --planned replace--> Replacing{old, new}: new commands held, old link kept
+//!   Replacing --dial ok--> Connected{new}: publish new, drain then close old
+//!   Replacing --dial failed--> Connected{old}: release the held commands to the old link
+//!   Replacing --old link lost--> Dialling{new}
+//!
 //!   any state --shutdown--> Stopped (terminal)
 //! ```
 //!
@@ -26,15 +31,27 @@
 use std::time::Duration;
 
 use super::backoff::Backoff;
-use crate::connect::FailureClass;
+use crate::connect::{FailureClass, Target};
 use crate::event::{DisconnectReason, Event};
 
 /// Where the supervisor stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum State {
-    Dialling { generation: u64, attempt: u32 },
-    BackingOff { attempt: u32 },
-    Connected { generation: u64 },
+    Dialling {
+        generation: u64,
+        attempt: u32,
+    },
+    BackingOff {
+        attempt: u32,
+    },
+    Connected {
+        generation: u64,
+    },
+    /// A planned move: the old link still exists, new commands are held, the new one is dialled.
+    Replacing {
+        old: u64,
+        new: u64,
+    },
     Stopped,
 }
 
@@ -53,6 +70,11 @@ pub(crate) enum Input {
         generation: u64,
         reason: DisconnectReason,
     },
+    /// Planned maintenance: replace this link, making the new one before breaking the old.
+    Replace {
+        generation: u64,
+        target: Target,
+    },
     Shutdown,
 }
 
@@ -61,6 +83,15 @@ pub(crate) enum Input {
 pub(crate) enum Action {
     /// Start dialling; the link gets this generation.
     Dial {
+        generation: u64,
+        target: Target,
+    },
+    /// Stop handing out the current link: new commands wait.
+    Hold,
+    /// Hand out the current link again (a planned replacement failed).
+    Release,
+    /// Close the link of this generation once its commands in flight are answered.
+    Drain {
         generation: u64,
     },
     /// Wait, then feed [`Input::BackoffElapsed`].
@@ -96,7 +127,13 @@ impl Machine {
             last_generation: 1,
             backoff,
         };
-        (machine, vec![Action::Dial { generation: 1 }])
+        (
+            machine,
+            vec![Action::Dial {
+                generation: 1,
+                target: Target::Configured,
+            }],
+        )
     }
 
     pub(crate) fn state(&self) -> &State {
@@ -118,7 +155,10 @@ impl Machine {
                 generation,
                 attempt,
             },
-            vec![Action::Dial { generation }],
+            vec![Action::Dial {
+                generation,
+                target: Target::Configured,
+            }],
         )
     }
 
@@ -136,6 +176,17 @@ impl Machine {
                 ],
             ),
             (State::Dialling { .. }, Input::Shutdown) => (State::Stopped, vec![Action::CancelDial]),
+            (State::Replacing { old, .. }, Input::Shutdown) => (
+                State::Stopped,
+                vec![
+                    Action::CancelDial,
+                    Action::Close { generation: old },
+                    Action::Emit(Event::Disconnected {
+                        generation: old,
+                        reason: DisconnectReason::Shutdown,
+                    }),
+                ],
+            ),
             (_, Input::Shutdown) => (State::Stopped, vec![]),
 
             (
@@ -190,6 +241,70 @@ impl Machine {
                 actions.extend(dial);
                 (next, actions)
             }
+            (
+                State::Connected { generation },
+                Input::Replace {
+                    generation: old,
+                    target,
+                },
+            ) if generation == old => {
+                self.last_generation += 1;
+                let new = self.last_generation;
+                (
+                    State::Replacing { old, new },
+                    vec![
+                        Action::Hold,
+                        Action::Dial {
+                            generation: new,
+                            target,
+                        },
+                    ],
+                )
+            }
+            (State::Replacing { old, new }, Input::DialSucceeded { generation })
+                if generation == new =>
+            {
+                self.backoff.reset();
+                (
+                    State::Connected { generation: new },
+                    vec![
+                        Action::Publish { generation: new },
+                        Action::Drain { generation: old },
+                        Action::Emit(Event::Disconnected {
+                            generation: old,
+                            reason: DisconnectReason::Planned,
+                        }),
+                    ],
+                )
+            }
+            (State::Replacing { old, .. }, Input::DialFailed { error, .. }) => (
+                State::Connected { generation: old },
+                vec![
+                    Action::Release,
+                    Action::Emit(Event::ReconnectScheduled {
+                        attempt: 1,
+                        delay: std::time::Duration::ZERO,
+                        error: format!("planned move abandoned, old link kept: {error}"),
+                    }),
+                ],
+            ),
+            (State::Replacing { old, new }, Input::LinkLost { generation, reason })
+                if generation == old =>
+            {
+                (
+                    State::Dialling {
+                        generation: new,
+                        attempt: 1,
+                    },
+                    vec![
+                        Action::Close { generation: old },
+                        Action::Emit(Event::Disconnected {
+                            generation: old,
+                            reason,
+                        }),
+                    ],
+                )
+            }
             // Stale or duplicate reports: a link already replaced, a dial result from the past.
             (state, _) => (state, vec![]),
         }
@@ -232,7 +347,13 @@ mod tests {
             0,
         );
         let (m, actions) = Machine::start(backoff);
-        assert_eq!(actions, vec![Action::Dial { generation: 1 }]);
+        assert_eq!(
+            actions,
+            vec![Action::Dial {
+                generation: 1,
+                target: Target::Configured
+            }]
+        );
         assert_eq!(
             m.state(),
             &State::Dialling {
@@ -259,7 +380,13 @@ mod tests {
             actions[1],
             Action::Emit(Event::Disconnected { generation: 1, .. })
         ));
-        assert_eq!(actions[2], Action::Dial { generation: 2 });
+        assert_eq!(
+            actions[2],
+            Action::Dial {
+                generation: 2,
+                target: Target::Configured
+            }
+        );
     }
 
     #[test]
@@ -283,7 +410,13 @@ mod tests {
             a,
             Action::Emit(Event::RoleChanged { generation: 1, role }) if role == "slave"
         )));
-        assert_eq!(actions.last(), Some(&Action::Dial { generation: 2 }));
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Dial {
+                generation: 2,
+                target: Target::Configured
+            })
+        );
     }
 
     #[test]
@@ -298,7 +431,13 @@ mod tests {
         );
         assert_eq!(m.state(), &State::BackingOff { attempt: 1 });
         let actions = m.on(Input::BackoffElapsed);
-        assert_eq!(actions, vec![Action::Dial { generation: 2 }]);
+        assert_eq!(
+            actions,
+            vec![Action::Dial {
+                generation: 2,
+                target: Target::Configured
+            }]
+        );
         assert_eq!(
             m.state(),
             &State::Dialling {
@@ -351,6 +490,89 @@ mod tests {
             let actions = m.on(Input::BackoffElapsed);
             assert!(matches!(actions.as_slice(), [Action::Dial { .. }]));
         }
+    }
+
+    fn moved_to() -> Target {
+        Target::Endpoint(crate::maintenance::push::Endpoint {
+            host: "10.0.0.9".into(),
+            port: 12000,
+        })
+    }
+
+    #[test]
+    fn planned_replace_holds_commands_and_dials_the_target_while_the_old_link_lives() {
+        let mut m = connected();
+        let actions = m.on(Input::Replace {
+            generation: 1,
+            target: moved_to(),
+        });
+        assert_eq!(
+            actions,
+            vec![
+                Action::Hold,
+                Action::Dial {
+                    generation: 2,
+                    target: moved_to()
+                }
+            ]
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Close { .. })),
+            "make before break"
+        );
+        let actions = m.on(Input::DialSucceeded { generation: 2 });
+        assert_eq!(actions[0], Action::Publish { generation: 2 });
+        assert_eq!(actions[1], Action::Drain { generation: 1 });
+        assert_eq!(m.state(), &State::Connected { generation: 2 });
+    }
+
+    #[test]
+    fn a_failed_planned_replace_keeps_the_old_link() {
+        let mut m = connected();
+        m.on(Input::Replace {
+            generation: 1,
+            target: moved_to(),
+        });
+        let actions = m.on(Input::DialFailed {
+            class: FailureClass::Unanswered,
+            error: "no answer".into(),
+        });
+        assert_eq!(actions[0], Action::Release);
+        assert_eq!(m.state(), &State::Connected { generation: 1 });
+    }
+
+    #[test]
+    fn losing_the_old_link_during_a_planned_replace_keeps_dialling() {
+        let mut m = connected();
+        m.on(Input::Replace {
+            generation: 1,
+            target: moved_to(),
+        });
+        let actions = m.on(lost(1));
+        assert_eq!(actions[0], Action::Close { generation: 1 });
+        assert_eq!(
+            m.state(),
+            &State::Dialling {
+                generation: 2,
+                attempt: 1
+            }
+        );
+        assert_eq!(
+            m.on(Input::DialSucceeded { generation: 2 }),
+            vec![Action::Publish { generation: 2 }]
+        );
+    }
+
+    #[test]
+    fn a_replace_for_a_stale_generation_is_ignored() {
+        let mut m = connected();
+        assert!(
+            m.on(Input::Replace {
+                generation: 7,
+                target: moved_to()
+            })
+            .is_empty()
+        );
     }
 
     #[test]

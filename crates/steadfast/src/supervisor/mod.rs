@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::connect::{ConnectFailure, Connector, FailureClass, Link};
+use crate::connect::{ConnectFailure, Connector, FailureClass, Link, Target};
 use crate::event::{DisconnectReason, Event, LinkState};
 use backoff::Backoff;
 use machine::{Action, Input, Machine, State};
@@ -37,11 +37,17 @@ pub(crate) struct Slot {
     pub(crate) last_failure: Option<crate::error::Error>,
 }
 
-/// A report that the link of `generation` must go.
+/// A report that the link of `generation` must go: at once, or made before broken.
 #[derive(Debug)]
-struct Report {
-    generation: u64,
-    reason: DisconnectReason,
+enum Report {
+    Lost {
+        generation: u64,
+        reason: DisconnectReason,
+    },
+    Replace {
+        generation: u64,
+        target: Target,
+    },
 }
 
 /// The handle every part uses to report a lost link. Cheap to clone.
@@ -54,7 +60,15 @@ impl Reporter {
     /// Asks for the link of `generation` to be replaced. Never blocks: when the queue of reports
     /// is full, reports are already waiting and this one adds nothing.
     pub(crate) fn link_lost(&self, generation: u64, reason: DisconnectReason) {
-        let _ = self.reports.try_send(Report { generation, reason });
+        let _ = self.reports.try_send(Report::Lost { generation, reason });
+    }
+
+    /// Asks for the link of `generation` to be replaced by one to `target`, the new one made
+    /// before the old one is closed (planned maintenance).
+    pub(crate) fn replace(&self, generation: u64, target: Target) {
+        let _ = self
+            .reports
+            .try_send(Report::Replace { generation, target });
     }
 }
 
@@ -90,6 +104,7 @@ pub(crate) fn spawn(
         wait: None,
         dialled: None,
         current: None,
+        held: None,
         last_role: None,
     };
     tasks.spawn(task.run(backoff));
@@ -121,7 +136,19 @@ struct Task {
     wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     dialled: Option<Link>,
     current: Option<Arc<Link>>,
+    /// The old link of a planned replacement, out of service but still answering.
+    held: Option<Arc<Link>>,
     last_role: Option<String>,
+}
+
+/// Closes `link` once it has no command in flight, or after `limit`.
+async fn drain(link: Arc<Link>, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while link.activity.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    debug!(generation = link.generation, "drained");
+    link.close();
 }
 
 impl Task {
@@ -176,10 +203,12 @@ impl Task {
         };
         match woke {
             Woke::Shutdown => Input::Shutdown,
-            Woke::Report(report) => Input::LinkLost {
-                generation: report.generation,
-                reason: report.reason,
-            },
+            Woke::Report(Report::Lost { generation, reason }) => {
+                Input::LinkLost { generation, reason }
+            }
+            Woke::Report(Report::Replace { generation, target }) => {
+                Input::Replace { generation, target }
+            }
             Woke::LinkClosed => Input::LinkLost {
                 generation: current.as_ref().map_or(0, |l| l.generation),
                 reason: DisconnectReason::Closed("connection closed".into()),
@@ -239,16 +268,33 @@ impl Task {
     fn apply(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Dial { generation } => {
+                Action::Dial { generation, target } => {
                     let connector = self.connector.clone();
                     self.dial = Some(
                         self.tasks
-                            .spawn(async move { connector.connect(generation).await }),
+                            .spawn(async move { connector.connect(generation, &target).await }),
                     );
+                }
+                Action::Hold => {
+                    self.held = self.current.clone();
+                    self.slot.send_modify(|slot| slot.link = None);
+                }
+                Action::Release => {
+                    self.held = None;
+                    let current = self.current.clone();
+                    self.slot.send_modify(|slot| slot.link = current);
+                }
+                Action::Drain { generation } => {
+                    if let Some(old) = self.held.take() {
+                        debug_assert_eq!(old.generation, generation);
+                        self.tasks
+                            .spawn(drain(old, self.config.maintenance.relaxed_timeout));
+                    }
                 }
                 Action::Wait(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
                 Action::Publish { generation } => self.publish(generation),
                 Action::Close { generation } => {
+                    self.held = None;
                     if let Some(link) = self.current.take() {
                         debug_assert_eq!(link.generation, generation);
                         link.close();
@@ -288,6 +334,7 @@ impl Task {
             address: link.address,
             generation,
             role: link.role.clone(),
+            is_maintenance_aware: link.is_maintenance_aware,
         });
         self.current = Some(Arc::clone(&link));
         self.slot.send_replace(Slot {

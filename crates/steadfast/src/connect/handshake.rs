@@ -1,0 +1,290 @@
+//! The handshake on a fresh stream: redis-rs's setup, then our session questions and the
+//! maintenance opt-in in one round trip.
+//!
+//! # Behaviour
+//! - redis-rs's `MultiplexedConnection::new_with_config` sends `HELLO 3` (with the credentials)
+//!   or `AUTH` for RESP2, and `SELECT`. The push listener is installed by that call, before
+//!   anything of ours is sent, so a MOVING the server sends during the handshake is not lost.
+//! - One pipeline then sends `CLIENT SETNAME`, `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type
+//!   <type>` (RESP3, unless disabled), `CLIENT ID` and `ROLE`. Refusals of `CLIENT ID` and `ROLE`
+//!   are tolerated (some managed services rename them); a refused opt-in fails the attempt only in
+//!   [`MaintenanceMode::Enabled`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, RedisConnectionInfo, Value};
+use tracing::debug;
+
+use super::activity::{Activity, MeteredStream};
+use super::{ConnectFailure, Connector, FailureClass, Link, PushRoutes};
+use crate::config::{MaintenanceMode, MovingEndpointType, Protocol};
+use crate::error::{Error, ErrorKind};
+use crate::maintenance::{Notice, push};
+
+pub(super) async fn handshake(
+    connector: &Connector,
+    stream: tokio::net::TcpStream,
+    address: SocketAddr,
+    generation: u64,
+) -> Result<Link, ConnectFailure> {
+    let config = &connector.config;
+    let endpoint = &config.endpoint;
+    let activity = Activity::new();
+    let metered = MeteredStream::new(stream, Arc::clone(&activity));
+    let mut info = RedisConnectionInfo::default()
+        .set_db(endpoint.database)
+        .set_lib_name("steadfast", env!("CARGO_PKG_VERSION"));
+    if let Some(user) = &endpoint.username {
+        info = info.set_username(user);
+    }
+    if let Some(password) = &endpoint.password {
+        info = info.set_password(password.expose());
+    }
+    let mut options = AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(None);
+    let is_during_handshake = Arc::new(AtomicBool::new(true));
+    let is_resp3 = endpoint.protocol == Protocol::Resp3;
+    if is_resp3 {
+        info = info.set_protocol(ProtocolVersion::RESP3);
+        options = options.set_push_sender(route_pushes(
+            connector.routes.clone(),
+            generation,
+            Arc::clone(&is_during_handshake),
+        ));
+    }
+    let (mut connection, driver) = MultiplexedConnection::new_with_config(&info, metered, options)
+        .await
+        .map_err(|e| {
+            let kind = if is_auth_failure(&e) {
+                ErrorKind::Auth
+            } else {
+                ErrorKind::Connect
+            };
+            rejected(Error::from_redis(
+                kind,
+                &format!("handshake with {address}"),
+                e,
+            ))
+        })?;
+    let closed = tokio_util::sync::CancellationToken::new();
+    let driver_task = {
+        let activity = Arc::clone(&activity);
+        let closed = closed.clone();
+        connector.tasks.spawn(async move {
+            driver.await;
+            activity.mark_closed();
+            closed.cancel();
+        })
+    };
+    let opt_in = (is_resp3 && config.maintenance.mode != MaintenanceMode::Disabled)
+        .then(|| endpoint_type(config.maintenance.endpoint_type, address.ip()));
+    let facts = session(&mut connection, endpoint.client_name.as_deref(), opt_in)
+        .await
+        .map_err(|e| {
+            driver_task.abort();
+            rejected(Error::from_redis(
+                ErrorKind::Connect,
+                &format!("handshake with {address}"),
+                e,
+            ))
+        })?;
+    if let Some(Err(refusal)) = &facts.maintenance
+        && config.maintenance.mode == MaintenanceMode::Enabled
+    {
+        driver_task.abort();
+        return Err(rejected(Error::new(
+            ErrorKind::Connect,
+            format!("{address} refused maintenance notifications: {refusal}"),
+        )));
+    }
+    is_during_handshake.store(false, Ordering::Release);
+    debug!(%address, generation, client_id = ?facts.client_id, role = %facts.role,
+        maintenance = ?facts.maintenance, "link ready");
+    Ok(Link {
+        generation,
+        address,
+        connection,
+        activity,
+        client_id: facts.client_id,
+        role: facts.role,
+        is_maintenance_aware: matches!(facts.maintenance, Some(Ok(()))),
+        closed,
+        driver: driver_task.abort_handle(),
+    })
+}
+
+/// The push sender of one link: maintenance frames to the reactor (never blocking; a full queue
+/// drops the frame, counted in the log), the rest to the application.
+fn route_pushes(
+    routes: PushRoutes,
+    generation: u64,
+    is_during_handshake: Arc<AtomicBool>,
+) -> impl Fn(PushInfo) -> Result<(), redis::aio::SendError> + Send + Sync + 'static {
+    move |frame: PushInfo| {
+        if let Some(notification) = push::parse(&frame.kind, &frame.data) {
+            let notice = Notice {
+                generation,
+                notification,
+                is_during_handshake: is_during_handshake.load(Ordering::Acquire),
+            };
+            if routes.maintenance.try_send(notice).is_err() {
+                tracing::warn!(
+                    generation,
+                    "maintenance queue full: a notification was dropped"
+                );
+            }
+        } else {
+            // No receiver is fine: pushes are offered, never required.
+            let _ = routes.application.send(frame);
+        }
+        Ok(())
+    }
+}
+
+struct Facts {
+    client_id: Option<i64>,
+    role: String,
+    /// `None`: not asked; `Some(Err(reply))`: refused.
+    maintenance: Option<Result<(), String>>,
+}
+
+async fn session(
+    connection: &mut MultiplexedConnection,
+    client_name: Option<&str>,
+    opt_in: Option<&'static str>,
+) -> redis::RedisResult<Facts> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    if let Some(name) = client_name {
+        pipe.cmd("CLIENT").arg("SETNAME").arg(name).ignore();
+    }
+    if let Some(endpoint_type) = opt_in {
+        pipe.cmd("CLIENT")
+            .arg("MAINT_NOTIFICATIONS")
+            .arg("ON")
+            .arg("moving-endpoint-type")
+            .arg(endpoint_type);
+    }
+    pipe.cmd("CLIENT").arg("ID").cmd("ROLE");
+    let replies: Vec<Value> = pipe.query_async(connection).await?;
+    let mut replies = replies.into_iter();
+    let maintenance = opt_in.map(|_| match replies.next() {
+        Some(Value::Okay) => Ok(()),
+        Some(Value::SimpleString(s)) if s.eq_ignore_ascii_case("OK") => Ok(()),
+        Some(Value::ServerError(e)) => Err(format!("{} {}", e.code(), e.details().unwrap_or(""))),
+        other => Err(format!("unexpected reply {other:?}")),
+    });
+    let client_id = match replies.next() {
+        Some(Value::Int(id)) => Some(id),
+        _ => None,
+    };
+    let role = match replies.next() {
+        Some(Value::Array(items)) => match items.first() {
+            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => "unknown".to_owned(),
+        },
+        _ => "unknown".to_owned(),
+    };
+    Ok(Facts {
+        client_id,
+        role,
+        maintenance,
+    })
+}
+
+/// The `moving-endpoint-type` for a connection to `peer` (plain TCP: `*-ip`).
+fn endpoint_type(choice: MovingEndpointType, peer: IpAddr) -> &'static str {
+    match choice {
+        MovingEndpointType::Auto if is_private(peer) => "internal-ip",
+        MovingEndpointType::Auto => "external-ip",
+        MovingEndpointType::InternalIp => "internal-ip",
+        MovingEndpointType::InternalFqdn => "internal-fqdn",
+        MovingEndpointType::ExternalIp => "external-ip",
+        MovingEndpointType::ExternalFqdn => "external-fqdn",
+        MovingEndpointType::None => "none",
+    }
+}
+
+/// RFC 1918, RFC 4193, loopback, link-local and 100.64/10.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Rejected credentials. redis-rs names some of these; the server's `WRONGPASS` and `NOAUTH`
+/// replies arrive as extension codes.
+fn is_auth_failure(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::AuthenticationFailed
+            | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+    ) || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
+}
+
+fn rejected(error: Error) -> ConnectFailure {
+    ConnectFailure {
+        class: FailureClass::Rejected,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_peers_get_internal_endpoints_and_public_ones_external() {
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "fd00::1",
+            "fe80::1",
+            "::1",
+        ] {
+            let ip: IpAddr = private.parse().unwrap();
+            assert_eq!(
+                endpoint_type(MovingEndpointType::Auto, ip),
+                "internal-ip",
+                "{private}"
+            );
+        }
+        for public in ["8.8.8.8", "100.128.0.1", "2001:db8::1"] {
+            let ip: IpAddr = public.parse().unwrap();
+            assert_eq!(
+                endpoint_type(MovingEndpointType::Auto, ip),
+                "external-ip",
+                "{public}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_endpoint_type_overrides_the_rule() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            endpoint_type(MovingEndpointType::ExternalFqdn, ip),
+            "external-fqdn"
+        );
+        assert_eq!(endpoint_type(MovingEndpointType::None, ip), "none");
+    }
+}
