@@ -46,7 +46,10 @@ pub struct Lab {
     pub servers: Vec<Server>,
     /// The DNS server for [`ENDPOINT_NAME`]; none on loopback.
     dns: Option<Dns>,
+    /// Extra namespaces attached to the bridge (a proxy's, ...), removed with the lab.
+    extras: Vec<Namespace>,
     client_namespace: Option<String>,
+    name_prefix: String,
     bridge: Option<Namespace>,
 }
 
@@ -76,7 +79,9 @@ impl Lab {
         let mut lab = Self {
             servers,
             dns: Some(dns),
+            extras: Vec::new(),
             client_namespace: Some(spec.client_namespace.clone()),
+            name_prefix: format!("{}-{}", spec.prefix, spec.index),
             bridge: Some(bridge),
         };
         lab.start_servers(spec).await?;
@@ -104,7 +109,9 @@ impl Lab {
         let mut lab = Self {
             servers,
             dns: None,
+            extras: Vec::new(),
             client_namespace: None,
+            name_prefix: format!("{}-{}", spec.prefix, spec.index),
             bridge: None,
         };
         lab.start_servers(spec).await?;
@@ -160,6 +167,29 @@ impl Lab {
     /// Server A, the first primary.
     pub fn primary(&self) -> &Server {
         &self.servers[0]
+    }
+
+    /// Makes a namespace `part` with `ip` on the lab's bridge; it lives as long as the lab.
+    ///
+    /// # Errors
+    /// On loopback, or when the namespace or link cannot be made.
+    pub fn attach(&mut self, part: &str, ip: std::net::Ipv4Addr) -> Result<&Namespace, LabError> {
+        let bridge = self
+            .bridge
+            .as_ref()
+            .ok_or_else(|| LabError::new("no bridge on loopback: this needs root"))?;
+        let namespace = Namespace::create(&format!("{}-{part}", self.name_prefix))?;
+        net::attach(bridge, namespace.name(), &format!("p-{part}"), ip)?;
+        self.extras.push(namespace);
+        Ok(self.extras.last().expect("just pushed"))
+    }
+
+    /// Points the endpoint's name at `ip` (a server, a proxy).
+    ///
+    /// # Errors
+    /// On loopback, where there is no DNS.
+    pub fn point_name_at(&self, ip: std::net::Ipv4Addr) -> Result<(), LabError> {
+        self.dns()?.point_at(ip)
     }
 
     /// The bridge namespace; none on loopback.

@@ -20,6 +20,7 @@ pub mod drill;
 pub mod fault;
 pub mod lab;
 pub mod net;
+pub mod proxy;
 pub mod relay;
 pub mod server;
 

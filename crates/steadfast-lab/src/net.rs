@@ -22,6 +22,9 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 2
 /// Address of the lab's DNS server.
 pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 3);
 
+/// Address of the lab's RESP proxy.
+pub const PROXY_IP: Ipv4Addr = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 20);
+
 /// Address of server number `index` (0-based).
 pub fn server_ip(index: u8) -> Ipv4Addr {
     Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 10 + index)
