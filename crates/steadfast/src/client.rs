@@ -195,6 +195,14 @@ impl Client {
             cancel.clone(),
             &tasks,
         );
+        if maintenance::azure_watch::is_wanted(&shared.config) {
+            maintenance::azure_watch::spawn(
+                Arc::downgrade(&shared),
+                Arc::clone(&shared.config),
+                cancel.clone(),
+                &tasks,
+            );
+        }
         health::spawn(Arc::downgrade(&shared), connector, cancel, &tasks);
         Ok(Self {
             shared,

@@ -11,6 +11,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+/// The pub/sub channel Azure publishes on.
+pub const CHANNEL: &str = "AzureRedisEvents";
+
 /// Longest value kept from one field.
 pub const MAX_FIELD: usize = 256;
 

@@ -5,8 +5,20 @@
 //!   MIGRATED, FAILING_OVER, FAILED_OVER, SMIGRATING, SMIGRATED.
 //! - [`azure`]: Azure Cache for Redis's `AzureRedisEvents` pub/sub messages.
 //! - Both parsers are tolerant (every variant seen in the field), never panic, and are fuzzed.
+//! - Reactions (the contract the mature clients agree on):
+//!   - MIGRATING, FAILING_OVER, SMIGRATING relax the command deadline and the stall threshold to
+//!     `maintenance.relaxed_timeout` (10 s); their end frames restore them; starts and ends nest,
+//!     and a cap (`relaxed_cap`, 60 s) ends relaxation if no end comes.
+//!   - MOVING with an endpoint: new commands are held, a link to the endpoint is made, published,
+//!     and the old link closed once its replies are in; new connections go to the endpoint until
+//!     `time` has passed. MOVING with a null endpoint: the same, to the configured name (resolved
+//!     again) after `time / 2`.
+//!   - De-duplicated by (type, seq); end frames replayed during the handshake are ignored.
+//!   - Azure: see the `AzureRedisEvents` listener below; `NodeMaintenanceStarting` replaces the link about
+//!     one second before the announced start.
 
 pub mod azure;
+pub(crate) mod azure_watch;
 pub mod push;
 pub(crate) mod reactor;
 

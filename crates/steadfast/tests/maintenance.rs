@@ -1,0 +1,175 @@
+//! Maintenance against a real redis-server on loopback: Azure's `AzureRedisEvents` published on
+//! the real server, and a server that refuses the RESP3 opt-in.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use steadfast::maintenance::azure::{AzureEventKind, CHANNEL};
+use steadfast::{AzureEvents, DisconnectReason, Event, MaintenanceNotice};
+use support::{RedisServer, Workload, config_for, connected, drain, init_tracing};
+use tokio::time::Instant;
+
+/// `yyyy-MM-ddTHH:mm:ss` in UTC, `ahead` from now, written by `date -u`.
+fn utc_in(ahead: Duration) -> String {
+    let at = SystemTime::now() + ahead;
+    let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn wait_for_subscriber(admin: &mut redis::aio::MultiplexedConnection) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(CHANNEL)
+            .query_async(admin)
+            .await
+            .unwrap();
+        if counts.first().is_some_and(|(_, n)| *n > 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never subscribed to {CHANNEL}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_maintenance_starting_replaces_the_link_ahead_of_time_without_a_failed_operation() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let mut config = config_for(&server);
+    config.maintenance.azure_events = AzureEvents::On;
+    let client = connected(config).await;
+    let mut admin = server.admin().await;
+    wait_for_subscriber(&mut admin).await;
+    let mut events = client.events();
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let published = Instant::now();
+    let message = format!(
+        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
+        utc_in(Duration::from_secs(3)),
+        server.address.ip()
+    );
+    let receivers: u64 = redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(&message)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1);
+    let mut replaced_after = None;
+    let limit = published + Duration::from_secs(5);
+    while replaced_after.is_none() && Instant::now() < limit {
+        if let Ok(Ok(Event::Disconnected {
+            reason: DisconnectReason::Planned,
+            ..
+        })) = tokio::time::timeout_at(limit, events.recv()).await
+        {
+            replaced_after = Some(published.elapsed());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ops = workload.stop().await;
+    let failed: Vec<_> = ops.iter().filter(|o| o.error.is_some()).collect();
+    let longest = ops.iter().map(|o| o.end - o.start).max().unwrap();
+    eprintln!(
+        "azure starting: replaced after {replaced_after:?}, {} ops, {} failed, longest {longest:?}",
+        ops.len(),
+        failed.len()
+    );
+    let replaced_after = replaced_after.expect("the link was replaced ahead of the maintenance");
+    // StartTimeInUTC has whole seconds: the drain lands 1-2 s after publishing a start 3 s ahead.
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2_500)).contains(&replaced_after),
+        "{replaced_after:?}"
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        longest < Duration::from_millis(100),
+        "the handoff cost {longest:?}"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_azure_notification_surfaces_as_an_event_and_scheduled_changes_nothing() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let mut config = config_for(&server);
+    config.maintenance.azure_events = AzureEvents::On;
+    let client = connected(config).await;
+    let mut admin = server.admin().await;
+    wait_for_subscriber(&mut admin).await;
+    let mut events = client.events();
+    for message in [
+        format!(
+            "NotificationType|NodeMaintenanceScheduled|StartTimeInUTC|{}|IsReplica|False",
+            utc_in(Duration::from_secs(600))
+        ),
+        "NotificationType|SomethingNew|IPAddress||SSLPort|x".to_owned(),
+        "not a notification at all".to_owned(),
+    ] {
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(message)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = drain(&mut events);
+    let kinds: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Maintenance(MaintenanceNotice::Azure(event)) => Some(event.kind.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            AzureEventKind::Scheduled,
+            AzureEventKind::Unknown("SomethingNew".into())
+        ]
+    );
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "{seen:?}"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_the_opt_in_is_used_exactly_as_before() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let client = steadfast::Client::new(config_for(&server)).unwrap();
+    let mut events = client.events();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let pong: String = client.query(&redis::cmd("PING")).await.unwrap();
+    assert_eq!(pong, "PONG");
+    let seen = drain(&mut events);
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Connected {
+                is_maintenance_aware: false,
+                ..
+            }
+        )),
+        "Debian's redis-server refuses CLIENT MAINT_NOTIFICATIONS: {seen:?}"
+    );
+    client.shutdown().await;
+}
