@@ -39,9 +39,11 @@ pub struct LabSpec {
     pub is_started: bool,
 }
 
-/// A running lab. Fields drop in order: servers, DNS, then the bridge.
+/// A running lab. Fields drop in order: proxy, servers, DNS, then the bridge.
 #[derive(Debug)]
 pub struct Lab {
+    /// The RESP proxy in front of A, once [`Lab::start_proxy`] ran.
+    proxy: Option<crate::proxy::Proxy>,
     /// A, B, ...
     pub servers: Vec<Server>,
     /// The DNS server for [`ENDPOINT_NAME`]; none on loopback.
@@ -77,6 +79,7 @@ impl Lab {
         let dns = Dns::start(dns_namespace, ENDPOINT_NAME, servers[0].ip)?;
         std::mem::forget(guard);
         let mut lab = Self {
+            proxy: None,
             servers,
             dns: Some(dns),
             extras: Vec::new(),
@@ -107,6 +110,7 @@ impl Lab {
             servers.push(Server::new(&label, None, ip)?);
         }
         let mut lab = Self {
+            proxy: None,
             servers,
             dns: None,
             extras: Vec::new(),
@@ -182,6 +186,30 @@ impl Lab {
         net::attach(bridge, namespace.name(), &format!("p-{part}"), ip)?;
         self.extras.push(namespace);
         Ok(self.extras.last().expect("just pushed"))
+    }
+
+    /// Starts the RESP proxy in front of server A in its own namespace, and points the
+    /// endpoint's name at it.
+    ///
+    /// # Errors
+    /// On loopback, or when the proxy cannot start.
+    pub fn start_proxy(&mut self) -> Result<&crate::proxy::Proxy, LabError> {
+        let upstream = self.servers[0].address();
+        let namespace = self.attach("px", net::PROXY_IP)?;
+        let proxy =
+            crate::proxy::Proxy::start(Some(namespace), (net::PROXY_IP, 6379).into(), upstream)?;
+        self.point_name_at(net::PROXY_IP)?;
+        Ok(self.proxy.insert(proxy))
+    }
+
+    /// The proxy started by [`Lab::start_proxy`].
+    ///
+    /// # Errors
+    /// When none was started.
+    pub fn proxy(&self) -> Result<&crate::proxy::Proxy, LabError> {
+        self.proxy
+            .as_ref()
+            .ok_or_else(|| LabError::new("this lab has no proxy"))
     }
 
     /// Points the endpoint's name at `ip` (a server, a proxy).

@@ -54,11 +54,17 @@ pub(crate) enum UnderTest {
 }
 
 impl UnderTest {
-    /// Creates the client; redis-rs clients connect lazily on first use.
-    pub(crate) fn new(kind: ClientKind, url: &str) -> Result<Self, String> {
+    /// Creates the client; redis-rs clients connect lazily on first use. steadfast runs with
+    /// its defaults, except that `is_azure` switches on the `AzureRedisEvents` listener (on by
+    /// default only for Azure host names, which the lab's name is not).
+    pub(crate) fn new(kind: ClientKind, url: &str, is_azure: bool) -> Result<Self, String> {
         Ok(match kind {
             ClientKind::Steadfast => {
-                Self::Steadfast(steadfast::Client::open(url).map_err(|e| e.to_string())?)
+                let mut config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
+                if is_azure {
+                    config.maintenance.azure_events = steadfast::AzureEvents::On;
+                }
+                Self::Steadfast(steadfast::Client::new(config).map_err(|e| e.to_string())?)
             }
             ClientKind::RedisRsMultiplexed => Self::Multiplexed {
                 url: url.to_owned(),

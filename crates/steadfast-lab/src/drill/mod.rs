@@ -181,13 +181,18 @@ async fn run_scenario(
     lab: &mut Lab,
     timing: &Timing,
 ) -> Result<ScenarioReport, LabError> {
+    if scenario.needs_proxy() {
+        lab.start_proxy()?;
+    }
     let url = lab.url();
     let origin = Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();
     let mut participants = Vec::new();
     for client in ClientKind::ALL {
         for workload in WorkloadKind::ALL {
-            let under_test = Arc::new(UnderTest::new(client, &url).map_err(LabError::new)?);
+            let is_azure = scenario == Scenario::AzureMaintenance;
+            let under_test =
+                Arc::new(UnderTest::new(client, &url, is_azure).map_err(LabError::new)?);
             let events = Arc::new(Mutex::new(Vec::new()));
             if let Some(steadfast) = under_test.steadfast() {
                 record_events(

@@ -33,6 +33,9 @@ pub struct Outcome {
     pub errors: BTreeMap<String, usize>,
     /// The longest operation, ms.
     pub longest_ms: f64,
+    /// The longest operation that overlapped the window from the fault to `restored`, ms (for
+    /// planned maintenance: the handoff).
+    pub longest_in_window_ms: f64,
     /// From the fault to the client's first sign of it, ms.
     pub detection_ms: Option<f64>,
     /// From the fault to recovery, ms.
@@ -246,6 +249,11 @@ pub(crate) fn measure(
         failed: failed_ops.len(),
         errors,
         longest_ms: ops.iter().map(Op::duration_ms).fold(0.0, f64::max),
+        longest_in_window_ms: ops
+            .iter()
+            .filter(|o| o.start_ms < restored_ms && o.end_ms > fault_ms)
+            .map(Op::duration_ms)
+            .fold(0.0, f64::max),
         detection_ms,
         recovery_from_fault_ms: recovered_at.map(|at| at - fault_ms),
         recovery_from_restore_ms: recovered_at.map(|at| (at - restored_ms).max(0.0)),
@@ -296,6 +304,13 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
         format!("{:?}", o.errors),
         o.errors.keys().all(|k| k == "DeadlineExceeded"),
     );
+    let handoff = |limit_ms: f64| {
+        goal(
+            &format!("longest operation during the handoff within {limit_ms:.0} ms"),
+            ms(Some(o.longest_in_window_ms)),
+            o.longest_in_window_ms <= limit_ms,
+        )
+    };
     let reconnects = |limit: usize| {
         goal(
             &format!("at most {limit} reconnects"),
@@ -310,6 +325,9 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
         Scenario::FailoverDnsFlip => vec![detection(1_500.0), recovery(250.0), failed(0)],
         Scenario::Blackhole => vec![detection(1_500.0), recovery(250.0), only_deadlines],
         Scenario::SlowServer => vec![reconnects(0), failed(0)],
+        Scenario::Moving => vec![failed(0), handoff(100.0), reconnects(1)],
+        Scenario::FailingOver => vec![failed(0), reconnects(0)],
+        Scenario::AzureMaintenance => vec![failed(0), handoff(100.0)],
         Scenario::LossyLink => {
             // One per full 5 s of the spell; the spell ends a few ms after its nominal length.
             let allowed = (fault_window_ms / 5_000.0).round().max(1.0) as usize;
