@@ -193,3 +193,86 @@ fn failing_over_relaxes_deadlines_so_a_pause_longer_than_the_deadline_fails_noth
         Ok(())
     });
 }
+
+#[test]
+fn unknown_push_frames_reach_the_application_untouched() {
+    in_lab("up", |mut lab| async move {
+        let proxy = lab.start_proxy()?;
+        let client = Client::new(config_for(proxy.address)).unwrap();
+        client.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let mut pushes = client.pushes();
+        assert!(proxy.inject_newest(b">3\r\n+SOMETHING_NEW\r\n:42\r\n$2\r\nhi\r\n"));
+        let push = tokio::time::timeout(Duration::from_secs(2), pushes.recv())
+            .await
+            .expect("the frame arrived")
+            .expect("a push");
+        assert_eq!(push.kind, redis::PushKind::Other("SOMETHING_NEW".into()));
+        assert_eq!(
+            push.data,
+            vec![
+                redis::Value::Int(42),
+                redis::Value::BulkString(b"hi".to_vec())
+            ]
+        );
+        let pong: String = client.query(&redis::cmd("PING")).await.unwrap();
+        assert_eq!(pong, "PONG", "the link still works after an unknown push");
+        client.shutdown().await;
+        Ok(())
+    });
+}
+
+#[test]
+fn moving_without_an_endpoint_reconnects_to_the_configured_name_after_half_its_time() {
+    in_lab("mn", |mut lab| async move {
+        let proxy = lab.start_proxy()?;
+        let client = Client::new(config_for(proxy.address)).unwrap();
+        client.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let seen = record(&client);
+        let run = tokio::spawn(workload(
+            client.clone(),
+            Instant::now() + Duration::from_millis(2_500),
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut events = client.events();
+        let announced = Instant::now();
+        proxy.announce(b">4\r\n+MOVING\r\n:9\r\n:2\r\n_\r\n");
+        let planned_after = loop {
+            match tokio::time::timeout(Duration::from_secs(3), events.recv()).await {
+                Ok(Ok(Event::Disconnected {
+                    reason: DisconnectReason::Planned,
+                    ..
+                })) => break announced.elapsed(),
+                Ok(Ok(_)) => {}
+                other => panic!("no planned reconnect: {other:?}"),
+            }
+        };
+        let (ops, failures, longest) = run.await.unwrap();
+        proxy.clear_pending();
+        let seen = seen.lock().unwrap().clone();
+        eprintln!(
+            "MOVING null: reconnected after {planned_after:?}, {ops} ops, {} failed, longest {longest:?}",
+            failures.len()
+        );
+        assert!(
+            (Duration::from_millis(950)..Duration::from_millis(1_500)).contains(&planned_after),
+            "time/2 = 1 s after the frame: {planned_after:?}"
+        );
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(longest < Duration::from_millis(100), "{longest:?}");
+        let planned = seen
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Disconnected {
+                        reason: DisconnectReason::Planned,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(planned, 1, "one reconnect for one MOVING: {seen:?}");
+        client.shutdown().await;
+        Ok(())
+    });
+}

@@ -9,6 +9,7 @@
 //!   and keeps it as *pending*: a connection that opts in later gets it right after its `+OK`, as
 //!   Redis Software replays notifications during a maintenance window. [`Proxy::clear_pending`]
 //!   ends the window.
+//! - [`Proxy::inject_newest`] injects into one connection only.
 //! - [`Proxy::close_existing`] closes every connection made before the call (the server closing
 //!   old connections after a MOVING).
 //! - Runs in its own namespace on its own thread and runtime; dropping it stops everything.
@@ -142,6 +143,17 @@ impl Proxy {
             .filter(|c| c.is_opted_in)
             .filter(|c| c.out.try_send(Out::Push(frame.to_vec())).is_ok())
             .count()
+    }
+
+    /// Injects `frame` into the connection made most recently, opted in or not (a test can send
+    /// any shape it likes); returns whether there was one.
+    pub fn inject_newest(&self, frame: &[u8]) -> bool {
+        let registry = self.registry();
+        registry
+            .connections
+            .iter()
+            .max_by_key(|(id, _)| **id)
+            .is_some_and(|(_, c)| c.out.try_send(Out::Push(frame.to_vec())).is_ok())
     }
 
     /// Ends the replay of the last announced frame.
