@@ -182,9 +182,7 @@ pub fn run_in<T: Send + 'static>(
 ) -> Result<T, LabError> {
     let path = format!("/var/run/netns/{name}");
     let handle = std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).map_err(|e| LabError::new(format!("{path}: {e}")))?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| LabError::new(format!("setns {path}: {e}")))?;
+        enter(&path).map_err(LabError::new)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -194,6 +192,67 @@ pub fn run_in<T: Send + 'static>(
     handle
         .join()
         .map_err(|_| LabError::new("the namespaced thread panicked"))?
+}
+
+/// Moves the calling thread into the network namespace at `path` (`/var/run/netns/<name>`).
+fn enter(path: &str) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("setns {path}: {e}"))
+}
+
+/// Runs a TCP service on its own thread and current-thread runtime, inside `namespace` (or the
+/// caller's when `None`): binds `listen`, then runs `serve` with the listener. Returns once the
+/// listener is bound; the thread ends when `serve` returns.
+///
+/// # Errors
+/// When the namespace cannot be entered or the address cannot be bound within 5 s.
+pub(crate) fn serve_in<F>(
+    namespace: Option<&str>,
+    listen: std::net::SocketAddr,
+    serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, LabError>
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let path = namespace.map(|name| format!("/var/run/netns/{name}"));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = (|| {
+            if let Some(path) = &path {
+                enter(path)?;
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match tokio::net::TcpListener::bind(listen).await {
+                Ok(listener) => {
+                    let _ = ready_tx.send(Ok(()));
+                    serve(listener).await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("bind {listen}: {e}")));
+                }
+            }
+        });
+    });
+    match ready_rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => Err(LabError::new(e)),
+        Err(_) => Err(LabError::new(format!(
+            "service on {listen} did not start within 5 s"
+        ))),
+    }
 }
 
 /// Whether this process may create network namespaces (root, or the capability).

@@ -63,45 +63,13 @@ pub fn delay(server: &Server, peer: Ipv4Addr, delay: Duration) -> Result<Delayed
     let listen = SocketAddr::new(server.ip.into(), RELAY_PORT);
     let upstream = server.address();
     let stop = CancellationToken::new();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            let started = (|| {
-                let file = std::fs::File::open(format!("/var/run/netns/{namespace}"))
-                    .map_err(|e| e.to_string())?;
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| e.to_string())?;
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())
-            })();
-            let runtime = match started {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                match TcpListener::bind(listen).await {
-                    Ok(listener) => {
-                        let _ = ready_tx.send(Ok(()));
-                        serve(listener, upstream, delay, stop).await;
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("bind {listen}: {e}")));
-                    }
-                }
-            });
+        crate::net::serve_in(Some(&namespace), listen, move |listener| {
+            serve(listener, upstream, delay, stop)
         })
+        .map_err(|e| LabError::new(format!("delay relay: {e}")))?
     };
-    match ready_rx.recv_timeout(Duration::from_secs(5)) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(LabError::new(format!("delay relay: {e}"))),
-        Err(_) => return Err(LabError::new("delay relay did not start within 5 s")),
-    }
     let redirect = crate::fault::redirect(server, peer, 6379, RELAY_PORT)?;
     Ok(Delayed {
         _redirect: redirect,

@@ -20,7 +20,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,52 +79,19 @@ impl Proxy {
     ) -> Result<Self, LabError> {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let stop = CancellationToken::new();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let netns = namespace.map(|n| format!("/var/run/netns/{}", n.name()));
         let thread = {
             let (registry, stop) = (Arc::clone(&registry), stop.clone());
-            std::thread::spawn(move || {
-                let runtime = (|| {
-                    if let Some(path) = &netns {
-                        let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                            .map_err(|e| format!("setns {path}: {e}"))?;
-                    }
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(|e| e.to_string())
-                })();
-                let runtime = match runtime {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match TcpListener::bind(listen).await {
-                        Ok(listener) => {
-                            let _ = ready_tx.send(Ok(()));
-                            serve(listener, upstream, registry, stop).await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(format!("bind {listen}: {e}")));
-                        }
-                    }
-                });
+            crate::net::serve_in(namespace.map(Namespace::name), listen, move |listener| {
+                serve(listener, upstream, registry, stop)
             })
+            .map_err(|e| LabError::new(format!("proxy: {e}")))?
         };
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => Ok(Self {
-                address: listen,
-                registry,
-                stop,
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => Err(LabError::new(format!("proxy: {e}"))),
-            Err(_) => Err(LabError::new("proxy did not start within 5 s")),
-        }
+        Ok(Self {
+            address: listen,
+            registry,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

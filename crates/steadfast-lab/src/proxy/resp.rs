@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(frame_len(b"$3\r\nabc\r\n"), Ok(Some(9)));
         assert_eq!(frame_len(b"$-1\r\n"), Ok(Some(5)));
         assert_eq!(frame_len(b"*2\r\n:1\r\n$1\r\nx\r\n+next"), Ok(Some(15)));
-        assert_eq!(frame_len(b">3\r\n+MOVING\r\n:1\r\n_\r\n"), Ok(Some(21)));
+        assert_eq!(frame_len(b">3\r\n+MOVING\r\n:1\r\n_\r\n"), Ok(Some(20)));
         assert_eq!(frame_len(b"%1\r\n+a\r\n:1\r\n"), Ok(Some(12)));
     }
 
