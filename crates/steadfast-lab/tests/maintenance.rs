@@ -276,3 +276,37 @@ fn moving_without_an_endpoint_reconnects_to_the_configured_name_after_half_its_t
         Ok(())
     });
 }
+
+#[test]
+fn moving_to_a_target_that_never_answers_costs_at_most_the_hold_limit_and_fails_nothing() {
+    in_lab("md", |mut lab| async move {
+        let proxy = lab.start_proxy()?;
+        let client = Client::new(config_for(proxy.address)).unwrap();
+        client.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let seen = record(&client);
+        let run = tokio::spawn(workload(
+            client.clone(),
+            Instant::now() + Duration::from_secs(2),
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Nothing lives at .99 on the lab's bridge: the dial gets no answer.
+        proxy.announce(b">4\r\n+MOVING\r\n:3\r\n:30\r\n+10.213.0.99:6379\r\n");
+        let (ops, failures, longest) = run.await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        eprintln!(
+            "MOVING nowhere: {ops} ops, {} failed, longest {longest:?}",
+            failures.len()
+        );
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(
+            longest < Duration::from_millis(650),
+            "held at most the 500 ms hold limit: {longest:?}"
+        );
+        assert!(
+            !seen.iter().any(|e| matches!(e, Event::Connected { .. })),
+            "no new link: {seen:?}"
+        );
+        client.shutdown().await;
+        Ok(())
+    });
+}

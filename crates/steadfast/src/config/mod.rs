@@ -340,6 +340,10 @@ pub struct MaintenanceConfig {
     /// Relaxation ends by itself this long after the last start frame, if no end frame comes.
     /// Default: 60 s.
     pub relaxed_cap: Duration,
+    /// Longest time new commands are held while a planned replacement (MOVING, Azure drain)
+    /// dials the new link; after it they go to the old link, which still answers, until the new
+    /// one is ready. Default: 500 ms.
+    pub hold_limit: Duration,
     /// Listen to `AzureRedisEvents`. Default: [`AzureEvents::Auto`].
     pub azure_events: AzureEvents,
     /// How long before an announced `StartTimeInUTC` the link is replaced. Default: 1 s.
@@ -353,6 +357,7 @@ impl Default for MaintenanceConfig {
             endpoint_type: MovingEndpointType::Auto,
             relaxed_timeout: Duration::from_secs(10),
             relaxed_cap: Duration::from_secs(60),
+            hold_limit: Duration::from_millis(500),
             azure_events: AzureEvents::Auto,
             azure_lead: Duration::from_secs(1),
         }
@@ -401,6 +406,7 @@ impl Config {
                 self.maintenance.relaxed_timeout,
             ),
             ("maintenance.relaxed_cap", self.maintenance.relaxed_cap),
+            ("maintenance.hold_limit", self.maintenance.hold_limit),
         ];
         for (field, value) in positive {
             if value.is_zero() {

@@ -12,6 +12,7 @@
 //!  link lost                            for the current generation only)
 //!
 //!   Connected{old} --planned replace--> Replacing{old, new}: new commands held, old link kept
+//!   Replacing --hold limit--> Replacing: commands released to the old link, the dial goes on
 //!   Replacing --dial ok--> Connected{new}: publish new, drain then close old
 //!   Replacing --dial failed--> Connected{old}: release the held commands to the old link
 //!   Replacing --old link lost--> Dialling{new}
@@ -75,6 +76,10 @@ pub(crate) enum Input {
         generation: u64,
         target: Target,
     },
+    /// Commands were held for a planned replacement for as long as they may be.
+    HoldExpired {
+        generation: u64,
+    },
     Shutdown,
 }
 
@@ -86,8 +91,11 @@ pub(crate) enum Action {
         generation: u64,
         target: Target,
     },
-    /// Stop handing out the current link: new commands wait.
-    Hold,
+    /// Stop handing out the current link: new commands wait, for at most the hold limit, after
+    /// which [`Input::HoldExpired`] for the link being dialled comes.
+    Hold {
+        generation: u64,
+    },
     /// Hand out the current link again (a planned replacement failed).
     Release,
     /// Close the link of this generation once its commands in flight are answered.
@@ -253,7 +261,7 @@ impl Machine {
                 (
                     State::Replacing { old, new },
                     vec![
-                        Action::Hold,
+                        Action::Hold { generation: new },
                         Action::Dial {
                             generation: new,
                             target,
@@ -276,6 +284,12 @@ impl Machine {
                         }),
                     ],
                 )
+            }
+            (State::Replacing { old, new }, Input::HoldExpired { generation })
+                if generation == new =>
+            {
+                // The old link still answers: let commands use it while the dial goes on.
+                (State::Replacing { old, new }, vec![Action::Release])
             }
             (State::Replacing { old, .. }, Input::DialFailed { error, .. }) => (
                 State::Connected { generation: old },
@@ -509,7 +523,7 @@ mod tests {
         assert_eq!(
             actions,
             vec![
-                Action::Hold,
+                Action::Hold { generation: 2 },
                 Action::Dial {
                     generation: 2,
                     target: moved_to()
@@ -524,6 +538,27 @@ mod tests {
         assert_eq!(actions[0], Action::Publish { generation: 2 });
         assert_eq!(actions[1], Action::Drain { generation: 1 });
         assert_eq!(m.state(), &State::Connected { generation: 2 });
+    }
+
+    #[test]
+    fn a_slow_planned_dial_releases_held_commands_to_the_old_link_and_still_completes() {
+        let mut m = connected();
+        m.on(Input::Replace {
+            generation: 1,
+            target: moved_to(),
+        });
+        assert!(
+            m.on(Input::HoldExpired { generation: 9 }).is_empty(),
+            "stale expiry"
+        );
+        assert_eq!(
+            m.on(Input::HoldExpired { generation: 2 }),
+            vec![Action::Release]
+        );
+        assert_eq!(m.state(), &State::Replacing { old: 1, new: 2 });
+        let actions = m.on(Input::DialSucceeded { generation: 2 });
+        assert_eq!(actions[0], Action::Publish { generation: 2 });
+        assert_eq!(actions[1], Action::Drain { generation: 1 });
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub(crate) fn spawn(
         wait: None,
         dialled: None,
         current: None,
-        held: None,
+        outgoing: None,
+        hold: None,
         last_role: None,
     };
     tasks.spawn(task.run(backoff));
@@ -122,6 +123,7 @@ enum Woke {
     LinkClosed,
     Dialled(Result<Result<Link, ConnectFailure>, tokio::task::JoinError>),
     Waited,
+    HoldExpired(u64),
 }
 
 struct Task {
@@ -136,8 +138,11 @@ struct Task {
     wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     dialled: Option<Link>,
     current: Option<Arc<Link>>,
-    /// The old link of a planned replacement, out of service but still answering.
-    held: Option<Arc<Link>>,
+    /// The old link of a planned replacement, still answering until it is drained.
+    outgoing: Option<Arc<Link>>,
+    /// While commands are held for a planned replacement: the link being dialled, and when the
+    /// hold must end.
+    hold: Option<(u64, std::pin::Pin<Box<tokio::time::Sleep>>)>,
     last_role: Option<String>,
 }
 
@@ -192,6 +197,15 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let hold = async {
+                match self.hold.as_mut() {
+                    Some((generation, sleep)) => {
+                        sleep.await;
+                        *generation
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => Woke::Shutdown,
@@ -199,6 +213,7 @@ impl Task {
                 () = link_closed => Woke::LinkClosed,
                 result = dial => Woke::Dialled(result),
                 () = wait => Woke::Waited,
+                generation = hold => Woke::HoldExpired(generation),
             }
         };
         match woke {
@@ -220,6 +235,10 @@ impl Task {
             Woke::Waited => {
                 self.wait = None;
                 Input::BackoffElapsed
+            }
+            Woke::HoldExpired(generation) => {
+                self.hold = None;
+                Input::HoldExpired { generation }
             }
         }
     }
@@ -275,17 +294,20 @@ impl Task {
                             .spawn(async move { connector.connect(generation, &target).await }),
                     );
                 }
-                Action::Hold => {
-                    self.held = self.current.clone();
+                Action::Hold { generation } => {
+                    self.outgoing = self.current.clone();
                     self.slot.send_modify(|slot| slot.link = None);
+                    let limit = self.config.maintenance.hold_limit;
+                    self.hold = Some((generation, Box::pin(tokio::time::sleep(limit))));
                 }
                 Action::Release => {
-                    self.held = None;
+                    self.hold = None;
                     let current = self.current.clone();
                     self.slot.send_modify(|slot| slot.link = current);
                 }
                 Action::Drain { generation } => {
-                    if let Some(old) = self.held.take() {
+                    self.hold = None;
+                    if let Some(old) = self.outgoing.take() {
                         debug_assert_eq!(old.generation, generation);
                         self.tasks
                             .spawn(drain(old, self.config.maintenance.relaxed_timeout));
@@ -294,7 +316,8 @@ impl Task {
                 Action::Wait(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
                 Action::Publish { generation } => self.publish(generation),
                 Action::Close { generation } => {
-                    self.held = None;
+                    self.outgoing = None;
+                    self.hold = None;
                     if let Some(link) = self.current.take() {
                         debug_assert_eq!(link.generation, generation);
                         link.close();
