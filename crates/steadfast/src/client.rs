@@ -164,7 +164,7 @@ impl Client {
             application: pushes.clone(),
             maintenance: notices_tx,
         };
-        let connector = Connector::new(Arc::clone(&config), routes, tasks.clone());
+        let connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
         let (slot, reporter) = supervisor::spawn(
             Arc::clone(&config),
             connector.clone(),

@@ -67,8 +67,9 @@ mod supervisor;
 
 pub use client::Client;
 pub use config::{
-    AzureEvents, CommandConfig, Config, ConnectConfig, EndpointConfig, ExpectedRole, HealthConfig,
-    MaintenanceConfig, MaintenanceMode, MovingEndpointType, Password, Protocol, ReconnectConfig,
+    AzureEvents, ClientIdentity, CommandConfig, Config, ConnectConfig, EndpointConfig,
+    ExpectedRole, HealthConfig, MaintenanceConfig, MaintenanceMode, MovingEndpointType, Password,
+    Protocol, ReconnectConfig, TlsConfig, TlsRoots, TlsVerification,
 };
 pub use error::{Error, ErrorKind};
 pub use event::{DisconnectReason, Event, LinkState, MaintenanceNotice};

@@ -32,6 +32,8 @@ pub struct Config {
     pub endpoint: EndpointConfig,
     /// How one connection attempt is made.
     pub connect: ConnectConfig,
+    /// TLS (rustls): off unless `rediss://` or `tls.is_enabled`.
+    pub tls: TlsConfig,
     /// How a dead link is told from a slow one.
     pub health: HealthConfig,
     /// When a lost link is replaced.
@@ -156,6 +158,58 @@ pub enum Protocol {
     Resp2,
     /// RESP3 (`HELLO 3`): push notifications arrive on the same connection.
     Resp3,
+}
+
+/// TLS with rustls.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// Use TLS. Default: `false`; `rediss://` sets it.
+    pub is_enabled: bool,
+    /// The name to verify the certificate against and send as SNI. Default: `None`, meaning
+    /// `endpoint.host`; it stays the same whatever address the name resolves to, so reconnects
+    /// after a failover verify the same name.
+    pub server_name: Option<String>,
+    /// Which certificate authorities are trusted. Default: [`TlsRoots::WebPki`].
+    pub roots: TlsRoots,
+    /// A client certificate for mutual TLS. Default: `None`.
+    pub client_identity: Option<ClientIdentity>,
+    /// Whether the server's certificate is checked. Default: [`TlsVerification::Full`].
+    pub verification: TlsVerification,
+}
+
+/// Trusted certificate authorities.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsRoots {
+    /// Mozilla's roots, bundled (`webpki-roots`): the same everywhere, no system files needed.
+    #[default]
+    WebPki,
+    /// The operating system's store (`rustls-native-certs`).
+    Platform,
+    /// Only the PEM certificates in this file (a private CA, a managed service's bundle).
+    CaFile(std::path::PathBuf),
+}
+
+/// A client certificate and its key, PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate chain, leaf first.
+    pub certificate_file: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+}
+
+/// Whether the server's certificate is verified.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsVerification {
+    /// Chain and name are verified.
+    #[default]
+    Full,
+    /// Any certificate is accepted: encryption without authentication. For tests and
+    /// emergencies only; anyone on the path can impersonate the server.
+    InsecureAcceptAnyCertificate,
 }
 
 /// How one connection attempt is made.
@@ -371,11 +425,12 @@ impl Config {
     /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) naming the part of the URL
     /// that is wrong; a password in the URL is never repeated in the message.
     pub fn from_url(input: &str) -> Result<Self, Error> {
-        let endpoint = url::parse(input)?;
-        let config = Self {
+        let (endpoint, is_tls) = url::parse(input)?;
+        let mut config = Self {
             endpoint,
             ..Self::default()
         };
+        config.tls.is_enabled = is_tls;
         config.validate()?;
         Ok(config)
     }

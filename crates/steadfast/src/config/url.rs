@@ -9,26 +9,21 @@ use percent_encoding::percent_decode_str;
 use super::{EndpointConfig, Password, Protocol};
 use crate::error::Error;
 
-pub(super) fn parse(input: &str) -> Result<EndpointConfig, Error> {
+/// The endpoint, and whether the scheme asks for TLS.
+pub(super) fn parse(input: &str) -> Result<(EndpointConfig, bool), Error> {
     let url = url::Url::parse(input)
         .map_err(|e| Error::invalid_config("url", &redact(input), &e.to_string()))?;
-    match url.scheme() {
-        "redis" | "valkey" => {}
-        "rediss" | "valkeys" => {
-            return Err(Error::invalid_config(
-                "url.scheme",
-                url.scheme(),
-                "TLS is not supported yet",
-            ));
-        }
+    let is_tls = match url.scheme() {
+        "redis" | "valkey" => false,
+        "rediss" | "valkeys" => true,
         other => {
             return Err(Error::invalid_config(
                 "url.scheme",
                 other,
-                "expected redis:// or valkey://",
+                "expected redis://, rediss://, valkey:// or valkeys://",
             ));
         }
-    }
+    };
     let host = match url.host() {
         Some(url::Host::Ipv6(addr)) => addr.to_string(),
         Some(host) => host.to_string(),
@@ -90,7 +85,7 @@ pub(super) fn parse(input: &str) -> Result<EndpointConfig, Error> {
             }
         }
     }
-    Ok(endpoint)
+    Ok((endpoint, is_tls))
 }
 
 fn decode(field: &'static str, raw: &str) -> Result<String, Error> {
@@ -118,8 +113,10 @@ mod tests {
 
     #[test]
     fn full_url_sets_every_field() {
-        let e = parse("redis://alice:s%40cret@cache.example:6390/3?protocol=resp2&client_name=web")
-            .unwrap();
+        let (e, is_tls) =
+            parse("redis://alice:s%40cret@cache.example:6390/3?protocol=resp2&client_name=web")
+                .unwrap();
+        assert!(!is_tls);
         assert_eq!(e.host, "cache.example");
         assert_eq!(e.port, 6390);
         assert_eq!(e.username.as_deref(), Some("alice"));
@@ -131,7 +128,7 @@ mod tests {
 
     #[test]
     fn password_only_url_leaves_user_empty() {
-        let e = parse("redis://:pw@10.0.0.1").unwrap();
+        let (e, _) = parse("redis://:pw@10.0.0.1").unwrap();
         assert_eq!(e.username, None);
         assert_eq!(e.password.as_ref().map(Password::expose), Some("pw"));
         assert_eq!(e.port, 6379);
@@ -139,7 +136,12 @@ mod tests {
 
     #[test]
     fn ipv6_host_loses_its_brackets() {
-        assert_eq!(parse("redis://[::1]:7000").unwrap().host, "::1");
+        assert_eq!(parse("redis://[::1]:7000").unwrap().0.host, "::1");
+    }
+
+    #[test]
+    fn rediss_asks_for_tls() {
+        assert!(parse("rediss://cache.example:6380").unwrap().1);
     }
 
     #[test]

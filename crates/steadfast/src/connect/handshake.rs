@@ -24,12 +24,15 @@ use crate::config::{MaintenanceMode, MovingEndpointType, Protocol};
 use crate::error::{Error, ErrorKind};
 use crate::maintenance::{Notice, push};
 
-pub(super) async fn handshake(
+pub(super) async fn handshake<S>(
     connector: &Connector,
-    stream: tokio::net::TcpStream,
+    stream: S,
     address: SocketAddr,
     generation: u64,
-) -> Result<Link, ConnectFailure> {
+) -> Result<Link, ConnectFailure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let config = &connector.config;
     let endpoint = &config.endpoint;
     let activity = Activity::new();

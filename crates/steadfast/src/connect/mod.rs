@@ -20,6 +20,7 @@ mod handshake;
 pub(crate) mod link;
 pub mod resolve;
 pub(crate) mod socket;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -79,19 +80,27 @@ pub(crate) enum Target {
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: Arc<Config>,
+    tls: Option<tls::Tls>,
     routes: PushRoutes,
     tasks: TaskTracker,
     moved_to: Arc<Mutex<Option<(Endpoint, Instant)>>>,
 }
 
 impl Connector {
-    pub(crate) fn new(config: Arc<Config>, routes: PushRoutes, tasks: TaskTracker) -> Self {
-        Self {
+    /// # Errors
+    /// TLS files that cannot be read ([`ErrorKind::InvalidConfig`]).
+    pub(crate) fn new(
+        config: Arc<Config>,
+        routes: PushRoutes,
+        tasks: TaskTracker,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            tls: tls::Tls::from_config(&config)?,
             config,
             routes,
             tasks,
             moved_to: Arc::new(Mutex::new(None)),
-        }
+        })
     }
 
     /// New connections go to `endpoint` until `until` (a MOVING target).
@@ -151,12 +160,21 @@ impl Connector {
                 }
             };
         let (stream, address) = self.dial_any(&addresses, deadline).await?;
-        match timeout_at(
-            deadline,
-            handshake::handshake(self, stream, address, generation),
-        )
-        .await
-        {
+        let attempt = async {
+            match &self.tls {
+                None => handshake::handshake(self, stream, address, generation).await,
+                Some(tls) => {
+                    let stream = tls.wrap(stream, &host).await.map_err(|e| {
+                        failure(
+                            format!("tls handshake with {address} ({host}): {e}"),
+                            FailureClass::Rejected,
+                        )
+                    })?;
+                    handshake::handshake(self, stream, address, generation).await
+                }
+            }
+        };
+        match timeout_at(deadline, attempt).await {
             Ok(result) => result,
             Err(_) => Err(failure(
                 format!(

@@ -121,6 +121,53 @@ impl RedisServer {
         self.child = Some(child);
     }
 
+    /// Starts a TLS-only server (`tls-port` 6379, no plain port) with `certs`; with
+    /// `is_client_certificate_required`, clients must present a certificate the CA signed.
+    pub async fn start_tls(certs: &TlsCerts, is_client_certificate_required: bool) -> Self {
+        Self::start_tls_at(certs, certs.ip, is_client_certificate_required).await
+    }
+
+    /// [`RedisServer::start_tls`] on another loopback address (same certificate).
+    pub async fn start_tls_at(
+        certs: &TlsCerts,
+        ip: IpAddr,
+        is_client_certificate_required: bool,
+    ) -> Self {
+        let dir = certs.dir.display().to_string();
+        let extra = [
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            "6379".to_owned(),
+            "--tls-cert-file".to_owned(),
+            format!("{dir}/server.pem"),
+            "--tls-key-file".to_owned(),
+            format!("{dir}/server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            format!("{dir}/ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            if is_client_certificate_required {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_owned(),
+        ];
+        let mut server = Self::reserve(&[]);
+        server.extra = extra.to_vec();
+        server.address = SocketAddr::new(ip, 6379);
+        server.spawn();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(server.address)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "TLS server never listened");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server
+    }
+
     /// Starts the process (again) and returns once it answers PING.
     pub async fn spawn_and_wait(&mut self) -> Instant {
         self.spawn();
@@ -332,4 +379,67 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// A CA, a server certificate for "localhost" and one IP, and a client certificate, as PEM files
+/// in a temporary directory.
+pub struct TlsCerts {
+    pub dir: std::path::PathBuf,
+    pub ip: IpAddr,
+}
+
+impl TlsCerts {
+    /// Generates everything for a server on a fresh loopback address.
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+        let n = NEXT_SERVER.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let ip = IpAddr::V4(Ipv4Addr::new(
+            127,
+            10 + (pid % 200) as u8,
+            (n / 250) as u8,
+            (n % 250 + 2) as u8,
+        ));
+        let dir = std::env::temp_dir().join(format!("steadfast-tls-{pid}-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "steadfast test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        server_params.subject_alt_names.push(SanType::IpAddress(ip));
+        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params =
+            CertificateParams::new(vec!["steadfast-client".to_owned()]).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "steadfast-client");
+        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+
+        for (name, text) in [
+            ("ca.pem", ca_cert.pem()),
+            ("server.pem", server_cert.pem()),
+            ("server.key", server_key.serialize_pem()),
+            ("client.pem", client_cert.pem()),
+            ("client.key", client_key.serialize_pem()),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Self { dir, ip }
+    }
+}
+
+impl Drop for TlsCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
