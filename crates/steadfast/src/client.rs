@@ -199,6 +199,7 @@ impl Client {
             maintenance::azure_watch::spawn(
                 Arc::downgrade(&shared),
                 Arc::clone(&shared.config),
+                &connector,
                 cancel.clone(),
                 &tasks,
             );

@@ -103,6 +103,24 @@ impl Connector {
         })
     }
 
+    /// A connector like this one whose links speak RESP3 and send every non-maintenance push
+    /// frame to `application` (a dedicated listener's own channel).
+    pub(crate) fn for_listener(&self, application: broadcast::Sender<PushInfo>) -> Self {
+        let mut config = (*self.config).clone();
+        config.endpoint.protocol = crate::config::Protocol::Resp3;
+        config.endpoint.client_name = Some("steadfast-events".to_owned());
+        Self {
+            config: Arc::new(config),
+            tls: self.tls.clone(),
+            routes: PushRoutes {
+                application,
+                maintenance: self.routes.maintenance.clone(),
+            },
+            tasks: self.tasks.clone(),
+            moved_to: Arc::clone(&self.moved_to),
+        }
+    }
+
     /// New connections go to `endpoint` until `until` (a MOVING target).
     pub(crate) fn move_to(&self, endpoint: Endpoint, until: Instant) {
         *self.moved_to.lock().unwrap_or_else(|e| e.into_inner()) = Some((endpoint, until));

@@ -3,8 +3,9 @@
 //! # Behaviour
 //! - On by default for Azure Cache for Redis host names (`*.redis.cache.windows.net` and the
 //!   sovereign clouds'), configurable for any host ([`AzureEvents`]).
-//! - A dedicated pub/sub connection subscribes to `AzureRedisEvents`; it reconnects with
-//!   jittered backoff (1 s to 30 s) whenever it drops, and never touches the command link.
+//! - A dedicated connection, made by the client's own connector (same TLS, credentials, resolver
+//!   and socket options; RESP3), subscribes to `AzureRedisEvents`; it reconnects with jittered
+//!   backoff (1 s to 30 s) whenever it drops, and never touches the command link.
 //! - Every message becomes an [`Event::Maintenance`], `Scheduled` and unknown types included.
 //! - `NodeMaintenanceStarting`: about [`MaintenanceConfig::azure_lead`] before `StartTimeInUTC`
 //!   the command link is replaced, made before broken (held commands, fresh connection, the old
@@ -17,16 +18,15 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
 use rand::Rng;
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::azure::{self, AzureEvent, AzureEventKind, CHANNEL};
 use crate::client::Shared;
 use crate::config::{AzureEvents, Config};
-use crate::connect::Target;
+use crate::connect::{Connector, Link, Target};
 use crate::event::{DisconnectReason, Event, MaintenanceNotice};
 
 const AZURE_SUFFIXES: &[&str] = &[
@@ -49,17 +49,23 @@ pub(crate) fn is_wanted(config: &Config) -> bool {
     }
 }
 
+/// How many messages may wait for the listener.
+const MESSAGES: usize = 256;
+
 /// Starts the listener; it ends with the client.
 pub(crate) fn spawn(
     shared: Weak<Shared>,
     config: Arc<Config>,
+    connector: &Connector,
     cancel: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) {
     let tracker = tasks.clone();
+    let (messages, _) = tokio::sync::broadcast::channel(MESSAGES);
+    let connector = connector.for_listener(messages.clone());
     tasks.spawn(async move {
         tokio::select! {
-            () = listen(shared, config, cancel.clone(), tracker) => {}
+            () = listen(shared, config, connector, messages, cancel.clone(), tracker) => {}
             () = cancel.cancelled() => {}
         }
     });
@@ -68,17 +74,37 @@ pub(crate) fn spawn(
 async fn listen(
     shared: Weak<Shared>,
     config: Arc<Config>,
+    connector: Connector,
+    messages: tokio::sync::broadcast::Sender<redis::PushInfo>,
     cancel: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 ) {
     let mut failures: u32 = 0;
     loop {
-        match subscribe(&config).await {
-            Ok(pubsub) => {
+        let mut received = messages.subscribe();
+        match subscribe(&connector).await {
+            Ok(link) => {
                 failures = 0;
                 info!(channel = CHANNEL, "listening for Azure maintenance events");
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
+                loop {
+                    let push = tokio::select! {
+                        push = received.recv() => push,
+                        () = link.closed() => break,
+                    };
+                    let push = match push {
+                        Ok(push) => push,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            warn!(missed, "Azure maintenance events were missed");
+                            continue;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    let Some(message) = redis::Msg::from_push_info(push) else {
+                        continue;
+                    };
+                    if message.get_channel_name() != CHANNEL {
+                        continue;
+                    }
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
@@ -90,6 +116,7 @@ async fn listen(
                         None => debug!(%payload, "not an Azure maintenance event"),
                     }
                 }
+                link.close();
                 warn!(
                     channel = CHANNEL,
                     "Azure event subscription ended; resubscribing"
@@ -107,32 +134,20 @@ async fn listen(
     }
 }
 
-async fn subscribe(config: &Config) -> redis::RedisResult<redis::aio::PubSub> {
-    let endpoint = &config.endpoint;
-    let mut settings = RedisConnectionInfo::default().set_db(endpoint.database);
-    if let Some(user) = &endpoint.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &endpoint.password {
-        settings = settings.set_password(password.expose());
-    }
-    let info = ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
-        .into_connection_info()?
-        .set_redis_settings(settings);
-    let bound = config.connect.connect_timeout;
-    let attempt = async {
-        let mut pubsub = redis::Client::open(info)?.get_async_pubsub().await?;
-        pubsub.subscribe(CHANNEL).await?;
-        Ok(pubsub)
-    };
-    tokio::time::timeout(bound, attempt)
+/// A dedicated link subscribed to the channel.
+async fn subscribe(connector: &Connector) -> Result<Link, String> {
+    let link = connector
+        .connect(0, &Target::Configured)
         .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "subscribing to AzureRedisEvents timed out",
-            )))
-        })
+        .map_err(|failure| failure.error.to_string())?;
+    let mut connection = link.connection.clone();
+    match connection.subscribe(CHANNEL).await {
+        Ok(()) => Ok(link),
+        Err(e) => {
+            link.close();
+            Err(format!("SUBSCRIBE {CHANNEL}: {e}"))
+        }
+    }
 }
 
 fn react(
