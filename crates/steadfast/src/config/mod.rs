@@ -5,9 +5,13 @@
 //!   default and why it was chosen.
 //! - [`Config::validate`] is the one place that rejects bad values, with an error that names the
 //!   field and the value (never a password).
+//! - [`parse_connection_string`] reads the StackExchange.Redis form Azure's portal shows.
 //! - [`Config::from_url`] reads a `redis://` URL (`redis://[[user]:password@]host[:port][/db][?protocol=resp2|resp3&client_name=NAME]`).
 
+mod connection_string;
 mod url;
+
+pub use connection_string::{ConnectionString, parse as parse_connection_string};
 
 use std::fmt;
 use std::sync::Arc;
