@@ -24,10 +24,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Connect to URL, send one PING, and print what happened.
+    /// Connect once to TARGET, timing each step (resolve, TCP, TLS, handshake, first PING), and
+    /// say what the server is. Exit code: 0 ok, 2 bad input, 10 resolve, 11 TCP connect, 12 TLS,
+    /// 13 handshake (auth included), 14 PING.
     Ping {
-        /// A redis:// URL.
-        url: String,
+        /// A `redis://` / `rediss://` URL or a StackExchange.Redis connection string
+        /// (`host:6380,password=...,ssl=True`).
+        target: String,
     },
     /// Real faults against real servers, steadfast and redis-rs side by side (needs root).
     Drill(DrillArgs),
@@ -56,33 +59,92 @@ struct DrillArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Ping { url } => ping(&url).await,
+        Command::Ping { target } => ping(&target).await,
         Command::Drill(args) => drill_command(args).await,
     }
 }
 
-async fn ping(url: &str) -> ExitCode {
-    let client = match steadfast::Client::open(url) {
-        Ok(client) => client,
+async fn ping(target: &str) -> ExitCode {
+    use steadfast::connect::{Step, diagnose};
+    let config = if target.contains("://") {
+        steadfast::Config::from_url(target)
+    } else {
+        steadfast::config::parse_connection_string(target).map(|parsed| {
+            for option in &parsed.ignored {
+                eprintln!("note: {option} means nothing to steadfast and was ignored");
+            }
+            parsed.config
+        })
+    };
+    let config = match config {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let started = tokio::time::Instant::now();
-    let reply: Result<String, _> = client.query(&redis::cmd("PING")).await;
-    let code = match reply {
-        Ok(reply) => {
-            eprintln!("{reply} in {:?}", started.elapsed());
+    let endpoint = format!("{}:{}", config.endpoint.host, config.endpoint.port);
+    let is_tls = config.tls.is_enabled;
+    let diagnosis = diagnose(config).await;
+    let trace = &diagnosis.trace;
+    for (step, took) in &trace.steps {
+        let detail = match step {
+            Step::Resolve => format!("{endpoint} -> {:?}", trace.resolved),
+            Step::TcpConnect => trace.address.map(|a| a.to_string()).unwrap_or_default(),
+            Step::Tls => "verified".to_owned(),
+            Step::Handshake => {
+                "HELLO/AUTH, SELECT, CLIENT SETNAME/ID, ROLE, maintenance opt-in".to_owned()
+            }
+            Step::Ping => "PONG".to_owned(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<10} {:>10.3} ms  {detail}",
+            step_name(*step),
+            took.as_secs_f64() * 1e3
+        );
+    }
+    if !is_tls {
+        println!("{:<10} {:>13}  plain TCP", "tls", "-");
+    }
+    match diagnosis.outcome {
+        Ok(facts) => {
+            println!(
+                "server     {}, role {}, {:?}, maintenance notifications {}",
+                facts.version.as_deref().unwrap_or("version unknown"),
+                facts.role,
+                facts.protocol,
+                if facts.is_maintenance_aware {
+                    "supported"
+                } else {
+                    "not supported"
+                }
+            );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+        Err((step, error)) => {
+            println!("{:<10} FAILED     {error}", step_name(step));
+            ExitCode::from(match step {
+                Step::Resolve => 10,
+                Step::TcpConnect => 11,
+                Step::Tls => 12,
+                Step::Handshake => 13,
+                _ => 14,
+            })
         }
-    };
-    client.shutdown().await;
-    code
+    }
+}
+
+fn step_name(step: steadfast::connect::Step) -> &'static str {
+    use steadfast::connect::Step;
+    match step {
+        Step::Resolve => "resolve",
+        Step::TcpConnect => "tcp",
+        Step::Tls => "tls",
+        Step::Handshake => "handshake",
+        Step::Ping => "ping",
+        _ => "step",
+    }
 }
 
 async fn drill_command(args: DrillArgs) -> ExitCode {

@@ -16,6 +16,7 @@
 //! - While a MOVING target applies, dials for the configured endpoint go to the target instead.
 
 pub(crate) mod activity;
+mod diagnose;
 mod handshake;
 pub(crate) mod link;
 pub mod resolve;
@@ -37,6 +38,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::maintenance::Notice;
 use crate::maintenance::push::Endpoint;
+pub use diagnose::{Diagnosis, ServerFacts, diagnose};
 pub(crate) use link::Link;
 
 /// How an attempt failed, as far as the backoff cares.
@@ -56,6 +58,41 @@ pub(crate) enum FailureClass {
 pub(crate) struct ConnectFailure {
     pub(crate) class: FailureClass,
     pub(crate) error: Error,
+}
+
+/// A step of one connection attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Resolving the name.
+    Resolve,
+    /// The TCP connection.
+    TcpConnect,
+    /// The TLS handshake.
+    Tls,
+    /// `HELLO` / `AUTH`, `SELECT`, the session questions and the maintenance opt-in.
+    Handshake,
+    /// The first `PING`.
+    Ping,
+}
+
+/// How long each step of one connection attempt took, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// What the name resolved to.
+    pub resolved: Vec<SocketAddr>,
+    /// The address the TCP connection reached.
+    pub address: Option<SocketAddr>,
+    /// Finished steps and their durations.
+    pub steps: Vec<(Step, std::time::Duration)>,
+}
+
+impl Trace {
+    fn finish(&mut self, step: Step, started: &mut Instant) {
+        let now = Instant::now();
+        self.steps.push((step, now - *started));
+        *started = now;
+    }
 }
 
 /// Where push frames go: maintenance notifications to the reactor, everything else to the
@@ -149,9 +186,21 @@ impl Connector {
         generation: u64,
         target: &Target,
     ) -> Result<Link, ConnectFailure> {
+        self.connect_traced(generation, target, &mut Trace::default())
+            .await
+    }
+
+    /// [`Connector::connect`], recording how long each step took into `trace`.
+    pub(crate) async fn connect_traced(
+        &self,
+        generation: u64,
+        target: &Target,
+        trace: &mut Trace,
+    ) -> Result<Link, ConnectFailure> {
         let deadline = Instant::now() + self.config.connect.connect_timeout;
         let (host, port) = self.destination(target);
         let label = format!("{host}:{port}");
+        let mut step_started = Instant::now();
         let addresses =
             match timeout_at(deadline, self.config.endpoint.resolver.resolve(&host, port)).await {
                 Ok(Ok(addresses)) if !addresses.is_empty() => addresses,
@@ -177,7 +226,11 @@ impl Connector {
                     ));
                 }
             };
+        trace.finish(Step::Resolve, &mut step_started);
+        trace.resolved.clone_from(&addresses);
         let (stream, address) = self.dial_any(&addresses, deadline).await?;
+        trace.finish(Step::TcpConnect, &mut step_started);
+        trace.address = Some(address);
         let attempt = async {
             match &self.tls {
                 None => handshake::handshake(self, stream, address, generation).await,
@@ -188,12 +241,18 @@ impl Connector {
                             FailureClass::Rejected,
                         )
                     })?;
+                    trace.finish(Step::Tls, &mut step_started);
                     handshake::handshake(self, stream, address, generation).await
                 }
             }
         };
         match timeout_at(deadline, attempt).await {
-            Ok(result) => result,
+            Ok(result) => {
+                if result.is_ok() {
+                    trace.finish(Step::Handshake, &mut step_started);
+                }
+                result
+            }
             Err(_) => Err(failure(
                 format!(
                     "handshake with {address} timed out after {:?}",

@@ -1,0 +1,100 @@
+//! `steadfast ping` against real redis-server processes: step timings and exit codes.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A redis-server on a private loopback address; killed on drop.
+struct Server(std::process::Child, String);
+
+impl Server {
+    async fn start(last_octet: u8, extra: &[&str]) -> Self {
+        let ip = format!("127.214.{}.{last_octet}", std::process::id() % 250);
+        let child = Command::new("redis-server")
+            .args(["--bind", &ip, "--port", "6379", "--save", ""])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server installed");
+        let address = format!("{ip}:6379");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server never listened");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Self(child, address)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ping(target: &str) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["ping", target])
+        .output()
+        .expect("steadfast runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn ping_times_every_step_and_says_what_the_server_is() {
+    let server = Server::start(2, &[]).await;
+    let (code, text) = ping(&format!("redis://{}", server.1));
+    assert_eq!(code, 0, "{text}");
+    for step in ["resolve", "tcp", "tls", "handshake", "ping"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(step)),
+            "{step} missing:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("redis_version") && text.contains("role master"),
+        "{text}"
+    );
+    assert!(
+        text.contains("maintenance notifications not supported"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn ping_accepts_a_stackexchange_connection_string() {
+    let server = Server::start(3, &[]).await;
+    let (code, text) = ping(&format!(
+        "{},abortConnect=False,connectTimeout=2000",
+        server.1
+    ));
+    assert_eq!(code, 0, "{text}");
+}
+
+#[tokio::test]
+async fn each_failing_step_has_its_exit_code() {
+    let (code, text) = ping("redis://127.214.251.9:6379");
+    assert_eq!(code, 11, "nothing listens there: {text}");
+    assert!(text.contains("tcp") && text.contains("FAILED"), "{text}");
+
+    let (code, text) = ping("redis://no-such-host.invalid:6379");
+    assert_eq!(code, 10, "{text}");
+
+    let (code, text) = ping("redis://host:notaport");
+    assert_eq!(code, 2, "{text}");
+
+    let server = Server::start(4, &["--requirepass", "right"]).await;
+    let (code, text) = ping(&format!("redis://:wrong-PINGSECRET@{}", server.1));
+    assert_eq!(code, 13, "{text}");
+    assert!(
+        !text.contains("wrong-PINGSECRET"),
+        "the password leaked: {text}"
+    );
+}
