@@ -204,6 +204,15 @@ impl Client {
                 &tasks,
             );
         }
+        if let Some(provider) = shared.config.endpoint.credentials.clone() {
+            crate::connect::credentials::spawn_refresher(
+                Arc::downgrade(&shared),
+                provider,
+                shared.config.endpoint.credentials_refresh,
+                cancel.clone(),
+                &tasks,
+            );
+        }
         health::spawn(Arc::downgrade(&shared), connector, cancel, &tasks);
         Ok(Self {
             shared,

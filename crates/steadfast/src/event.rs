@@ -62,6 +62,16 @@ pub enum Event {
     },
     /// A maintenance notification arrived (every one, including those that need no action).
     Maintenance(MaintenanceNotice),
+    /// The link was re-authenticated with fresh credentials (no reconnect).
+    Reauthenticated {
+        /// Which link.
+        generation: u64,
+    },
+    /// Fresh credentials could not be obtained or were refused; retried with backoff.
+    ReauthenticationFailed {
+        /// What failed, without credentials.
+        error: String,
+    },
     /// Timeouts were relaxed (a migration or failover is announced) or restored.
     Relaxed {
         /// Whether they are relaxed now.

@@ -62,6 +62,12 @@ pub struct EndpointConfig {
     pub username: Option<String>,
     /// Password; never printed by `Debug`, events or logs. Default: `None`.
     pub password: Option<Password>,
+    /// Where fresh credentials come from (rotating tokens, rotated ACL passwords); when set,
+    /// `username` and `password` are unused. Default: `None`.
+    pub credentials: Option<Arc<dyn crate::connect::credentials::CredentialsProvider>>,
+    /// Credentials without an expiry are refreshed (and live links re-authenticated) this often
+    /// when a provider is set. Default: 5 min.
+    pub credentials_refresh: Duration,
     /// Database selected on every new connection. Default: `0`.
     pub database: i64,
     /// Wire protocol. Default: [`Protocol::Resp3`], which carries push notifications.
@@ -101,6 +107,8 @@ impl Default for EndpointConfig {
             port: 6379,
             username: None,
             password: None,
+            credentials: None,
+            credentials_refresh: Duration::from_secs(300),
             database: 0,
             protocol: Protocol::Resp3,
             client_name: Some("steadfast".to_owned()),
@@ -117,6 +125,10 @@ impl fmt::Debug for EndpointConfig {
             .field("port", &self.port)
             .field("username", &self.username)
             .field("password", &self.password)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "provider"),
+            )
             .field("database", &self.database)
             .field("protocol", &self.protocol)
             .field("client_name", &self.client_name)
@@ -454,6 +466,10 @@ impl Config {
                 self.connect.keepalive_interval,
             ),
             ("health.ping_interval", self.health.ping_interval),
+            (
+                "endpoint.credentials_refresh",
+                self.endpoint.credentials_refresh,
+            ),
             ("health.read_stall", self.health.read_stall),
             ("health.probe_timeout", self.health.probe_timeout),
             ("reconnect.backoff_initial", self.reconnect.backoff_initial),

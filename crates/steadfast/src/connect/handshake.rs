@@ -40,11 +40,27 @@ where
     let mut info = RedisConnectionInfo::default()
         .set_db(endpoint.database)
         .set_lib_name("steadfast", env!("CARGO_PKG_VERSION"));
-    if let Some(user) = &endpoint.username {
-        info = info.set_username(user);
-    }
-    if let Some(password) = &endpoint.password {
-        info = info.set_password(password.expose());
+    match &endpoint.credentials {
+        Some(provider) => {
+            let fresh = provider.credentials().await.map_err(|e| {
+                rejected(Error::new(
+                    ErrorKind::Auth,
+                    format!("credentials for {address}: {e}"),
+                ))
+            })?;
+            if let Some(user) = &fresh.username {
+                info = info.set_username(user);
+            }
+            info = info.set_password(fresh.password.expose());
+        }
+        None => {
+            if let Some(user) = &endpoint.username {
+                info = info.set_username(user);
+            }
+            if let Some(password) = &endpoint.password {
+                info = info.set_password(password.expose());
+            }
+        }
     }
     let mut options = AsyncConnectionConfig::new()
         .set_response_timeout(None)

@@ -16,6 +16,7 @@
 //! - While a MOVING target applies, dials for the configured endpoint go to the target instead.
 
 pub(crate) mod activity;
+pub mod credentials;
 mod diagnose;
 mod handshake;
 pub(crate) mod link;

@@ -1,0 +1,185 @@
+//! Credentials that change while the client runs: short-lived tokens (ElastiCache IAM, Entra ID)
+//! or rotated ACL passwords.
+//!
+//! # Behaviour
+//! - With a [`CredentialsProvider`] in `endpoint.credentials`, every connection attempt asks it
+//!   for credentials (fresh ones on every reconnect); `endpoint.username` / `password` are unused.
+//! - Live links are re-authenticated with `AUTH` before the credentials expire (at four fifths of
+//!   their remaining lifetime, at least one second ahead), on the same link: no reconnect, no
+//!   command disturbed. Credentials without an expiry are refreshed every `refresh_interval`.
+//! - A failed refresh is retried with backoff and reported; the link keeps working on its current
+//!   authentication until the server says otherwise.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Weak;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::Password;
+use crate::event::Event;
+
+/// Credentials for `AUTH` / `HELLO ... AUTH`.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// ACL user; `None` authenticates as `default`.
+    pub username: Option<String>,
+    /// The password or token; never printed.
+    pub password: Password,
+    /// When they stop working, if they do.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// A boxed future returned by [`CredentialsProvider::credentials`].
+pub type CredentialsFuture = Pin<Box<dyn Future<Output = io::Result<Credentials>> + Send>>;
+
+/// Where fresh credentials come from.
+pub trait CredentialsProvider: Debug + Send + Sync + 'static {
+    /// The credentials to use now.
+    ///
+    /// # Errors
+    /// Any failure to obtain them; the connection attempt fails and is retried with backoff.
+    fn credentials(&self) -> CredentialsFuture;
+}
+
+/// How long until credentials that expire at `expires_at` should be replaced.
+pub(crate) fn refresh_after(
+    now: SystemTime,
+    expires_at: Option<SystemTime>,
+    default: Duration,
+) -> Duration {
+    let Some(expires_at) = expires_at else {
+        return default;
+    };
+    let remaining = expires_at.duration_since(now).unwrap_or_default();
+    let ahead = (remaining / 5).max(Duration::from_secs(1));
+    remaining.saturating_sub(ahead)
+}
+
+/// Keeps the current link authenticated with fresh credentials until the client ends.
+pub(crate) fn spawn_refresher(
+    shared: Weak<crate::client::Shared>,
+    provider: std::sync::Arc<dyn CredentialsProvider>,
+    every: Duration,
+    cancel: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    tasks.spawn(async move {
+        tokio::select! {
+            () = refresh(shared, provider, every) => {}
+            () = cancel.cancelled() => {}
+        }
+    });
+}
+
+async fn refresh(
+    shared: Weak<crate::client::Shared>,
+    provider: std::sync::Arc<dyn CredentialsProvider>,
+    every: Duration,
+) {
+    let mut wait = match provider.credentials().await {
+        Ok(current) => refresh_after(SystemTime::now(), current.expires_at, every),
+        Err(_) => Duration::from_secs(1),
+    };
+    let mut failures: u32 = 0;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let outcome = match provider.credentials().await {
+            Ok(fresh) => reauthenticate(&shared, &fresh).await.map(|()| fresh),
+            Err(e) => Err(format!("credentials provider: {e}")),
+        };
+        match outcome {
+            Ok(fresh) => {
+                failures = 0;
+                wait = refresh_after(SystemTime::now(), fresh.expires_at, every);
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                wait = Duration::from_millis(200 << failures.min(6)).min(every);
+                warn!(%error, ?wait, "re-authentication failed; retrying");
+                shared.emit(Event::ReauthenticationFailed { error });
+            }
+        }
+    }
+}
+
+async fn reauthenticate(shared: &crate::client::Shared, fresh: &Credentials) -> Result<(), String> {
+    let Some(link) = shared.slot.borrow().link.clone() else {
+        return Ok(());
+    };
+    let mut auth = redis::cmd("AUTH");
+    if let Some(user) = &fresh.username {
+        auth.arg(user);
+    }
+    auth.arg(fresh.password.expose());
+    let mut connection = link.connection.clone();
+    let bound = shared.config.connect.connect_timeout;
+    match tokio::time::timeout(bound, connection.send_packed_command(&auth)).await {
+        Ok(Ok(redis::Value::Okay | redis::Value::SimpleString(_))) => {
+            debug!(generation = link.generation, "re-authenticated");
+            shared.emit(Event::Reauthenticated {
+                generation: link.generation,
+            });
+            Ok(())
+        }
+        Ok(Ok(redis::Value::ServerError(e))) => Err(format!("AUTH refused: {}", e.code())),
+        Ok(Ok(other)) => Err(format!("AUTH answered {other:?}")),
+        Ok(Err(e)) => Err(format!("AUTH: {}", e.kind_description())),
+        Err(_) => Err(format!("AUTH got no answer within {bound:?}")),
+    }
+}
+
+trait KindDescription {
+    fn kind_description(&self) -> String;
+}
+
+impl KindDescription for redis::RedisError {
+    /// The error's kind and code only: an AUTH error's detail never carries the password, but a
+    /// kind is all the log needs.
+    fn kind_description(&self) -> String {
+        format!("{:?} {}", self.kind(), self.code().unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_refreshed_at_four_fifths_of_their_life() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let in_15_min = now + Duration::from_secs(900);
+        assert_eq!(
+            refresh_after(now, Some(in_15_min), Duration::from_secs(300)),
+            Duration::from_secs(720)
+        );
+    }
+
+    #[test]
+    fn nearly_expired_tokens_are_refreshed_at_once_and_missing_expiry_uses_the_interval() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(
+            refresh_after(now, Some(now), Duration::from_secs(300)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            refresh_after(
+                now,
+                Some(now - Duration::from_secs(5)),
+                Duration::from_secs(300)
+            ),
+            Duration::ZERO
+        );
+        assert_eq!(
+            refresh_after(now, None, Duration::from_secs(300)),
+            Duration::from_secs(300)
+        );
+    }
+}
