@@ -441,12 +441,29 @@ impl Config {
     /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) naming the part of the URL
     /// that is wrong; a password in the URL is never repeated in the message.
     pub fn from_url(input: &str) -> Result<Self, Error> {
-        let (endpoint, is_tls) = url::parse(input)?;
+        let (endpoint, is_tls, settings) = url::parse_with_settings(input)?;
         let mut config = Self {
             endpoint,
             ..Self::default()
         };
         config.tls.is_enabled = is_tls;
+        for setting in settings {
+            match setting {
+                url::Setting::ConnectTimeout(d) => config.connect.connect_timeout = d,
+                url::Setting::CommandTimeout(d) => config.command.deadline = d,
+                url::Setting::TlsServerName(name) => config.tls.server_name = Some(name),
+                url::Setting::TlsCaFile(path) => config.tls.roots = TlsRoots::CaFile(path),
+                url::Setting::TlsInsecure(is_insecure) => {
+                    config.tls.verification = if is_insecure {
+                        TlsVerification::InsecureAcceptAnyCertificate
+                    } else {
+                        TlsVerification::Full
+                    };
+                }
+                url::Setting::Maintenance(mode) => config.maintenance.mode = mode,
+                url::Setting::AzureEvents(choice) => config.maintenance.azure_events = choice,
+            }
+        }
         config.validate()?;
         Ok(config)
     }

@@ -1,4 +1,9 @@
-//! `redis://[[user]:password@]host[:port][/database][?protocol=resp2|resp3&client_name=NAME]`.
+//! `redis://[[user]:password@]host[:port][/database][?key=value&...]`, and `rediss://` for TLS.
+//!
+//! Query keys: `protocol` (`resp2` / `resp3`), `client_name`, `connect_timeout`,
+//! `command_timeout` (durations with a unit: `250ms`, `5s`, `2m`), `tls_server_name`,
+//! `tls_ca_file`, `tls_insecure` (`true` accepts any certificate), `maintenance`
+//! (`auto` / `enabled` / `disabled`), `azure_events` (`auto` / `on` / `off`).
 //!
 //! # Behaviour
 //! - User and password are percent-decoded; the password is never echoed in an error.
@@ -9,8 +14,22 @@ use percent_encoding::percent_decode_str;
 use super::{EndpointConfig, Password, Protocol};
 use crate::error::Error;
 
-/// The endpoint, and whether the scheme asks for TLS.
-pub(super) fn parse(input: &str) -> Result<(EndpointConfig, bool), Error> {
+/// A query setting for a config group other than the endpoint.
+#[derive(Debug, PartialEq)]
+pub(super) enum Setting {
+    ConnectTimeout(std::time::Duration),
+    CommandTimeout(std::time::Duration),
+    TlsServerName(String),
+    TlsCaFile(std::path::PathBuf),
+    TlsInsecure(bool),
+    Maintenance(super::MaintenanceMode),
+    AzureEvents(super::AzureEvents),
+}
+
+pub(super) fn parse_with_settings(
+    input: &str,
+) -> Result<(EndpointConfig, bool, Vec<Setting>), Error> {
+    let mut settings = Vec::new();
     let url = url::Url::parse(input)
         .map_err(|e| Error::invalid_config("url", &redact(input), &e.to_string()))?;
     let is_tls = match url.scheme() {
@@ -76,16 +95,93 @@ pub(super) fn parse(input: &str) -> Result<(EndpointConfig, bool), Error> {
                 }
             }
             "client_name" => endpoint.client_name = Some(value.into_owned()),
+            "connect_timeout" => settings.push(Setting::ConnectTimeout(duration(
+                "url.connect_timeout",
+                &value,
+            )?)),
+            "command_timeout" => settings.push(Setting::CommandTimeout(duration(
+                "url.command_timeout",
+                &value,
+            )?)),
+            "tls_server_name" => settings.push(Setting::TlsServerName(value.into_owned())),
+            "tls_ca_file" => settings.push(Setting::TlsCaFile(value.into_owned().into())),
+            "tls_insecure" => settings.push(Setting::TlsInsecure(match value.as_ref() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                other => {
+                    return Err(Error::invalid_config(
+                        "url.tls_insecure",
+                        other,
+                        "expected true or false",
+                    ));
+                }
+            })),
+            "maintenance" => settings.push(Setting::Maintenance(match value.as_ref() {
+                "auto" => super::MaintenanceMode::Auto,
+                "enabled" | "on" => super::MaintenanceMode::Enabled,
+                "disabled" | "off" => super::MaintenanceMode::Disabled,
+                other => {
+                    return Err(Error::invalid_config(
+                        "url.maintenance",
+                        other,
+                        "expected auto, enabled or disabled",
+                    ));
+                }
+            })),
+            "azure_events" => settings.push(Setting::AzureEvents(match value.as_ref() {
+                "auto" => super::AzureEvents::Auto,
+                "on" | "true" => super::AzureEvents::On,
+                "off" | "false" => super::AzureEvents::Off,
+                other => {
+                    return Err(Error::invalid_config(
+                        "url.azure_events",
+                        other,
+                        "expected auto, on or off",
+                    ));
+                }
+            })),
             other => {
                 return Err(Error::invalid_config(
                     "url.query",
                     other,
-                    "unknown parameter (known: protocol, client_name)",
+                    "unknown parameter (known: protocol, client_name, connect_timeout, command_timeout, tls_server_name, tls_ca_file, tls_insecure, maintenance, azure_events)",
                 ));
             }
         }
     }
-    Ok((endpoint, is_tls))
+    Ok((endpoint, is_tls, settings))
+}
+
+/// `250ms`, `5s`, `2m`: a number and a unit; zero is refused.
+pub(super) fn duration(field: &str, value: &str) -> Result<std::time::Duration, Error> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let amount: u64 = number.parse().map_err(|_| {
+        Error::invalid_config(field, value, "expected a duration like 250ms, 5s or 2m")
+    })?;
+    let duration = match unit {
+        "ms" => std::time::Duration::from_millis(amount),
+        "s" => std::time::Duration::from_secs(amount),
+        "m" => std::time::Duration::from_secs(amount.saturating_mul(60)),
+        _ => {
+            return Err(Error::invalid_config(
+                field,
+                value,
+                "expected a unit: ms, s or m",
+            ));
+        }
+    };
+    if duration.is_zero() {
+        return Err(Error::invalid_config(
+            field,
+            value,
+            "must be greater than zero",
+        ));
+    }
+    Ok(duration)
 }
 
 fn decode(field: &'static str, raw: &str) -> Result<String, Error> {
@@ -110,6 +206,10 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use proptest::prelude::*;
+
+    fn parse(input: &str) -> Result<(EndpointConfig, bool), Error> {
+        parse_with_settings(input).map(|(endpoint, is_tls, _)| (endpoint, is_tls))
+    }
 
     #[test]
     fn full_url_sets_every_field() {
@@ -137,6 +237,35 @@ mod tests {
     #[test]
     fn ipv6_host_loses_its_brackets() {
         assert_eq!(parse("redis://[::1]:7000").unwrap().0.host, "::1");
+    }
+
+    #[test]
+    fn query_settings_for_other_groups_are_read() {
+        let (_, is_tls, settings) = parse_with_settings(
+            "rediss://h?connect_timeout=250ms&command_timeout=2s&tls_server_name=cache.example&tls_ca_file=/etc/ca.pem&tls_insecure=false&maintenance=disabled&azure_events=on",
+        )
+        .unwrap();
+        assert!(is_tls);
+        assert_eq!(
+            settings,
+            vec![
+                Setting::ConnectTimeout(std::time::Duration::from_millis(250)),
+                Setting::CommandTimeout(std::time::Duration::from_secs(2)),
+                Setting::TlsServerName("cache.example".into()),
+                Setting::TlsCaFile("/etc/ca.pem".into()),
+                Setting::TlsInsecure(false),
+                Setting::Maintenance(super::super::MaintenanceMode::Disabled),
+                Setting::AzureEvents(super::super::AzureEvents::On),
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_errors_name_the_key() {
+        for bad in ["5", "soon", "0s", "5h", "-1s"] {
+            let err = parse_with_settings(&format!("redis://h?connect_timeout={bad}")).unwrap_err();
+            assert!(err.to_string().contains("url.connect_timeout"), "{err}");
+        }
     }
 
     #[test]
