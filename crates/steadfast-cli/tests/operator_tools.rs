@@ -1,4 +1,4 @@
-//! `steadfast ping` against real redis-server processes: step timings and exit codes.
+//! `steadfast ping` and `steadfast watch` against real redis-server processes.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -96,5 +96,44 @@ async fn each_failing_step_has_its_exit_code() {
     assert!(
         !text.contains("wrong-PINGSECRET"),
         "the password leaked: {text}"
+    );
+}
+
+#[tokio::test]
+async fn watch_prints_json_lines_and_a_summary_with_no_failure() {
+    let server = Server::start(5, &[]).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args([
+            "watch",
+            &format!("redis://{}", server.1),
+            "--duration",
+            "2",
+            "--rate",
+            "50",
+            "--json",
+        ])
+        .output()
+        .expect("steadfast runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert!(lines.iter().any(|l| {
+        l["event"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Connected"))
+    }));
+    let summary = lines.last().expect("a summary line");
+    assert_eq!(summary["summary"], true);
+    assert_eq!(summary["failed"], 0);
+    assert!(
+        summary["operations"].as_u64().is_some_and(|n| n >= 50),
+        "{summary}"
     );
 }
