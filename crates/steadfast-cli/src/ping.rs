@@ -42,9 +42,9 @@ pub(crate) async fn ping(target: &str) -> ExitCode {
             step_name(*step),
             took.as_secs_f64() * 1e3
         );
-    }
-    if !is_tls {
-        println!("{:<10} {:>13}  plain TCP", "tls", "-");
+        if *step == Step::TcpConnect && !is_tls {
+            println!("{:<10} {:>13}  off (plain TCP)", "tls", "-");
+        }
     }
     match diagnosis.outcome {
         Ok(facts) => {
