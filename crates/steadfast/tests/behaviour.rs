@@ -369,3 +369,26 @@ async fn passwords_never_appear_in_errors_events_debug_or_logs() {
     assert!(!printed.contains(secret), "the password leaked: {printed}");
     client.shutdown().await;
 }
+
+#[test]
+fn secrets_in_connection_strings_and_credentials_never_print() {
+    let secret = "cs-SECRET-7781";
+    let parsed =
+        steadfast::config::parse_connection_string(&format!("h:6380,password={secret},ssl=True"))
+            .unwrap();
+    let credentials = steadfast::connect::credentials::Credentials {
+        username: Some("app".into()),
+        password: Password::new(secret),
+        expires_at: None,
+    };
+    let bad = steadfast::config::parse_connection_string(&format!("h,password={secret},ssl=maybe"))
+        .unwrap_err();
+    let bad_url =
+        Config::from_url(&format!("rediss://u:{secret}@h?tls_insecure=perhaps")).unwrap_err();
+    let printed = format!(
+        "{parsed:?} {:?} {credentials:?} {bad} {bad:?} {bad_url} {bad_url:?} {}",
+        parsed.config, credentials.password
+    );
+    assert!(printed.contains("***"), "{printed}");
+    assert!(!printed.contains(secret), "a secret leaked: {printed}");
+}
