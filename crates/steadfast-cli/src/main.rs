@@ -7,6 +7,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The config for a command-line target: a URL (`scheme://`), a StackExchange.Redis connection
+/// string, or, without a target, the environment.
+fn config_for(target: Option<&str>) -> Result<steadfast::Config, steadfast::Error> {
+    match target {
+        None => steadfast::Config::from_env(),
+        Some(url) if url.contains("://") => steadfast::Config::from_url(url),
+        Some(text) => steadfast::config::parse_connection_string(text).map(|parsed| {
+            for option in &parsed.ignored {
+                eprintln!("note: {option} means nothing to steadfast and was ignored");
+            }
+            parsed.config
+        }),
+    }
+}
 mod drill;
 mod ping;
 mod watch;
@@ -29,8 +44,10 @@ enum Command {
     /// 13 handshake (auth included), 14 PING.
     Ping {
         /// A `redis://` / `rediss://` URL or a StackExchange.Redis connection string
-        /// (`host:6380,password=...,ssl=True`).
-        target: String,
+        /// (`host:6380,password=...,ssl=True`). Without it: the environment
+        /// (`STEADFAST_CONFIG_FILE`, `STEADFAST_URL` or `STEADFAST_CONNECTION_STRING`, and
+        /// `STEADFAST_PASSWORD`).
+        target: Option<String>,
     },
     /// Real faults against real servers, steadfast and redis-rs side by side (needs root).
     Drill(DrillArgs),
@@ -63,7 +80,7 @@ pub(crate) struct DrillArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Ping { target } => ping::ping(&target).await,
+        Command::Ping { target } => ping::ping(target.as_deref()).await,
         Command::Drill(args) => drill::drill_command(args).await,
         Command::Watch(args) => watch::watch(args).await,
     }

@@ -3,19 +3,9 @@
 use std::process::ExitCode;
 
 /// Connects once to `target` and prints each step.
-pub(crate) async fn ping(target: &str) -> ExitCode {
+pub(crate) async fn ping(target: Option<&str>) -> ExitCode {
     use steadfast::connect::{Step, diagnose};
-    let config = if target.contains("://") {
-        steadfast::Config::from_url(target)
-    } else {
-        steadfast::config::parse_connection_string(target).map(|parsed| {
-            for option in &parsed.ignored {
-                eprintln!("note: {option} means nothing to steadfast and was ignored");
-            }
-            parsed.config
-        })
-    };
-    let config = match config {
+    let config = match crate::config_for(target) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");

@@ -15,8 +15,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// Options of `steadfast watch`.
 #[derive(clap::Args, Clone)]
 pub(crate) struct WatchArgs {
-    /// A `redis://` / `rediss://` URL or a StackExchange.Redis connection string.
-    target: String,
+    /// A `redis://` / `rediss://` URL or a StackExchange.Redis connection string; without it,
+    /// the environment (as for `ping`).
+    target: Option<String>,
     /// Operations (SET + GET) per second.
     #[arg(long, default_value_t = 20)]
     rate: u32,
@@ -60,12 +61,7 @@ fn text_ms(d: Option<Duration>) -> String {
 
 /// Runs the watch until Ctrl-C or `--duration`.
 pub(crate) async fn watch(args: WatchArgs) -> ExitCode {
-    let config = if args.target.contains("://") {
-        steadfast::Config::from_url(&args.target)
-    } else {
-        steadfast::config::parse_connection_string(&args.target).map(|parsed| parsed.config)
-    };
-    let client = match config.and_then(steadfast::Client::new) {
+    let client = match crate::config_for(args.target.as_deref()).and_then(steadfast::Client::new) {
         Ok(client) => client,
         Err(e) => {
             eprintln!("error: {e}");

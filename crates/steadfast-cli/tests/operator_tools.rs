@@ -79,6 +79,56 @@ async fn ping_accepts_a_stackexchange_connection_string() {
 }
 
 #[tokio::test]
+async fn without_a_target_the_environment_names_the_server_and_the_password() {
+    let server = Server::start(6, &["--requirepass", "env-ENVSECRET"]).await;
+    let run = |envs: &[(&str, String)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_steadfast"));
+        command.arg("ping");
+        for name in [
+            "STEADFAST_CONFIG_FILE",
+            "STEADFAST_URL",
+            "STEADFAST_CONNECTION_STRING",
+            "STEADFAST_PASSWORD",
+        ] {
+            command.env_remove(name);
+        }
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let output = command.output().expect("steadfast runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text)
+    };
+    let (code, text) = run(&[
+        ("STEADFAST_URL", format!("redis://{}", server.1)),
+        ("STEADFAST_PASSWORD", "env-ENVSECRET".to_owned()),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let dir = std::env::temp_dir().join(format!("steadfast-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("steadfast.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "url = \"redis://{}\"\npassword = \"env-ENVSECRET\"\n[command]\ndeadline = \"2s\"\n",
+            server.1
+        ),
+    )
+    .unwrap();
+    let (code, text) = run(&[("STEADFAST_CONFIG_FILE", file.display().to_string())]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = run(&[]);
+    assert_eq!(code, 2, "nothing set: {text}");
+    assert!(text.contains("STEADFAST_URL"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(!text.contains("ENVSECRET"));
+}
+
+#[tokio::test]
 async fn each_failing_step_has_its_exit_code() {
     let (code, text) = ping("redis://127.214.251.9:6379");
     assert_eq!(code, 11, "nothing listens there: {text}");

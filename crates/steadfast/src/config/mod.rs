@@ -6,9 +6,11 @@
 //! - [`Config::validate`] is the one place that rejects bad values, with an error that names the
 //!   field and the value (never a password).
 //! - [`parse_connection_string`] reads the StackExchange.Redis form Azure's portal shows.
+//! - [`Config::from_toml`] and [`Config::from_env`] read a file and the environment.
 //! - [`Config::from_url`] reads a `redis://` URL (`redis://[[user]:password@]host[:port][/db][?protocol=resp2|resp3&client_name=NAME]`).
 
 mod connection_string;
+mod file;
 mod url;
 
 pub use connection_string::{ConnectionString, parse as parse_connection_string};
