@@ -3,7 +3,8 @@
 //! A steady low-rate workload (SET then GET of one key of its own, `--rate` per second) runs
 //! through a steadfast client with default settings. Every second a line gives the operations,
 //! failures and latency percentiles of that second; every client event is printed as it happens.
-//! Ctrl-C (or `--duration`) ends it with a summary. `--json` prints one JSON object per line.
+//! Ctrl-C (or `--duration`) ends it with a summary. `--json` prints one JSON object per line;
+//! `--prometheus ADDR` serves the library's metrics (`steadfast::metrics`) at `ADDR/metrics`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +28,9 @@ pub(crate) struct WatchArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
+    /// Serve the library's metrics for Prometheus at ADDR (`127.0.0.1:9187`), path `/metrics`.
+    #[arg(long, value_name = "ADDR")]
+    prometheus: Option<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -68,6 +72,15 @@ pub(crate) async fn watch(args: WatchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(address) = args.prometheus {
+        let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install();
+        if let Err(e) = installed {
+            eprintln!("error: Prometheus endpoint at {address}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let rate = args.rate.clamp(1, 10_000);
     let mut events = client.events();
     let mut pace = tokio::time::interval(Duration::from_secs(1) / rate);

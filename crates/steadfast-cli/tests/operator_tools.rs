@@ -187,3 +187,44 @@ async fn watch_prints_json_lines_and_a_summary_with_no_failure() {
         "{summary}"
     );
 }
+
+#[tokio::test]
+async fn watch_serves_the_library_metrics_for_prometheus() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(7, &[]).await;
+    let metrics_at = format!("127.214.{}.8:9187", std::process::id() % 250);
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args([
+            "watch",
+            &format!("redis://{}", server.1),
+            "--duration",
+            "4",
+            "--prometheus",
+            &metrics_at,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("steadfast runs");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let body = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let scrape = async {
+            let mut stream = tokio::net::TcpStream::connect(&metrics_at).await.ok()?;
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                .await
+                .ok()?;
+            let mut body = String::new();
+            stream.read_to_string(&mut body).await.ok()?;
+            Some(body)
+        };
+        match scrape.await {
+            Some(body) if body.contains("steadfast_commands_total") => break body,
+            _ => assert!(Instant::now() < deadline, "no metrics were served"),
+        }
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(body.contains("steadfast_links_total"), "{body}");
+    assert!(body.contains("steadfast_link_up 1"), "{body}");
+}

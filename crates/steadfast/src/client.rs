@@ -47,6 +47,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn emit(&self, event: Event) {
+        crate::metrics::record(&event);
         let _ = self.events.send(event);
     }
 

@@ -39,6 +39,7 @@
 //! | `supervisor` | the only owner of the link: state machine, backoff, single-flight reconnect, force reconnect |
 //! | `command` | one deadline per command, waiting for a link, the retry policy, idempotency |
 //! | [`Event`], [`Error`] | what the client tells the application |
+//! | [`metrics`] | every metric name, recorded through the `metrics` facade |
 //!
 //! ```text
 //! caller -> Client -> command: deadline -> wait for a link -> link -> retry policy
@@ -58,6 +59,7 @@ pub mod config;
 pub mod connect;
 pub mod health;
 pub mod maintenance;
+pub mod metrics;
 
 mod client;
 mod command;

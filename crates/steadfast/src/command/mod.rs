@@ -71,6 +71,16 @@ pub(crate) async fn execute(
     request: Request<'_>,
     is_ambiguous_allowed: bool,
 ) -> Result<Reply, Error> {
+    let outcome = run(shared, request, is_ambiguous_allowed).await;
+    crate::metrics::command(outcome.is_ok());
+    outcome
+}
+
+async fn run(
+    shared: &Shared,
+    request: Request<'_>,
+    is_ambiguous_allowed: bool,
+) -> Result<Reply, Error> {
     let deadline_length = shared.deadline();
     let deadline = Instant::now() + deadline_length;
     let mut may_be_applied = false;
@@ -121,6 +131,7 @@ pub(crate) async fn execute(
                 ));
             }
             Decision::WaitAndRetry => {
+                crate::metrics::retry("busy");
                 busy_waits += 1;
                 let pause = busy_pause(busy_waits);
                 debug!(generation = link.generation, ?pause, %error, "server busy; retrying");
@@ -132,6 +143,7 @@ pub(crate) async fn execute(
                 tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
             }
             Decision::ReconnectAndRetry { is_read_only } => {
+                crate::metrics::retry("not_executed");
                 let reason = if is_read_only {
                     DisconnectReason::ReadOnly
                 } else {
@@ -165,6 +177,7 @@ pub(crate) async fn execute(
                     .with_source(error));
                 }
                 may_be_applied = true;
+                crate::metrics::retry("ambiguous");
                 last_error = Some(Error::from_redis(ErrorKind::Connect, &label, error));
                 await_replacement(shared, &link, deadline).await;
             }

@@ -379,6 +379,7 @@ impl Task {
             } => debug!(attempt, ?delay, %error, "reconnect scheduled"),
             _ => {}
         }
+        crate::metrics::record(&event);
         let _ = self.events.send(event);
     }
 }
