@@ -21,9 +21,7 @@
 
 use serde::Deserialize;
 
-use super::{
-    AzureEvents, ClientIdentity, Config, MaintenanceMode, Password, TlsRoots, TlsVerification,
-};
+use super::{ClientIdentity, Config, Password, TlsRoots, TlsVerification};
 use crate::error::Error;
 
 #[derive(Deserialize, Default)]
@@ -283,32 +281,10 @@ fn apply_tls(config: &mut Config, tls: TlsSection) -> Result<(), Error> {
 
 fn apply_maintenance(config: &mut Config, maintenance: MaintenanceSection) -> Result<(), Error> {
     if let Some(mode) = maintenance.mode {
-        config.maintenance.mode = match mode.as_str() {
-            "auto" => MaintenanceMode::Auto,
-            "enabled" => MaintenanceMode::Enabled,
-            "disabled" => MaintenanceMode::Disabled,
-            other => {
-                return Err(Error::invalid_config(
-                    "maintenance.mode",
-                    other,
-                    "expected auto, enabled or disabled",
-                ));
-            }
-        };
+        config.maintenance.mode = super::parse_choice("maintenance.mode", &mode)?;
     }
     if let Some(choice) = maintenance.azure_events {
-        config.maintenance.azure_events = match choice.as_str() {
-            "auto" => AzureEvents::Auto,
-            "on" => AzureEvents::On,
-            "off" => AzureEvents::Off,
-            other => {
-                return Err(Error::invalid_config(
-                    "maintenance.azure_events",
-                    other,
-                    "expected auto, on or off",
-                ));
-            }
-        };
+        config.maintenance.azure_events = super::parse_choice("maintenance.azure_events", &choice)?;
     }
     set_duration(
         &mut config.maintenance.relaxed_timeout,
@@ -320,6 +296,7 @@ fn apply_maintenance(config: &mut Config, maintenance: MaintenanceSection) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{AzureEvents, MaintenanceMode};
     use std::time::Duration;
 
     #[test]

@@ -365,6 +365,42 @@ pub enum MaintenanceMode {
     Auto,
 }
 
+impl std::str::FromStr for MaintenanceMode {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "auto" => Ok(Self::Auto),
+            "enabled" | "on" => Ok(Self::Enabled),
+            "disabled" | "off" => Ok(Self::Disabled),
+            _ => Err("expected auto, enabled or disabled"),
+        }
+    }
+}
+
+impl std::str::FromStr for AzureEvents {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "auto" => Ok(Self::Auto),
+            "on" | "true" => Ok(Self::On),
+            "off" | "false" => Ok(Self::Off),
+            _ => Err("expected auto, on or off"),
+        }
+    }
+}
+
+/// Parses `value` of `field` with `T`'s `FromStr`, naming both in the error.
+pub(crate) fn parse_choice<T: std::str::FromStr<Err = &'static str>>(
+    field: &str,
+    value: &str,
+) -> Result<T, Error> {
+    value
+        .parse()
+        .map_err(|expected| Error::invalid_config(field, value, expected))
+}
+
 /// The `moving-endpoint-type` asked for: how MOVING should name the new endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -116,30 +116,14 @@ pub(super) fn parse_with_settings(
                     ));
                 }
             })),
-            "maintenance" => settings.push(Setting::Maintenance(match value.as_ref() {
-                "auto" => super::MaintenanceMode::Auto,
-                "enabled" | "on" => super::MaintenanceMode::Enabled,
-                "disabled" | "off" => super::MaintenanceMode::Disabled,
-                other => {
-                    return Err(Error::invalid_config(
-                        "url.maintenance",
-                        other,
-                        "expected auto, enabled or disabled",
-                    ));
-                }
-            })),
-            "azure_events" => settings.push(Setting::AzureEvents(match value.as_ref() {
-                "auto" => super::AzureEvents::Auto,
-                "on" | "true" => super::AzureEvents::On,
-                "off" | "false" => super::AzureEvents::Off,
-                other => {
-                    return Err(Error::invalid_config(
-                        "url.azure_events",
-                        other,
-                        "expected auto, on or off",
-                    ));
-                }
-            })),
+            "maintenance" => settings.push(Setting::Maintenance(super::parse_choice(
+                "url.maintenance",
+                &value,
+            )?)),
+            "azure_events" => settings.push(Setting::AzureEvents(super::parse_choice(
+                "url.azure_events",
+                &value,
+            )?)),
             other => {
                 return Err(Error::invalid_config(
                     "url.query",
