@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Connect,
     /// The server rejected the credentials.
     Auth,
+    /// The TLS handshake failed on a certificate: the server's was not trusted or did not match
+    /// the name, or the server refused ours. Waiting does not fix it.
+    Tls,
     /// The command's deadline ran out. [`Error::is_ambiguous`] says whether it had been written.
     DeadlineExceeded,
     /// The command was written and the link died before its reply came: it may have been
@@ -166,7 +169,7 @@ impl From<Error> for redis::RedisError {
             ErrorKind::MayHaveBeenApplied => std::io::ErrorKind::ConnectionAborted,
             ErrorKind::QueueFull => std::io::ErrorKind::WouldBlock,
             ErrorKind::InvalidConfig => std::io::ErrorKind::InvalidInput,
-            ErrorKind::Auth => std::io::ErrorKind::PermissionDenied,
+            ErrorKind::Auth | ErrorKind::Tls => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Server => std::io::ErrorKind::Other,
         };
         std::io::Error::new(io_kind, error).into()

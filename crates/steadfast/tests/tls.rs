@@ -50,11 +50,17 @@ async fn a_certificate_from_an_unknown_ca_is_refused_with_a_clear_error() {
     let mut config = tls_config(&server, &certs);
     config.tls.roots = TlsRoots::CaFile(other.dir.join("ca.pem"));
     let client = Client::new(config).unwrap();
+    let started = tokio::time::Instant::now();
     let err = client
         .query::<String>(&redis::cmd("PING"))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
     let text = err.to_string();
     assert!(
         text.contains("tls handshake") && text.contains("certificate"),

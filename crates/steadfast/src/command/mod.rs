@@ -262,10 +262,10 @@ async fn wait_for_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, 
         let last_failure = {
             let current = slot.borrow_and_update();
             if let Some(failure) = &current.last_failure
-                && failure.kind() == ErrorKind::Auth
+                && matches!(failure.kind(), ErrorKind::Auth | ErrorKind::Tls)
             {
-                // Waiting cannot fix rejected credentials; the supervisor keeps retrying with
-                // backoff in case they are being rotated.
+                // Waiting cannot fix rejected credentials or certificates; the supervisor keeps
+                // retrying with backoff in case they are being rotated.
                 return Err(WaitError::Other(failure.clone()));
             }
             match (&current.link, current.state) {

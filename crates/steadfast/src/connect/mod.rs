@@ -237,10 +237,18 @@ impl Connector {
                 None => handshake::handshake(self, stream, address, generation).await,
                 Some(tls) => {
                     let stream = tls.wrap(stream, &host).await.map_err(|e| {
-                        failure(
-                            format!("tls handshake with {address} ({host}): {e}"),
-                            FailureClass::Rejected,
-                        )
+                        let kind = if tls::is_certificate_problem(&e) {
+                            ErrorKind::Tls
+                        } else {
+                            ErrorKind::Connect
+                        };
+                        ConnectFailure {
+                            class: FailureClass::Rejected,
+                            error: Error::new(
+                                kind,
+                                format!("tls handshake with {address} ({host}): {e}"),
+                            ),
+                        }
                     })?;
                     trace.finish(Step::Tls, &mut step_started);
                     handshake::handshake(self, stream, address, generation).await

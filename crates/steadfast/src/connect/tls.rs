@@ -104,6 +104,29 @@ impl Tls {
     }
 }
 
+/// Whether a TLS handshake failed on a certificate (ours or theirs), which retrying cannot fix.
+pub(crate) fn is_certificate_problem(error: &io::Error) -> bool {
+    use rustls::AlertDescription as Alert;
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => true,
+        Some(rustls::Error::AlertReceived(alert)) => matches!(
+            alert,
+            Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::UnknownCA
+                | Alert::CertificateRequired
+                | Alert::AccessDenied
+        ),
+        _ => false,
+    }
+}
+
 fn roots(choice: &TlsRoots) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::empty();
     match choice {
