@@ -19,7 +19,11 @@ pub(crate) async fn ping(target: Option<&str>) -> ExitCode {
     for (step, took) in &trace.steps {
         let detail = match step {
             Step::Resolve => format!("{endpoint} -> {:?}", trace.resolved),
-            Step::TcpConnect => trace.address.map(|a| a.to_string()).unwrap_or_default(),
+            Step::TcpConnect => trace
+                .address
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             Step::Tls => "verified".to_owned(),
             Step::Handshake => {
                 "HELLO/AUTH, SELECT, CLIENT SETNAME/ID, ROLE, maintenance opt-in".to_owned()

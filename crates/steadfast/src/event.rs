@@ -5,7 +5,6 @@
 //!   told how many with [`tokio::sync::broadcast::error::RecvError::Lagged`].
 //! - Events carry addresses and reasons, never credentials.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Something the client did or saw.
@@ -14,8 +13,8 @@ use std::time::Duration;
 pub enum Event {
     /// A new link is serving commands.
     Connected {
-        /// The address it reached.
-        address: SocketAddr,
+        /// The address it reached (compares equal to a `SocketAddr` for TCP links).
+        address: crate::connect::Address,
         /// Increases by one with every new link; starts at 1.
         generation: u64,
         /// The server's `role`: `master` or `slave` (`replica`).

@@ -279,3 +279,42 @@ async fn hung_primary_with_the_name_moved_is_judged_dead_and_replaced_in_bounded
     assert!(summary.failed.is_empty(), "failed: {:?}", summary.failed);
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_endpoint_serves_commands_and_rides_through_a_restart() {
+    init_tracing();
+    let socket = std::env::temp_dir().join(format!("steadfast-unix-{}.sock", std::process::id()));
+    let start = || {
+        std::process::Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--unixsocket"])
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server installed")
+    };
+    let mut server = start();
+    let client = Client::open(&format!("unix://{}", socket.display())).unwrap();
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fault = Instant::now();
+    let _ = server.kill();
+    let _ = server.wait();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut server = start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server never listened on {socket:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let restored = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rode_through("unix restart", workload.stop().await, fault, restored);
+    client.shutdown().await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_file(&socket);
+}

@@ -60,6 +60,9 @@ pub struct EndpointConfig {
     pub host: String,
     /// TCP port. Default: `6379`.
     pub port: u16,
+    /// A Unix domain socket to connect to instead of `host:port` (`unix://` URLs). No TLS, no
+    /// resolution, no TCP options. Default: `None`.
+    pub unix_socket: Option<std::path::PathBuf>,
     /// ACL user name; `None` authenticates as `default` when a password is set. Default: `None`.
     pub username: Option<String>,
     /// Password; never printed by `Debug`, events or logs. Default: `None`.
@@ -107,6 +110,7 @@ impl Default for EndpointConfig {
         Self {
             host: "127.0.0.1".to_owned(),
             port: 6379,
+            unix_socket: None,
             username: None,
             password: None,
             credentials: None,
@@ -125,6 +129,7 @@ impl fmt::Debug for EndpointConfig {
         f.debug_struct("EndpointConfig")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("unix_socket", &self.unix_socket)
             .field("username", &self.username)
             .field("password", &self.password)
             .field(
@@ -554,7 +559,16 @@ impl Config {
                 "must not be below reconnect.backoff_initial",
             ));
         }
-        if self.endpoint.host.is_empty() {
+        if let Some(path) = &self.endpoint.unix_socket
+            && self.tls.is_enabled
+        {
+            return Err(Error::invalid_config(
+                "tls.is_enabled",
+                &format!("true with unix socket {}", path.display()),
+                "TLS over a Unix socket is not supported",
+            ));
+        }
+        if self.endpoint.host.is_empty() && self.endpoint.unix_socket.is_none() {
             return Err(Error::invalid_config(
                 "endpoint.host",
                 "\"\"",
@@ -594,7 +608,10 @@ impl Config {
 
     /// `host:port` as written in the config, for messages.
     pub(crate) fn endpoint_label(&self) -> String {
-        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+        match &self.endpoint.unix_socket {
+            Some(path) => format!("unix:{}", path.display()),
+            None => format!("{}:{}", self.endpoint.host, self.endpoint.port),
+        }
     }
 }
 

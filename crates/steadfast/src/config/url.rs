@@ -33,13 +33,14 @@ pub(super) fn parse_with_settings(
     let url = url::Url::parse(input)
         .map_err(|e| Error::invalid_config("url", &redact(input), &e.to_string()))?;
     let is_tls = match url.scheme() {
+        "unix" | "redis+unix" => return parse_unix(&url),
         "redis" | "valkey" => false,
         "rediss" | "valkeys" => true,
         other => {
             return Err(Error::invalid_config(
                 "url.scheme",
                 other,
-                "expected redis://, rediss://, valkey:// or valkeys://",
+                "expected redis://, rediss://, unix://, valkey:// or valkeys://",
             ));
         }
     };
@@ -134,6 +135,61 @@ pub(super) fn parse_with_settings(
         }
     }
     Ok((endpoint, is_tls, settings))
+}
+
+/// `unix:///path/to/redis.sock[?db=N&client_name=NAME&protocol=...&command_timeout=...]`.
+fn parse_unix(url: &url::Url) -> Result<(EndpointConfig, bool, Vec<Setting>), Error> {
+    if url.path().is_empty() || url.path() == "/" {
+        return Err(Error::invalid_config(
+            "url.path",
+            "\"\"",
+            "a unix:// URL needs the socket's path",
+        ));
+    }
+    let mut endpoint = EndpointConfig {
+        unix_socket: Some(url.path().into()),
+        ..EndpointConfig::default()
+    };
+    let mut settings = Vec::new();
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "db" => {
+                endpoint.database = value
+                    .parse()
+                    .map_err(|_| Error::invalid_config("url.db", &value, "expected a number"))?;
+            }
+            "client_name" => endpoint.client_name = Some(value.into_owned()),
+            "protocol" => {
+                endpoint.protocol = match value.as_ref() {
+                    "resp2" | "2" => Protocol::Resp2,
+                    "resp3" | "3" => Protocol::Resp3,
+                    other => {
+                        return Err(Error::invalid_config(
+                            "url.protocol",
+                            other,
+                            "expected resp2 or resp3",
+                        ));
+                    }
+                }
+            }
+            "command_timeout" => settings.push(Setting::CommandTimeout(duration(
+                "url.command_timeout",
+                &value,
+            )?)),
+            "connect_timeout" => settings.push(Setting::ConnectTimeout(duration(
+                "url.connect_timeout",
+                &value,
+            )?)),
+            other => {
+                return Err(Error::invalid_config(
+                    "url.query",
+                    other,
+                    "unknown parameter for unix:// (known: db, client_name, protocol, command_timeout, connect_timeout)",
+                ));
+            }
+        }
+    }
+    Ok((endpoint, false, settings))
 }
 
 /// `250ms`, `5s`, `2m`: a number and a unit; zero is refused.
@@ -250,6 +306,17 @@ mod tests {
             let err = parse_with_settings(&format!("redis://h?connect_timeout={bad}")).unwrap_err();
             assert!(err.to_string().contains("url.connect_timeout"), "{err}");
         }
+    }
+
+    #[test]
+    fn unix_urls_name_the_socket_and_the_database() {
+        let (e, is_tls) = parse("unix:///run/redis/redis.sock?db=3&client_name=w").unwrap();
+        assert!(!is_tls);
+        assert_eq!(e.unix_socket, Some("/run/redis/redis.sock".into()));
+        assert_eq!(e.database, 3);
+        let err = parse("unix:///run/redis.sock?colour=blue").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        assert!(parse("unix://").is_err());
     }
 
     #[test]

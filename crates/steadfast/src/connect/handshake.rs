@@ -10,7 +10,7 @@
 //!   are tolerated (some managed services rename them); a refused opt-in fails the attempt only in
 //!   [`MaintenanceMode::Enabled`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +19,7 @@ use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, RedisConnectionInf
 use tracing::debug;
 
 use super::activity::{Activity, MeteredStream};
-use super::{ConnectFailure, Connector, FailureClass, Link, PushRoutes};
+use super::{Address, ConnectFailure, Connector, FailureClass, Link, PushRoutes};
 use crate::config::{MaintenanceMode, MovingEndpointType, Protocol};
 use crate::error::{Error, ErrorKind};
 use crate::maintenance::{Notice, push};
@@ -27,7 +27,7 @@ use crate::maintenance::{Notice, push};
 pub(super) async fn handshake<S>(
     connector: &Connector,
     stream: S,
-    address: SocketAddr,
+    address: Address,
     generation: u64,
 ) -> Result<Link, ConnectFailure>
 where
@@ -99,8 +99,12 @@ where
             closed.cancel();
         })
     };
-    let opt_in = (is_resp3 && config.maintenance.mode != MaintenanceMode::Disabled)
-        .then(|| endpoint_type(config.maintenance.endpoint_type, address.ip()));
+    let opt_in = (is_resp3 && config.maintenance.mode != MaintenanceMode::Disabled).then(|| {
+        let peer = address
+            .tcp()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+        endpoint_type(config.maintenance.endpoint_type, peer)
+    });
     let facts = session(&mut connection, endpoint.client_name.as_deref(), opt_in)
         .await
         .map_err(|e| {
@@ -121,7 +125,7 @@ where
         )));
     }
     is_during_handshake.store(false, Ordering::Release);
-    debug!(%address, generation, client_id = ?facts.client_id, role = %facts.role,
+    debug!(address = %address, generation, client_id = ?facts.client_id, role = %facts.role,
         maintenance = ?facts.maintenance, "link ready");
     Ok(Link {
         generation,

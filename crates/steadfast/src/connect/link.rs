@@ -5,7 +5,6 @@
 //!   link closes it too, so no socket outlives the link that owned it.
 //! - [`Link::closed`] resolves when the socket failed or was closed, whoever did it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
@@ -17,7 +16,7 @@ use super::activity::Activity;
 /// One live connection. Shared as `Arc<Link>` between the supervisor and commands in flight.
 pub(crate) struct Link {
     pub(crate) generation: u64,
-    pub(crate) address: SocketAddr,
+    pub(crate) address: super::Address,
     pub(crate) connection: MultiplexedConnection,
     pub(crate) activity: Arc<Activity>,
     /// `CLIENT ID` at handshake, for the health probe's `CLIENT LIST ID`.

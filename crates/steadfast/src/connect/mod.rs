@@ -16,6 +16,7 @@
 //! - While a MOVING target applies, dials for the configured endpoint go to the target instead.
 
 pub(crate) mod activity;
+mod address;
 pub mod credentials;
 mod diagnose;
 mod handshake;
@@ -39,6 +40,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::maintenance::Notice;
 use crate::maintenance::push::Endpoint;
+pub use address::Address;
 pub use diagnose::{Diagnosis, ServerFacts, diagnose};
 pub(crate) use link::Link;
 
@@ -82,8 +84,8 @@ pub enum Step {
 pub struct Trace {
     /// What the name resolved to.
     pub resolved: Vec<SocketAddr>,
-    /// The address the TCP connection reached.
-    pub address: Option<SocketAddr>,
+    /// The address the connection reached.
+    pub address: Option<Address>,
     /// Finished steps and their durations.
     pub steps: Vec<(Step, std::time::Duration)>,
 }
@@ -199,6 +201,9 @@ impl Connector {
         trace: &mut Trace,
     ) -> Result<Link, ConnectFailure> {
         let deadline = Instant::now() + self.config.connect.connect_timeout;
+        if let (Some(path), Target::Configured) = (&self.config.endpoint.unix_socket, target) {
+            return self.connect_unix(path, generation, deadline, trace).await;
+        }
         let (host, port) = self.destination(target);
         let label = format!("{host}:{port}");
         let mut step_started = Instant::now();
@@ -231,10 +236,10 @@ impl Connector {
         trace.resolved.clone_from(&addresses);
         let (stream, address) = self.dial_any(&addresses, deadline).await?;
         trace.finish(Step::TcpConnect, &mut step_started);
-        trace.address = Some(address);
+        trace.address = Some(Address::Tcp(address));
         let attempt = async {
             match &self.tls {
-                None => handshake::handshake(self, stream, address, generation).await,
+                None => handshake::handshake(self, stream, address.into(), generation).await,
                 Some(tls) => {
                     let stream = tls.wrap(stream, &host).await.map_err(|e| {
                         let kind = if tls::is_certificate_problem(&e) {
@@ -251,7 +256,7 @@ impl Connector {
                         }
                     })?;
                     trace.finish(Step::Tls, &mut step_started);
-                    handshake::handshake(self, stream, address, generation).await
+                    handshake::handshake(self, stream, address.into(), generation).await
                 }
             }
         };
@@ -267,6 +272,58 @@ impl Connector {
                     "handshake with {address} timed out after {:?}",
                     self.config.connect.connect_timeout
                 ),
+                FailureClass::Rejected,
+            )),
+        }
+    }
+
+    /// A link over the Unix domain socket at `path` (no resolution, no TCP options, no TLS).
+    async fn connect_unix(
+        &self,
+        path: &std::path::Path,
+        generation: u64,
+        deadline: Instant,
+        trace: &mut Trace,
+    ) -> Result<Link, ConnectFailure> {
+        let mut step_started = Instant::now();
+        trace.finish(Step::Resolve, &mut step_started);
+        let address = Address::Unix(path.to_owned());
+        let stream = match timeout_at(deadline, tokio::net::UnixStream::connect(path)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                let class = if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                ) {
+                    FailureClass::Refused
+                } else {
+                    FailureClass::Unanswered
+                };
+                return Err(failure(format!("connect to {address}: {e}"), class));
+            }
+            Err(_) => {
+                return Err(failure(
+                    format!("connect to {address} timed out"),
+                    FailureClass::Unanswered,
+                ));
+            }
+        };
+        trace.finish(Step::TcpConnect, &mut step_started);
+        trace.address = Some(address.clone());
+        match timeout_at(
+            deadline,
+            handshake::handshake(self, stream, address.clone(), generation),
+        )
+        .await
+        {
+            Ok(result) => {
+                if result.is_ok() {
+                    trace.finish(Step::Handshake, &mut step_started);
+                }
+                result
+            }
+            Err(_) => Err(failure(
+                format!("handshake with {address} timed out"),
                 FailureClass::Rejected,
             )),
         }

@@ -13,9 +13,10 @@ use crate::connect::{Connector, Link};
 /// reason to drop it. A failed lookup says nothing.
 pub(super) async fn name_moved(config: &Config, old: &Link) -> Option<String> {
     let endpoint = &config.endpoint;
+    let old_address = old.address.tcp()?;
     let lookup = endpoint.resolver.resolve(&endpoint.host, endpoint.port);
     match timeout(config.health.probe_timeout, lookup).await {
-        Ok(Ok(addresses)) if !addresses.is_empty() && !addresses.contains(&old.address) => {
+        Ok(Ok(addresses)) if !addresses.is_empty() && !addresses.contains(&old_address) => {
             Some(format!(
                 "{} now resolves to {addresses:?}, not {}",
                 endpoint.host, old.address

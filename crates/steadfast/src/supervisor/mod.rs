@@ -354,7 +354,7 @@ impl Task {
         }
         self.last_role = Some(link.role.clone());
         self.emit(Event::Connected {
-            address: link.address,
+            address: link.address.clone(),
             generation,
             role: link.role.clone(),
             is_maintenance_aware: link.is_maintenance_aware,
