@@ -228,3 +228,67 @@ async fn watch_serves_the_library_metrics_for_prometheus() {
     assert!(body.contains("steadfast_links_total"), "{body}");
     assert!(body.contains("steadfast_link_up 1"), "{body}");
 }
+
+/// A CA and a server certificate for `localhost`, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path, name: &str) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, name);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("server.pem"), server.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+}
+
+#[tokio::test]
+async fn ping_over_tls_verifies_the_certificate_and_names_the_failing_step() {
+    let base = std::env::temp_dir().join(format!("steadfast-ping-tls-{}", std::process::id()));
+    let (good, other) = (base.join("good"), base.join("other"));
+    certificates(&good, "good CA");
+    certificates(&other, "other CA");
+    let path = |name: &str| good.join(name).display().to_string();
+    let server = Server::start(
+        9,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            "6379",
+            "--tls-cert-file",
+            &path("server.pem"),
+            "--tls-key-file",
+            &path("server.key"),
+            "--tls-ca-cert-file",
+            &path("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
+    .await;
+    let url = |ca: &std::path::Path| {
+        format!(
+            "rediss://{}?tls_server_name=localhost&tls_ca_file={}",
+            server.1,
+            ca.join("ca.pem").display()
+        )
+    };
+    let (code, text) = ping(&url(&good));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tls") && l.contains("verified")),
+        "{text}"
+    );
+    let (code, text) = ping(&url(&other));
+    assert_eq!(code, 12, "an unknown CA fails the TLS step: {text}");
+    let _ = std::fs::remove_dir_all(base);
+}
