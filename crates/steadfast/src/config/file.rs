@@ -48,6 +48,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct ConnectSection {
     timeout: Option<String>,
+    tcp_nodelay: Option<bool>,
     tcp_user_timeout: Option<String>,
     syn_interval: Option<String>,
 }
@@ -134,6 +135,9 @@ impl Config {
         };
         if let Some(password) = file.password {
             config.endpoint.password = Some(Password::new(password));
+        }
+        if let Some(is_on) = file.connect.tcp_nodelay {
+            config.connect.tcp_nodelay = is_on;
         }
         set_duration(
             &mut config.connect.connect_timeout,

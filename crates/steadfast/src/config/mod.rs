@@ -242,6 +242,12 @@ pub struct ConnectConfig {
     /// Bound on one attempt: resolving, dialling every address and the handshake.
     /// Default: 5 s (Azure guidance: shorter makes an overloaded server worse).
     pub connect_timeout: Duration,
+    /// `TCP_NODELAY`: send every write at once instead of letting Nagle coalesce small writes
+    /// while replies are outstanding. Default: `false`, as redis-rs: measured on loopback with 16
+    /// commands in flight, `true` cut throughput to 0.62x (every command its own packet) and
+    /// gained nothing at 1 or 256 in flight; each command is written whole and its reply carries
+    /// the ACK, so Nagle adds no delay to a multiplexed link.
+    pub tcp_nodelay: bool,
     /// `TCP_USER_TIMEOUT`: unacknowledged data older than this kills the socket, so a path that
     /// stopped answering fails in seconds instead of Linux's 13-15 minutes (`tcp_retries2`).
     /// Default: 5 s.
@@ -264,6 +270,7 @@ impl Default for ConnectConfig {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
+            tcp_nodelay: false,
             tcp_user_timeout: Duration::from_secs(5),
             keepalive_idle: Duration::from_secs(15),
             keepalive_interval: Duration::from_secs(5),

@@ -1,7 +1,7 @@
 //! Dialling one address with the socket options that bound every wait.
 //!
 //! # Behaviour
-//! - `TCP_NODELAY` on: commands are small and latency-bound.
+//! - `TCP_NODELAY` as configured (default off, like redis-rs: see `ConnectConfig::tcp_nodelay`).
 //! - `TCP_USER_TIMEOUT` (Linux): unacknowledged data older than the limit kills the socket, so a
 //!   host that vanished without a RST fails in seconds, not after `tcp_retries2`'s 13-15 minutes.
 //! - TCP keepalive (idle, interval, count): the kernel's backstop for idle links.
@@ -77,7 +77,7 @@ pub(crate) async fn dial_paced(
 }
 
 fn configure(socket: &SockRef<'_>, config: &ConnectConfig) -> io::Result<()> {
-    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_nodelay(config.tcp_nodelay)?;
     let keepalive = TcpKeepalive::new()
         .with_time(config.keepalive_idle)
         .with_interval(config.keepalive_interval)
@@ -108,7 +108,13 @@ mod tests {
     #[tokio::test]
     async fn dialled_socket_carries_nodelay_keepalive_and_user_timeout() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config = ConnectConfig::default();
+        let mut config = ConnectConfig::default();
+        let stream = dial(listener.local_addr().unwrap(), &config).await.unwrap();
+        assert!(
+            !SockRef::from(&stream).tcp_nodelay().unwrap(),
+            "off by default"
+        );
+        config.tcp_nodelay = true;
         let stream = dial(listener.local_addr().unwrap(), &config).await.unwrap();
         let sock = SockRef::from(&stream);
         assert!(sock.tcp_nodelay().unwrap());

@@ -1,0 +1,271 @@
+//! Happy-path throughput and latency: steadfast `Client` against raw redis-rs
+//! `MultiplexedConnection` and `ConnectionManager`, one local redis-server, one process.
+//!
+//! For each operation (GET and SET of 100-byte values, and pipelines of 100 GETs) and each
+//! concurrency (1, 16, 256 tasks), every client runs for `STEADFAST_BENCH_SECONDS` (default 2 s),
+//! in rotating order, `STEADFAST_BENCH_ROUNDS` times (default 5); the table gives the median of
+//! the rounds for throughput and p50 / p99 latency, and each as a ratio to raw redis-rs.
+//!
+//! Run: `cargo bench -p steadfast --bench throughput` (needs `redis-server` on PATH; it starts its
+//! own on a private loopback address). `STEADFAST_BENCH_JSON=FILE` also writes the rows as JSON;
+//! `STEADFAST_BENCH_TASKS=16` runs one concurrency only; `STEADFAST_BENCH_CLIENT=steadfast` runs
+//! one client only (for profiling; ratios are then meaningless).
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use tokio::time::Instant;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone)]
+enum Under {
+    Raw(MultiplexedConnection),
+    Manager(ConnectionManager),
+    Steadfast(steadfast::Client),
+}
+
+impl Under {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Raw(_) => "redis-rs multiplexed",
+            Self::Manager(_) => "redis-rs manager",
+            Self::Steadfast(_) => "steadfast",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Get,
+    Set,
+    Pipeline100,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Get => "GET 100 B",
+            Self::Set => "SET 100 B",
+            Self::Pipeline100 => "pipeline of 100 GETs",
+        }
+    }
+}
+
+async fn once<C: ConnectionLike>(con: &mut C, op: Op, key: &str, value: &[u8]) {
+    match op {
+        Op::Get => {
+            let _: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
+        }
+        Op::Set => {
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(con)
+                .await
+                .unwrap();
+        }
+        Op::Pipeline100 => {
+            let mut pipe = redis::pipe();
+            for _ in 0..100 {
+                pipe.cmd("GET").arg(key);
+            }
+            let _: Vec<Option<Vec<u8>>> = pipe.query_async(con).await.unwrap();
+        }
+    }
+}
+
+struct Sample {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn run(under: &Under, op: Op, tasks: usize, seconds: Duration) -> Sample {
+    let value = Arc::new(vec![b'x'; 100]);
+    let until = Instant::now() + seconds;
+    let workers: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (under, value) = (under.clone(), Arc::clone(&value));
+            tokio::spawn(async move {
+                let key = format!("bench:{}", task % 64);
+                let mut latencies = Vec::with_capacity(100_000);
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    match &under {
+                        Under::Raw(c) => once(&mut c.clone(), op, &key, &value).await,
+                        Under::Manager(c) => once(&mut c.clone(), op, &key, &value).await,
+                        Under::Steadfast(c) => once(&mut c.clone(), op, &key, &value).await,
+                    }
+                    latencies.push(started.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    all.sort_unstable();
+    let at = |p: f64| all[((all.len() - 1) as f64 * p) as usize];
+    Sample {
+        per_second: all.len() as f64 / seconds.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let seconds = Duration::from_secs(env_number("STEADFAST_BENCH_SECONDS", 2));
+    let rounds = env_number("STEADFAST_BENCH_ROUNDS", 5) as usize;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ip = format!(
+        "127.252.{}.{}",
+        (std::process::id() / 250) % 250,
+        std::process::id() % 250 + 2
+    );
+    let _server = Server(
+        Command::new("redis-server")
+            .args([
+                "--bind",
+                &ip,
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH"),
+    );
+    let url = format!("redis://{ip}:6379");
+    let clients = runtime.block_on(async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let raw = loop {
+            match client.get_multiplexed_async_connection().await {
+                Ok(raw) => break raw,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        let manager = ConnectionManager::new(client).await.unwrap();
+        let steadfast = steadfast::Client::open(&url).unwrap();
+        steadfast
+            .wait_connected(Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut con = raw.clone();
+        for key in 0..64 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("bench:{key}"))
+                .arg(vec![b'x'; 100])
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        }
+        vec![
+            Under::Raw(raw),
+            Under::Manager(manager),
+            Under::Steadfast(steadfast),
+        ]
+    });
+    println!(
+        "{:<22} {:>5} {:<22} {:>11} {:>9} {:>9} {:>7} {:>7} {:>7}",
+        "operation", "tasks", "client", "ops/s", "p50", "p99", "x tput", "x p50", "x p99"
+    );
+    let mut rows = Vec::new();
+    for op in [Op::Get, Op::Set, Op::Pipeline100] {
+        let only = std::env::var("STEADFAST_BENCH_TASKS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok());
+        for tasks in [1usize, 16, 256] {
+            if only.is_some_and(|only| only != tasks) {
+                continue;
+            }
+            let mut samples: Vec<Vec<Sample>> = clients.iter().map(|_| Vec::new()).collect();
+            let only_client = std::env::var("STEADFAST_BENCH_CLIENT").ok();
+            for round in 0..rounds {
+                for offset in 0..clients.len() {
+                    let index = (round + offset) % clients.len();
+                    if only_client
+                        .as_deref()
+                        .is_some_and(|only| only != clients[index].name() && index != 0)
+                    {
+                        samples[index].push(Sample {
+                            per_second: 1.0,
+                            p50: Duration::from_micros(1),
+                            p99: Duration::from_micros(1),
+                        });
+                        continue;
+                    }
+                    let sample = runtime.block_on(run(&clients[index], op, tasks, seconds));
+                    samples[index].push(sample);
+                }
+            }
+            let medians: Vec<(f64, f64, f64)> = samples
+                .iter()
+                .map(|s| {
+                    (
+                        median(s.iter().map(|x| x.per_second).collect()),
+                        median(s.iter().map(|x| x.p50.as_secs_f64() * 1e6).collect()),
+                        median(s.iter().map(|x| x.p99.as_secs_f64() * 1e6).collect()),
+                    )
+                })
+                .collect();
+            let raw = medians[0];
+            for (under, (tput, p50, p99)) in clients.iter().zip(&medians) {
+                println!(
+                    "{:<22} {:>5} {:<22} {:>11.0} {:>7.1}us {:>7.1}us {:>7.3} {:>7.3} {:>7.3}",
+                    op.name(),
+                    tasks,
+                    under.name(),
+                    tput,
+                    p50,
+                    p99,
+                    tput / raw.0,
+                    p50 / raw.1,
+                    p99 / raw.2
+                );
+                rows.push(format!(
+                    "{{\"operation\":\"{}\",\"tasks\":{tasks},\"client\":\"{}\",\"ops_per_second\":{tput:.0},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"throughput_ratio\":{:.4},\"p50_ratio\":{:.4},\"p99_ratio\":{:.4}}}",
+                    op.name(), under.name(), tput / raw.0, p50 / raw.1, p99 / raw.2
+                ));
+            }
+        }
+    }
+    if let Ok(path) = std::env::var("STEADFAST_BENCH_JSON") {
+        std::fs::write(path, format!("[{}]\n", rows.join(",\n"))).unwrap();
+    }
+    if let Under::Steadfast(client) = &clients[2] {
+        runtime.block_on(client.shutdown());
+    }
+}
