@@ -129,17 +129,25 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
             ));
         }
         several => {
+            // Never echo parts without a key: a forgotten `password=` would print the password.
             return Err(Error::invalid_config(
                 "connection_string",
-                &several.join(","),
-                "several endpoints are not supported by a single-endpoint client",
+                &format!("{} parts without a key", several.len()),
+                "several endpoints are not supported by a single-endpoint client (or a key= is missing)",
             ));
         }
     };
     let (host, port) = match endpoint.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(':') || host.starts_with('[') => {
             port_given = true;
-            let port: u16 = number("connection_string.port", port)?;
+            let port: u16 = port.parse().map_err(|_| {
+                let shown = if port.bytes().all(|b| b.is_ascii_digit()) {
+                    port
+                } else {
+                    "<not a number>"
+                };
+                Error::invalid_config("connection_string.port", shown, "expected 1-65535")
+            })?;
             (host.trim_start_matches('[').trim_end_matches(']'), port)
         }
         _ => (endpoint, 6379),
@@ -257,6 +265,11 @@ mod tests {
         assert!(err.to_string().contains("port"), "{err}");
         let err = parse("a:1,b:2").unwrap_err();
         assert!(err.to_string().contains("several endpoints"), "{err}");
+        let err = parse("cache:99999").unwrap_err();
+        assert!(
+            err.to_string().contains("99999"),
+            "a numeric port is shown: {err}"
+        );
         let err = parse("password=x").unwrap_err();
         assert!(err.to_string().contains("no host"), "{err}");
     }
