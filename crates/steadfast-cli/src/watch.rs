@@ -65,13 +65,7 @@ fn text_ms(d: Option<Duration>) -> String {
 
 /// Runs the watch until Ctrl-C or `--duration`.
 pub(crate) async fn watch(args: WatchArgs) -> ExitCode {
-    let client = match crate::config_for(args.target.as_deref()).and_then(steadfast::Client::new) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Before the client exists, so its first events are recorded too.
     if let Some(address) = args.prometheus {
         let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(address)
@@ -81,8 +75,16 @@ pub(crate) async fn watch(args: WatchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let started_client =
+        crate::config_for(args.target.as_deref()).and_then(steadfast::Client::with_events);
+    let (client, mut events) = match started_client {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rate = args.rate.clamp(1, 10_000);
-    let mut events = client.events();
     let mut pace = tokio::time::interval(Duration::from_secs(1) / rate);
     pace.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut second = tokio::time::interval(Duration::from_secs(1));

@@ -148,6 +148,15 @@ impl Client {
     /// [`ErrorKind::InvalidConfig`] when [`Config::validate`] fails or no tokio runtime is
     /// running. A server that is down is not an error: the client keeps trying and serves commands as soon as it is up.
     pub fn new(config: Config) -> Result<Self, Error> {
+        Self::with_events(config).map(|(client, _)| client)
+    }
+
+    /// [`Client::new`], with a receiver subscribed before anything starts, so not even the first
+    /// [`Event::Connected`] can be missed.
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn with_events(config: Config) -> Result<(Self, broadcast::Receiver<Event>), Error> {
         config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::new(
@@ -156,7 +165,7 @@ impl Client {
             ));
         }
         let config = Arc::new(config);
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (events, first_receiver) = broadcast::channel(EVENT_CAPACITY);
         let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -215,10 +224,11 @@ impl Client {
             );
         }
         health::spawn(Arc::downgrade(&shared), connector, cancel, &tasks);
-        Ok(Self {
+        let client = Self {
             shared,
             is_ambiguous_allowed: false,
-        })
+        };
+        Ok((client, first_receiver))
     }
 
     /// Starts a client for a `redis://` URL with every other setting at its default.

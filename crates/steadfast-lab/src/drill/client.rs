@@ -42,7 +42,10 @@ impl ClientKind {
 
 /// One client instance under test.
 pub(crate) enum UnderTest {
-    Steadfast(steadfast::Client),
+    Steadfast(
+        steadfast::Client,
+        std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<steadfast::Event>>>,
+    ),
     Multiplexed {
         url: String,
         connection: Mutex<Option<MultiplexedConnection>>,
@@ -64,7 +67,9 @@ impl UnderTest {
                 if is_azure {
                     config.maintenance.azure_events = steadfast::AzureEvents::On;
                 }
-                Self::Steadfast(steadfast::Client::new(config).map_err(|e| e.to_string())?)
+                let (client, events) =
+                    steadfast::Client::with_events(config).map_err(|e| e.to_string())?;
+                Self::Steadfast(client, std::sync::Mutex::new(Some(events)))
             }
             ClientKind::RedisRsMultiplexed => Self::Multiplexed {
                 url: url.to_owned(),
@@ -77,10 +82,10 @@ impl UnderTest {
         })
     }
 
-    /// The steadfast client, for its events.
-    pub(crate) fn steadfast(&self) -> Option<&steadfast::Client> {
+    /// The steadfast client's events from before it started (once; `None` for redis-rs).
+    pub(crate) fn take_events(&self) -> Option<tokio::sync::broadcast::Receiver<steadfast::Event>> {
         match self {
-            Self::Steadfast(client) => Some(client),
+            Self::Steadfast(_, events) => events.lock().unwrap_or_else(|e| e.into_inner()).take(),
             _ => None,
         }
     }
@@ -88,7 +93,7 @@ impl UnderTest {
     /// One operation: SET key value, then GET key. Returns the error kind on failure.
     pub(crate) async fn set_get(&self, key: &str, value: u64) -> Result<(), String> {
         match self {
-            Self::Steadfast(client) => {
+            Self::Steadfast(client, _) => {
                 let kind = |e: steadfast::Error| format!("{:?}", e.kind());
                 client
                     .query::<()>(redis::cmd("SET").arg(key).arg(value))
@@ -133,7 +138,7 @@ impl UnderTest {
     }
 
     pub(crate) async fn shutdown(&self) {
-        if let Self::Steadfast(client) = self {
+        if let Self::Steadfast(client, _) = self {
             client.shutdown().await;
         }
     }

@@ -194,13 +194,8 @@ async fn run_scenario(
             let under_test =
                 Arc::new(UnderTest::new(client, &url, is_azure).map_err(LabError::new)?);
             let events = Arc::new(Mutex::new(Vec::new()));
-            if let Some(steadfast) = under_test.steadfast() {
-                record_events(
-                    steadfast.events(),
-                    Arc::clone(&events),
-                    origin,
-                    stop.clone(),
-                );
+            if let Some(receiver) = under_test.take_events() {
+                record_events(receiver, Arc::clone(&events), origin, stop.clone());
             }
             participants.push(Participant {
                 client,
