@@ -60,6 +60,13 @@ pub struct ConnectionString {
 /// # Errors
 /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) naming the key and value.
 pub fn parse(input: &str) -> Result<ConnectionString, Error> {
+    // Found first, so no error below can show a piece of it (a password may hold `,` or `=`).
+    let password = input
+        .split(',')
+        .filter_map(|part| part.trim().split_once('='))
+        .find(|(key, _)| key.trim().eq_ignore_ascii_case("password"))
+        .map(|(_, value)| value.trim().to_owned());
+    let show = |text: &str| shown(text, password.as_deref());
     let mut config = Config::default();
     let mut ignored = Vec::new();
     let mut endpoints = Vec::new();
@@ -75,14 +82,14 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
         match key.to_ascii_lowercase().as_str() {
             "password" => config.endpoint.password = Some(Password::new(value)),
             "user" => config.endpoint.username = Some(value.to_owned()),
-            "ssl" => config.tls.is_enabled = boolean(&field(key), value)?,
+            "ssl" => config.tls.is_enabled = boolean(&field(key), &show(value))?,
             "sslhost" => config.tls.server_name = Some(value.to_owned()),
             "abortconnect" => {
-                boolean(&field(key), value)?;
+                boolean(&field(key), &show(value))?;
             }
-            "connecttimeout" => config.connect.connect_timeout = millis(&field(key), value)?,
-            "synctimeout" => sync_timeout = Some(millis(&field(key), value)?),
-            "asynctimeout" => async_timeout = Some(millis(&field(key), value)?),
+            "connecttimeout" => config.connect.connect_timeout = millis(&field(key), &show(value))?,
+            "synctimeout" => sync_timeout = Some(millis(&field(key), &show(value))?),
+            "asynctimeout" => async_timeout = Some(millis(&field(key), &show(value))?),
             "keepalive" => {
                 let seconds: u64 = number(&field(key), value)?;
                 if seconds == 0 {
@@ -94,7 +101,7 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
                 }
                 config.health.ping_interval = Duration::from_secs(seconds);
             }
-            "defaultdatabase" => config.endpoint.database = number(&field(key), value)?,
+            "defaultdatabase" => config.endpoint.database = number(&field(key), &show(value))?,
             "name" => config.endpoint.client_name = Some(value.to_owned()),
             "protocol" => {
                 config.endpoint.protocol = match value.to_ascii_lowercase().as_str() {
@@ -111,10 +118,20 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
             }
             lower if IGNORED.contains(&lower) => ignored.push(key.to_owned()),
             _ => {
+                // With a password present, an unknown key may be a piece of it (a password
+                // holding `,`): never show it then.
+                let (shown_key, problem) = if password.is_some() {
+                    (
+                        "<not shown>".to_owned(),
+                        "unknown option (not shown because the string holds a password, which may itself contain a comma)",
+                    )
+                } else {
+                    (show(key), "unknown option")
+                };
                 return Err(Error::invalid_config(
                     "connection_string",
-                    key,
-                    "unknown option",
+                    &shown_key,
+                    problem,
                 ));
             }
         }
@@ -172,6 +189,21 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
     }
     config.validate()?;
     Ok(ConnectionString { config, ignored })
+}
+
+/// `text` if it is a plain token that shares nothing with the password, else a placeholder.
+fn shown(text: &str, password: Option<&str>) -> String {
+    let is_plain = text.len() <= 40
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let is_apart =
+        password.is_none_or(|p| p.is_empty() || (!p.contains(text) && !text.contains(p)));
+    if is_plain && is_apart {
+        text.to_owned()
+    } else {
+        "<not shown>".to_owned()
+    }
 }
 
 fn boolean(field: &str, value: &str) -> Result<bool, Error> {
@@ -272,6 +304,17 @@ mod tests {
         );
         let err = parse("password=x").unwrap_err();
         assert!(err.to_string().contains("no host"), "{err}");
+    }
+
+    #[test]
+    fn a_password_with_commas_never_shows_in_an_error() {
+        let err = parse("cache,password=ab,cd=ef").unwrap_err();
+        assert!(!err.to_string().contains("cd"), "{err}");
+        let err = parse("cache,colour=blue").unwrap_err();
+        assert!(
+            err.to_string().contains("colour"),
+            "without a password keys are named: {err}"
+        );
     }
 
     #[test]
