@@ -82,16 +82,18 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
         match key.to_ascii_lowercase().as_str() {
             "password" => config.endpoint.password = Some(Password::new(value)),
             "user" => config.endpoint.username = Some(value.to_owned()),
-            "ssl" => config.tls.is_enabled = boolean(&field(key), &show(value))?,
+            "ssl" => config.tls.is_enabled = boolean(&field(key), value, &show(value))?,
             "sslhost" => config.tls.server_name = Some(value.to_owned()),
             "abortconnect" => {
-                boolean(&field(key), &show(value))?;
+                boolean(&field(key), value, &show(value))?;
             }
-            "connecttimeout" => config.connect.connect_timeout = millis(&field(key), &show(value))?,
-            "synctimeout" => sync_timeout = Some(millis(&field(key), &show(value))?),
-            "asynctimeout" => async_timeout = Some(millis(&field(key), &show(value))?),
+            "connecttimeout" => {
+                config.connect.connect_timeout = millis(&field(key), value, &show(value))?
+            }
+            "synctimeout" => sync_timeout = Some(millis(&field(key), value, &show(value))?),
+            "asynctimeout" => async_timeout = Some(millis(&field(key), value, &show(value))?),
             "keepalive" => {
-                let seconds: u64 = number(&field(key), value)?;
+                let seconds: u64 = number(&field(key), value, &show(value))?;
                 if seconds == 0 {
                     return Err(Error::invalid_config(
                         &field(key),
@@ -101,7 +103,9 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
                 }
                 config.health.ping_interval = Duration::from_secs(seconds);
             }
-            "defaultdatabase" => config.endpoint.database = number(&field(key), &show(value))?,
+            "defaultdatabase" => {
+                config.endpoint.database = number(&field(key), value, &show(value))?
+            }
             "name" => config.endpoint.client_name = Some(value.to_owned()),
             "protocol" => {
                 config.endpoint.protocol = match value.to_ascii_lowercase().as_str() {
@@ -110,7 +114,7 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
                     _ => {
                         return Err(Error::invalid_config(
                             &field(key),
-                            value,
+                            &show(value),
                             "expected resp2 or resp3",
                         ));
                     }
@@ -206,30 +210,31 @@ fn shown(text: &str, password: Option<&str>) -> String {
     }
 }
 
-fn boolean(field: &str, value: &str) -> Result<bool, Error> {
+/// `value` as a boolean; errors show `shown` (the value, or a placeholder for secrets).
+fn boolean(field: &str, value: &str, shown: &str) -> Result<bool, Error> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" => Ok(true),
         "false" | "no" | "0" => Ok(false),
         _ => Err(Error::invalid_config(
             field,
-            value,
+            shown,
             "expected true or false",
         )),
     }
 }
 
-fn number<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Error> {
+fn number<T: std::str::FromStr>(field: &str, value: &str, shown: &str) -> Result<T, Error> {
     value
         .parse()
-        .map_err(|_| Error::invalid_config(field, value, "expected a number"))
+        .map_err(|_| Error::invalid_config(field, shown, "expected a number"))
 }
 
-fn millis(field: &str, value: &str) -> Result<Duration, Error> {
-    let ms: u64 = number(field, value)?;
+fn millis(field: &str, value: &str, shown: &str) -> Result<Duration, Error> {
+    let ms: u64 = number(field, value, shown)?;
     if ms == 0 {
         return Err(Error::invalid_config(
             field,
-            value,
+            shown,
             "must be greater than zero",
         ));
     }
