@@ -60,13 +60,17 @@ pub struct ConnectionString {
 /// # Errors
 /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) naming the key and value.
 pub fn parse(input: &str) -> Result<ConnectionString, Error> {
-    // Found first, so no error below can show a piece of it (a password may hold `,` or `=`).
-    let password = input
+    // Found first, so no error below can show a piece of one (a password may hold `,` or `=`,
+    // and a string may carry several `password=` parts).
+    let passwords: Vec<String> = input
         .split(',')
         .filter_map(|part| part.trim().split_once('='))
-        .find(|(key, _)| key.trim().eq_ignore_ascii_case("password"))
-        .map(|(_, value)| value.trim().to_owned());
-    let show = |text: &str| shown(text, password.as_deref());
+        .filter(|(key, _)| key.trim().eq_ignore_ascii_case("password"))
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+        .collect();
+    let has_password = input.to_ascii_lowercase().contains("password");
+    let show = |text: &str| shown(text, &passwords);
     let mut config = Config::default();
     let mut ignored = Vec::new();
     let mut endpoints = Vec::new();
@@ -124,7 +128,7 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
             _ => {
                 // With a password present, an unknown key may be a piece of it (a password
                 // holding `,`): never show it then.
-                let (shown_key, problem) = if password.is_some() {
+                let (shown_key, problem) = if has_password {
                     (
                         "<not shown>".to_owned(),
                         "unknown option (not shown because the string holds a password, which may itself contain a comma)",
@@ -195,14 +199,15 @@ pub fn parse(input: &str) -> Result<ConnectionString, Error> {
     Ok(ConnectionString { config, ignored })
 }
 
-/// `text` if it is a plain token that shares nothing with the password, else a placeholder.
-fn shown(text: &str, password: Option<&str>) -> String {
+/// `text` if it is a plain token that shares nothing with any password, else a placeholder.
+fn shown(text: &str, passwords: &[String]) -> String {
     let is_plain = text.len() <= 40
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    let is_apart =
-        password.is_none_or(|p| p.is_empty() || (!p.contains(text) && !text.contains(p)));
+    let is_apart = passwords
+        .iter()
+        .all(|p| !p.contains(text) && !text.contains(p.as_str()));
     if is_plain && is_apart {
         text.to_owned()
     } else {
