@@ -82,28 +82,9 @@ pub(super) fn parse_with_settings(
     }
     for (key, value) in url.query_pairs() {
         match key.as_ref() {
-            "protocol" => {
-                endpoint.protocol = match value.as_ref() {
-                    "resp2" | "2" => Protocol::Resp2,
-                    "resp3" | "3" => Protocol::Resp3,
-                    other => {
-                        return Err(Error::invalid_config(
-                            "url.protocol",
-                            other,
-                            "expected resp2 or resp3",
-                        ));
-                    }
-                }
+            "protocol" | "client_name" | "connect_timeout" | "command_timeout" => {
+                shared_query(&key, &value, &mut endpoint, &mut settings)?;
             }
-            "client_name" => endpoint.client_name = Some(value.into_owned()),
-            "connect_timeout" => settings.push(Setting::ConnectTimeout(duration(
-                "url.connect_timeout",
-                &value,
-            )?)),
-            "command_timeout" => settings.push(Setting::CommandTimeout(duration(
-                "url.command_timeout",
-                &value,
-            )?)),
             "tls_server_name" => settings.push(Setting::TlsServerName(value.into_owned())),
             "tls_ca_file" => settings.push(Setting::TlsCaFile(value.into_owned().into())),
             "tls_insecure" => settings.push(Setting::TlsInsecure(match value.as_ref() {
@@ -158,28 +139,9 @@ fn parse_unix(url: &url::Url) -> Result<(EndpointConfig, bool, Vec<Setting>), Er
                     .parse()
                     .map_err(|_| Error::invalid_config("url.db", &value, "expected a number"))?;
             }
-            "client_name" => endpoint.client_name = Some(value.into_owned()),
-            "protocol" => {
-                endpoint.protocol = match value.as_ref() {
-                    "resp2" | "2" => Protocol::Resp2,
-                    "resp3" | "3" => Protocol::Resp3,
-                    other => {
-                        return Err(Error::invalid_config(
-                            "url.protocol",
-                            other,
-                            "expected resp2 or resp3",
-                        ));
-                    }
-                }
+            "protocol" | "client_name" | "connect_timeout" | "command_timeout" => {
+                shared_query(&key, &value, &mut endpoint, &mut settings)?;
             }
-            "command_timeout" => settings.push(Setting::CommandTimeout(duration(
-                "url.command_timeout",
-                &value,
-            )?)),
-            "connect_timeout" => settings.push(Setting::ConnectTimeout(duration(
-                "url.connect_timeout",
-                &value,
-            )?)),
             other => {
                 return Err(Error::invalid_config(
                     "url.query",
@@ -190,6 +152,51 @@ fn parse_unix(url: &url::Url) -> Result<(EndpointConfig, bool, Vec<Setting>), Er
         }
     }
     Ok((endpoint, false, settings))
+}
+
+/// The query keys `redis://` and `unix://` share.
+fn shared_query(
+    key: &str,
+    value: &str,
+    endpoint: &mut EndpointConfig,
+    settings: &mut Vec<Setting>,
+) -> Result<(), Error> {
+    match key {
+        "protocol" => {
+            endpoint.protocol = match value {
+                "resp2" | "2" => Protocol::Resp2,
+                "resp3" | "3" => Protocol::Resp3,
+                other => {
+                    return Err(Error::invalid_config(
+                        "url.protocol",
+                        other,
+                        "expected resp2 or resp3",
+                    ));
+                }
+            }
+        }
+        "client_name" => endpoint.client_name = Some(value.to_owned()),
+        "connect_timeout" => {
+            settings.push(Setting::ConnectTimeout(duration(
+                "url.connect_timeout",
+                value,
+            )?));
+        }
+        "command_timeout" => {
+            settings.push(Setting::CommandTimeout(duration(
+                "url.command_timeout",
+                value,
+            )?));
+        }
+        other => {
+            return Err(Error::invalid_config(
+                "url.query",
+                other,
+                "unknown parameter",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `250ms`, `5s`, `2m`: a number and a unit; zero is refused.
