@@ -26,8 +26,11 @@ use crate::maintenance;
 use crate::supervisor::force::ForcePolicy;
 use crate::supervisor::{self, Reporter, Slot};
 
-const EVENT_CAPACITY: usize = 1024;
-const PUSH_CAPACITY: usize = 1024;
+/// Events a slow receiver may fall behind by before it is told it lagged. Events are rare (a
+/// handful per failover), and a broadcast channel allocates every slot up front, per client.
+const EVENT_CAPACITY: usize = 128;
+/// Push frames a slow receiver may fall behind by (same trade-off).
+const PUSH_CAPACITY: usize = 128;
 
 /// What every clone of a client shares. Background tasks hold it weakly.
 pub(crate) struct Shared {

@@ -1,0 +1,125 @@
+//! Footprint of idle clients: memory per client (RSS growth over `STEADFAST_FOOTPRINT_CLIENTS`
+//! clients, default 1,000) and the CPU their heartbeats and health checks use while idle for
+//! `STEADFAST_FOOTPRINT_SECONDS` (default 60).
+//!
+//! Run: `ulimit -n 65536; cargo bench -p steadfast --bench footprint` (one socket per client;
+//! needs `redis-server` on PATH, started by the bench on a private loopback address).
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Resident memory of this process, bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// CPU time (user + system) this process has used, in clock ticks of 1/100 s.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let clients = env_number("STEADFAST_FOOTPRINT_CLIENTS", 1_000) as usize;
+    let idle = Duration::from_secs(env_number("STEADFAST_FOOTPRINT_SECONDS", 60));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ip = format!(
+        "127.253.{}.{}",
+        (std::process::id() / 250) % 250,
+        std::process::id() % 250 + 2
+    );
+    let _server = Server(
+        Command::new("redis-server")
+            .args([
+                "--bind",
+                &ip,
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--maxclients",
+                "20000",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH"),
+    );
+    let url = format!("redis://{ip}:6379");
+    runtime.block_on(async {
+        let probe = redis::Client::open(url.as_str()).unwrap();
+        while probe.get_multiplexed_async_connection().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Warm the allocator and the runtime with one client first, so the growth is per client.
+        let warm = steadfast::Client::open(&url).unwrap();
+        warm.wait_connected(Duration::from_secs(5)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss();
+        let mut all = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            all.push(steadfast::Client::open(&url).unwrap());
+        }
+        for client in &all {
+            client
+                .wait_connected(Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = rss();
+        let cpu_before = cpu_ticks();
+        tokio::time::sleep(idle).await;
+        let cpu_used = Duration::from_millis((cpu_ticks() - cpu_before) * 10);
+        let per_client = (after.saturating_sub(before)) / clients as u64;
+        println!("clients                      {clients}");
+        println!(
+            "RSS before / after           {} KiB / {} KiB",
+            before / 1024,
+            after / 1024
+        );
+        println!(
+            "memory per idle client       {:.1} KiB",
+            per_client as f64 / 1024.0
+        );
+        println!(
+            "CPU over {:?} idle           {:?} = {:.2} % of one core",
+            idle,
+            cpu_used,
+            cpu_used.as_secs_f64() / idle.as_secs_f64() * 100.0
+        );
+        for client in &all {
+            client.shutdown().await;
+        }
+        warm.shutdown().await;
+    });
+}
