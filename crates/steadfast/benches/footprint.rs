@@ -2,22 +2,15 @@
 //! clients, default 1,000) and the CPU their heartbeats and health checks use while idle for
 //! `STEADFAST_FOOTPRINT_SECONDS` (default 60).
 //!
-//! Run: `ulimit -n 65536; cargo bench -p steadfast --bench footprint` (one socket per client;
-//! needs `redis-server` on PATH, started by the bench on a private loopback address).
+//! Run: `cargo bench -p steadfast --bench footprint` (one socket per client: the open-file limit
+//! must exceed the client count; needs `redis-server` on PATH, started by the bench on a private
+//! loopback address).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::Duration;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Resident memory of this process, bytes.
 fn rss() -> u64 {
@@ -53,33 +46,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let ip = format!(
-        "127.253.{}.{}",
-        (std::process::id() / 250) % 250,
-        std::process::id() % 250 + 2
-    );
-    let _server = Server(
-        Command::new("redis-server")
-            .args([
-                "--bind",
-                &ip,
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--maxclients",
-                "20000",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH"),
-    );
-    let url = format!("redis://{ip}:6379");
+    let server = support::Server::start(&runtime, 253, &["--maxclients", "20000"]);
+    let url = server.url.clone();
     runtime.block_on(async {
-        let probe = redis::Client::open(url.as_str()).unwrap();
-        while probe.get_multiplexed_async_connection().await.is_err() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         // Warm the allocator and the runtime with one client first, so the growth is per client.
         let warm = steadfast::Client::open(&url).unwrap();
         warm.wait_connected(Duration::from_secs(5)).await.unwrap();

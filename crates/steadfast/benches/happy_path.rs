@@ -6,56 +6,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::future::join_all;
 use redis::aio::ConnectionLike;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(rt: &tokio::runtime::Runtime) -> (Server, String) {
-    let ip = format!(
-        "127.251.{}.{}",
-        (std::process::id() / 250) % 250,
-        std::process::id() % 250 + 2
-    );
-    let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            &ip,
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH");
-    let url = format!("redis://{ip}:6379");
-    let client = redis::Client::open(url.as_str()).unwrap();
-    rt.block_on(async {
-        for _ in 0..500 {
-            if client.get_multiplexed_async_connection().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start");
-    });
-    (Server(child), url)
-}
 
 async fn get<C: ConnectionLike>(con: &mut C) {
     let _: Option<String> = redis::cmd("GET")
@@ -79,7 +36,8 @@ fn happy_path(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (_server, url) = start_server(&rt);
+    let server = support::Server::start(&rt, 251, &[]);
+    let url = server.url.clone();
     let (raw, steadfast) = rt.block_on(async {
         let raw = redis::Client::open(url.as_str())
             .unwrap()

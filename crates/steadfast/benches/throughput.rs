@@ -13,21 +13,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use tokio::time::Instant;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Clone)]
 enum Under {
@@ -147,36 +139,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let ip = format!(
-        "127.252.{}.{}",
-        (std::process::id() / 250) % 250,
-        std::process::id() % 250 + 2
-    );
-    let _server = Server(
-        Command::new("redis-server")
-            .args([
-                "--bind",
-                &ip,
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH"),
-    );
-    let url = format!("redis://{ip}:6379");
+    let server = support::Server::start(&runtime, 252, &[]);
+    let url = server.url.clone();
     let clients = runtime.block_on(async {
         let client = redis::Client::open(url.as_str()).unwrap();
-        let raw = loop {
-            match client.get_multiplexed_async_connection().await {
-                Ok(raw) => break raw,
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        };
+        let raw = client.get_multiplexed_async_connection().await.unwrap();
         let manager = ConnectionManager::new(client).await.unwrap();
         let steadfast = steadfast::Client::open(&url).unwrap();
         steadfast
