@@ -19,8 +19,19 @@ fn namespaces_of(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// Live redis-server processes serving the lab's first server address, wherever they are (a
+/// killed process waiting to be reaped has no command line and is not counted).
+fn lab_servers() -> usize {
+    let output = Command::new("pgrep")
+        .args(["-f", "redis-server 10.213.0.10:6379"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
 #[tokio::test]
 async fn cleanup_removes_what_a_killed_drill_left_behind() {
+    let servers_before = lab_servers();
     let svg_dir =
         std::env::temp_dir().join(format!("steadfast-cleanup-test-{}", std::process::id()));
     let mut drill = Command::new(env!("CARGO_BIN_EXE_steadfast"))
@@ -61,6 +72,10 @@ async fn cleanup_removes_what_a_killed_drill_left_behind() {
         namespaces_of(pid).is_empty(),
         "left: {:?}",
         namespaces_of(pid)
+    );
+    assert!(
+        lab_servers() <= servers_before,
+        "a live redis-server of the killed drill survived its namespace"
     );
     assert!(
         !std::path::Path::new(&format!("/etc/netns/sf{pid}-client")).exists(),

@@ -275,16 +275,31 @@ pub fn can_create_namespaces() -> bool {
 /// When `ip netns list` cannot run.
 pub fn cleanup_leftovers() -> Result<Vec<String>, LabError> {
     let listing = run("ip", &["netns", "list"])?;
+    let mut orphans: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| is_orphan(name))
+        .map(str::to_owned)
+        .collect();
+    // The run's own process lives in its client namespace and may still be starting servers:
+    // stop it first, then everything else twice (catching what it started meanwhile), then
+    // delete, so no process is left in a namespace that no longer has a name.
+    orphans.sort_by_key(|name| !name.ends_with("-client"));
+    for name in orphans.iter().chain(orphans.iter()) {
+        kill_all_in(name);
+    }
+    // Namespaces made by a run's inner process live in its own mount namespace, where this one
+    // cannot see them (`ip netns pids` finds nothing): find the run's servers by what points at
+    // the run instead, their working directory or arguments (`/tmp/sf<pid>-...`).
+    let prefixes: Vec<String> = orphans
+        .iter()
+        .filter_map(|name| name.split_once('-').map(|(prefix, _)| format!("{prefix}-")))
+        .collect();
+    kill_processes_of(&prefixes);
     let mut removed = Vec::new();
-    for line in String::from_utf8_lossy(&listing.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        if is_orphan(name) {
-            kill_all_in(name);
-            let _ = run("ip", &["netns", "del", name]);
-            removed.push(name.to_owned());
-        }
+    for name in orphans {
+        let _ = run("ip", &["netns", "del", &name]);
+        removed.push(name);
     }
     for dir in [std::path::PathBuf::from("/etc/netns"), std::env::temp_dir()] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -312,6 +327,40 @@ pub fn remove_prefixed(prefix: &str) {
         {
             kill_all_in(name);
             let _ = run("ip", &["netns", "del", name]);
+        }
+    }
+}
+
+/// Kills every process whose working directory or command line names one of `prefixes`.
+fn kill_processes_of(prefixes: &[String]) {
+    if prefixes.is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        // `sf<pid>-` after a `/` or a `-` (`/tmp/sf<inner>-sf<outer>-0-s0`), never inside a
+        // longer pid.
+        let names_run = |prefix: &String| {
+            [&cwd, &cmdline].iter().any(|text| {
+                text.match_indices(prefix.as_str())
+                    .any(|(at, _)| matches!(text[..at].chars().last(), Some('/' | '-')))
+            })
+        };
+        if prefixes.iter().any(names_run) {
+            let _ = run("kill", &["-CONT", &pid]);
+            let _ = run("kill", &["-KILL", &pid]);
         }
     }
 }
