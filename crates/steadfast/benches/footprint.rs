@@ -31,16 +31,9 @@ fn cpu_ticks() -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let clients = env_number("STEADFAST_FOOTPRINT_CLIENTS", 1_000) as usize;
-    let idle = Duration::from_secs(env_number("STEADFAST_FOOTPRINT_SECONDS", 60));
+    let clients = support::env_number("STEADFAST_FOOTPRINT_CLIENTS", 1_000) as usize;
+    let idle = Duration::from_secs(support::env_number("STEADFAST_FOOTPRINT_SECONDS", 60));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -124,16 +124,9 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let seconds = Duration::from_secs(env_number("STEADFAST_BENCH_SECONDS", 2));
-    let rounds = env_number("STEADFAST_BENCH_ROUNDS", 5) as usize;
+    let seconds = Duration::from_secs(support::env_number("STEADFAST_BENCH_SECONDS", 2));
+    let rounds = support::env_number("STEADFAST_BENCH_ROUNDS", 5) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

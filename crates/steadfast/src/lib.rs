@@ -61,6 +61,8 @@ pub mod health;
 pub mod maintenance;
 pub mod metrics;
 
+#[doc(hidden)]
+pub mod bench_api;
 mod client;
 mod command;
 mod error;

@@ -1,11 +1,15 @@
-//! Shared by the benches. A redis-server for one benchmark run: on a private loopback address (no port race), killed on
-//! drop.
+//! Shared by the benches. A redis-server for one benchmark run: on a private loopback address (no
+//! port race), killed on drop.
+
+#![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub(crate) struct Server {
     child: Child,
+    ip: String,
+    extra: Vec<String>,
     /// `redis://<address>:6379`.
     pub(crate) url: String,
 }
@@ -16,43 +20,74 @@ impl Server {
     pub(crate) fn start(runtime: &tokio::runtime::Runtime, octet: u8, extra: &[&str]) -> Self {
         let pid = std::process::id();
         let ip = format!("127.{octet}.{}.{}", (pid / 250) % 250, pid % 250 + 2);
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                &ip,
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = spawn(&ip, &extra);
         let server = Self {
             child,
             url: format!("redis://{ip}:6379"),
+            ip,
+            extra,
         };
-        let client = redis::Client::open(server.url.as_str()).unwrap();
+        server.wait_ready(runtime);
+        server
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed server again on the same address, with the same arguments, and waits
+    /// until it accepts a connection.
+    pub(crate) fn start_again(&mut self, runtime: &tokio::runtime::Runtime) {
+        self.child = spawn(&self.ip, &self.extra);
+        self.wait_ready(runtime);
+    }
+
+    fn wait_ready(&self, runtime: &tokio::runtime::Runtime) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
         runtime.block_on(async {
-            for _ in 0..500 {
+            for _ in 0..1_000 {
                 if client.get_multiplexed_async_connection().await.is_ok() {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            panic!("redis-server at {} did not start within 5 s", server.url);
+            panic!("redis-server at {} did not start within 5 s", self.url);
         });
-        server
     }
+}
+
+fn spawn(ip: &str, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--bind",
+            ip,
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH")
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// Reads a number from the environment, or `default`.
+pub(crate) fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

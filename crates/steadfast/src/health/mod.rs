@@ -31,7 +31,7 @@
 //! second opinion from a fresh connection may condemn a link. A server blocked by a slow command
 //! cannot answer the probe's handshake either, which keeps the verdict at `Unknown`.
 
-mod probe;
+pub(crate) mod probe;
 
 use std::sync::Weak;
 use std::time::Duration;

@@ -92,7 +92,7 @@ async fn ask_server(fresh: &Link, old: &Link, config: &Config) -> Verdict {
 }
 
 /// Reads the server's line about our old connection.
-fn judge_listing(listing: &str, stalled_for: Duration) -> Verdict {
+pub(crate) fn judge_listing(listing: &str, stalled_for: Duration) -> Verdict {
     let Some(line) = listing.lines().find(|l| !l.trim().is_empty()) else {
         return Verdict::Dead("the server no longer knows our connection".into());
     };

@@ -11,7 +11,7 @@
 //! - A dial that reaches a replica while the endpoint should be a primary counts as a failed
 //!   attempt (the name has not moved yet): the supervisor backs off and resolves again.
 
-mod backoff;
+pub(crate) mod backoff;
 pub(crate) mod force;
 mod machine;
 
