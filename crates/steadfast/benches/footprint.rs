@@ -12,17 +12,6 @@ mod support;
 
 use std::time::Duration;
 
-/// Resident memory of this process, bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
 /// CPU time (user + system) this process has used, in clock ticks of 1/100 s.
 fn cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -43,13 +32,17 @@ fn main() {
     let url = server.url.clone();
     runtime.block_on(async {
         // Warm the allocator and the runtime with one client first, so the growth is per client.
-        let warm = steadfast::Client::open(&url).unwrap();
+        let mut config = steadfast::Config::from_url(&url).unwrap();
+        if let Ok(ms) = std::env::var("STEADFAST_FOOTPRINT_PING_MS") {
+            config.health.ping_interval = Duration::from_millis(ms.parse().unwrap());
+        }
+        let warm = steadfast::Client::new(config.clone()).unwrap();
         warm.wait_connected(Duration::from_secs(5)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = rss();
+        let before = support::rss();
         let mut all = Vec::with_capacity(clients);
         for _ in 0..clients {
-            all.push(steadfast::Client::open(&url).unwrap());
+            all.push(steadfast::Client::new(config.clone()).unwrap());
         }
         for client in &all {
             client
@@ -58,7 +51,7 @@ fn main() {
                 .unwrap();
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = rss();
+        let after = support::rss();
         let cpu_before = cpu_ticks();
         tokio::time::sleep(idle).await;
         let cpu_used = Duration::from_millis((cpu_ticks() - cpu_before) * 10);

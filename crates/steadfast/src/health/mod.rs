@@ -85,6 +85,12 @@ async fn run(
     // is measured from the first command in flight, not from the look, so a command that starts
     // while the monitor sleeps is still judged within read_stall of being sent (plus one tick).
     let mut next_look = Instant::now() + tick;
+    let sleep = tokio::time::sleep_until(next_look);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(sleep, cancelled);
+    // The heartbeat PING in flight, driven here: no task and no timer per PING, so 1,000 idle
+    // clients cost little. It counts as in flight, so the watchdog judges it like any command.
+    let mut ping: Option<Heartbeat> = None;
     let mut watched: u64 = 0;
     let mut probe: Option<tokio::task::JoinHandle<Verdict>> = None;
     let mut name_check: Option<tokio::task::JoinHandle<Option<String>>> = None;
@@ -92,8 +98,12 @@ async fn run(
     let mut next_probe_at = Instant::now();
     loop {
         let verdict = tokio::select! {
-            () = cancel.cancelled() => break,
-            () = tokio::time::sleep_until(next_look) => None,
+            () = &mut cancelled => break,
+            () = &mut sleep => None,
+            () = async { ping.as_mut().expect("guarded").reply.as_mut().await }, if ping.is_some() => {
+                ping = None;
+                None
+            }
             joined = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
                 probe = None;
                 joined.ok()
@@ -108,15 +118,26 @@ async fn run(
         };
         let now = Instant::now();
         next_look = now + tick;
+        sleep.as_mut().reset(next_look);
         let Some(link) = shared.slot.borrow().link.clone() else {
+            ping = None;
             continue;
         };
+        if ping
+            .as_ref()
+            .is_some_and(|p| p.generation != link.generation || now >= p.deadline)
+        {
+            // The link was replaced, or the PING outlived a command's deadline: give it up
+            // (the watchdog has judged the stall meanwhile).
+            ping = None;
+        }
         if link.activity.in_flight() == 0 && probe.is_none() && name_check.is_none() {
             // Idle: nothing can stall; wake when the heartbeat is due (or a tick, if sooner).
             // Never longer than read_stall: a command may start while the monitor sleeps.
             let due =
                 (link.activity.last_traffic() + health.ping_interval).min(now + health.read_stall);
             next_look = due.max(now + tick);
+            sleep.as_mut().reset(next_look);
         }
         if link.generation != watched {
             watched = link.generation;
@@ -186,8 +207,8 @@ async fn run(
             let is_idle = link.activity.in_flight() == 0
                 && now.saturating_duration_since(link.activity.last_traffic())
                     >= health.ping_interval;
-            if is_idle {
-                heartbeat(&link, &config, &cancel, &tasks);
+            if is_idle && ping.is_none() {
+                ping = Some(Heartbeat::send(&link, now + config.command.deadline));
             }
         }
     }
@@ -199,27 +220,28 @@ async fn run(
     }
 }
 
-/// Sends a PING on an idle link; it counts as in flight, so the watchdog judges it.
-fn heartbeat(
-    link: &std::sync::Arc<crate::connect::Link>,
-    config: &crate::config::Config,
-    cancel: &CancellationToken,
-    tasks: &tokio_util::task::TaskTracker,
-) {
-    let in_flight = link.activity.begin();
-    let mut connection = link.connection.clone();
-    let cancel = cancel.clone();
-    let bound = config.command.deadline;
-    tasks.spawn(async move {
-        let ping = redis::cmd("PING");
-        tokio::select! {
-            reply = tokio::time::timeout(bound, connection.send_packed_command(&ping)) => {
-                if !matches!(reply, Ok(Ok(Value::SimpleString(_) | Value::Okay))) {
-                    debug!(?reply, "heartbeat PING failed");
-                }
+/// A PING on an idle link. It counts as in flight until its reply, so the watchdog judges it.
+struct Heartbeat {
+    generation: u64,
+    deadline: Instant,
+    reply: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Heartbeat {
+    fn send(link: &std::sync::Arc<crate::connect::Link>, deadline: Instant) -> Self {
+        let in_flight = link.activity.begin();
+        let mut connection = link.connection.clone();
+        let reply = Box::pin(async move {
+            let reply = connection.send_packed_command(&redis::cmd("PING")).await;
+            if !matches!(reply, Ok(Value::SimpleString(_) | Value::Okay)) {
+                debug!(?reply, "heartbeat PING failed");
             }
-            () = cancel.cancelled() => {}
+            drop(in_flight);
+        });
+        Self {
+            generation: link.generation,
+            deadline,
+            reply,
         }
-        drop(in_flight);
-    });
+    }
 }
