@@ -42,7 +42,10 @@ fn main() {
             for k in 0..KINDS.len() {
                 let kind = (k + round) % KINDS.len();
                 let output = Command::new(&exe)
-                    .env("STEADFAST_GROWTH_ONE", format!("{kind}:{count}:{}", server.url))
+                    .env(
+                        "STEADFAST_GROWTH_ONE",
+                        format!("{kind}:{count}:{}", server.url),
+                    )
                     .output()
                     .unwrap();
                 let text = String::from_utf8_lossy(&output.stdout);
@@ -125,7 +128,10 @@ fn measure_one(spec: &str) {
                 all.push(steadfast::Client::open(&url).unwrap());
             }
             for client in &all {
-                client.wait_connected(Duration::from_secs(30)).await.unwrap();
+                client
+                    .wait_connected(Duration::from_secs(30))
+                    .await
+                    .unwrap();
             }
             let after = support::rss();
             let ops = load(all.clone(), seconds).await;

@@ -7,8 +7,10 @@
 //!   `health.read_stall` (1 s) becomes *suspect*: a [`HeartbeatMissed`](crate::Event::HeartbeatMissed)
 //!   event, the endpoint's name is resolved again on every tick (100 ms) while it stays suspect,
 //!   and a probe (below) runs. Suspicion alone never drops a link. An idle link is looked at only
-//!   when its heartbeat is due (at most every `read_stall`), a busy one every tick: 1,000 idle
-//!   clients cost about 2 % of one core, most of it the heartbeat PINGs.
+//!   when its heartbeat is due, a busy one when it could first become suspect (`read_stall`
+//!   after its last read), both at least every `read_stall`; a suspect one every tick. The PING
+//!   is sent and awaited by the monitor itself, no task per PING: 1,000 idle clients cost about
+//!   3 % of one core of this 2-core VM, almost all of it the PING round trips (BENCHMARKS.md).
 //! - **Probe: the verdict.** A fresh connection, dialled in this task (never in a caller's path,
 //!   one at a time, backed off from `read_stall` doubling to 30 s while the link stays stalled),
 //!   answers:
@@ -81,9 +83,10 @@ async fn run(
     };
     let health = config.health.clone();
     let tick = (health.ping_interval.min(health.read_stall) / 10).max(Duration::from_millis(20));
-    // Busy links are looked at every tick; idle ones only when their heartbeat is due. A stall
-    // is measured from the first command in flight, not from the look, so a command that starts
-    // while the monitor sleeps is still judged within read_stall of being sent (plus one tick).
+    // Suspect links are looked at every tick, busy ones when they could first become suspect,
+    // idle ones when their heartbeat is due. A stall is measured from the first command in
+    // flight, not from the look, so a command that starts while the monitor sleeps is still
+    // judged within read_stall of being sent (plus one tick).
     let mut next_look = Instant::now() + tick;
     let sleep = tokio::time::sleep_until(next_look);
     let cancelled = cancel.cancelled();
@@ -131,12 +134,20 @@ async fn run(
             // (the watchdog has judged the stall meanwhile).
             ping = None;
         }
-        if link.activity.in_flight() == 0 && probe.is_none() && name_check.is_none() {
-            // Idle: nothing can stall; wake when the heartbeat is due (or a tick, if sooner).
-            // Never longer than read_stall: a command may start while the monitor sleeps.
-            let due =
-                (link.activity.last_traffic() + health.ping_interval).min(now + health.read_stall);
-            next_look = due.max(now + tick);
+        if probe.is_none() && name_check.is_none() {
+            let due = if link.activity.in_flight() == 0 {
+                // Idle: nothing can stall; wake when the heartbeat is due.
+                link.activity.last_traffic() + health.ping_interval
+            } else {
+                // Busy: it can first become suspect read_stall after its last progress.
+                now + shared
+                    .read_stall()
+                    .saturating_sub(link.activity.stalled_for(now))
+            };
+            // Never longer than read_stall: a command may start, or a relaxed threshold end,
+            // while the monitor sleeps. Never sooner than a tick: a suspect link is looked at
+            // every tick.
+            next_look = due.min(now + health.read_stall).max(now + tick);
             sleep.as_mut().reset(next_look);
         }
         if link.generation != watched {
