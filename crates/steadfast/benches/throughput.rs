@@ -2,9 +2,11 @@
 //! `MultiplexedConnection` and `ConnectionManager`, one local redis-server, one process.
 //!
 //! For each operation (GET and SET of 100-byte values, and pipelines of 100 GETs) and each
-//! concurrency (1, 16, 256 tasks), every client runs for `STEADFAST_BENCH_SECONDS` (default 2 s),
-//! in rotating order, `STEADFAST_BENCH_ROUNDS` times (default 5); the table gives the median of
-//! the rounds for throughput and p50 / p99 latency, and each as a ratio to raw redis-rs.
+//! concurrency (1, 16, 256 tasks), the clients take turns in short slices of
+//! `STEADFAST_BENCH_MILLIS` (default 250 ms; or `STEADFAST_BENCH_SECONDS`), in rotating order,
+//! `STEADFAST_BENCH_ROUNDS` times (default 20), so every client sees the machine in the same
+//! states. Throughput is the median over the slices; p50 / p99 are taken over every latency of
+//! every slice pooled; each is also given as a ratio to raw redis-rs.
 //!
 //! Run: `cargo bench -p steadfast --bench throughput` (needs `redis-server` on PATH; it starts its
 //! own on a private loopback address). `STEADFAST_BENCH_JSON=FILE` also writes the rows as JSON;
@@ -78,10 +80,10 @@ async fn once<C: ConnectionLike>(con: &mut C, op: Op, key: &str, value: &[u8]) {
     }
 }
 
+/// One slice of one client: its rate, and every latency it saw.
 struct Sample {
     per_second: f64,
-    p50: Duration,
-    p99: Duration,
+    latencies: Vec<Duration>,
 }
 
 async fn run(under: &Under, op: Op, tasks: usize, seconds: Duration) -> Sample {
@@ -110,13 +112,15 @@ async fn run(under: &Under, op: Op, tasks: usize, seconds: Duration) -> Sample {
     for worker in workers {
         all.extend(worker.await.unwrap());
     }
-    all.sort_unstable();
-    let at = |p: f64| all[((all.len() - 1) as f64 * p) as usize];
     Sample {
         per_second: all.len() as f64 / seconds.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
+        latencies: all,
     }
+}
+
+/// The `p` quantile of latencies pooled from every slice, in microseconds.
+fn quantile_us(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -125,8 +129,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let seconds = Duration::from_secs(support::env_number("STEADFAST_BENCH_SECONDS", 2));
-    let rounds = support::env_number("STEADFAST_BENCH_ROUNDS", 5) as usize;
+    let seconds = match std::env::var("STEADFAST_BENCH_SECONDS") {
+        Ok(_) => Duration::from_secs(support::env_number("STEADFAST_BENCH_SECONDS", 2)),
+        Err(_) => Duration::from_millis(support::env_number("STEADFAST_BENCH_MILLIS", 250)),
+    };
+    let rounds = support::env_number("STEADFAST_BENCH_ROUNDS", 20) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -182,8 +189,7 @@ fn main() {
                     {
                         samples[index].push(Sample {
                             per_second: 1.0,
-                            p50: Duration::from_micros(1),
-                            p99: Duration::from_micros(1),
+                            latencies: vec![Duration::from_micros(1)],
                         });
                         continue;
                     }
@@ -192,13 +198,13 @@ fn main() {
                 }
             }
             let medians: Vec<(f64, f64, f64)> = samples
-                .iter()
+                .into_iter()
                 .map(|s| {
-                    (
-                        median(s.iter().map(|x| x.per_second).collect()),
-                        median(s.iter().map(|x| x.p50.as_secs_f64() * 1e6).collect()),
-                        median(s.iter().map(|x| x.p99.as_secs_f64() * 1e6).collect()),
-                    )
+                    let rate = median(s.iter().map(|x| x.per_second).collect());
+                    let mut pooled: Vec<Duration> =
+                        s.into_iter().flat_map(|x| x.latencies).collect();
+                    pooled.sort_unstable();
+                    (rate, quantile_us(&pooled, 0.50), quantile_us(&pooled, 0.99))
                 })
                 .collect();
             let raw = medians[0];

@@ -55,6 +55,7 @@
 //! - **ambiguous**: a command written before its link died; it may have been applied.
 //! - **suspect / verdict**: a stalled link is suspect; only a probe's verdict condemns it.
 
+pub mod cluster;
 pub mod config;
 pub mod connect;
 pub mod health;

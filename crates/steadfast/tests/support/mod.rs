@@ -106,6 +106,20 @@ impl RedisServer {
         format!("redis://{}", self.address)
     }
 
+    /// Starts a cluster-enabled server that announces its own loopback address (without it,
+    /// peers learn 127.0.0.1, the source address of loopback connections).
+    pub async fn start_cluster_node(extra: &[&str]) -> Self {
+        let mut server = Self::reserve(extra);
+        let ip = server.address.ip().to_string();
+        server.extra.extend(
+            ["--cluster-enabled", "yes", "--cluster-announce-ip", &ip]
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        server.spawn_and_wait().await;
+        server
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", &self.address.ip().to_string(), "--port", "6379"])

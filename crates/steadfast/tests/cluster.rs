@@ -1,0 +1,135 @@
+//! Cluster building blocks against real cluster-enabled redis-server processes: key slots agree
+//! with `CLUSTER KEYSLOT`, a real `CLUSTER NODES` answer parses into a view whose owners serve
+//! their keys, and a real `MOVED` points at the owner.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use steadfast::cluster::{RedirectKind, View, choose, key_slot};
+use support::RedisServer;
+use tokio::time::Instant;
+
+async fn cluster_node() -> RedisServer {
+    RedisServer::start_cluster_node(&["--cluster-node-timeout", "5000"]).await
+}
+
+#[tokio::test]
+async fn slots_agree_with_the_servers_cluster_keyslot() {
+    let server = cluster_node().await;
+    let mut admin = server.admin().await;
+    let mut keys: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"{}".to_vec(),
+        b"{}x".to_vec(),
+        b"}{".to_vec(),
+        b"{a".to_vec(),
+        b"a{b}{c}".to_vec(),
+        b"a{b{c}d}".to_vec(),
+        vec![0, 255, b'{', 1, b'}', 7],
+    ];
+    for n in 0..500u32 {
+        keys.push(format!("key:{n}").into_bytes());
+        keys.push(format!("{{user{}}}.field{n}", n % 17).into_bytes());
+        keys.push(n.to_le_bytes().iter().map(|b| b.wrapping_mul(37)).collect());
+    }
+    for key in keys {
+        let expected: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(key_slot(&key), expected, "key {key:?}");
+    }
+}
+
+/// Three primaries, each serving a third of the slots, introduced to each other; waits (at
+/// most 20 s) until every node reports the cluster ok.
+async fn three_node_cluster() -> Vec<RedisServer> {
+    let nodes = vec![
+        cluster_node().await,
+        cluster_node().await,
+        cluster_node().await,
+    ];
+    let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+    for (node, (start, end)) in nodes.iter().zip(ranges) {
+        let mut admin = node.admin().await;
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(start)
+            .arg(end)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let mut first = nodes[0].admin().await;
+    for other in &nodes[1..] {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg(other.address.ip().to_string())
+            .arg(other.address.port())
+            .query_async(&mut first)
+            .await
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    for node in &nodes {
+        let mut admin = node.admin().await;
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                break;
+            }
+            assert!(Instant::now() < until, "cluster did not form: {info}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn a_real_cluster_view_names_the_node_that_serves_each_key_and_moved_points_there() {
+    let nodes = three_node_cluster().await;
+    let mut views = Vec::new();
+    for node in &nodes {
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+        views.push(View::parse(&text).unwrap());
+    }
+    let view = choose(&views).unwrap();
+    assert_eq!(view.nodes.len(), 3);
+    assert_eq!(view.covered_slots(), 16_384);
+    assert!(views.iter().all(|v| v.layout() == view.layout()));
+    for key in ["foo", "bar", "{user1}.name", "key:42"] {
+        let owner = view.owner(key_slot(key.as_bytes())).unwrap();
+        let owner_ip = owner.address.host.clone().unwrap();
+        for node in &nodes {
+            let mut admin = node.admin().await;
+            let reply: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(key)
+                .arg("v")
+                .query_async(&mut admin)
+                .await;
+            if node.address.ip().to_string() == owner_ip {
+                assert!(reply.is_ok(), "the owner refused {key}: {reply:?}");
+            } else {
+                let error = reply.unwrap_err();
+                let text = format!("MOVED {}", error.detail().unwrap_or_default());
+                let redirect = steadfast::cluster::Redirect::parse(&text).unwrap();
+                assert_eq!(redirect.kind, RedirectKind::Moved);
+                assert_eq!(redirect.slot, key_slot(key.as_bytes()));
+                assert_eq!(redirect.to.host.as_deref(), Some(owner_ip.as_str()));
+            }
+        }
+    }
+}
