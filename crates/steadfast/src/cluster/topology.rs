@@ -105,11 +105,13 @@ impl View {
     }
 
     /// The primary serving `slot`, if any. When two primaries claim it (a view caught mid-
-    /// failover), the one with the higher configuration epoch, as the cluster itself decides.
+    /// failover), the one with the higher configuration epoch, as the cluster itself decides;
+    /// on equal epochs, the one listed first.
     pub fn owner(&self, slot: u16) -> Option<&Node> {
         self.nodes
             .iter()
             .filter(|n| n.is_primary && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .rev()
             .max_by_key(|n| n.config_epoch)
     }
 
@@ -285,6 +287,9 @@ mod tests {
             view.layout()[50].map(|a| a.host.clone()),
             Some(Some("10.0.0.2".into()))
         );
+        let equal = View::parse(&text.replace(" 0 0 7 ", " 0 0 1 ")).unwrap();
+        assert_eq!(equal.owner(50).map(|n| n.id.as_str()), Some(A), "listed first");
+        assert_eq!(equal.layout()[50], equal.owner(50).map(|n| &n.address));
     }
 
     #[test]
