@@ -288,7 +288,11 @@ mod tests {
             Some(Some("10.0.0.2".into()))
         );
         let equal = View::parse(&text.replace(" 0 0 7 ", " 0 0 1 ")).unwrap();
-        assert_eq!(equal.owner(50).map(|n| n.id.as_str()), Some(A), "listed first");
+        assert_eq!(
+            equal.owner(50).map(|n| n.id.as_str()),
+            Some(A),
+            "listed first"
+        );
         assert_eq!(equal.layout()[50], equal.owner(50).map(|n| &n.address));
     }
 
