@@ -148,7 +148,7 @@ mod tests {
             let mut last_end: Option<Instant> = None;
             let mut last_trigger: Option<Instant> = None;
             let mut last_start: Option<Instant> = None;
-            let mut start = |at: Instant, last_end: Option<Instant>, running: &mut Option<Instant>| {
+            let start = |at: Instant, last_end: Option<Instant>, running: &mut Option<Instant>| {
                 if let Some(end) = last_end {
                     assert!(at >= end + COOLDOWN, "started within the cooldown");
                 }
