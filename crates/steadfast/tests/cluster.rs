@@ -133,3 +133,135 @@ async fn a_real_cluster_view_names_the_node_that_serves_each_key_and_moved_point
         }
     }
 }
+
+#[tokio::test]
+async fn the_keys_a_command_is_routed_by_are_those_the_server_names() {
+    let server = cluster_node().await;
+    let mut admin = server.admin().await;
+    let commands: Vec<redis::Cmd> = vec![
+        redis::cmd("GET").arg("k").clone(),
+        redis::cmd("SET").arg("k").arg("v").arg("EX").arg(5).clone(),
+        redis::cmd("HSET").arg("h").arg("f").arg("v").clone(),
+        redis::cmd("MGET").arg("a").arg("b").arg("c").clone(),
+        redis::cmd("MSET")
+            .arg("a")
+            .arg("1")
+            .arg("b")
+            .arg("2")
+            .clone(),
+        redis::cmd("DEL").arg("a").arg("b").clone(),
+        redis::cmd("EXISTS").arg("a").clone(),
+        redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(2)
+            .arg("k1")
+            .arg("k2")
+            .arg("x")
+            .clone(),
+        redis::cmd("EVALSHA")
+            .arg("0123456789012345678901234567890123456789")
+            .arg(1)
+            .arg("k1")
+            .clone(),
+        redis::cmd("FCALL")
+            .arg("f")
+            .arg(1)
+            .arg("k1")
+            .arg("x")
+            .clone(),
+        redis::cmd("ZUNION")
+            .arg(2)
+            .arg("z1")
+            .arg("z2")
+            .arg("WITHSCORES")
+            .clone(),
+        redis::cmd("ZINTERCARD").arg(2).arg("z1").arg("z2").clone(),
+        redis::cmd("SINTERCARD").arg(2).arg("s1").arg("s2").clone(),
+        redis::cmd("LMPOP")
+            .arg(2)
+            .arg("l1")
+            .arg("l2")
+            .arg("LEFT")
+            .clone(),
+        redis::cmd("BLMPOP")
+            .arg(0)
+            .arg(2)
+            .arg("l1")
+            .arg("l2")
+            .arg("LEFT")
+            .clone(),
+        redis::cmd("BZMPOP")
+            .arg(0)
+            .arg(1)
+            .arg("z1")
+            .arg("MIN")
+            .clone(),
+        redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg("s1")
+            .arg("s2")
+            .arg(0)
+            .arg(0)
+            .clone(),
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("STREAMS")
+            .arg("s1")
+            .arg(">")
+            .clone(),
+        redis::cmd("BITOP")
+            .arg("AND")
+            .arg("dest")
+            .arg("a")
+            .arg("b")
+            .clone(),
+        redis::cmd("OBJECT").arg("ENCODING").arg("k").clone(),
+        redis::cmd("MEMORY").arg("USAGE").arg("k").clone(),
+        redis::cmd("XINFO").arg("STREAM").arg("s").clone(),
+        redis::cmd("SUNIONSTORE")
+            .arg("d")
+            .arg("s1")
+            .arg("s2")
+            .clone(),
+        redis::cmd("PFMERGE").arg("d").arg("h1").clone(),
+        redis::cmd("LPUSH").arg("l").arg("v").clone(),
+        redis::cmd("INCR").arg("n").clone(),
+        redis::cmd("EXPIRE").arg("k").arg(10).clone(),
+    ];
+    for cmd in commands {
+        let mut ask = redis::cmd("COMMAND");
+        ask.arg("GETKEYS");
+        for arg in cmd.args_iter() {
+            if let redis::Arg::Simple(bytes) = arg {
+                ask.arg(bytes);
+            }
+        }
+        let named: Vec<Vec<u8>> = ask.query_async(&mut admin).await.unwrap();
+        let ours: Vec<Vec<u8>> = steadfast::cluster::command_keys(&cmd)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(
+            ours,
+            named,
+            "{:?}",
+            String::from_utf8_lossy(&cmd.get_packed_command())
+        );
+    }
+    for name in ["PING", "INFO", "TIME"] {
+        assert!(steadfast::cluster::command_keys(&redis::cmd(name)).is_empty());
+        let named: redis::RedisResult<Vec<Vec<u8>>> = redis::cmd("COMMAND")
+            .arg("GETKEYS")
+            .arg(name)
+            .query_async(&mut admin)
+            .await;
+        assert!(
+            named.is_err() || named.is_ok_and(|k| k.is_empty()),
+            "{name}"
+        );
+    }
+}

@@ -8,12 +8,14 @@
 // them is the next step of issue 8.
 #[cfg_attr(not(test), allow(dead_code))]
 mod breaker;
+mod keys;
 mod redirect;
 #[cfg_attr(not(test), allow(dead_code))]
 mod refresh;
 mod slot;
 mod topology;
 
+pub use keys::{Slot, command_keys, command_slot};
 pub use redirect::{NodeAddress, Redirect, RedirectKind};
 pub use slot::{SLOTS, hashed_part, key_slot};
 pub use topology::{Node, ParseError, View, choose};
