@@ -12,6 +12,8 @@ mod keys;
 mod redirect;
 #[cfg_attr(not(test), allow(dead_code))]
 mod refresh;
+#[cfg_attr(not(test), allow(dead_code))]
+mod routing;
 mod slot;
 mod topology;
 
