@@ -37,6 +37,19 @@ pub struct LabSpec {
     pub is_replicated: bool,
     /// Start the servers now (false: "server down at start").
     pub is_started: bool,
+    /// Make the servers a Redis Cluster instead of primary and replicas.
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// A Redis Cluster in the lab: the first `shards` servers are primaries, each serving an equal
+/// range of slots; the others are replicas, server `shards + k` of primary `k % shards`.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// How many primaries.
+    pub shards: usize,
+    /// `cluster-node-timeout`: how long before the cluster fails a silent node over (server
+    /// default 15 s; quick runs lower it).
+    pub node_timeout: Duration,
 }
 
 /// A running lab. Fields drop in order: proxy, servers, DNS, then the bridge.
@@ -124,6 +137,20 @@ impl Lab {
 
     async fn start_servers(&mut self, spec: &LabSpec) -> Result<(), LabError> {
         let lab = self;
+        if let Some(cluster) = &spec.cluster {
+            let timeout = cluster.node_timeout.as_millis().to_string();
+            for server in &mut lab.servers {
+                let ip = server.ip.to_string();
+                server.add_args(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-announce-ip",
+                    &ip,
+                    "--cluster-node-timeout",
+                    &timeout,
+                ]);
+            }
+        }
         if spec.is_started {
             for server in &mut lab.servers {
                 server.start()?;
@@ -131,7 +158,9 @@ impl Lab {
             for server in &lab.servers {
                 server.wait_reachable(Duration::from_secs(10)).await?;
             }
-            if spec.is_replicated {
+            if let Some(cluster) = &spec.cluster {
+                crate::cluster::form(&lab.servers, cluster).await?;
+            } else if spec.is_replicated {
                 for replica in &lab.servers[1..] {
                     replica.replicate(&lab.servers[0]).await?;
                 }

@@ -15,6 +15,7 @@
 //! - [`lab`]: one lab per scenario.
 //! - [`drill`]: scenarios, workloads, clients under test, reports (table, JSON, SVG).
 
+pub mod cluster;
 pub mod dns;
 pub mod drill;
 pub mod fault;

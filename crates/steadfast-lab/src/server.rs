@@ -26,6 +26,8 @@ pub struct Server {
     namespace: Option<Namespace>,
     dir: PathBuf,
     child: Option<Child>,
+    /// More `--option value` arguments for every start (cluster mode, ...).
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -48,7 +50,13 @@ impl Server {
             namespace,
             dir,
             child: None,
+            extra: Vec::new(),
         })
+    }
+
+    /// Adds `--option value` arguments for every later start.
+    pub(crate) fn add_args(&mut self, args: &[&str]) {
+        self.extra.extend(args.iter().map(|a| (*a).to_owned()));
     }
 
     /// `ip:6379`.
@@ -89,6 +97,7 @@ impl Server {
             .args(["--protected-mode", "no", "--enable-debug-command", "yes"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -52,6 +52,7 @@ fn lab_carries_traffic_faults_cut_and_heal_dns_flips_and_nothing_is_left_behind(
         servers: 2,
         is_replicated: true,
         is_started: true,
+        cluster: None,
     };
     let outcome = net::run_in(client.name(), move || {
         Box::pin(async move {

@@ -62,6 +62,7 @@ where
         servers: 2,
         is_replicated: true,
         is_started: true,
+        cluster: None,
     };
     net::run_in(client.name(), move || {
         Box::pin(async move { body(Lab::build(&spec).await?).await })

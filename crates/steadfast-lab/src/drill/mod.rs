@@ -132,6 +132,7 @@ pub async fn run(
             servers,
             is_replicated,
             is_started,
+            cluster: None,
         };
         let mut lab = match venue {
             Venue::Namespaces(inside) => {
