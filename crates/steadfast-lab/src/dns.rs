@@ -5,6 +5,8 @@
 //!   file (no upstream, no /etc/hosts), with a short TTL ([`TTL`]).
 //! - [`Dns::point_at`] rewrites the hosts file and sends SIGHUP, which makes dnsmasq clear its
 //!   cache and read the file again: the name moves, as a managed service's endpoint does.
+//! - [`Dns::point_at_all`] makes the name answer with several addresses, as a cluster's
+//!   configuration endpoint does.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -35,7 +37,7 @@ impl Dns {
     ) -> Result<Self, LabError> {
         let dir = std::env::temp_dir().join(namespace.name());
         std::fs::create_dir_all(&dir).map_err(|e| LabError::new(format!("{dir:?}: {e}")))?;
-        write_hosts(&dir, name, target)?;
+        write_hosts(&dir, name, &[target])?;
         let hosts = dir.join("hosts");
         let child = namespace
             .command("dnsmasq")
@@ -68,7 +70,16 @@ impl Dns {
     /// # Errors
     /// When the hosts file cannot be written or dnsmasq cannot be signalled.
     pub fn point_at(&self, target: Ipv4Addr) -> Result<(), LabError> {
-        write_hosts(&self.dir, &self.name, target)?;
+        self.point_at_all(&[target])
+    }
+
+    /// Makes the name answer with every address of `targets` (a cluster's configuration
+    /// endpoint).
+    ///
+    /// # Errors
+    /// When the hosts file cannot be written or dnsmasq cannot be signalled.
+    pub fn point_at_all(&self, targets: &[Ipv4Addr]) -> Result<(), LabError> {
+        write_hosts(&self.dir, &self.name, targets)?;
         crate::net::run("kill", &["-HUP", &self.child.id().to_string()]).map(drop)
     }
 
@@ -78,9 +89,10 @@ impl Dns {
     }
 }
 
-fn write_hosts(dir: &std::path::Path, name: &str, target: Ipv4Addr) -> Result<(), LabError> {
+fn write_hosts(dir: &std::path::Path, name: &str, targets: &[Ipv4Addr]) -> Result<(), LabError> {
     let temp = dir.join("hosts.new");
-    std::fs::write(&temp, format!("{target} {name}\n"))
+    let lines: String = targets.iter().map(|t| format!("{t} {name}\n")).collect();
+    std::fs::write(&temp, lines)
         .and_then(|()| std::fs::rename(&temp, dir.join("hosts")))
         .map_err(|e| LabError::new(format!("hosts file in {dir:?}: {e}")))
 }

@@ -37,7 +37,8 @@ pub struct LabSpec {
     pub is_replicated: bool,
     /// Start the servers now (false: "server down at start").
     pub is_started: bool,
-    /// Make the servers a Redis Cluster instead of primary and replicas.
+    /// Make the servers a Redis Cluster instead of primary and replicas; the endpoint's name
+    /// then answers with every node's address (a configuration endpoint).
     pub cluster: Option<ClusterSpec>,
 }
 
@@ -101,6 +102,10 @@ impl Lab {
             bridge: Some(bridge),
         };
         lab.start_servers(spec).await?;
+        if spec.cluster.is_some() {
+            let every_node: Vec<_> = lab.servers.iter().map(|s| s.ip).collect();
+            lab.dns()?.point_at_all(&every_node)?;
+        }
         lab.wait_for_dns().await?;
         Ok(lab)
     }

@@ -1,14 +1,16 @@
 //! The lab's Redis Cluster, as root: six servers in their own namespaces form three shards of a
-//! primary and a replica, every node reports the same layout, a replica takes its shard over
-//! with `CLUSTER FAILOVER`, and nothing is left behind.
+//! primary and a replica, the endpoint's name resolves to every node, every node reports the
+//! same layout, a replica takes its shard over with `CLUSTER FAILOVER`, and nothing is left
+//! behind.
 
 use std::time::Duration;
 
 use steadfast::cluster::{choose, key_slot};
+use steadfast::connect::resolve::{DnsResolver, Resolver};
 use steadfast_lab::LabError;
 use steadfast_lab::cluster::view;
-use steadfast_lab::lab::{ClusterSpec, Lab, LabSpec};
-use steadfast_lab::net::{self, Namespace};
+use steadfast_lab::lab::{ClusterSpec, ENDPOINT_NAME, Lab, LabSpec};
+use steadfast_lab::net::{self, DNS_IP, Namespace};
 use tokio::time::Instant;
 
 fn namespaces_with(prefix: &str) -> Vec<String> {
@@ -43,6 +45,19 @@ fn six_servers_form_three_shards_that_agree_and_a_replica_takes_over_its_shard()
     let outcome = net::run_in(client.name(), move || {
         Box::pin(async move {
             let lab = Lab::build(&spec).await?;
+            let resolver =
+                DnsResolver::new((DNS_IP, 53).into()).map_err(|e| LabError::new(e.to_string()))?;
+            let mut endpoint = resolver
+                .resolve(ENDPOINT_NAME, 6379)
+                .await
+                .map_err(|e| LabError::new(e.to_string()))?;
+            endpoint.sort();
+            let mut every_node: Vec<_> = lab.servers.iter().map(|s| s.address()).collect();
+            every_node.sort();
+            assert_eq!(
+                endpoint, every_node,
+                "the configuration endpoint names every node"
+            );
             let mut views = Vec::new();
             for server in &lab.servers {
                 views.push(view(server).await?);
