@@ -53,6 +53,10 @@ pub(crate) struct Shared {
     pushes: broadcast::Sender<PushInfo>,
     force: Mutex<ForcePolicy>,
     is_in_error_spell: std::sync::atomic::AtomicBool,
+    /// A node of a cluster client: cluster refusals (READONLY, MOVED, ASK, TRYAGAIN,
+    /// CLUSTERDOWN, MASTERDOWN) go back to the cluster router at once instead of being handled
+    /// on this link.
+    pub(crate) is_cluster_node: bool,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -175,6 +179,18 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_events(config: Config) -> Result<(Self, broadcast::Receiver<Event>), Error> {
+        Self::start(config, false)
+    }
+
+    /// A node of a cluster client (see `Shared::is_cluster_node`).
+    pub(crate) fn cluster_node(config: Config) -> Result<Self, Error> {
+        Self::start(config, true).map(|(client, _)| client)
+    }
+
+    fn start(
+        config: Config,
+        is_cluster_node: bool,
+    ) -> Result<(Self, broadcast::Receiver<Event>), Error> {
         config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::new(
@@ -207,6 +223,7 @@ impl Client {
                 config.reconnect.force_min_interval,
             )),
             is_in_error_spell: std::sync::atomic::AtomicBool::new(false),
+            is_cluster_node,
             hot: Hot {
                 is_relaxed: std::sync::atomic::AtomicBool::new(false),
                 deadline: config.command.deadline,
@@ -278,6 +295,11 @@ impl Client {
                 redis::RedisError::from(e),
             )
         })
+    }
+
+    /// Runs `request` through the command path of this client (used by the cluster router).
+    pub(crate) async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
+        command::execute(&self.shared, request, self.is_ambiguous_allowed).await
     }
 
     async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {

@@ -37,6 +37,8 @@ pub enum ErrorKind {
     Server,
     /// The client was shut down.
     Shutdown,
+    /// A cluster command or pipeline names keys in different slots; it was not sent.
+    CrossSlot,
 }
 
 /// The error type of every steadfast operation.
@@ -168,7 +170,7 @@ impl From<Error> for redis::RedisError {
             ErrorKind::Connect | ErrorKind::Shutdown => std::io::ErrorKind::NotConnected,
             ErrorKind::MayHaveBeenApplied => std::io::ErrorKind::ConnectionAborted,
             ErrorKind::QueueFull => std::io::ErrorKind::WouldBlock,
-            ErrorKind::InvalidConfig => std::io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidConfig | ErrorKind::CrossSlot => std::io::ErrorKind::InvalidInput,
             ErrorKind::Auth | ErrorKind::Tls => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Server => std::io::ErrorKind::Other,
         };

@@ -84,6 +84,15 @@ pub enum Event {
         /// The role now seen.
         role: String,
     },
+    /// A cluster client took a new routing table.
+    TopologyChanged {
+        /// The highest configuration epoch among its primaries.
+        epoch: u64,
+        /// How many shards serve slots.
+        shards: usize,
+        /// Slots no shard serves.
+        uncovered: usize,
+    },
 }
 
 /// Why a link was dropped.

@@ -265,3 +265,175 @@ async fn the_keys_a_command_is_routed_by_are_those_the_server_names() {
         );
     }
 }
+
+async fn node_id(server: &RedisServer) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query_async(&mut server.admin().await)
+        .await
+        .unwrap()
+}
+
+/// The server of `nodes` that owns `slot` now.
+async fn owner_of(nodes: &[RedisServer], slot: u16) -> &RedisServer {
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut nodes[0].admin().await)
+        .await
+        .unwrap();
+    let view = View::parse(&text).unwrap();
+    let ip = view.owner(slot).unwrap().address.host.clone().unwrap();
+    nodes
+        .iter()
+        .find(|n| n.address.ip().to_string() == ip)
+        .unwrap()
+}
+
+async fn cluster_client(nodes: &[RedisServer]) -> steadfast::cluster::ClusterClient {
+    let config = steadfast::Config::from_url(&nodes[0].url()).unwrap();
+    steadfast::cluster::ClusterClient::connect(config)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cluster_client_sends_every_key_to_the_node_that_owns_it() {
+    let nodes = three_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    for n in 0..300 {
+        let key = format!("spread:{n}");
+        let _: () = client
+            .query(redis::cmd("SET").arg(&key).arg(n))
+            .await
+            .unwrap();
+    }
+    for n in (0..300).step_by(7) {
+        let key = format!("spread:{n}");
+        let owner = owner_of(&nodes, key_slot(key.as_bytes())).await;
+        let stored: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut owner.admin().await)
+            .await
+            .unwrap();
+        assert_eq!(stored, n, "{key} is on its owner");
+        let read: i64 = client.query(redis::cmd("GET").arg(&key)).await.unwrap();
+        assert_eq!(read, n);
+    }
+    let mut con = client.clone();
+    let (a, b): (i64, i64) = redis::pipe()
+        .cmd("INCR")
+        .arg("{tag}.a")
+        .cmd("INCR")
+        .arg("{tag}.b")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!((a, b), (1, 1), "a one-slot pipeline goes to its node");
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_in_different_slots_are_refused_before_sending() {
+    let nodes = three_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    let error = client
+        .query::<Vec<Option<String>>>(redis::cmd("MGET").arg("foo").arg("bar"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), steadfast::ErrorKind::CrossSlot);
+    assert!(error.to_string().contains("12182"), "{error}");
+    let same: Vec<Option<String>> = client
+        .query(redis::cmd("MGET").arg("{u}.a").arg("{u}.b"))
+        .await
+        .unwrap();
+    assert_eq!(same, vec![None, None]);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slot_that_moved_is_followed_and_the_write_lands_on_the_new_owner() {
+    let nodes = three_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    let key = "moving:key";
+    let slot = key_slot(key.as_bytes());
+    let _: Option<String> = client.query(redis::cmd("GET").arg(key)).await.unwrap();
+    let old = owner_of(&nodes, slot).await;
+    let new = nodes.iter().find(|n| n.address != old.address).unwrap();
+    let new_id = node_id(new).await;
+    // The slot is empty: hand it over directly, the new owner first.
+    for node in std::iter::once(new).chain(nodes.iter().filter(|n| n.address != new.address)) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&new_id)
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+    let _: () = client
+        .query(redis::cmd("SET").arg(key).arg("after"))
+        .await
+        .unwrap();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut new.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("after"));
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_asked_elsewhere_during_a_migration_goes_there_after_asking() {
+    let nodes = three_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    let key = "migrating:key";
+    let slot = key_slot(key.as_bytes());
+    let source = owner_of(&nodes, slot).await;
+    let target = nodes.iter().find(|n| n.address != source.address).unwrap();
+    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&source_id)
+        .query_async(&mut target.admin().await)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&target_id)
+        .query_async(&mut source.admin().await)
+        .await
+        .unwrap();
+    // The key is not on the source, so the source answers ASK for it.
+    let _: () = client
+        .query(redis::cmd("SET").arg(key).arg("asked"))
+        .await
+        .unwrap();
+    let mut on_target = target.admin().await;
+    let (_, stored): ((), Option<String>) = redis::pipe()
+        .cmd("ASKING")
+        .cmd("GET")
+        .arg(key)
+        .query_async(&mut on_target)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some("asked"),
+        "written on the importing node"
+    );
+    let mut on_source = source.admin().await;
+    let keys_there: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut on_source)
+        .await
+        .unwrap();
+    assert_eq!(keys_there, 0, "not on the migrating node");
+    client.shutdown().await;
+}

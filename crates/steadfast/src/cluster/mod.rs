@@ -8,15 +8,15 @@
 // them is the next step of issue 8.
 #[cfg_attr(not(test), allow(dead_code))]
 mod breaker;
+mod client;
 mod keys;
 mod redirect;
-#[cfg_attr(not(test), allow(dead_code))]
 mod refresh;
-#[cfg_attr(not(test), allow(dead_code))]
 mod routing;
 mod slot;
 mod topology;
 
+pub use client::ClusterClient;
 pub use keys::{Slot, command_keys, command_slot};
 pub use redirect::{NodeAddress, Redirect, RedirectKind};
 pub use slot::{SLOTS, hashed_part, key_slot};

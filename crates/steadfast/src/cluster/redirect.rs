@@ -10,7 +10,7 @@
 //! - Anything else is not a redirection: [`Redirect::parse`] returns `None`, never panics.
 
 /// Where a redirection points.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeAddress {
     /// Host name or IP address; `None` when the server left it out (use the answering node's).
     pub host: Option<String>,

@@ -38,6 +38,22 @@ pub(crate) struct Routing {
 }
 
 impl Routing {
+    /// A table with no shard: every slot uncovered.
+    pub(crate) fn empty() -> Self {
+        Self {
+            epoch: 0,
+            shards: Vec::new(),
+            slots: vec![UNCOVERED; usize::from(SLOTS)],
+        }
+    }
+
+    /// Whether some slot has a different primary in `other`.
+    pub(crate) fn layout_differs(&self, other: &Routing) -> bool {
+        (0..SLOTS).any(|slot| {
+            self.shard_for(slot).map(|s| &s.primary) != other.shard_for(slot).map(|s| &s.primary)
+        })
+    }
+
     /// The table of `view`, which `answering` sent.
     pub(crate) fn from_view(view: &View, answering: &NodeAddress) -> Self {
         let fill = |address: &NodeAddress| NodeAddress {

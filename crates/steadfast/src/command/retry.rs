@@ -64,6 +64,23 @@ pub(crate) fn decide(error: &RedisError, was_written: bool) -> Decision {
     }
 }
 
+/// A refusal only a cluster router can act on: the slot lives elsewhere (`MOVED`, `ASK`), the
+/// node is a replica now (`READONLY`), or the cluster is between states (`TRYAGAIN`,
+/// `CLUSTERDOWN`, `MASTERDOWN`). The command was not executed.
+pub(crate) fn is_cluster_refusal(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+        )
+    )
+}
+
 /// Whether a server error inside a pipeline reply means "this command was not executed".
 pub(crate) fn is_not_executed(error: &RedisError) -> bool {
     matches!(

@@ -1,0 +1,585 @@
+//! The cluster client: routes every command to the primary of its slot, follows `MOVED` and
+//! `ASK`, and keeps the routing table fresh in the background.
+//!
+//! # Behaviour
+//! - Built from one endpoint: its name is resolved and every address is a seed (the ElastiCache
+//!   configuration endpoint / MemoryDB cluster endpoint form), or from the address itself.
+//! - Every node is reached through a core [`Client`](crate::Client) built from the same config
+//!   (deadlines, health, TLS, credentials, maintenance), with any role accepted: reconnects,
+//!   health verdicts and retry classification are the core's, not a copy. Cluster refusals come
+//!   back to the router instead of being handled on the node's link.
+//! - Routing: the slot of the command's keys ([`command_slot`]); a command without keys goes to
+//!   any primary; keys in different slots are refused before sending
+//!   ([`ErrorKind::CrossSlot`]). A pipeline goes to one node, so its keys must share a slot.
+//! - `MOVED`: the slot is re-pointed at once and a refresh is triggered; the command is sent to
+//!   the new owner. `ASK`: the command is sent once to the named node after `ASKING`; the table
+//!   is not touched. `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`: a refresh is triggered,
+//!   the command waits for it (at most 250 ms per round) and is sent again. All within the
+//!   command's one deadline, at most 16 redirections.
+//! - Topology: `CLUSTER NODES` from up to three nodes, the majority view ([`choose`]), every 2 s
+//!   (jittered) and on every trigger, through a trailing-edge gate (at most 5 refreshes a
+//!   second, no trigger dropped). A view with a lower epoch than the table's is refused. The
+//!   table is swapped whole: commands never wait on a refresh unless their slot has no owner.
+//!
+//! - A node's link lost or its role changed triggers a refresh.
+//!
+//! Not yet (issue 8): per-shard breakers and queues (a command bound for a dead primary waits on
+//! that node's link until its deadline, even after the refresh names the new primary), pipelines
+//! split over shards, transactions under `ASK`, replica reads, maintenance holds per shard,
+//! closing node clients that left the cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ServerErrorKind, Value};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::keys::{Slot, command_slot};
+use super::redirect::NodeAddress;
+use super::refresh::RefreshGate;
+use super::routing::Routing;
+use super::topology::{View, choose};
+use crate::command::{Reply, Request};
+use crate::config::{Config, ExpectedRole};
+use crate::error::{Error, ErrorKind};
+use crate::event::Event;
+
+const MAX_REDIRECTS: usize = 16;
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+const REFRESH_COOLDOWN: Duration = Duration::from_millis(200);
+const REFRESH_WAIT: Duration = Duration::from_millis(250);
+const VIEW_TIMEOUT: Duration = Duration::from_secs(1);
+const VIEWS: usize = 3;
+
+/// A Redis Cluster client; see the module documentation. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    seeds: Vec<NodeAddress>,
+    routing: RwLock<Arc<Routing>>,
+    nodes: Mutex<HashMap<NodeAddress, crate::Client>>,
+    trigger: Arc<Notify>,
+    refreshed: watch::Sender<u64>,
+    events: broadcast::Sender<Event>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl ClusterClient {
+    /// Resolves the endpoint into seeds, reads the first topology from them, and starts the
+    /// background refresh. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] for a bad config; [`ErrorKind::Connect`] when no seed
+    /// answered `CLUSTER NODES` within the command deadline.
+    pub async fn connect(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let endpoint = &config.endpoint;
+        let addresses = endpoint
+            .resolver
+            .resolve(&endpoint.host, endpoint.port)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("resolving {}:{}: {e}", endpoint.host, endpoint.port),
+                )
+            })?;
+        let seeds: Vec<NodeAddress> = addresses
+            .iter()
+            .map(|a| NodeAddress {
+                host: Some(a.ip().to_string()),
+                port: a.port(),
+            })
+            .collect();
+        let (events, _) = broadcast::channel(128);
+        let inner = Arc::new(Inner {
+            config,
+            seeds,
+            routing: RwLock::new(Arc::new(Routing::empty())),
+            nodes: Mutex::new(HashMap::new()),
+            trigger: Arc::new(Notify::new()),
+            refreshed: watch::Sender::new(0),
+            events,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let deadline = Instant::now() + inner.config.command.deadline;
+        while inner.routing().shards.is_empty() {
+            inner.refresh_once().await;
+            if inner.routing().shards.is_empty() {
+                if Instant::now() >= deadline {
+                    inner.stop().await;
+                    return Err(Error::new(
+                        ErrorKind::Connect,
+                        format!(
+                            "no seed of {} answered CLUSTER NODES within {:?}",
+                            inner.config.endpoint_label(),
+                            inner.config.command.deadline
+                        ),
+                    ));
+                }
+                tokio::time::sleep(REFRESH_COOLDOWN).await;
+            }
+        }
+        inner
+            .tasks
+            .spawn(refresher(Arc::downgrade(&inner), inner.cancel.clone()));
+        Ok(Self { inner })
+    }
+
+    /// Sends one command and converts the reply.
+    ///
+    /// # Errors
+    /// As [`Client::query`](crate::Client::query), and [`ErrorKind::CrossSlot`].
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        let value = match self.run(Job::Single(cmd)).await? {
+            Reply::Single(value) => value,
+            Reply::Pipeline(values) => Value::Array(values),
+        };
+        redis::from_redis_value(value)
+            .map_err(|e| Error::from_redis(ErrorKind::Server, "converting the reply", e.into()))
+    }
+
+    /// Topology changes and every node's link events.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Stops the refresh and every node client, and waits for their tasks.
+    pub async fn shutdown(&self) {
+        self.inner.stop().await;
+    }
+
+    async fn run(&self, job: Job<'_>) -> Result<Reply, Error> {
+        let inner = &self.inner;
+        let length = inner.config.command.deadline;
+        let deadline = Instant::now() + length;
+        let slot = job.slot()?;
+        let mut ask: Option<NodeAddress> = None;
+        for _ in 0..MAX_REDIRECTS {
+            let asked = ask.take();
+            let target = match &asked {
+                Some(node) => Some(node.clone()),
+                None => inner.owner(slot),
+            };
+            let Some(target) = target else {
+                inner.trigger.notify_one();
+                inner.wait_refresh(deadline).await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            };
+            let node = inner.node(&target)?;
+            let attempt = async {
+                match &asked {
+                    Some(_) => job.run_asking(&node).await,
+                    None => job.run(&node).await,
+                }
+            };
+            let error = match timeout_at(deadline, attempt).await {
+                Err(_elapsed) => return Err(Error::deadline(length, true, None)),
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(error)) => error,
+            };
+            let Some(redis_error) = error.redis_error() else {
+                return Err(error);
+            };
+            match redis_error.kind() {
+                redis::ErrorKind::Server(ServerErrorKind::Moved) => {
+                    let Some(to) = redirect_target(redis_error, &target) else {
+                        return Err(error);
+                    };
+                    if let Slot::One(slot) = slot {
+                        inner.moved(slot, to);
+                    }
+                    inner.trigger.notify_one();
+                }
+                redis::ErrorKind::Server(ServerErrorKind::Ask) => {
+                    let Some(to) = redirect_target(redis_error, &target) else {
+                        return Err(error);
+                    };
+                    ask = Some(to);
+                }
+                redis::ErrorKind::Server(
+                    ServerErrorKind::ReadOnly
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown,
+                ) => {
+                    debug!(%error, "cluster refusal; waiting for a refresh");
+                    inner.trigger.notify_one();
+                    inner.wait_refresh(deadline).await;
+                }
+                _ => return Err(error),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Err(Error::new(
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "no node served the command within {length:?} ({MAX_REDIRECTS} redirections at most)"
+            ),
+        ))
+    }
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routing = self.inner.routing();
+        f.debug_struct("ClusterClient")
+            .field("endpoint", &self.inner.config.endpoint_label())
+            .field("epoch", &routing.epoch)
+            .field("shards", &routing.shards.len())
+            .finish()
+    }
+}
+
+impl ConnectionLike for ClusterClient {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.run(Job::Single(cmd)).await? {
+                Reply::Single(value) => Ok(value),
+                Reply::Pipeline(values) => Ok(Value::Array(values)),
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self
+                .run(Job::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                })
+                .await?
+            {
+                Reply::Pipeline(values) => Ok(values),
+                Reply::Single(value) => Ok(vec![value]),
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// What the caller asked for.
+#[derive(Clone, Copy)]
+enum Job<'a> {
+    Single(&'a Cmd),
+    Pipeline {
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    },
+}
+
+impl Job<'_> {
+    /// The one slot of every key, `Slot::Any` without keys.
+    fn slot(&self) -> Result<Slot, Error> {
+        let slots: Vec<Slot> = match self {
+            Job::Single(cmd) => vec![command_slot(cmd)],
+            Job::Pipeline { pipeline, .. } => pipeline.cmd_iter().map(command_slot).collect(),
+        };
+        let mut one: Option<u16> = None;
+        for slot in slots {
+            match slot {
+                Slot::Any => {}
+                Slot::Cross(a, b) => return Err(cross_slot(a, b)),
+                Slot::One(s) => match one {
+                    Some(first) if first != s => return Err(cross_slot(first, s)),
+                    _ => one = Some(s),
+                },
+            }
+        }
+        Ok(one.map_or(Slot::Any, Slot::One))
+    }
+
+    async fn run(self, node: &crate::Client) -> Result<Reply, Error> {
+        match self {
+            Job::Single(cmd) => node.execute(Request::Single(cmd)).await,
+            Job::Pipeline {
+                pipeline,
+                offset,
+                count,
+            } => {
+                node.execute(Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                })
+                .await
+            }
+        }
+    }
+
+    /// Sends the job after `ASKING`, which covers only the command right after it: a pipeline
+    /// gets one `ASKING` before each of its commands, and only their replies are returned.
+    async fn run_asking(self, node: &crate::Client) -> Result<Reply, Error> {
+        let mut asking = redis::pipe();
+        let commands: Vec<&Cmd> = match self {
+            Job::Single(cmd) => vec![cmd],
+            Job::Pipeline { pipeline, .. } => pipeline.cmd_iter().collect(),
+        };
+        for cmd in &commands {
+            asking.cmd("ASKING");
+            asking.add_command((*cmd).clone());
+        }
+        let count = commands.len() * 2;
+        let reply = node
+            .execute(Request::Pipeline {
+                pipeline: &asking,
+                offset: 0,
+                count,
+            })
+            .await?;
+        let Reply::Pipeline(values) = reply else {
+            return Ok(reply);
+        };
+        let mut replies: Vec<Value> = values.into_iter().skip(1).step_by(2).collect();
+        match self {
+            Job::Single(_) => Ok(Reply::Single(replies.pop().unwrap_or(Value::Nil))),
+            Job::Pipeline { count, .. } => {
+                // The caller wants the last `count` replies (a transaction's EXEC framing).
+                let keep = replies.len().saturating_sub(count);
+                Ok(Reply::Pipeline(replies.split_off(keep)))
+            }
+        }
+    }
+}
+
+fn cross_slot(a: u16, b: u16) -> Error {
+    Error::new(
+        ErrorKind::CrossSlot,
+        format!(
+            "the keys hash to different slots ({a} and {b}); a cluster command or pipeline must use one slot (hash tags: {{tag}})"
+        ),
+    )
+}
+
+/// The node a `MOVED` / `ASK` names, with the answering node's host when it left it out.
+fn redirect_target(error: &redis::RedisError, answering: &NodeAddress) -> Option<NodeAddress> {
+    // redis-rs gives the node as "host:port" and the slot.
+    let (node, _slot) = error.redirect_node()?;
+    let parsed = super::redirect::parse_address(node)?;
+    Some(NodeAddress {
+        host: parsed.host.or_else(|| answering.host.clone()),
+        port: parsed.port,
+    })
+}
+
+impl Inner {
+    fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn owner(&self, slot: Slot) -> Option<NodeAddress> {
+        let routing = self.routing();
+        match slot {
+            Slot::One(slot) => routing.shard_for(slot).map(|s| s.primary.clone()),
+            _ => routing.shards.first().map(|s| s.primary.clone()),
+        }
+    }
+
+    fn moved(&self, slot: u16, to: NodeAddress) {
+        let mut guard = self.routing.write().unwrap_or_else(|e| e.into_inner());
+        let mut patched = Routing::clone(&guard);
+        patched.moved(slot, to);
+        *guard = Arc::new(patched);
+    }
+
+    /// The node client for `address`, made on first use.
+    fn node(&self, address: &NodeAddress) -> Result<crate::Client, Error> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = nodes.get(address) {
+            return Ok(client.clone());
+        }
+        let mut config = self.config.clone();
+        if config.tls.is_enabled && config.tls.server_name.is_none() {
+            config.tls.server_name = Some(config.endpoint.host.clone());
+        }
+        config.endpoint.host = address.host.clone().unwrap_or_default();
+        config.endpoint.port = address.port;
+        config.endpoint.role = ExpectedRole::Any;
+        let client = crate::Client::cluster_node(config)?;
+        let mut events = client.events();
+        let (forward, cancel) = (self.events.clone(), self.cancel.clone());
+        let trigger = Arc::clone(&self.trigger);
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    event = events.recv() => match event {
+                        Ok(event) => {
+                            // A node's link lost or its role changed: the topology may have.
+                            if matches!(event, Event::Disconnected { .. } | Event::RoleChanged { .. }) {
+                                trigger.notify_one();
+                            }
+                            let _ = forward.send(event);
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
+        nodes.insert(address.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Waits until a refresh completes, at most `REFRESH_WAIT` and never past `deadline`.
+    async fn wait_refresh(&self, deadline: Instant) {
+        let mut refreshed = self.refreshed.subscribe();
+        let _ = timeout_at(
+            deadline.min(Instant::now() + REFRESH_WAIT),
+            refreshed.changed(),
+        )
+        .await;
+    }
+
+    /// One round: `CLUSTER NODES` from up to three nodes (the table's primaries, else the
+    /// seeds), the majority view, and the swap.
+    async fn refresh_once(&self) {
+        let routing = self.routing();
+        let mut candidates: Vec<NodeAddress> =
+            routing.shards.iter().map(|s| s.primary.clone()).collect();
+        for seed in &self.seeds {
+            if !candidates.contains(seed) {
+                candidates.push(seed.clone());
+            }
+        }
+        // Rotate so that successive rounds ask different nodes.
+        let turn = usize::try_from(*self.refreshed.borrow()).unwrap_or(0);
+        if !candidates.is_empty() {
+            let by = turn % candidates.len();
+            candidates.rotate_left(by);
+        }
+        let asks = candidates
+            .into_iter()
+            .take(VIEWS)
+            .map(|address| async move {
+                let node = self.node(&address).ok()?;
+                let text: String = tokio::time::timeout(
+                    VIEW_TIMEOUT,
+                    node.query(&redis::cmd("CLUSTER").arg("NODES").clone()),
+                )
+                .await
+                .ok()?
+                .ok()?;
+                View::parse(&text).ok().map(|view| (view, address))
+            });
+        let answers: Vec<(View, NodeAddress)> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let views: Vec<View> = answers.iter().map(|(v, _)| v.clone()).collect();
+        if let Some(chosen) = choose(&views) {
+            let answering = answers
+                .iter()
+                .find(|(v, _)| v == chosen)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default();
+            if chosen.epoch >= routing.epoch {
+                let next = Routing::from_view(chosen, &answering);
+                let is_new = next.layout_differs(&routing);
+                let event = Event::TopologyChanged {
+                    epoch: next.epoch,
+                    shards: next.shards.len(),
+                    uncovered: next.uncovered(),
+                };
+                *self.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+                if is_new {
+                    debug!(?event, "topology");
+                    let _ = self.events.send(event);
+                }
+            } else {
+                debug!(
+                    epoch = chosen.epoch,
+                    current = routing.epoch,
+                    "refused an older view"
+                );
+            }
+        }
+        self.refreshed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    async fn stop(&self) {
+        self.cancel.cancel();
+        let nodes: Vec<crate::Client> = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for node in nodes {
+            node.shutdown().await;
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// The background refresh: every 2 s (jittered) and on every trigger, through the gate.
+async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
+    let mut gate = RefreshGate::new(REFRESH_COOLDOWN);
+    let mut next_periodic = Instant::now() + jittered(REFRESH_EVERY);
+    loop {
+        let wake = gate
+            .wake_at()
+            .map_or(next_periodic, |at| at.min(next_periodic));
+        let Some(trigger) = inner.upgrade().map(|i| Arc::clone(&i)) else {
+            break;
+        };
+        let should_start = tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if now >= next_periodic {
+                    next_periodic = now + jittered(REFRESH_EVERY);
+                    gate.trigger(now)
+                } else {
+                    gate.poll(now)
+                }
+            }
+            () = trigger.trigger.notified() => gate.trigger(Instant::now()),
+        };
+        drop(trigger);
+        if !should_start {
+            continue;
+        }
+        let Some(inner) = inner.upgrade() else {
+            break;
+        };
+        inner.refresh_once().await;
+        gate.finished(Instant::now());
+    }
+}
+
+/// `base` give or take 10 %.
+fn jittered(base: Duration) -> Duration {
+    let spread = base / 10;
+    base - spread + spread.mul_f64(2.0 * rand::random::<f64>())
+}
