@@ -437,3 +437,167 @@ async fn a_key_asked_elsewhere_during_a_migration_goes_there_after_asking() {
     assert_eq!(keys_there, 0, "not on the migrating node");
     client.shutdown().await;
 }
+
+/// Three primaries with a replica each, `cluster-node-timeout` 1 s, full coverage not required;
+/// waits (at most 20 s) until every replica is in sync.
+async fn six_node_cluster() -> Vec<RedisServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..6 {
+        // Without full coverage required, the other shards keep serving while one fails over;
+        // with it (the server's default) every node answers CLUSTERDOWN until the failover ends.
+        nodes.push(
+            RedisServer::start_cluster_node(&[
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+            ])
+            .await,
+        );
+    }
+    let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+    for (node, (start, end)) in nodes.iter().zip(ranges) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(start)
+            .arg(end)
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+    let mut first = nodes[0].admin().await;
+    for other in &nodes[1..] {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg(other.address.ip().to_string())
+            .arg(other.address.port())
+            .query_async(&mut first)
+            .await
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    for node in &nodes {
+        let mut admin = node.admin().await;
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            if info.contains("cluster_known_nodes:6") {
+                break;
+            }
+            assert!(Instant::now() < until, "nodes did not meet: {info}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for k in 0..3 {
+        let id = node_id(&nodes[k]).await;
+        let _: () = redis::cmd("CLUSTER")
+            .arg("REPLICATE")
+            .arg(id)
+            .query_async(&mut nodes[3 + k].admin().await)
+            .await
+            .unwrap();
+    }
+    for replica in &nodes[3..] {
+        let mut admin = replica.admin().await;
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            let cluster: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            if info.contains("master_link_status:up") && cluster.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < until, "replica not in sync: {info}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_over_and_only_its_shard_waits() {
+    let mut nodes = six_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    // One key per shard.
+    let mut keys = Vec::new();
+    for primary in 0..3 {
+        let ip = nodes[primary].address.ip().to_string();
+        let key = (0..)
+            .map(|n| format!("shard-key:{n}"))
+            .find(|k| {
+                let slot = key_slot(k.as_bytes());
+                let owner = match slot {
+                    0..=5460 => 0,
+                    5461..=10922 => 1,
+                    _ => 2,
+                };
+                owner == primary
+            })
+            .unwrap();
+        keys.push((key, ip));
+    }
+    let until = Instant::now() + Duration::from_secs(9);
+    let workers: Vec<_> = keys
+        .iter()
+        .map(|(key, _)| {
+            let (client, key) = (client.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    n += 1;
+                    let started = Instant::now();
+                    let result: Result<(), _> =
+                        client.query(redis::cmd("SET").arg(&key).arg(n)).await;
+                    outcomes.push((started, started.elapsed(), result.is_ok()));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed_at = Instant::now();
+    nodes[0].kill();
+    let mut per_shard = Vec::new();
+    for worker in workers {
+        per_shard.push(worker.await.unwrap());
+    }
+    for (shard, outcomes) in per_shard.iter().enumerate().skip(1) {
+        let failed = outcomes.iter().filter(|o| !o.2).count();
+        let slowest = outcomes.iter().map(|o| o.1).max().unwrap();
+        assert_eq!(failed, 0, "shard {shard} was not involved");
+        assert!(
+            slowest < Duration::from_millis(500),
+            "shard {shard} was not involved, yet waited {slowest:?}"
+        );
+    }
+    let killed = &per_shard[0];
+    let failed = killed.iter().filter(|o| !o.2).count();
+    let resumed = killed
+        .iter()
+        .find(|o| o.0 > killed_at && o.2)
+        .map(|o| o.0 + o.1 - killed_at);
+    assert!(
+        resumed.is_some_and(|r| r < Duration::from_secs(6)),
+        "writes to the failed-over shard resumed: {resumed:?}"
+    );
+    assert!(
+        killed.last().is_some_and(|o| o.2),
+        "and keep succeeding on the promoted replica"
+    );
+    eprintln!(
+        "killed shard: {failed} failed of {}, first write done {resumed:?} after the kill",
+        killed.len()
+    );
+    client.shutdown().await;
+}

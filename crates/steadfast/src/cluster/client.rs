@@ -21,10 +21,13 @@
 //!   second, no trigger dropped). A view with a lower epoch than the table's is refused. The
 //!   table is swapped whole: commands never wait on a refresh unless their slot has no owner.
 //!
-//! - A node's link lost or its role changed triggers a refresh.
+//! - A node's link lost or its role changed triggers a refresh. A command waits at most 250 ms
+//!   for a node's link; then the router refreshes and looks for the slot's owner again, so a
+//!   command bound for a primary that died goes to the promoted replica as soon as the cluster
+//!   names it, within the command's deadline. A command that may have been applied is sent again
+//!   only if it is idempotent (the core's rule).
 //!
-//! Not yet (issue 8): per-shard breakers and queues (a command bound for a dead primary waits on
-//! that node's link until its deadline, even after the refresh names the new primary), pipelines
+//! Not yet (issue 8): per-shard breakers and queues, pipelines
 //! split over shards, transactions under `ASK`, replica reads, maintenance holds per shard,
 //! closing node clients that left the cluster.
 
@@ -167,7 +170,9 @@ impl ClusterClient {
         let deadline = Instant::now() + length;
         let slot = job.slot()?;
         let mut ask: Option<NodeAddress> = None;
-        for _ in 0..MAX_REDIRECTS {
+        let mut last_error: Option<Error> = None;
+        let mut redirects = 0;
+        while redirects < MAX_REDIRECTS {
             let asked = ask.take();
             let target = match &asked {
                 Some(node) => Some(node.clone()),
@@ -193,9 +198,28 @@ impl ClusterClient {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(error)) => error,
             };
+            if matches!(
+                error.kind(),
+                ErrorKind::Connect | ErrorKind::DeadlineExceeded
+            ) {
+                // The node is unreachable (its link is down or being replaced). Not executed,
+                // or safe to send again: look for the slot's owner again.
+                if error.is_ambiguous() && !job.is_idempotent() {
+                    return Err(error);
+                }
+                debug!(%error, "node unreachable; waiting for a refresh");
+                inner.trigger.notify_one();
+                inner.wait_refresh(deadline).await;
+                last_error = Some(error);
+                if Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            }
             let Some(redis_error) = error.redis_error() else {
                 return Err(error);
             };
+            redirects += 1;
             match redis_error.kind() {
                 redis::ErrorKind::Server(ServerErrorKind::Moved) => {
                     let Some(to) = redirect_target(redis_error, &target) else {
@@ -227,6 +251,9 @@ impl ClusterClient {
             if Instant::now() >= deadline {
                 break;
             }
+        }
+        if let Some(last) = last_error.filter(|_| Instant::now() >= deadline) {
+            return Err(Error::deadline(length, last.is_ambiguous(), Some(&last)));
         }
         Err(Error::new(
             ErrorKind::DeadlineExceeded,
@@ -296,6 +323,17 @@ enum Job<'a> {
 }
 
 impl Job<'_> {
+    /// Whether sending it twice is harmless (the core's idempotency table).
+    fn is_idempotent(&self) -> bool {
+        use crate::command::idempotent::is_idempotent;
+        match self {
+            Job::Single(cmd) => is_idempotent(cmd),
+            Job::Pipeline { pipeline, .. } => {
+                !pipeline.is_transaction() && pipeline.cmd_iter().all(is_idempotent)
+            }
+        }
+    }
+
     /// The one slot of every key, `Slot::Any` without keys.
     fn slot(&self) -> Result<Slot, Error> {
         let slots: Vec<Slot> = match self {

@@ -89,7 +89,7 @@ async fn run(
     loop {
         let link = match healthy_link(shared) {
             Some(link) => Ok(link),
-            None => wait_for_link(shared, deadline).await,
+            None => wait_for_link(shared, wait_bound(shared, deadline)).await,
         };
         let link = match link {
             Ok(link) => link,
@@ -164,7 +164,7 @@ async fn run(
                     &request.label(),
                     error,
                 ));
-                await_replacement(shared, &link, deadline).await;
+                await_replacement(shared, &link, wait_bound(shared, deadline)).await;
             }
             Decision::Ambiguous => {
                 shared
@@ -188,7 +188,7 @@ async fn run(
                 may_be_applied = true;
                 crate::metrics::retry("ambiguous");
                 last_error = Some(Error::from_redis(ErrorKind::Connect, &label, error));
-                await_replacement(shared, &link, deadline).await;
+                await_replacement(shared, &link, wait_bound(shared, deadline)).await;
             }
         }
     }
@@ -247,6 +247,19 @@ enum WaitError {
     Deadline(Option<Error>),
     Other(Error),
 }
+
+/// How long a command waits for a link. A cluster node waits briefly: the router may find the
+/// slot a new primary meanwhile, and it retries within the command's deadline.
+fn wait_bound(shared: &Shared, deadline: Instant) -> Instant {
+    if shared.is_cluster_node {
+        deadline.min(Instant::now() + CLUSTER_NODE_WAIT)
+    } else {
+        deadline
+    }
+}
+
+/// See [`wait_bound`].
+const CLUSTER_NODE_WAIT: Duration = Duration::from_millis(250);
 
 /// The published link, if it is open: the happy path, no waiting.
 fn healthy_link(shared: &Shared) -> Option<Arc<Link>> {
