@@ -529,8 +529,8 @@ async fn a_killed_primary_fails_over_and_only_its_shard_waits() {
     let client = cluster_client(&nodes).await;
     // One key per shard.
     let mut keys = Vec::new();
-    for primary in 0..3 {
-        let ip = nodes[primary].address.ip().to_string();
+    for (primary, node) in nodes.iter().enumerate().take(3) {
+        let ip = node.address.ip().to_string();
         let key = (0..)
             .map(|n| format!("shard-key:{n}"))
             .find(|k| {
