@@ -61,6 +61,17 @@ const VIEW_TIMEOUT: Duration = Duration::from_secs(1);
 const VIEWS: usize = 3;
 
 /// A Redis Cluster client; see the module documentation. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), steadfast::Error> {
+/// // A configuration endpoint: the name resolves to every node.
+/// let config = steadfast::Config::from_url("redis://clustercfg.example.internal:6379")?;
+/// let client = steadfast::cluster::ClusterClient::connect(config).await?;
+/// let _: () = client.query(redis::cmd("SET").arg("{user:1}.name").arg("Ada")).await?;
+/// let name: String = client.query(redis::cmd("GET").arg("{user:1}.name")).await?;
+/// client.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct ClusterClient {
     inner: Arc<Inner>,
