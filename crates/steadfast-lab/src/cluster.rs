@@ -5,7 +5,7 @@
 //! - The first `shards` servers get equal slot ranges (`CLUSTER ADDSLOTSRANGE`); every server is
 //!   introduced to the first (`CLUSTER MEET`); server `shards + k` replicates primary
 //!   `k % shards` (`CLUSTER REPLICATE`). Every node announces its own lab address.
-//! - [`form`] returns when every node reports `cluster_state:ok`, knows every other node, and
+//! - `form` returns when every node reports `cluster_state:ok`, knows every other node, and
 //!   lists every replica with its primary; it gives up after 30 s.
 //! - Administered with `redis-cli` inside each server's namespace, like the rest of the lab.
 
