@@ -301,6 +301,33 @@ pub fn cleanup_leftovers() -> Result<Vec<String>, LabError> {
         let _ = run("ip", &["netns", "del", &name]);
         removed.push(name);
     }
+    // A run killed while building its lab may have had an `ip netns add` in flight: its
+    // namespace appears after the listing above, once that `ip` ended or was killed with the
+    // rest. Look again (at most three times) until none is left.
+    for _ in 0..3 {
+        let listing = run("ip", &["netns", "list"])?;
+        let late: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| is_orphan(name))
+            .map(str::to_owned)
+            .collect();
+        if late.is_empty() {
+            break;
+        }
+        for name in &late {
+            kill_all_in(name);
+        }
+        let prefixes: Vec<String> = late
+            .iter()
+            .filter_map(|name| name.split_once('-').map(|(prefix, _)| format!("{prefix}-")))
+            .collect();
+        kill_processes_of(&prefixes);
+        for name in late {
+            let _ = run("ip", &["netns", "del", &name]);
+            removed.push(name);
+        }
+    }
     for dir in [std::path::PathBuf::from("/etc/netns"), std::env::temp_dir()] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
