@@ -6,17 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 fn namespaces_of(pid: u32) -> Vec<String> {
-    let output = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    let prefix = format!("sf{pid}-");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| name.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
+    steadfast_lab::net::namespaces_with(&format!("sf{pid}")).expect("ip netns list")
 }
 
 /// Live redis-server processes serving the lab's first server address, wherever they are (a

@@ -274,56 +274,34 @@ pub fn can_create_namespaces() -> bool {
 /// # Errors
 /// When `ip netns list` cannot run.
 pub fn cleanup_leftovers() -> Result<Vec<String>, LabError> {
-    let listing = run("ip", &["netns", "list"])?;
-    let mut orphans: Vec<String> = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| is_orphan(name))
-        .map(str::to_owned)
-        .collect();
-    // The run's own process lives in its client namespace and may still be starting servers:
-    // stop it first, then everything else twice (catching what it started meanwhile), then
-    // delete, so no process is left in a namespace that no longer has a name.
-    orphans.sort_by_key(|name| !name.ends_with("-client"));
-    for name in orphans.iter().chain(orphans.iter()) {
-        kill_all_in(name);
-    }
-    // Namespaces made by a run's inner process live in its own mount namespace, where this one
-    // cannot see them (`ip netns pids` finds nothing): find the run's servers by what points at
-    // the run instead, their working directory or arguments (`/tmp/sf<pid>-...`).
-    let prefixes: Vec<String> = orphans
-        .iter()
-        .filter_map(|name| name.split_once('-').map(|(prefix, _)| format!("{prefix}-")))
-        .collect();
-    kill_processes_of(&prefixes);
     let mut removed = Vec::new();
-    for name in orphans {
-        let _ = run("ip", &["netns", "del", &name]);
-        removed.push(name);
-    }
     // A run killed while building its lab may have had an `ip netns add` in flight: its
-    // namespace appears after the listing above, once that `ip` ended or was killed with the
-    // rest. Look again (at most three times) until none is left.
+    // namespace appears after a listing, once that `ip` ended or was killed with the rest. So
+    // list again after each pass, at most three passes, until none is left.
     for _ in 0..3 {
-        let listing = run("ip", &["netns", "list"])?;
-        let late: Vec<String> = String::from_utf8_lossy(&listing.stdout)
-            .lines()
-            .filter_map(|line| line.split_whitespace().next())
+        let mut orphans: Vec<String> = namespaces()?
+            .into_iter()
             .filter(|name| is_orphan(name))
-            .map(str::to_owned)
             .collect();
-        if late.is_empty() {
+        if orphans.is_empty() {
             break;
         }
-        for name in &late {
+        // The run's own process lives in its client namespace and may still be starting
+        // servers: stop it first, then everything else twice (catching what it started
+        // meanwhile), then delete, so no process is left in a namespace without a name.
+        orphans.sort_by_key(|name| !name.ends_with("-client"));
+        for name in orphans.iter().chain(orphans.iter()) {
             kill_all_in(name);
         }
-        let prefixes: Vec<String> = late
+        // Namespaces made by a run's inner process live in its own mount namespace, where this
+        // one cannot see them (`ip netns pids` finds nothing): find the run's servers by what
+        // points at the run instead, their working directory or arguments (`/tmp/sf<pid>-...`).
+        let prefixes: Vec<String> = orphans
             .iter()
             .filter_map(|name| name.split_once('-').map(|(prefix, _)| format!("{prefix}-")))
             .collect();
         kill_processes_of(&prefixes);
-        for name in late {
+        for name in orphans {
             let _ = run("ip", &["netns", "del", &name]);
             removed.push(name);
         }
@@ -344,18 +322,38 @@ pub fn cleanup_leftovers() -> Result<Vec<String>, LabError> {
 
 /// Removes every namespace whose name starts with `prefix-`, with what runs inside.
 pub fn remove_prefixed(prefix: &str) {
-    let Ok(listing) = run("ip", &["netns", "list"]) else {
+    let Ok(names) = namespaces_with(prefix) else {
         return;
     };
-    let wanted = format!("{prefix}-");
-    for line in String::from_utf8_lossy(&listing.stdout).lines() {
-        if let Some(name) = line.split_whitespace().next()
-            && name.starts_with(&wanted)
-        {
-            kill_all_in(name);
-            let _ = run("ip", &["netns", "del", name]);
-        }
+    for name in names {
+        kill_all_in(&name);
+        let _ = run("ip", &["netns", "del", &name]);
     }
+}
+
+/// Every network namespace's name (`ip netns list`).
+///
+/// # Errors
+/// When `ip netns list` cannot run.
+pub fn namespaces() -> Result<Vec<String>, LabError> {
+    let listing = run("ip", &["netns", "list"])?;
+    Ok(String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The namespaces whose name starts with `prefix-` (a run's, or one lab's).
+///
+/// # Errors
+/// When `ip netns list` cannot run.
+pub fn namespaces_with(prefix: &str) -> Result<Vec<String>, LabError> {
+    let wanted = format!("{prefix}-");
+    Ok(namespaces()?
+        .into_iter()
+        .filter(|name| name.starts_with(&wanted))
+        .collect())
 }
 
 /// Kills every process whose working directory or command line names one of `prefixes`.

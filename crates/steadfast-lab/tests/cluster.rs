@@ -13,18 +13,6 @@ use steadfast_lab::lab::{ClusterSpec, ENDPOINT_NAME, Lab, LabSpec};
 use steadfast_lab::net::{self, DNS_IP, Namespace};
 use tokio::time::Instant;
 
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let output = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn six_servers_form_three_shards_that_agree_and_a_replica_takes_over_its_shard() {
     let prefix = format!("{}-c", net::run_prefix());
@@ -113,7 +101,7 @@ fn six_servers_form_three_shards_that_agree_and_a_replica_takes_over_its_shard()
     outcome.unwrap().unwrap();
     drop(client);
     assert!(
-        namespaces_with(&prefix).is_empty(),
+        net::namespaces_with(&prefix).unwrap().is_empty(),
         "every namespace was removed"
     );
 }

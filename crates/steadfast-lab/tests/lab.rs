@@ -10,18 +10,6 @@ use steadfast_lab::lab::{ENDPOINT_NAME, Lab, LabSpec};
 use steadfast_lab::net::{self, CLIENT_IP, DNS_IP, Namespace};
 use steadfast_lab::server::ping;
 
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let output = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Connects, sends PING and waits for the reply; the round trip, bounded to 2 s.
 async fn timed_ping(address: std::net::SocketAddr) -> Option<Duration> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,10 +112,13 @@ fn lab_carries_traffic_faults_cut_and_heal_dns_flips_and_nothing_is_left_behind(
         })
     });
     outcome.unwrap().unwrap();
-    assert_eq!(namespaces_with(&prefix), vec![format!("{prefix}-client")]);
+    assert_eq!(
+        net::namespaces_with(&prefix).unwrap(),
+        vec![format!("{prefix}-client")]
+    );
     drop(client);
     assert!(
-        namespaces_with(&prefix).is_empty(),
+        net::namespaces_with(&prefix).unwrap().is_empty(),
         "every namespace was removed"
     );
 }
