@@ -40,16 +40,7 @@ fn main() {
         warm.wait_connected(Duration::from_secs(5)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = support::rss();
-        let mut all = Vec::with_capacity(clients);
-        for _ in 0..clients {
-            all.push(steadfast::Client::new(config.clone()).unwrap());
-        }
-        for client in &all {
-            client
-                .wait_connected(Duration::from_secs(30))
-                .await
-                .unwrap();
-        }
+        let all = support::connected_clients(&config, clients).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = support::rss();
         let cpu_before = cpu_ticks();

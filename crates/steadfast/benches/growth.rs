@@ -114,7 +114,7 @@ fn measure_one(spec: &str) {
             .await
             .unwrap();
         let before = support::rss();
-        let ops = if kind == 0 {
+        let (ops, grown) = if kind == 0 {
             let mut all = Vec::with_capacity(count);
             for _ in 0..count {
                 all.push(warm.get_multiplexed_async_connection().await.unwrap());
@@ -123,16 +123,8 @@ fn measure_one(spec: &str) {
             let ops = load(all, seconds).await;
             (ops, after.saturating_sub(before))
         } else {
-            let mut all = Vec::with_capacity(count);
-            for _ in 0..count {
-                all.push(steadfast::Client::open(&url).unwrap());
-            }
-            for client in &all {
-                client
-                    .wait_connected(Duration::from_secs(30))
-                    .await
-                    .unwrap();
-            }
+            let config = steadfast::Config::from_url(&url).unwrap();
+            let all = support::connected_clients(&config, count).await;
             let after = support::rss();
             let ops = load(all.clone(), seconds).await;
             for client in all {
@@ -140,7 +132,7 @@ fn measure_one(spec: &str) {
             }
             (ops, after.saturating_sub(before))
         };
-        println!("RESULT {} {}", ops.0, ops.1 as f64 / count as f64);
+        println!("RESULT {ops} {}", grown as f64 / count as f64);
     });
 }
 

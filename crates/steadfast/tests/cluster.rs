@@ -46,22 +46,22 @@ async fn slots_agree_with_the_servers_cluster_keyslot() {
     }
 }
 
-/// Three primaries, each serving a third of the slots, introduced to each other; waits (at
-/// most 20 s) until every node reports the cluster ok.
-async fn three_node_cluster() -> Vec<RedisServer> {
-    let nodes = vec![
-        cluster_node().await,
-        cluster_node().await,
-        cluster_node().await,
-    ];
+/// Three primaries, each serving a third of the slots, introduced to each other, and with
+/// `has_replicas` a replica each; every node started with `extra`. Waits (at most 20 s) until
+/// every node reports the cluster ok and every replica is in sync.
+async fn cluster(has_replicas: bool, extra: &[&str]) -> Vec<RedisServer> {
+    let count = if has_replicas { 6 } else { 3 };
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        nodes.push(RedisServer::start_cluster_node(extra).await);
+    }
     let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
     for (node, (start, end)) in nodes.iter().zip(ranges) {
-        let mut admin = node.admin().await;
         let _: () = redis::cmd("CLUSTER")
             .arg("ADDSLOTSRANGE")
             .arg(start)
             .arg(end)
-            .query_async(&mut admin)
+            .query_async(&mut node.admin().await)
             .await
             .unwrap();
     }
@@ -76,22 +76,62 @@ async fn three_node_cluster() -> Vec<RedisServer> {
             .unwrap();
     }
     let until = Instant::now() + Duration::from_secs(20);
-    for node in &nodes {
+    let known = format!("cluster_known_nodes:{count}");
+    wait_for_all(&nodes, until, |cluster, _| cluster.contains(&known)).await;
+    if has_replicas {
+        for k in 0..3 {
+            let id = node_id(&nodes[k]).await;
+            let _: () = redis::cmd("CLUSTER")
+                .arg("REPLICATE")
+                .arg(id)
+                .query_async(&mut nodes[3 + k].admin().await)
+                .await
+                .unwrap();
+        }
+    }
+    wait_for_all(&nodes, until, |cluster, replication| {
+        cluster.contains("cluster_state:ok")
+            && (replication.contains("role:master")
+                || replication.contains("master_link_status:up"))
+    })
+    .await;
+    nodes
+}
+
+/// Polls every node's `CLUSTER INFO` and `INFO replication` until `is_ready`, failing the test
+/// at `until`.
+async fn wait_for_all(
+    nodes: &[RedisServer],
+    until: Instant,
+    is_ready: impl Fn(&str, &str) -> bool,
+) {
+    for node in nodes {
         let mut admin = node.admin().await;
         loop {
-            let info: String = redis::cmd("CLUSTER")
+            let cluster: String = redis::cmd("CLUSTER")
                 .arg("INFO")
                 .query_async(&mut admin)
                 .await
                 .unwrap();
-            if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+            let replication: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            if is_ready(&cluster, &replication) {
                 break;
             }
-            assert!(Instant::now() < until, "cluster did not form: {info}");
+            assert!(
+                Instant::now() < until,
+                "the cluster did not form: {cluster}\n{replication}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    nodes
+}
+
+async fn three_node_cluster() -> Vec<RedisServer> {
+    cluster(false, &["--cluster-node-timeout", "5000"]).await
 }
 
 #[tokio::test]
@@ -438,89 +478,20 @@ async fn a_key_asked_elsewhere_during_a_migration_goes_there_after_asking() {
     client.shutdown().await;
 }
 
-/// Three primaries with a replica each, `cluster-node-timeout` 1 s, full coverage not required;
-/// waits (at most 20 s) until every replica is in sync.
+/// Three primaries with a replica each, `cluster-node-timeout` 1 s. Without full coverage
+/// required, the other shards keep serving while one fails over; with it (the server's default)
+/// every node answers CLUSTERDOWN until the failover ends.
 async fn six_node_cluster() -> Vec<RedisServer> {
-    let mut nodes = Vec::new();
-    for _ in 0..6 {
-        // Without full coverage required, the other shards keep serving while one fails over;
-        // with it (the server's default) every node answers CLUSTERDOWN until the failover ends.
-        nodes.push(
-            RedisServer::start_cluster_node(&[
-                "--cluster-node-timeout",
-                "1000",
-                "--cluster-require-full-coverage",
-                "no",
-            ])
-            .await,
-        );
-    }
-    let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
-    for (node, (start, end)) in nodes.iter().zip(ranges) {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(start)
-            .arg(end)
-            .query_async(&mut node.admin().await)
-            .await
-            .unwrap();
-    }
-    let mut first = nodes[0].admin().await;
-    for other in &nodes[1..] {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("MEET")
-            .arg(other.address.ip().to_string())
-            .arg(other.address.port())
-            .query_async(&mut first)
-            .await
-            .unwrap();
-    }
-    let until = Instant::now() + Duration::from_secs(20);
-    for node in &nodes {
-        let mut admin = node.admin().await;
-        loop {
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-            if info.contains("cluster_known_nodes:6") {
-                break;
-            }
-            assert!(Instant::now() < until, "nodes did not meet: {info}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    for k in 0..3 {
-        let id = node_id(&nodes[k]).await;
-        let _: () = redis::cmd("CLUSTER")
-            .arg("REPLICATE")
-            .arg(id)
-            .query_async(&mut nodes[3 + k].admin().await)
-            .await
-            .unwrap();
-    }
-    for replica in &nodes[3..] {
-        let mut admin = replica.admin().await;
-        loop {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-            let cluster: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-            if info.contains("master_link_status:up") && cluster.contains("cluster_state:ok") {
-                break;
-            }
-            assert!(Instant::now() < until, "replica not in sync: {info}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    nodes
+    cluster(
+        true,
+        &[
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,3 +102,22 @@ pub(crate) fn rss() -> u64 {
         .unwrap()
         * 1024
 }
+
+/// Opens `count` steadfast clients for `config` and waits (at most 30 s each) until every one is
+/// connected.
+pub(crate) async fn connected_clients(
+    config: &steadfast::Config,
+    count: usize,
+) -> Vec<steadfast::Client> {
+    let mut all = Vec::with_capacity(count);
+    for _ in 0..count {
+        all.push(steadfast::Client::new(config.clone()).unwrap());
+    }
+    for client in &all {
+        client
+            .wait_connected(Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    all
+}

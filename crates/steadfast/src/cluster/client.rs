@@ -157,11 +157,7 @@ impl ClusterClient {
     /// # Errors
     /// As [`Client::query`](crate::Client::query), and [`ErrorKind::CrossSlot`].
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        let value = match self.run(Job::Single(cmd)).await? {
-            Reply::Single(value) => value,
-            Reply::Pipeline(values) => Value::Array(values),
-        };
-        redis::from_redis_value(value)
+        redis::from_redis_value(self.send(cmd).await?)
             .map_err(|e| Error::from_redis(ErrorKind::Server, "converting the reply", e.into()))
     }
 
@@ -175,6 +171,13 @@ impl ClusterClient {
         self.inner.stop().await;
     }
 
+    async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
+        match self.run(Job::Single(cmd)).await? {
+            Reply::Single(value) => Ok(value),
+            Reply::Pipeline(values) => Ok(Value::Array(values)),
+        }
+    }
+
     async fn run(&self, job: Job<'_>) -> Result<Reply, Error> {
         let inner = &self.inner;
         let length = inner.config.command.deadline;
@@ -183,18 +186,14 @@ impl ClusterClient {
         let mut ask: Option<NodeAddress> = None;
         let mut last_error: Option<Error> = None;
         let mut redirects = 0;
-        while redirects < MAX_REDIRECTS {
+        while redirects < MAX_REDIRECTS && Instant::now() < deadline {
             let asked = ask.take();
             let target = match &asked {
                 Some(node) => Some(node.clone()),
                 None => inner.owner(slot),
             };
             let Some(target) = target else {
-                inner.trigger.notify_one();
-                inner.wait_refresh(deadline).await;
-                if Instant::now() >= deadline {
-                    break;
-                }
+                inner.refresh_and_wait(deadline).await;
                 continue;
             };
             let node = inner.node(&target)?;
@@ -219,12 +218,8 @@ impl ClusterClient {
                     return Err(error);
                 }
                 debug!(%error, "node unreachable; waiting for a refresh");
-                inner.trigger.notify_one();
-                inner.wait_refresh(deadline).await;
+                inner.refresh_and_wait(deadline).await;
                 last_error = Some(error);
-                if Instant::now() >= deadline {
-                    break;
-                }
                 continue;
             }
             let Some(redis_error) = error.redis_error() else {
@@ -254,13 +249,9 @@ impl ClusterClient {
                     | ServerErrorKind::MasterDown,
                 ) => {
                     debug!(%error, "cluster refusal; waiting for a refresh");
-                    inner.trigger.notify_one();
-                    inner.wait_refresh(deadline).await;
+                    inner.refresh_and_wait(deadline).await;
                 }
                 _ => return Err(error),
-            }
-            if Instant::now() >= deadline {
-                break;
             }
         }
         if let Some(last) = last_error.filter(|_| Instant::now() >= deadline) {
@@ -288,12 +279,7 @@ impl std::fmt::Debug for ClusterClient {
 
 impl ConnectionLike for ClusterClient {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            match self.run(Job::Single(cmd)).await? {
-                Reply::Single(value) => Ok(value),
-                Reply::Pipeline(values) => Ok(Value::Array(values)),
-            }
-        })
+        Box::pin(async move { self.send(cmd).await.map_err(Into::into) })
     }
 
     fn req_packed_commands<'a>(
@@ -497,9 +483,11 @@ impl Inner {
         Ok(client)
     }
 
-    /// Waits until a refresh completes, at most `REFRESH_WAIT` and never past `deadline`.
-    async fn wait_refresh(&self, deadline: Instant) {
+    /// The routing may be stale: asks for a refresh and waits until one completes, at most
+    /// `REFRESH_WAIT` and never past `deadline`.
+    async fn refresh_and_wait(&self, deadline: Instant) {
         let mut refreshed = self.refreshed.subscribe();
+        self.trigger.notify_one();
         let _ = timeout_at(
             deadline.min(Instant::now() + REFRESH_WAIT),
             refreshed.changed(),

@@ -121,16 +121,13 @@ async fn run(
             },
             Ok(Err(error)) => error,
         };
-        if shared.is_cluster_node && retry::is_cluster_refusal(&error) {
+        let decision = if shared.is_cluster_node && retry::is_cluster_refusal(&error) {
             // Not executed; the cluster router decides where to send it next.
-            shared.record_success();
-            return Err(Error::from_redis(
-                ErrorKind::Server,
-                &request.label(),
-                error,
-            ));
-        }
-        match retry::decide(&error, !was_closed_before) {
+            Decision::Fail
+        } else {
+            retry::decide(&error, !was_closed_before)
+        };
+        match decision {
             Decision::Fail => {
                 shared.record_success();
                 return Err(Error::from_redis(

@@ -100,6 +100,7 @@ async fn run(
     let mut probe_backoff = health.read_stall;
     let mut next_probe_at = Instant::now();
     loop {
+        sleep.as_mut().reset(next_look);
         let verdict = tokio::select! {
             () = &mut cancelled => break,
             () = &mut sleep => None,
@@ -121,7 +122,6 @@ async fn run(
         };
         let now = Instant::now();
         next_look = now + tick;
-        sleep.as_mut().reset(next_look);
         let Some(link) = shared.slot.borrow().link.clone() else {
             ping = None;
             continue;
@@ -148,7 +148,6 @@ async fn run(
             // while the monitor sleeps. Never sooner than a tick: a suspect link is looked at
             // every tick.
             next_look = due.min(now + health.read_stall).max(now + tick);
-            sleep.as_mut().reset(next_look);
         }
         if link.generation != watched {
             watched = link.generation;
