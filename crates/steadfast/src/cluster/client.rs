@@ -587,7 +587,8 @@ async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
         let wake = gate
             .wake_at()
             .map_or(next_periodic, |at| at.min(next_periodic));
-        let Some(trigger) = inner.upgrade().map(|i| Arc::clone(&i)) else {
+        // Hold only the trigger while waiting, not the client: dropping every handle ends this.
+        let Some(trigger) = inner.upgrade().map(|i| Arc::clone(&i.trigger)) else {
             break;
         };
         let should_start = tokio::select! {
@@ -601,7 +602,7 @@ async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
                     gate.poll(now)
                 }
             }
-            () = trigger.trigger.notified() => gate.trigger(Instant::now()),
+            () = trigger.notified() => gate.trigger(Instant::now()),
         };
         drop(trigger);
         if !should_start {
