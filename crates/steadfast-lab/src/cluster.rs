@@ -6,7 +6,7 @@
 //!   introduced to the first (`CLUSTER MEET`); server `shards + k` replicates primary
 //!   `k % shards` (`CLUSTER REPLICATE`). Every node announces its own lab address.
 //! - `form` returns when every node reports `cluster_state:ok`, knows every other node, and
-//!   lists every replica with its primary; it gives up after 30 s.
+//!   lists every replica with its primary, and every replica has synced; it gives up after 30 s.
 //! - Administered with `redis-cli` inside each server's namespace, like the rest of the lab.
 
 use std::time::Duration;
@@ -34,14 +34,13 @@ pub(crate) async fn form(servers: &[Server], spec: &ClusterSpec) -> Result<(), L
     }
     let slots = usize::from(steadfast::cluster::SLOTS);
     for (index, primary) in servers[..shards].iter().enumerate() {
-        let start = index * slots / shards;
-        let end = (index + 1) * slots / shards - 1;
+        let range = shard_slots(index, shards);
         primary
             .cli(&[
                 "CLUSTER",
                 "ADDSLOTSRANGE",
-                &start.to_string(),
-                &end.to_string(),
+                &range.start().to_string(),
+                &range.end().to_string(),
             ])
             .await?;
     }
@@ -84,6 +83,22 @@ pub(crate) async fn form(servers: &[Server], spec: &ClusterSpec) -> Result<(), L
         )
         .await?;
     }
+    // A replica that never synced has no data age the cluster trusts: it would not fail over.
+    for replica in &servers[shards..] {
+        loop {
+            let info = replica.cli(&["INFO", "replication"]).await?;
+            if info.contains("master_link_status:up") {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::new(format!(
+                    "replica {} did not sync with its primary within {FORM_LIMIT:?}",
+                    replica.label
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(())
 }
 
@@ -117,4 +132,186 @@ async fn wait_until(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The slots that shard `index` of `shards` served when [`form`] made the cluster.
+pub fn shard_slots(index: usize, shards: usize) -> std::ops::RangeInclusive<u16> {
+    let (shards, slots) = (shards.max(1), usize::from(steadfast::cluster::SLOTS));
+    let start = index * slots / shards;
+    let end = ((index + 1) * slots / shards).max(start + 1) - 1;
+    u16::try_from(start).unwrap_or(u16::MAX)..=u16::try_from(end).unwrap_or(u16::MAX)
+}
+
+/// How long one node may take to answer the watcher.
+const WATCH_ANSWER: Duration = Duration::from_millis(150);
+/// How often the watcher asks.
+const WATCH_EVERY: Duration = Duration::from_millis(10);
+
+/// Direct connections to every node from the caller's namespace (the drill's client namespace),
+/// to see what the cluster itself reports while clients run. A node that does not answer
+/// within 150 ms counts as not reporting.
+pub struct Watch {
+    nodes: Vec<(std::net::SocketAddr, Option<redis::aio::MultiplexedConnection>)>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl Watch {
+    /// Watches `servers`; connects on first use.
+    pub fn new(servers: &[Server]) -> Self {
+        Self {
+            nodes: servers.iter().map(|s| (s.address(), None)).collect(),
+        }
+    }
+
+    /// Every node's `CLUSTER NODES`, `None` for a node that did not answer in time.
+    pub async fn views(&mut self) -> Vec<Option<View>> {
+        let asks = self.nodes.iter_mut().map(|(address, connection)| async move {
+            let answer = tokio::time::timeout(WATCH_ANSWER, async {
+                if connection.is_none() {
+                    let client = redis::Client::open(format!("redis://{address}/")).ok()?;
+                    *connection = client.get_multiplexed_async_connection().await.ok();
+                }
+                let link = connection.as_mut()?;
+                let text: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(link)
+                    .await
+                    .ok()?;
+                View::parse(&text).ok()
+            })
+            .await
+            .ok()
+            .flatten();
+            if answer.is_none() {
+                *connection = None;
+            }
+            answer
+        });
+        futures_util::future::join_all(asks).await
+    }
+
+    /// Waits until more than half of all the nodes report `slot` owned by a node other than
+    /// `old`, and returns when the round that saw it began (never later than the truth).
+    ///
+    /// # Errors
+    /// When that did not happen within `limit`.
+    pub async fn new_owner(
+        &mut self,
+        slot: u16,
+        old: std::net::Ipv4Addr,
+        limit: Duration,
+    ) -> Result<Instant, LabError> {
+        let old = old.to_string();
+        let deadline = Instant::now() + limit;
+        let mut owners = Vec::new();
+        while Instant::now() < deadline {
+            let round = Instant::now();
+            owners = self
+                .views()
+                .await
+                .iter()
+                .map(|view| {
+                    view.as_ref()
+                        .and_then(|v| v.owner(slot))
+                        .and_then(|owner| owner.address.host.clone())
+                })
+                .collect();
+            let moved = owners
+                .iter()
+                .flatten()
+                .filter(|owner| **owner != old)
+                .count();
+            if moved * 2 > self.nodes.len() {
+                return Ok(round);
+            }
+            tokio::time::sleep_until(round + WATCH_EVERY).await;
+        }
+        Err(LabError::new(format!(
+            "no majority of the {} nodes reported a new owner of slot {slot} (was {old}) within {limit:?}; last seen: {owners:?}",
+            self.nodes.len()
+        )))
+    }
+}
+
+/// Moves `slots` from `from` to `to` the way `redis-cli --cluster reshard` does, one slot at a
+/// time: `IMPORTING` on the target, `MIGRATING` on the source, `MIGRATE` every key in batches,
+/// then `SETSLOT NODE` on both. Clients meanwhile see `ASK` for keys already moved and `MOVED`
+/// once a slot is done. Talks to the nodes directly from the caller's namespace.
+///
+/// # Errors
+/// When a node refuses a step.
+pub async fn migrate_slots(
+    from: &Server,
+    to: &Server,
+    slots: std::ops::RangeInclusive<u16>,
+) -> Result<(), LabError> {
+    let connect = |server: &Server| {
+        let address = server.address();
+        let label = server.label.clone();
+        async move {
+            let client = redis::Client::open(format!("redis://{address}/"))
+                .map_err(|e| LabError::new(format!("server {label}: {e}")))?;
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| LabError::new(format!("server {label}: {e}")))
+        }
+    };
+    let (mut source, mut target) = (connect(from).await?, connect(to).await?);
+    let id = |link: &mut redis::aio::MultiplexedConnection| {
+        let mut link = link.clone();
+        async move {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query_async::<String>(&mut link)
+                .await
+        }
+    };
+    let failed = |what: &str, e: redis::RedisError| LabError::new(format!("{what}: {e}"));
+    let source_id = id(&mut source).await.map_err(|e| failed("MYID", e))?;
+    let target_id = id(&mut target).await.map_err(|e| failed("MYID", e))?;
+    let to_ip = to.ip.to_string();
+    for slot in slots {
+        redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot.to_string(), "IMPORTING", &source_id])
+            .query_async::<()>(&mut target)
+            .await
+            .map_err(|e| failed("SETSLOT IMPORTING", e))?;
+        redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot.to_string(), "MIGRATING", &target_id])
+            .query_async::<()>(&mut source)
+            .await
+            .map_err(|e| failed("SETSLOT MIGRATING", e))?;
+        loop {
+            let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+                .arg(&["GETKEYSINSLOT", &slot.to_string(), "100"])
+                .query_async(&mut source)
+                .await
+                .map_err(|e| failed("GETKEYSINSLOT", e))?;
+            if keys.is_empty() {
+                break;
+            }
+            redis::cmd("MIGRATE")
+                .arg(&[to_ip.as_str(), "6379", "", "0", "5000", "REPLACE", "KEYS"])
+                .arg(keys)
+                .query_async::<()>(&mut source)
+                .await
+                .map_err(|e| failed("MIGRATE", e))?;
+        }
+        for link in [&mut target, &mut source] {
+            redis::cmd("CLUSTER")
+                .arg(&["SETSLOT", &slot.to_string(), "NODE", &target_id])
+                .query_async::<()>(link)
+                .await
+                .map_err(|e| failed("SETSLOT NODE", e))?;
+        }
+    }
+    Ok(())
 }

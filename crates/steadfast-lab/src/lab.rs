@@ -51,6 +51,10 @@ pub struct ClusterSpec {
     /// `cluster-node-timeout`: how long before the cluster fails a silent node over (server
     /// default 15 s; quick runs lower it).
     pub node_timeout: Duration,
+    /// `cluster-require-full-coverage`: with `true` (the server's default) every node refuses
+    /// every command (`CLUSTERDOWN`) while any slot has no live owner, so one shard's outage
+    /// stops them all; with `false` only the uncovered slots are refused.
+    pub requires_full_coverage: bool,
 }
 
 /// A running lab. Fields drop in order: proxy, servers, DNS, then the bridge.
@@ -153,6 +157,12 @@ impl Lab {
                     &ip,
                     "--cluster-node-timeout",
                     &timeout,
+                    "--cluster-require-full-coverage",
+                    if cluster.requires_full_coverage {
+                        "yes"
+                    } else {
+                        "no"
+                    },
                 ]);
             }
         }

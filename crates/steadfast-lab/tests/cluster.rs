@@ -28,6 +28,7 @@ fn six_servers_form_three_shards_that_agree_and_a_replica_takes_over_its_shard()
         cluster: Some(ClusterSpec {
             shards: 3,
             node_timeout: Duration::from_secs(2),
+            requires_full_coverage: true,
         }),
     };
     let outcome = net::run_in(client.name(), move || {

@@ -5,8 +5,11 @@
 //! - redis-rs `MultiplexedConnection` with its defaults: one connection, never replaced. If it
 //!   cannot be created (server down), each operation tries to create it, as a caller would.
 //! - redis-rs `ConnectionManager` with its defaults, created the same lazy way.
+//! - On a cluster: steadfast's `ClusterClient` with its defaults, beside redis-rs
+//!   `cluster_async::ClusterConnection` with its defaults (created the same lazy way).
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -20,15 +23,20 @@ pub enum ClientKind {
     RedisRsMultiplexed,
     /// redis-rs `ConnectionManager`, defaults.
     RedisRsManager,
+    /// redis-rs `cluster_async::ClusterConnection`, defaults.
+    RedisRsCluster,
 }
 
 impl ClientKind {
-    /// Every client, in report order.
+    /// Every single-endpoint client, in report order.
     pub const ALL: [Self; 3] = [
         Self::Steadfast,
         Self::RedisRsMultiplexed,
         Self::RedisRsManager,
     ];
+
+    /// Every cluster client, in report order.
+    pub const CLUSTER: [Self; 2] = [Self::Steadfast, Self::RedisRsCluster];
 
     /// Name in tables.
     pub fn label(self) -> &'static str {
@@ -36,8 +44,26 @@ impl ClientKind {
             Self::Steadfast => "steadfast",
             Self::RedisRsMultiplexed => "redis-rs multiplexed",
             Self::RedisRsManager => "redis-rs manager",
+            Self::RedisRsCluster => "redis-rs cluster_async",
         }
     }
+}
+
+/// SET then GET through a steadfast client's `query` (`Client` and `ClusterClient` alike);
+/// a failure is named by its [`steadfast::ErrorKind`].
+macro_rules! steadfast_set_get {
+    ($client:expr, $key:expr, $value:expr) => {{
+        let kind = |e: steadfast::Error| format!("{:?}", e.kind());
+        $client
+            .query::<()>(redis::cmd("SET").arg($key).arg($value))
+            .await
+            .map_err(kind)?;
+        $client
+            .query::<Option<u64>>(redis::cmd("GET").arg($key))
+            .await
+            .map(drop)
+            .map_err(kind)
+    }};
 }
 
 /// One client instance under test.
@@ -54,23 +80,51 @@ pub(crate) enum UnderTest {
         url: String,
         connection: Mutex<Option<ConnectionManager>>,
     },
+    SteadfastCluster(
+        steadfast::cluster::ClusterClient,
+        std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<steadfast::Event>>>,
+    ),
+    Cluster {
+        url: String,
+        connection: Mutex<Option<ClusterConnection>>,
+    },
 }
 
 impl UnderTest {
-    /// Creates the client; redis-rs clients connect lazily on first use. steadfast runs with
-    /// its defaults, except that `is_azure` switches on the `AzureRedisEvents` listener (on by
-    /// default only for Azure host names, which the lab's name is not).
-    pub(crate) fn new(kind: ClientKind, url: &str, is_azure: bool) -> Result<Self, String> {
+    /// Creates the client; redis-rs clients connect lazily on first use, steadfast's cluster
+    /// client reads the topology now. steadfast runs with its defaults, except that `is_azure`
+    /// switches on the `AzureRedisEvents` listener (on by default only for Azure host names,
+    /// which the lab's name is not).
+    pub(crate) async fn new(
+        kind: ClientKind,
+        url: &str,
+        is_azure: bool,
+        is_cluster: bool,
+    ) -> Result<Self, String> {
         Ok(match kind {
             ClientKind::Steadfast => {
                 let mut config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
                 if is_azure {
                     config.maintenance.azure_events = steadfast::AzureEvents::On;
                 }
+                if is_cluster {
+                    let client = steadfast::cluster::ClusterClient::connect(config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let events = client.events();
+                    return Ok(Self::SteadfastCluster(
+                        client,
+                        std::sync::Mutex::new(Some(events)),
+                    ));
+                }
                 let (client, events) =
                     steadfast::Client::with_events(config).map_err(|e| e.to_string())?;
                 Self::Steadfast(client, std::sync::Mutex::new(Some(events)))
             }
+            ClientKind::RedisRsCluster => Self::Cluster {
+                url: url.to_owned(),
+                connection: Mutex::new(None),
+            },
             ClientKind::RedisRsMultiplexed => Self::Multiplexed {
                 url: url.to_owned(),
                 connection: Mutex::new(None),
@@ -85,7 +139,9 @@ impl UnderTest {
     /// The steadfast client's events from before it started (once; `None` for redis-rs).
     pub(crate) fn take_events(&self) -> Option<tokio::sync::broadcast::Receiver<steadfast::Event>> {
         match self {
-            Self::Steadfast(_, events) => events.lock().unwrap_or_else(|e| e.into_inner()).take(),
+            Self::Steadfast(_, events) | Self::SteadfastCluster(_, events) => {
+                events.lock().unwrap_or_else(|e| e.into_inner()).take()
+            }
             _ => None,
         }
     }
@@ -93,18 +149,7 @@ impl UnderTest {
     /// One operation: SET key value, then GET key. Returns the error kind on failure.
     pub(crate) async fn set_get(&self, key: &str, value: u64) -> Result<(), String> {
         match self {
-            Self::Steadfast(client, _) => {
-                let kind = |e: steadfast::Error| format!("{:?}", e.kind());
-                client
-                    .query::<()>(redis::cmd("SET").arg(key).arg(value))
-                    .await
-                    .map_err(kind)?;
-                client
-                    .query::<Option<u64>>(redis::cmd("GET").arg(key))
-                    .await
-                    .map(drop)
-                    .map_err(kind)
-            }
+            Self::Steadfast(client, _) => steadfast_set_get!(client, key, value),
             Self::Multiplexed { url, connection } => {
                 let mut connection = {
                     let mut slot = connection.lock().await;
@@ -112,6 +157,23 @@ impl UnderTest {
                         let client = redis::Client::open(url.as_str()).map_err(|e| kind_of(&e))?;
                         let created = client
                             .get_multiplexed_async_connection()
+                            .await
+                            .map_err(|e| kind_of(&e))?;
+                        *slot = Some(created);
+                    }
+                    slot.clone().ok_or("unreachable")?
+                };
+                set_get(&mut connection, key, value).await
+            }
+            Self::SteadfastCluster(client, _) => steadfast_set_get!(client, key, value),
+            Self::Cluster { url, connection } => {
+                let mut connection = {
+                    let mut slot = connection.lock().await;
+                    if slot.is_none() {
+                        let client = redis::cluster::ClusterClient::new(vec![url.as_str()])
+                            .map_err(|e| kind_of(&e))?;
+                        let created = client
+                            .get_async_connection()
                             .await
                             .map_err(|e| kind_of(&e))?;
                         *slot = Some(created);
@@ -138,8 +200,10 @@ impl UnderTest {
     }
 
     pub(crate) async fn shutdown(&self) {
-        if let Self::Steadfast(client, _) = self {
-            client.shutdown().await;
+        match self {
+            Self::Steadfast(client, _) => client.shutdown().await,
+            Self::SteadfastCluster(client, _) => client.shutdown().await,
+            _ => {}
         }
     }
 }

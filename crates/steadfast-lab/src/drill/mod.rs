@@ -132,7 +132,7 @@ pub async fn run(
             servers,
             is_replicated,
             is_started,
-            cluster: None,
+            cluster: scenario.cluster(&timing),
         };
         let mut lab = match venue {
             Venue::Namespaces(inside) => {
@@ -189,11 +189,22 @@ async fn run_scenario(
     let origin = Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();
     let mut participants = Vec::new();
-    for client in ClientKind::ALL {
+    let (clients, shards): (&[ClientKind], _) = if scenario.is_cluster() {
+        (&ClientKind::CLUSTER, Some(scenario::CLUSTER_SHARDS))
+    } else {
+        (&ClientKind::ALL, None)
+    };
+    for &client in clients {
         for workload in WorkloadKind::ALL {
-            let is_azure = scenario == Scenario::AzureMaintenance;
-            let under_test =
-                Arc::new(UnderTest::new(client, &url, is_azure).map_err(LabError::new)?);
+            let is_azure = matches!(
+                scenario,
+                Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
+            );
+            let under_test = Arc::new(
+                UnderTest::new(client, &url, is_azure, shards.is_some())
+                    .await
+                    .map_err(LabError::new)?,
+            );
             let events = Arc::new(Mutex::new(Vec::new()));
             if let Some(receiver) = under_test.take_events() {
                 record_events(receiver, Arc::clone(&events), origin, stop.clone());
@@ -210,7 +221,7 @@ async fn run_scenario(
         .iter()
         .map(|p| {
             let tag = format!("{:?}-{:?}", p.client, p.workload);
-            Running::start(p.workload, Arc::clone(&p.under_test), origin, &tag)
+            Running::start(p.workload, Arc::clone(&p.under_test), origin, &tag, shards)
         })
         .collect();
     let marks = scenario.play(lab, timing).await;
@@ -228,7 +239,8 @@ async fn run_scenario(
     for (participant, ops) in participants.into_iter().zip(recorded) {
         let events =
             std::mem::take(&mut *participant.events.lock().unwrap_or_else(|e| e.into_inner()));
-        let reconnects = (participant.client == ClientKind::Steadfast).then(|| {
+        // A cluster client has a link per node: its reconnects are not one number.
+        let reconnects = (participant.client == ClientKind::Steadfast && shards.is_none()).then(|| {
             events
                 .iter()
                 .filter(|(_, text)| text.starts_with("Connected"))

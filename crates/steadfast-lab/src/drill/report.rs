@@ -8,6 +8,12 @@
 //!   *Recovery from restore* is that minus `restored` (how long the client lagged behind the
 //!   service); *from fault* is that minus the fault.
 //! - *recovered*: it recovered, and its last operation succeeded.
+//!
+//! On a cluster, every shard also gets its own row ([`ShardOutcome`]):
+//! - *p99 before*: over the operations that ran in the two seconds before the fault (the same
+//!   run's no-fault p99); *p99 after*: over every operation that started at or after it.
+//! - *resumed*: from `restored` (a majority of the nodes report the new owner) to the end of
+//!   the shard's first successful operation that ends after it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -44,8 +50,10 @@ pub struct Outcome {
     pub recovery_from_restore_ms: Option<f64>,
     /// Recovered, and the last operation succeeded.
     pub recovered: bool,
-    /// New links after the first (steadfast only).
+    /// New links after the first (steadfast, single endpoint only).
     pub reconnects: Option<usize>,
+    /// On a cluster: per shard.
+    pub shards: Vec<ShardOutcome>,
     /// steadfast's goals for this scenario, checked.
     pub goals: Vec<Goal>,
     /// Every operation (not in the JSON; drawn in the SVG).
@@ -54,6 +62,74 @@ pub struct Outcome {
     /// steadfast's events, ms since origin and a short text (not in the JSON).
     #[serde(skip)]
     pub events: Vec<(f64, String)>,
+}
+
+/// One shard of a cluster, for one client and workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardOutcome {
+    /// Which shard (0 is the one the faults hit).
+    pub shard: usize,
+    /// Whether the scenario's fault touches it.
+    pub is_involved: bool,
+    /// Operations recorded.
+    pub operations: usize,
+    /// Operations that returned an error.
+    pub failed: usize,
+    /// p99 of the operations in the 2 s before the fault, ms.
+    pub p99_before_ms: Option<f64>,
+    /// p99 of the operations from the fault on, ms.
+    pub p99_after_ms: Option<f64>,
+    /// The longest operation from the fault on, ms.
+    pub longest_after_ms: f64,
+    /// From `restored` to the shard's first success after it, ms.
+    pub resumed_ms: Option<f64>,
+}
+
+impl ShardOutcome {
+    fn measure(shard: usize, is_involved: bool, ops: &[&Op], fault_ms: f64, restored_ms: f64) -> Self {
+        let before: Vec<f64> = ops
+            .iter()
+            .filter(|o| o.start_ms >= fault_ms - BASELINE_MS && o.end_ms < fault_ms)
+            .map(|o| o.duration_ms())
+            .collect();
+        let after: Vec<f64> = ops
+            .iter()
+            .filter(|o| o.start_ms >= fault_ms)
+            .map(|o| o.duration_ms())
+            .collect();
+        Self {
+            shard,
+            is_involved,
+            operations: ops.len(),
+            failed: ops.iter().filter(|o| o.error.is_some()).count(),
+            p99_before_ms: percentile(before, 0.99),
+            p99_after_ms: percentile(after.clone(), 0.99),
+            longest_after_ms: after.into_iter().fold(0.0, f64::max),
+            resumed_ms: ops
+                .iter()
+                .filter(|o| o.error.is_none() && o.end_ms >= restored_ms)
+                .map(|o| o.end_ms - restored_ms)
+                .reduce(f64::min),
+        }
+    }
+
+    /// p99 after over p99 before.
+    pub fn p99_ratio(&self) -> Option<f64> {
+        Some(self.p99_after_ms? / self.p99_before_ms?.max(f64::MIN_POSITIVE))
+    }
+}
+
+/// The no-fault window before a cluster fault, ms.
+const BASELINE_MS: f64 = 2_000.0;
+
+/// The `q` quantile (nearest rank) of `values`.
+fn percentile(mut values: Vec<f64>, q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
 }
 
 /// One goal and whether it was met.
@@ -159,6 +235,50 @@ impl DrillReport {
                 );
             }
         }
+        let shard_rows: Vec<_> = self
+            .scenarios
+            .iter()
+            .flat_map(|s| s.outcomes.iter().map(move |o| (s, o)))
+            .filter(|(_, o)| !o.shards.is_empty())
+            .collect();
+        if !shard_rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<26} {:<23} {:<13} {:>5} {:>6} {:>6} {:>9} {:>9} {:>6} {:>9} {:>9}",
+                "cluster scenario",
+                "client",
+                "workload",
+                "shard",
+                "ops",
+                "failed",
+                "p99 pre",
+                "p99 post",
+                "ratio",
+                "longest",
+                "resumed",
+            );
+        }
+        for (scenario, o) in shard_rows {
+            for shard in &o.shards {
+                let _ = writeln!(
+                    out,
+                    "{:<26} {:<23} {:<13} {:>5} {:>6} {:>6} {:>9} {:>9} {:>6} {:>9} {:>9}",
+                    scenario.scenario.name(),
+                    o.client.label(),
+                    o.workload.label(),
+                    format!("{}{}", shard.shard, if shard.is_involved { "*" } else { "" }),
+                    shard.operations,
+                    shard.failed,
+                    ms(shard.p99_before_ms),
+                    ms(shard.p99_after_ms),
+                    shard
+                        .p99_ratio()
+                        .map_or("-".to_owned(), |r| format!("{r:.2}x")),
+                    ms(Some(shard.longest_after_ms)),
+                    ms(shard.resumed_ms),
+                );
+            }
+        }
         for skipped in &self.skipped {
             let _ = writeln!(
                 out,
@@ -191,7 +311,8 @@ fn ms(value: Option<f64>) -> String {
     match value {
         None => "-".to_owned(),
         Some(v) if v >= 10_000.0 => format!("{:.1}s", v / 1e3),
-        Some(v) if v >= 1.0 => format!("{v:.0}ms"),
+        Some(v) if v >= 100.0 => format!("{v:.0}ms"),
+        Some(v) if v >= 1.0 => format!("{v:.1}ms"),
         Some(v) => format!("{v:.2}ms"),
     }
 }
@@ -242,6 +363,18 @@ pub(crate) fn measure(
         .map(|o| o.end_ms)
         .reduce(f64::min);
     let last_ok = ops.last().is_some_and(|o| o.error.is_none());
+    let shards = if scenario.is_cluster() {
+        let count = ops.iter().filter_map(|o| o.shard).max().map_or(0, |m| m + 1);
+        (0..count)
+            .map(|shard| {
+                let mine: Vec<&Op> = ops.iter().filter(|o| o.shard == Some(shard)).collect();
+                let is_involved = scenario.involved_shards().contains(&shard);
+                ShardOutcome::measure(shard, is_involved, &mine, fault_ms, restored_ms)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut outcome = Outcome {
         client: input.client,
         workload: input.workload,
@@ -259,6 +392,7 @@ pub(crate) fn measure(
         recovery_from_restore_ms: recovered_at.map(|at| (at - restored_ms).max(0.0)),
         recovered: recovered_at.is_some() && last_ok,
         reconnects: input.reconnects,
+        shards,
         goals: Vec::new(),
         ops,
         events: input.events,
@@ -328,12 +462,69 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
         Scenario::Moving => vec![failed(0), handoff(100.0), reconnects(1)],
         Scenario::FailingOver => vec![failed(0), reconnects(0)],
         Scenario::AzureMaintenance => vec![failed(0), handoff(100.0)],
+        Scenario::ClusterKill | Scenario::ClusterBlackhole | Scenario::ClusterPause => {
+            vec![uninvolved(o), resumed(o, 250.0)]
+        }
+        Scenario::ClusterFailover
+        | Scenario::ClusterTakeover
+        | Scenario::ClusterAzureMaintenance => {
+            vec![uninvolved(o), resumed(o, 250.0), failed(0)]
+        }
+        Scenario::ClusterReshard => vec![uninvolved(o), failed(0)],
+        Scenario::ClusterShardDown => vec![uninvolved(o)],
         Scenario::LossyLink => {
             // One per full 5 s of the spell; the spell ends a few ms after its nominal length.
             let allowed = (fault_window_ms / 5_000.0).round().max(1.0) as usize;
             vec![reconnects(allowed), only_deadlines]
         }
     }
+}
+
+/// Allowed growth of an uninvolved shard's p99 over its no-fault p99.
+const P99_GROWTH: f64 = 1.2;
+
+/// The headline: shards the fault does not touch see no failure and keep their p99.
+fn uninvolved(o: &Outcome) -> Goal {
+    let others: Vec<&ShardOutcome> = o.shards.iter().filter(|s| !s.is_involved).collect();
+    let measured = others
+        .iter()
+        .map(|s| {
+            format!(
+                "shard {}: {} failed, p99 {} -> {} ({})",
+                s.shard,
+                s.failed,
+                ms(s.p99_before_ms),
+                ms(s.p99_after_ms),
+                s.p99_ratio().map_or("-".to_owned(), |r| format!("{r:.2}x"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    goal(
+        &format!("other shards: 0 failed and p99 within {P99_GROWTH}x of before the fault"),
+        measured,
+        !others.is_empty()
+            && others
+                .iter()
+                .all(|s| s.failed == 0 && s.p99_ratio().is_some_and(|r| r <= P99_GROWTH)),
+    )
+}
+
+/// The shard that failed over writes again soon after the cluster names its new owner.
+fn resumed(o: &Outcome, limit_ms: f64) -> Goal {
+    let involved: Vec<&ShardOutcome> = o.shards.iter().filter(|s| s.is_involved).collect();
+    goal(
+        &format!("shard 0 writes resume within {limit_ms:.0} ms of the new owner"),
+        involved
+            .iter()
+            .map(|s| ms(s.resumed_ms))
+            .collect::<Vec<_>>()
+            .join(", "),
+        !involved.is_empty()
+            && involved
+                .iter()
+                .all(|s| s.resumed_ms.is_some_and(|r| r <= limit_ms)),
+    )
 }
 
 #[cfg(test)]
@@ -345,6 +536,7 @@ mod tests {
             start_ms,
             end_ms,
             error: error.map(str::to_owned),
+            shard: None,
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::LabError;
 use crate::fault;
-use crate::lab::Lab;
+use crate::lab::{ClusterSpec, Lab};
 use crate::net::CLIENT_IP;
 
 /// A drill scenario.
@@ -43,11 +43,30 @@ pub enum Scenario {
     /// Azure: NodeMaintenanceStarting published on the real server 3 s ahead; at the announced
     /// time A is blackholed, B promoted and the name moved to B.
     AzureMaintenance,
+    /// Cluster: kill -9 shard 0's primary; its replica takes over after the node timeout.
+    ClusterKill,
+    /// Cluster: shard 0's primary silently drops everything (half-open links) until its
+    /// replica has taken over.
+    ClusterBlackhole,
+    /// Cluster: SIGSTOP shard 0's primary until its replica has taken over.
+    ClusterPause,
+    /// Cluster: planned `CLUSTER FAILOVER` on shard 0's replica.
+    ClusterFailover,
+    /// Cluster: `CLUSTER FAILOVER TAKEOVER` on shard 0's replica (no agreement from the
+    /// other primaries, no handshake with the old one).
+    ClusterTakeover,
+    /// Cluster: the first half of shard 0's slots moves to shard 1 under load (`ASK`, `MOVED`).
+    ClusterReshard,
+    /// Cluster: both nodes of shard 0 are killed; only its slots are unavailable.
+    ClusterShardDown,
+    /// Cluster: Azure NodeMaintenanceStarting for shard 0's primary 3 s ahead; at the announced
+    /// time its replica takes over with `CLUSTER FAILOVER`.
+    ClusterAzureMaintenance,
 }
 
 impl Scenario {
     /// Every scenario, in drill order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 19] = [
         Self::Restart,
         Self::ClientKill,
         Self::Demotion,
@@ -59,6 +78,14 @@ impl Scenario {
         Self::Moving,
         Self::FailingOver,
         Self::AzureMaintenance,
+        Self::ClusterKill,
+        Self::ClusterBlackhole,
+        Self::ClusterPause,
+        Self::ClusterFailover,
+        Self::ClusterTakeover,
+        Self::ClusterReshard,
+        Self::ClusterShardDown,
+        Self::ClusterAzureMaintenance,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -75,6 +102,14 @@ impl Scenario {
             Self::Moving => "moving",
             Self::FailingOver => "failing-over",
             Self::AzureMaintenance => "azure-maintenance",
+            Self::ClusterKill => "cluster-kill",
+            Self::ClusterBlackhole => "cluster-blackhole",
+            Self::ClusterPause => "cluster-pause",
+            Self::ClusterFailover => "cluster-failover",
+            Self::ClusterTakeover => "cluster-takeover",
+            Self::ClusterReshard => "cluster-reshard",
+            Self::ClusterShardDown => "cluster-shard-down",
+            Self::ClusterAzureMaintenance => "cluster-azure-maintenance",
         }
     }
 
@@ -107,6 +142,25 @@ impl Scenario {
                 "FAILING_OVER, the server stalls 6 s (past the 5 s deadline), FAILED_OVER".into()
             }
             Self::AzureMaintenance => "AzureRedisEvents NodeMaintenanceStarting 3 s ahead; at the start A is blackholed, B promoted, the name moved".into(),
+            Self::ClusterKill => format!(
+                "kill -9 shard 0's primary; its replica takes over (node timeout {:?})",
+                timing.node_timeout
+            ),
+            Self::ClusterBlackhole => format!(
+                "shard 0's primary drops every packet until its replica took over (node timeout {:?})",
+                timing.node_timeout
+            ),
+            Self::ClusterPause => format!(
+                "SIGSTOP shard 0's primary until its replica took over (node timeout {:?})",
+                timing.node_timeout
+            ),
+            Self::ClusterFailover => "CLUSTER FAILOVER on shard 0's replica".into(),
+            Self::ClusterTakeover => "CLUSTER FAILOVER TAKEOVER on shard 0's replica".into(),
+            Self::ClusterReshard => {
+                "half of shard 0's slots migrate to shard 1 under load, slot by slot".into()
+            }
+            Self::ClusterShardDown => "kill -9 both nodes of shard 0".into(),
+            Self::ClusterAzureMaintenance => "AzureRedisEvents NodeMaintenanceStarting for shard 0's primary 3 s ahead; at the start CLUSTER FAILOVER on its replica".into(),
         }
     }
 
@@ -118,8 +172,34 @@ impl Scenario {
         )
     }
 
+    /// Whether it runs on a Redis Cluster.
+    pub fn is_cluster(self) -> bool {
+        self.name().starts_with("cluster-")
+    }
+
+    /// The cluster shards the fault touches (their keys may fail or wait); the others must
+    /// not notice.
+    pub fn involved_shards(self) -> &'static [usize] {
+        match self {
+            Self::ClusterReshard => &[0, 1],
+            _ => &[0],
+        }
+    }
+
+    /// The cluster the lab forms, for cluster scenarios.
+    pub(crate) fn cluster(self, timing: &Timing) -> Option<ClusterSpec> {
+        self.is_cluster().then(|| ClusterSpec {
+            shards: CLUSTER_SHARDS,
+            node_timeout: timing.node_timeout,
+            requires_full_coverage: false,
+        })
+    }
+
     /// Servers the lab needs, and whether they start replicated and running.
     pub(crate) fn lab_shape(self) -> (usize, bool, bool) {
+        if self.is_cluster() {
+            return (2 * CLUSTER_SHARDS, false, true);
+        }
         match self {
             Self::FailoverDnsFlip
             | Self::Demotion
@@ -147,6 +227,9 @@ impl Scenario {
                 .await?;
             sleep(timing.tail).await;
             return Ok(Marks { fault, restored });
+        }
+        if self.is_cluster() {
+            return self.play_cluster(lab, timing).await;
         }
         sleep(timing.warmup).await;
         let fault = Instant::now();
@@ -221,25 +304,8 @@ impl Scenario {
                 Instant::now()
             }
             Self::AzureMaintenance => {
-                let ahead = Duration::from_secs(3);
-                let start_wall = std::time::SystemTime::now() + ahead;
-                let message = format!(
-                    "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
-                    utc(start_wall),
-                    lab.servers[0].ip
-                );
-                lab.servers[0]
-                    .cli(&["PUBLISH", "AzureRedisEvents", &message])
-                    .await?;
-                // StartTimeInUTC has whole seconds: the start is the second it names.
-                let whole = start_wall
-                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                    .map(|d| Duration::from_secs(d.as_secs()))
-                    .unwrap_or_default();
-                let now_wall = std::time::SystemTime::now()
-                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default();
-                sleep(whole.saturating_sub(now_wall)).await;
+                let start = announce_azure_maintenance(&lab.servers[0]).await?;
+                sleep_until(start).await;
                 let restored = Instant::now();
                 let cut = fault::isolate(&lab.servers[0])?;
                 lab.servers[1].promote().await?;
@@ -248,11 +314,105 @@ impl Scenario {
                 drop(cut);
                 restored
             }
-            Self::DownAtStart => unreachable!("handled above"),
+            _ => unreachable!("handled above"),
         };
         sleep(timing.tail).await;
         Ok(Marks { fault, restored })
     }
+
+    /// The cluster timelines. Server A is shard 0's primary, B shard 1's, D shard 0's replica.
+    /// `restored` is when a majority of the nodes report the new owner of shard 0's slots (the
+    /// end of the migration when resharding; the fault itself when the shard stays down).
+    async fn play_cluster(self, lab: &mut Lab, timing: &Timing) -> Result<Marks, LabError> {
+        let mut watch = crate::cluster::Watch::new(&lab.servers);
+        let _ = watch.views().await;
+        sleep(timing.cluster_warmup).await;
+        let slot = *crate::cluster::shard_slots(0, CLUSTER_SHARDS).start();
+        let (a, d) = (0, CLUSTER_SHARDS);
+        let old = lab.servers[a].ip;
+        let takes_over = timing.node_timeout * 3 + Duration::from_secs(10);
+        let fault = Instant::now();
+        let restored = match self {
+            Self::ClusterKill => {
+                lab.servers[a].kill();
+                watch.new_owner(slot, old, takes_over).await?
+            }
+            Self::ClusterBlackhole => {
+                let cut = fault::isolate(&lab.servers[a])?;
+                let restored = watch.new_owner(slot, old, takes_over).await?;
+                sleep(Duration::from_secs(1)).await;
+                cut.heal();
+                restored
+            }
+            Self::ClusterPause => {
+                let stopped = fault::Paused::new(&lab.servers[a])?;
+                let restored = watch.new_owner(slot, old, takes_over).await?;
+                sleep(Duration::from_secs(1)).await;
+                drop(stopped);
+                restored
+            }
+            Self::ClusterFailover => {
+                lab.servers[d].cli(&["CLUSTER", "FAILOVER"]).await?;
+                watch.new_owner(slot, old, takes_over).await?
+            }
+            Self::ClusterTakeover => {
+                lab.servers[d]
+                    .cli(&["CLUSTER", "FAILOVER", "TAKEOVER"])
+                    .await?;
+                watch.new_owner(slot, old, takes_over).await?
+            }
+            Self::ClusterReshard => {
+                crate::cluster::migrate_slots(
+                    &lab.servers[a],
+                    &lab.servers[1],
+                    super::workload::first_half(0, CLUSTER_SHARDS),
+                )
+                .await?;
+                Instant::now()
+            }
+            Self::ClusterShardDown => {
+                lab.servers[a].kill();
+                lab.servers[d].kill();
+                fault
+            }
+            Self::ClusterAzureMaintenance => {
+                let start = announce_azure_maintenance(&lab.servers[a]).await?;
+                sleep_until(start).await;
+                lab.servers[d].cli(&["CLUSTER", "FAILOVER"]).await?;
+                watch.new_owner(slot, old, takes_over).await?
+            }
+            _ => unreachable!("not a cluster scenario"),
+        };
+        sleep(timing.tail).await;
+        Ok(Marks { fault, restored })
+    }
+}
+
+/// Shards of the drill's cluster.
+pub(crate) const CLUSTER_SHARDS: usize = 3;
+
+/// Publishes Azure's NodeMaintenanceStarting for `server` on its `AzureRedisEvents` channel,
+/// 3 s ahead, and returns the announced start (`StartTimeInUTC` has whole seconds: the start is
+/// the second it names).
+async fn announce_azure_maintenance(server: &crate::server::Server) -> Result<Instant, LabError> {
+    let ahead = Duration::from_secs(3);
+    let start_wall = std::time::SystemTime::now() + ahead;
+    let message = format!(
+        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
+        utc(start_wall),
+        server.ip
+    );
+    server
+        .cli(&["PUBLISH", "AzureRedisEvents", &message])
+        .await?;
+    let whole = start_wall
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| Duration::from_secs(d.as_secs()))
+        .unwrap_or_default();
+    let now_wall = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(Instant::now() + whole.saturating_sub(now_wall))
 }
 
 /// `yyyy-MM-ddTHH:mm:ss` in UTC.
@@ -315,6 +475,10 @@ pub struct Timing {
     pub blackhole: Duration,
     /// Length of the lossy spell.
     pub loss: Duration,
+    /// Before a cluster fault: long enough for a no-fault p99 to compare with.
+    pub cluster_warmup: Duration,
+    /// The cluster's `cluster-node-timeout`.
+    pub node_timeout: Duration,
 }
 
 impl Timing {
@@ -325,6 +489,8 @@ impl Timing {
             tail: Duration::from_secs(3),
             blackhole: Duration::from_secs(20),
             loss: Duration::from_secs(10),
+            cluster_warmup: Duration::from_secs(3),
+            node_timeout: Duration::from_secs(15),
         }
     }
 
@@ -335,6 +501,8 @@ impl Timing {
             tail: Duration::from_secs(2),
             blackhole: Duration::from_secs(10),
             loss: Duration::from_secs(5),
+            cluster_warmup: Duration::from_secs(3),
+            node_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -4,6 +4,11 @@
 //! - Sequential: one operation (SET then GET) every 10 ms.
 //! - Concurrent: 64 tasks, each doing an operation every 10 ms, so up to 64 are in flight.
 //! - Both stop when told and return their records; times are relative to the scenario's origin.
+//! - On a cluster of `n` shards every operation is tagged with the shard its key belonged to
+//!   when the lab formed the cluster. The sequential task goes round one key per shard;
+//!   concurrent task `t` keeps one key on shard `t % n`. Keys of the sequential task and of
+//!   every other concurrent task lie in the first half of their shard's slots (the half the
+//!   resharding scenario moves), the rest in the second half.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +58,8 @@ pub struct Op {
     pub end_ms: f64,
     /// `None` on success; otherwise the error kind.
     pub error: Option<String>,
+    /// On a cluster: the shard the key belonged to when the lab formed it.
+    pub shard: Option<usize>,
 }
 
 impl Op {
@@ -77,20 +84,24 @@ impl Running {
         client: Arc<UnderTest>,
         origin: Instant,
         tag: &str,
+        shards: Option<usize>,
     ) -> Self {
         let ops = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let tasks = (0..kind.tasks())
             .map(|task| {
                 let (ops, stop, client) = (Arc::clone(&ops), stop.clone(), Arc::clone(&client));
-                let key = format!("{tag}:{task}");
+                let keys = task_keys(kind, tag, task, shards);
                 tokio::spawn(async move {
                     let mut value = 0u64;
-                    while !stop.is_cancelled() {
+                    for (key, shard) in keys.iter().cycle() {
+                        if stop.is_cancelled() {
+                            break;
+                        }
                         value += 1;
                         let start = Instant::now();
                         let outcome = tokio::select! {
-                            outcome = client.set_get(&key, value) => outcome,
+                            outcome = client.set_get(key, value) => outcome,
                             () = stop.cancelled() => break,
                         };
                         let end = Instant::now();
@@ -98,6 +109,7 @@ impl Running {
                             start_ms: millis(start, origin),
                             end_ms: millis(end, origin),
                             error: outcome.err(),
+                            shard: *shard,
                         };
                         ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
                         tokio::time::sleep(PACE).await;
@@ -118,6 +130,44 @@ impl Running {
         ops.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
         ops
     }
+}
+
+/// The keys task `task` goes round, each with its shard on a cluster of `shards`.
+fn task_keys(
+    kind: WorkloadKind,
+    tag: &str,
+    task: usize,
+    shards: Option<usize>,
+) -> Vec<(String, Option<usize>)> {
+    let Some(shards) = shards else {
+        return vec![(format!("{tag}:{task}"), None)];
+    };
+    let wanted: Vec<(usize, usize)> = match kind {
+        WorkloadKind::Sequential => (0..shards).map(|shard| (shard, 0)).collect(),
+        WorkloadKind::Concurrent => vec![(task % shards, task / shards % 2)],
+    };
+    wanted
+        .into_iter()
+        .map(|(shard, half)| {
+            let first = first_half(shard, shards);
+            let slots = if half == 0 {
+                first
+            } else {
+                first.end() + 1..=*crate::cluster::shard_slots(shard, shards).end()
+            };
+            let key = (0u64..)
+                .map(|n| format!("{tag}:{task}:{shard}:{n}"))
+                .find(|key| slots.contains(&steadfast::cluster::key_slot(key.as_bytes())))
+                .unwrap_or_default();
+            (key, Some(shard))
+        })
+        .collect()
+}
+
+/// The first half of shard `shard`'s slots, where the workload puts half of its keys.
+pub(crate) fn first_half(shard: usize, shards: usize) -> std::ops::RangeInclusive<u16> {
+    let range = crate::cluster::shard_slots(shard, shards);
+    *range.start()..=range.start() + (range.end() - range.start()) / 2
 }
 
 pub(crate) fn millis(at: Instant, origin: Instant) -> f64 {

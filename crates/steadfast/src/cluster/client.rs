@@ -16,7 +16,13 @@
 //!   is not touched. `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`: a refresh is triggered,
 //!   the command waits for it (at most 250 ms per round) and is sent again. All within the
 //!   command's one deadline, at most 16 redirections.
-//! - Topology: `CLUSTER NODES` from up to three nodes, the majority view ([`choose`]), every 2 s
+//! - A slot whose primary is unreachable (its link is down, or this command failed to reach
+//!   it): the command asks the shard's replicas (not flagged failing) in turn, every 25 ms. A
+//!   replica that has not taken over answers `MOVED` to the old primary (not executed); one
+//!   that has serves the command, and the slot is re-pointed at it at once. Writes resume the
+//!   moment the replica promotes itself, without waiting for a refresh.
+//! - Topology: `CLUSTER NODES` from up to three nodes (nodes whose link is up first; done as
+//!   soon as two agree), the majority view ([`choose`]), every 2 s
 //!   (jittered) and on every trigger, through a trailing-edge gate (at most 5 refreshes a
 //!   second, no trigger dropped). A view with a lower epoch than the table's is refused. The
 //!   table is swapped whole: commands never wait on a refresh unless their slot has no owner.
@@ -35,6 +41,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ServerErrorKind, Value};
 use tokio::sync::{Notify, broadcast, watch};
@@ -57,6 +64,8 @@ const MAX_REDIRECTS: usize = 16;
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 const REFRESH_COOLDOWN: Duration = Duration::from_millis(200);
 const REFRESH_WAIT: Duration = Duration::from_millis(250);
+/// How often a command whose primary is unreachable asks a replica whether it took over.
+const TAKEOVER_POLL: Duration = Duration::from_millis(25);
 const VIEW_TIMEOUT: Duration = Duration::from_secs(1);
 const VIEWS: usize = 3;
 
@@ -186,16 +195,21 @@ impl ClusterClient {
         let mut ask: Option<NodeAddress> = None;
         let mut last_error: Option<Error> = None;
         let mut redirects = 0;
+        // Nodes this command found unreachable: while its slot's primary is one of them, the
+        // command asks the shard's replicas, one of which may already have taken over.
+        let mut unreachable: Vec<NodeAddress> = Vec::new();
+        let mut turn = 0;
         while redirects < MAX_REDIRECTS && Instant::now() < deadline {
             let asked = ask.take();
             let target = match &asked {
                 Some(node) => Some(node.clone()),
-                None => inner.owner(slot),
+                None => inner.target(slot, &mut unreachable, &mut turn),
             };
             let Some(target) = target else {
-                inner.refresh_and_wait(deadline).await;
+                inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
                 continue;
             };
+            let is_replica = asked.is_none() && inner.owner(slot).is_some_and(|o| o != target);
             let node = inner.node(&target)?;
             let attempt = async {
                 match &asked {
@@ -205,7 +219,14 @@ impl ClusterClient {
             };
             let error = match timeout_at(deadline, attempt).await {
                 Err(_elapsed) => return Err(Error::deadline(length, true, None)),
-                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Ok(reply)) => {
+                    if is_replica && let Slot::One(slot) = slot {
+                        // The replica served the slot: it is the primary now.
+                        inner.moved(slot, target);
+                        inner.trigger.notify_one();
+                    }
+                    return Ok(reply);
+                }
                 Ok(Err(error)) => error,
             };
             if matches!(
@@ -217,8 +238,14 @@ impl ClusterClient {
                 if error.is_ambiguous() && !job.is_idempotent() {
                     return Err(error);
                 }
-                debug!(%error, "node unreachable; waiting for a refresh");
-                inner.refresh_and_wait(deadline).await;
+                debug!(%error, ?target, "node unreachable; asking the shard's replicas");
+                if unreachable.contains(&target) {
+                    // Asked again for want of anyone else: pace it by the refresh.
+                    inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
+                } else {
+                    unreachable.push(target);
+                    inner.trigger.notify_one();
+                }
                 last_error = Some(error);
                 continue;
             }
@@ -231,6 +258,13 @@ impl ClusterClient {
                     let Some(to) = redirect_target(redis_error, &target) else {
                         return Err(error);
                     };
+                    if unreachable.contains(&to) {
+                        // A replica still names the lost primary: no takeover yet. Not
+                        // executed; ask again shortly.
+                        redirects -= 1;
+                        inner.refresh_and_wait(deadline, TAKEOVER_POLL).await;
+                        continue;
+                    }
                     if let Slot::One(slot) = slot {
                         inner.moved(slot, to);
                     }
@@ -249,7 +283,7 @@ impl ClusterClient {
                     | ServerErrorKind::MasterDown,
                 ) => {
                     debug!(%error, "cluster refusal; waiting for a refresh");
-                    inner.refresh_and_wait(deadline).await;
+                    inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
                 }
                 _ => return Err(error),
             }
@@ -437,6 +471,49 @@ impl Inner {
         }
     }
 
+    /// Where to send a command for `slot` now: the slot's primary, unless this command found
+    /// it unreachable or its link is down (then it joins `unreachable`); then, in turn, a
+    /// replica of its shard that is not failing and not unreachable. `None`: nobody to ask
+    /// (wait for a refresh).
+    fn target(
+        &self,
+        slot: Slot,
+        unreachable: &mut Vec<NodeAddress>,
+        turn: &mut usize,
+    ) -> Option<NodeAddress> {
+        let routing = self.routing();
+        let shard = match slot {
+            Slot::One(slot) => routing.shard_for(slot)?,
+            _ => routing.shards.first()?,
+        };
+        if !unreachable.contains(&shard.primary) {
+            if self.is_up(&shard.primary) {
+                return Some(shard.primary.clone());
+            }
+            unreachable.push(shard.primary.clone());
+        }
+        let replicas: Vec<&NodeAddress> = shard
+            .replicas
+            .iter()
+            .filter(|r| !r.is_failing && !unreachable.contains(&r.address))
+            .map(|r| &r.address)
+            .collect();
+        if replicas.is_empty() {
+            // No replica to ask: the primary, whose link may come back within the deadline.
+            return Some(shard.primary.clone());
+        }
+        *turn += 1;
+        Some(replicas[*turn % replicas.len()].clone())
+    }
+
+    /// Whether the node's link is up (or not made yet: it is made on first use).
+    fn is_up(&self, address: &NodeAddress) -> bool {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .get(address)
+            .is_none_or(|client| matches!(client.state(), crate::LinkState::Connected { .. }))
+    }
+
     fn moved(&self, slot: u16, to: NodeAddress) {
         let mut guard = self.routing.write().unwrap_or_else(|e| e.into_inner());
         let mut patched = Routing::clone(&guard);
@@ -484,53 +561,64 @@ impl Inner {
     }
 
     /// The routing may be stale: asks for a refresh and waits until one completes, at most
-    /// `REFRESH_WAIT` and never past `deadline`.
-    async fn refresh_and_wait(&self, deadline: Instant) {
+    /// `wait` and never past `deadline`.
+    async fn refresh_and_wait(&self, deadline: Instant, wait: Duration) {
         let mut refreshed = self.refreshed.subscribe();
         self.trigger.notify_one();
-        let _ = timeout_at(
-            deadline.min(Instant::now() + REFRESH_WAIT),
-            refreshed.changed(),
-        )
-        .await;
+        let _ = timeout_at(deadline.min(Instant::now() + wait), refreshed.changed()).await;
     }
 
     /// One round: `CLUSTER NODES` from up to three nodes (the table's primaries, else the
     /// seeds), the majority view, and the swap.
     async fn refresh_once(&self) {
         let routing = self.routing();
-        let mut candidates: Vec<NodeAddress> =
-            routing.shards.iter().map(|s| s.primary.clone()).collect();
+        let mut candidates: Vec<NodeAddress> = routing
+            .shards
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address))
+            })
+            .cloned()
+            .collect();
         for seed in &self.seeds {
             if !candidates.contains(seed) {
                 candidates.push(seed.clone());
             }
         }
-        // Rotate so that successive rounds ask different nodes.
+        // Rotate so that successive rounds ask different nodes; nodes whose link is down last.
         let turn = usize::try_from(*self.refreshed.borrow()).unwrap_or(0);
         if !candidates.is_empty() {
             let by = turn % candidates.len();
             candidates.rotate_left(by);
         }
-        let asks = candidates
+        candidates.sort_by_key(|address| !self.is_up(address));
+        let mut asks: futures_util::stream::FuturesUnordered<_> = candidates
             .into_iter()
             .take(VIEWS)
             .map(|address| async move {
                 let node = self.node(&address).ok()?;
-                let text: String = tokio::time::timeout(
-                    VIEW_TIMEOUT,
-                    node.query(&redis::cmd("CLUSTER").arg("NODES").clone()),
-                )
-                .await
-                .ok()?
-                .ok()?;
+                let text: String = node
+                    .query(&redis::cmd("CLUSTER").arg("NODES").clone())
+                    .await
+                    .ok()?;
                 View::parse(&text).ok().map(|view| (view, address))
-            });
-        let answers: Vec<(View, NodeAddress)> = futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
+            })
             .collect();
+        // Every answer, or as soon as two agree (a majority of the three asked).
+        let mut answers: Vec<(View, NodeAddress)> = Vec::new();
+        let _ = tokio::time::timeout(VIEW_TIMEOUT, async {
+            while let Some(answer) = asks.next().await {
+                let Some((view, address)) = answer else {
+                    continue;
+                };
+                let agrees = answers.iter().any(|(v, _)| v.layout() == view.layout());
+                answers.push((view, address));
+                if agrees {
+                    break;
+                }
+            }
+        })
+        .await;
         let views: Vec<View> = answers.iter().map(|(v, _)| v.clone()).collect();
         if let Some(chosen) = choose(&views) {
             let answering = answers
