@@ -79,6 +79,13 @@ pub(crate) struct DrillArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // RUST_LOG=steadfast=debug (for example) logs the library's decisions to standard error.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.command {
         Command::Ping { target } => ping::ping(target.as_deref()).await,
         Command::Drill(args) => drill::drill_command(args).await,

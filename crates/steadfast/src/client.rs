@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     /// CLUSTERDOWN, MASTERDOWN) go back to the cluster router at once instead of being handled
     /// on this link.
     pub(crate) is_cluster_node: bool,
+    /// Woken on every look of the health monitor at a stalled link (cluster nodes only), so
+    /// the router can take an idempotent command elsewhere instead of waiting out its deadline.
+    pub(crate) stalled: tokio::sync::Notify,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -224,6 +227,7 @@ impl Client {
             )),
             is_in_error_spell: std::sync::atomic::AtomicBool::new(false),
             is_cluster_node,
+            stalled: tokio::sync::Notify::new(),
             hot: Hot {
                 is_relaxed: std::sync::atomic::AtomicBool::new(false),
                 deadline: config.command.deadline,
@@ -300,6 +304,12 @@ impl Client {
     /// Runs `request` through the command path of this client (used by the cluster router).
     pub(crate) async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
         command::execute(&self.shared, request, self.is_ambiguous_allowed).await
+    }
+
+    /// Resolves at the health monitor's next look at this link while it is stalled (cluster
+    /// nodes only; never resolves otherwise).
+    pub(crate) fn stalled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.stalled.notified()
     }
 
     async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {

@@ -26,6 +26,10 @@
 //!   (jittered) and on every trigger, through a trailing-edge gate (at most 5 refreshes a
 //!   second, no trigger dropped). A view with a lower epoch than the table's is refused. The
 //!   table is swapped whole: commands never wait on a refresh unless their slot has no owner.
+//!   Every node in the table gets its link at once (`connect` waits for the primaries').
+//! - An idempotent command whose node's link stalls (the health monitor's read-stall verdict)
+//!   leaves it and goes to the shard's replicas as above; the node is routed around for one
+//!   read-stall threshold. Any other command waits for its reply or its deadline.
 //!
 //! - A node's link lost or its role changed triggers a refresh. A command waits at most 250 ms
 //!   for a node's link; then the router refreshes and looks for the slot's owner again, so a
@@ -91,6 +95,8 @@ struct Inner {
     seeds: Vec<NodeAddress>,
     routing: RwLock<Arc<Routing>>,
     nodes: Mutex<HashMap<NodeAddress, crate::Client>>,
+    /// Nodes a command left stalled, and until when to route around them.
+    suspects: Mutex<HashMap<NodeAddress, Instant>>,
     trigger: Arc<Notify>,
     refreshed: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
@@ -131,6 +137,7 @@ impl ClusterClient {
             seeds,
             routing: RwLock::new(Arc::new(Routing::empty())),
             nodes: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
             trigger: Arc::new(Notify::new()),
             refreshed: watch::Sender::new(0),
             events,
@@ -155,6 +162,7 @@ impl ClusterClient {
                 tokio::time::sleep(REFRESH_COOLDOWN).await;
             }
         }
+        inner.dial_every_node(Some(deadline)).await;
         inner
             .tasks
             .spawn(refresher(Arc::downgrade(&inner), inner.cancel.clone()));
@@ -217,9 +225,29 @@ impl ClusterClient {
                     None => job.run(&node).await,
                 }
             };
-            let error = match timeout_at(deadline, attempt).await {
+            // An idempotent command may leave a stalled node (sending it again elsewhere is
+            // harmless); any other waits for its reply or its deadline.
+            let may_leave = asked.is_none() && job.is_idempotent();
+            let stalled = node.stalled();
+            let raced = async {
+                tokio::select! {
+                    biased;
+                    outcome = attempt => Some(outcome),
+                    () = stalled, if may_leave => None,
+                }
+            };
+            let error = match timeout_at(deadline, raced).await {
                 Err(_elapsed) => return Err(Error::deadline(length, true, None)),
-                Ok(Ok(reply)) => {
+                Ok(None) => {
+                    debug!(?target, "node stalled; asking the shard's replicas");
+                    inner.suspect(&target);
+                    if !unreachable.contains(&target) {
+                        unreachable.push(target);
+                    }
+                    inner.trigger.notify_one();
+                    continue;
+                }
+                Ok(Some(Ok(reply))) => {
                     if is_replica && let Slot::One(slot) = slot {
                         // The replica served the slot: it is the primary now.
                         inner.moved(slot, target);
@@ -227,7 +255,7 @@ impl ClusterClient {
                     }
                     return Ok(reply);
                 }
-                Ok(Err(error)) => error,
+                Ok(Some(Err(error))) => error,
             };
             if matches!(
                 error.kind(),
@@ -260,9 +288,13 @@ impl ClusterClient {
                     };
                     if unreachable.contains(&to) {
                         // A replica still names the lost primary: no takeover yet. Not
-                        // executed; ask again shortly.
+                        // executed; ask again shortly (the primary itself, if it is back).
                         redirects -= 1;
-                        inner.refresh_and_wait(deadline, TAKEOVER_POLL).await;
+                        if inner.is_up(&to) {
+                            unreachable.retain(|u| *u != to);
+                        } else {
+                            inner.refresh_and_wait(deadline, TAKEOVER_POLL).await;
+                        }
                         continue;
                     }
                     if let Slot::One(slot) = slot {
@@ -506,12 +538,29 @@ impl Inner {
         Some(replicas[*turn % replicas.len()].clone())
     }
 
-    /// Whether the node's link is up (or not made yet: it is made on first use).
+    /// Whether the node's link is up (or not made yet: it is made on first use) and no
+    /// command left it stalled within the last read-stall threshold.
     fn is_up(&self, address: &NodeAddress) -> bool {
+        let is_suspect = {
+            let suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+            suspects
+                .get(address)
+                .is_some_and(|until| Instant::now() < *until)
+        };
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        nodes
-            .get(address)
-            .is_none_or(|client| matches!(client.state(), crate::LinkState::Connected { .. }))
+        !is_suspect
+            && nodes
+                .get(address)
+                .is_none_or(|client| matches!(client.state(), crate::LinkState::Connected { .. }))
+    }
+
+    /// A command left `address` stalled: route around it for one read-stall threshold (its
+    /// link may still look connected; the health monitor's probe could not tell).
+    fn suspect(&self, address: &NodeAddress) {
+        let until = Instant::now() + self.config.health.read_stall;
+        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        suspects.retain(|_, at| Instant::now() < *at);
+        suspects.insert(address.clone(), until);
     }
 
     fn moved(&self, slot: u16, to: NodeAddress) {
@@ -558,6 +607,29 @@ impl Inner {
         });
         nodes.insert(address.clone(), client.clone());
         Ok(client)
+    }
+
+    /// Makes a node client for every node in the table that has none (their links are dialled
+    /// in the background, so a replica's link is up before it takes over), and with
+    /// `wait_until`, waits until then for every primary's link.
+    async fn dial_every_node(&self, wait_until: Option<Instant>) {
+        let routing = self.routing();
+        let mut primaries = Vec::new();
+        for shard in &routing.shards {
+            if let Ok(client) = self.node(&shard.primary) {
+                primaries.push(client);
+            }
+            for replica in &shard.replicas {
+                let _ = self.node(&replica.address);
+            }
+        }
+        if let Some(until) = wait_until {
+            for client in primaries {
+                let _ = client
+                    .wait_connected(until.saturating_duration_since(Instant::now()))
+                    .await;
+            }
+        }
     }
 
     /// The routing may be stale: asks for a refresh and waits until one completes, at most
@@ -638,6 +710,7 @@ impl Inner {
                 if is_new {
                     debug!(?event, "topology");
                     let _ = self.events.send(event);
+                    self.dial_every_node(None).await;
                 }
             } else {
                 debug!(

@@ -182,6 +182,9 @@ async fn run(
         }
         let stalled_for = link.activity.stalled_for(now);
         if stalled_for >= shared.read_stall() {
+            if shared.is_cluster_node {
+                shared.stalled.notify_waiters();
+            }
             // Suspect: look at the name on every tick (cheap), probe with backoff (a connection).
             if name_check.is_none() {
                 let (config, link, cancel) =
