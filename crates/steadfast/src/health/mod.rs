@@ -99,6 +99,9 @@ async fn run(
     let mut name_check: Option<tokio::task::JoinHandle<Option<String>>> = None;
     let mut probe_backoff = health.read_stall;
     let mut next_probe_at = Instant::now();
+    // The name is looked at once per tick: a lookup that answers at once (an IP address, a
+    // cached name) must not turn the loop into a spin.
+    let mut next_name_check_at = Instant::now();
     loop {
         sleep.as_mut().reset(next_look);
         let verdict = tokio::select! {
@@ -186,7 +189,8 @@ async fn run(
                 shared.stalled.notify_waiters();
             }
             // Suspect: look at the name on every tick (cheap), probe with backoff (a connection).
-            if name_check.is_none() {
+            if name_check.is_none() && now >= next_name_check_at {
+                next_name_check_at = now + tick;
                 let (config, link, cancel) =
                     (std::sync::Arc::clone(&config), link.clone(), cancel.clone());
                 name_check = Some(tasks.spawn(async move {
