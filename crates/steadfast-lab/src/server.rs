@@ -36,7 +36,15 @@ impl Server {
         namespace: Option<Namespace>,
         ip: Ipv4Addr,
     ) -> Result<Self, LabError> {
-        let dir = std::env::temp_dir().join(format!(
+        // Memory, not disk, where the machine has it: a cluster node saves its config with
+        // fsync on every epoch change, and on a disk that stall would land on the clients.
+        let shm = std::path::Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = root.join(format!(
             "{}-{}",
             crate::net::run_prefix(),
             namespace

@@ -6,7 +6,11 @@
 //!   cannot be created (server down), each operation tries to create it, as a caller would.
 //! - redis-rs `ConnectionManager` with its defaults, created the same lazy way.
 //! - On a cluster: steadfast's `ClusterClient` with its defaults, beside redis-rs
-//!   `cluster_async::ClusterConnection` with its defaults (created the same lazy way).
+//!   `cluster_async::ClusterConnection` with its defaults (created the same lazy way), and a
+//!   floor: one redis-rs `MultiplexedConnection` straight to each shard's first primary, which
+//!   knows nothing of the cluster, so nothing one shard does can reach another's operations
+//!   through it. Its latency on the shards a fault does not touch is what the machine itself
+//!   (the servers' failover work, the scheduler) does to every client at that moment.
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
@@ -25,6 +29,8 @@ pub enum ClientKind {
     RedisRsManager,
     /// redis-rs `cluster_async::ClusterConnection`, defaults.
     RedisRsCluster,
+    /// The floor: redis-rs `MultiplexedConnection`s straight to each shard's first primary.
+    Direct,
 }
 
 impl ClientKind {
@@ -36,7 +42,7 @@ impl ClientKind {
     ];
 
     /// Every cluster client, in report order.
-    pub const CLUSTER: [Self; 2] = [Self::Steadfast, Self::RedisRsCluster];
+    pub const CLUSTER: [Self; 3] = [Self::Steadfast, Self::RedisRsCluster, Self::Direct];
 
     /// Name in tables.
     pub fn label(self) -> &'static str {
@@ -45,6 +51,7 @@ impl ClientKind {
             Self::RedisRsMultiplexed => "redis-rs multiplexed",
             Self::RedisRsManager => "redis-rs manager",
             Self::RedisRsCluster => "redis-rs cluster_async",
+            Self::Direct => "direct (floor)",
         }
     }
 }
@@ -88,6 +95,10 @@ pub(crate) enum UnderTest {
         url: String,
         connection: Mutex<Option<ClusterConnection>>,
     },
+    Direct {
+        primaries: Vec<std::net::SocketAddr>,
+        connections: Vec<Mutex<Option<MultiplexedConnection>>>,
+    },
 }
 
 impl UnderTest {
@@ -95,11 +106,12 @@ impl UnderTest {
     /// client reads the topology now. steadfast runs with its defaults, except that `is_azure`
     /// switches on the `AzureRedisEvents` listener (on by default only for Azure host names,
     /// which the lab's name is not).
+    /// On a cluster, `primaries` are each shard's first primary, in shard order.
     pub(crate) async fn new(
         kind: ClientKind,
         url: &str,
         is_azure: bool,
-        is_cluster: bool,
+        primaries: Option<&[std::net::SocketAddr]>,
     ) -> Result<Self, String> {
         Ok(match kind {
             ClientKind::Steadfast => {
@@ -107,7 +119,7 @@ impl UnderTest {
                 if is_azure {
                     config.maintenance.azure_events = steadfast::AzureEvents::On;
                 }
-                if is_cluster {
+                if primaries.is_some() {
                     let client = steadfast::cluster::ClusterClient::connect(config)
                         .await
                         .map_err(|e| e.to_string())?;
@@ -125,6 +137,13 @@ impl UnderTest {
                 url: url.to_owned(),
                 connection: Mutex::new(None),
             },
+            ClientKind::Direct => {
+                let primaries = primaries.ok_or("the direct floor needs a cluster")?.to_vec();
+                Self::Direct {
+                    connections: primaries.iter().map(|_| Mutex::new(None)).collect(),
+                    primaries,
+                }
+            }
             ClientKind::RedisRsMultiplexed => Self::Multiplexed {
                 url: url.to_owned(),
                 connection: Mutex::new(None),
@@ -179,6 +198,29 @@ impl UnderTest {
                         *slot = Some(created);
                     }
                     slot.clone().ok_or("unreachable")?
+                };
+                set_get(&mut connection, key, value).await
+            }
+            Self::Direct {
+                primaries,
+                connections,
+            } => {
+                let slot = steadfast::cluster::key_slot(key.as_bytes());
+                let shard = (0..primaries.len())
+                    .find(|&s| crate::cluster::shard_slots(s, primaries.len()).contains(&slot))
+                    .unwrap_or(0);
+                let mut connection = {
+                    let mut held = connections[shard].lock().await;
+                    if held.is_none() {
+                        let url = format!("redis://{}/", primaries[shard]);
+                        let client = redis::Client::open(url).map_err(|e| kind_of(&e))?;
+                        let created = client
+                            .get_multiplexed_async_connection()
+                            .await
+                            .map_err(|e| kind_of(&e))?;
+                        *held = Some(created);
+                    }
+                    held.clone().ok_or("unreachable")?
                 };
                 set_get(&mut connection, key, value).await
             }

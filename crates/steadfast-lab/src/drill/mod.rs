@@ -194,14 +194,21 @@ async fn run_scenario(
     } else {
         (&ClientKind::ALL, None)
     };
+    let primaries: Option<Vec<std::net::SocketAddr>> = shards.map(|n| {
+        lab.servers[..n]
+            .iter()
+            .map(crate::server::Server::address)
+            .collect()
+    });
     for &client in clients {
+
         for workload in WorkloadKind::ALL {
             let is_azure = matches!(
                 scenario,
                 Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
             );
             let under_test = Arc::new(
-                UnderTest::new(client, &url, is_azure, shards.is_some())
+                UnderTest::new(client, &url, is_azure, primaries.as_deref())
                     .await
                     .map_err(LabError::new)?,
             );
@@ -260,6 +267,7 @@ async fn run_scenario(
             },
         ));
     }
+    report::judge_shards(scenario, &mut outcomes);
     Ok(ScenarioReport {
         scenario,
         description: scenario.description(timing),

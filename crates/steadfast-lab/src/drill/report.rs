@@ -10,8 +10,11 @@
 //! - *recovered*: it recovered, and its last operation succeeded.
 //!
 //! On a cluster, every shard also gets its own row ([`ShardOutcome`]):
-//! - *p99 before*: over the operations that ran in the two seconds before the fault (the same
-//!   run's no-fault p99); *p99 after*: over every operation that started at or after it.
+//! - *p99 before*: over the operations that ran in the 2.5 s before the fault (the same run's
+//!   no-fault p99); *p99 after*: over every operation that started at or after it. The p99 goal
+//!   is judged only where the no-fault window holds at least 1,000 operations (the concurrent
+//!   workload): over the sequential workload's ~80 per shard a "p99" is its largest one or
+//!   two, which swing 2x from run to run with no fault at all.
 //! - *resumed*: from `restored` (a majority of the nodes report the new owner) to the end of
 //!   the shard's first successful operation that ends after it.
 
@@ -75,7 +78,9 @@ pub struct ShardOutcome {
     pub operations: usize,
     /// Operations that returned an error.
     pub failed: usize,
-    /// p99 of the operations in the 2 s before the fault, ms.
+    /// Operations in the no-fault window.
+    pub operations_before: usize,
+    /// p99 of the operations in the 2.5 s before the fault, ms.
     pub p99_before_ms: Option<f64>,
     /// p99 of the operations from the fault on, ms.
     pub p99_after_ms: Option<f64>,
@@ -102,6 +107,7 @@ impl ShardOutcome {
             is_involved,
             operations: ops.len(),
             failed: ops.iter().filter(|o| o.error.is_some()).count(),
+            operations_before: before.len(),
             p99_before_ms: percentile(before, 0.99),
             p99_after_ms: percentile(after.clone(), 0.99),
             longest_after_ms: after.into_iter().fold(0.0, f64::max),
@@ -120,7 +126,9 @@ impl ShardOutcome {
 }
 
 /// The no-fault window before a cluster fault, ms.
-const BASELINE_MS: f64 = 2_000.0;
+const BASELINE_MS: f64 = 2_500.0;
+/// Operations the no-fault window needs before its p99 is judged.
+const P99_SAMPLES: usize = 1_000;
 
 /// The `q` quantile (nearest rank) of `values`.
 fn percentile(mut values: Vec<f64>, q: f64) -> Option<f64> {
@@ -462,16 +470,17 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
         Scenario::Moving => vec![failed(0), handoff(100.0), reconnects(1)],
         Scenario::FailingOver => vec![failed(0), reconnects(0)],
         Scenario::AzureMaintenance => vec![failed(0), handoff(100.0)],
+        // The other shards' goal needs the floor's outcome: see judge_shards.
         Scenario::ClusterKill | Scenario::ClusterBlackhole | Scenario::ClusterPause => {
-            vec![uninvolved(o), resumed(o, 250.0)]
+            vec![resumed(o, 250.0)]
         }
         Scenario::ClusterFailover
         | Scenario::ClusterTakeover
         | Scenario::ClusterAzureMaintenance => {
-            vec![uninvolved(o), resumed(o, 250.0), failed(0)]
+            vec![resumed(o, 250.0), failed(0)]
         }
-        Scenario::ClusterReshard => vec![uninvolved(o), failed(0)],
-        Scenario::ClusterShardDown => vec![uninvolved(o)],
+        Scenario::ClusterReshard => vec![failed(0)],
+        Scenario::ClusterShardDown => Vec::new(),
         Scenario::LossyLink => {
             // One per full 5 s of the spell; the spell ends a few ms after its nominal length.
             let allowed = (fault_window_ms / 5_000.0).round().max(1.0) as usize;
@@ -483,30 +492,76 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
 /// Allowed growth of an uninvolved shard's p99 over its no-fault p99.
 const P99_GROWTH: f64 = 1.2;
 
-/// The headline: shards the fault does not touch see no failure and keep their p99.
-fn uninvolved(o: &Outcome) -> Goal {
+/// Adds the headline goal of a cluster scenario to steadfast's outcomes: the shards the fault
+/// does not touch see no failed operation, and their p99 grows by at most 1.2x over the same
+/// run's no-fault p99, beyond what the floor (direct connections, same workload, same
+/// windows) saw: the machine's own share is measured, not guessed.
+pub(crate) fn judge_shards(scenario: Scenario, outcomes: &mut [Outcome]) {
+    if !scenario.is_cluster() {
+        return;
+    }
+    let floors: Vec<(WorkloadKind, Vec<ShardOutcome>)> = outcomes
+        .iter()
+        .filter(|o| o.client == ClientKind::Direct)
+        .map(|o| (o.workload, o.shards.clone()))
+        .collect();
+    for o in outcomes
+        .iter_mut()
+        .filter(|o| o.client == ClientKind::Steadfast)
+    {
+        let floor = floors
+            .iter()
+            .find(|(w, _)| *w == o.workload)
+            .map(|(_, shards)| shards.as_slice())
+            .unwrap_or_default();
+        let goal = uninvolved(o, floor);
+        o.goals.insert(0, goal);
+    }
+}
+
+/// See [`judge_shards`].
+fn uninvolved(o: &Outcome, floor: &[ShardOutcome]) -> Goal {
     let others: Vec<&ShardOutcome> = o.shards.iter().filter(|s| !s.is_involved).collect();
+    let floor_ratio = |shard: usize| {
+        floor
+            .iter()
+            .find(|f| f.shard == shard)
+            .and_then(ShardOutcome::p99_ratio)
+    };
     let measured = others
         .iter()
         .map(|s| {
             format!(
-                "shard {}: {} failed, p99 {} -> {} ({})",
+                "shard {}: {} failed, p99 {} -> {} ({}; floor {})",
                 s.shard,
                 s.failed,
                 ms(s.p99_before_ms),
                 ms(s.p99_after_ms),
-                s.p99_ratio().map_or("-".to_owned(), |r| format!("{r:.2}x"))
+                s.p99_ratio().map_or("-".to_owned(), |r| format!("{r:.2}x")),
+                floor_ratio(s.shard).map_or("-".to_owned(), |r| format!("{r:.2}x")),
             )
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let is_judged = others.iter().all(|s| s.operations_before >= P99_SAMPLES);
+    let text = if is_judged {
+        format!(
+            "other shards: 0 failed, p99 within {P99_GROWTH}x of before the fault beyond the floor's growth"
+        )
+    } else {
+        "other shards: 0 failed (too few operations for a p99 before the fault)".to_owned()
+    };
+    let is_p99_met = |s: &ShardOutcome| {
+        let allowed = P99_GROWTH * floor_ratio(s.shard).unwrap_or(1.0).max(1.0);
+        s.p99_ratio().is_some_and(|r| r <= allowed)
+    };
     goal(
-        &format!("other shards: 0 failed and p99 within {P99_GROWTH}x of before the fault"),
+        &text,
         measured,
         !others.is_empty()
             && others
                 .iter()
-                .all(|s| s.failed == 0 && s.p99_ratio().is_some_and(|r| r <= P99_GROWTH)),
+                .all(|s| s.failed == 0 && (!is_judged || is_p99_met(s))),
     )
 }
 

@@ -489,7 +489,7 @@ impl Timing {
             tail: Duration::from_secs(3),
             blackhole: Duration::from_secs(20),
             loss: Duration::from_secs(10),
-            cluster_warmup: Duration::from_secs(3),
+            cluster_warmup: Duration::from_secs(4),
             node_timeout: Duration::from_secs(15),
         }
     }
@@ -501,7 +501,7 @@ impl Timing {
             tail: Duration::from_secs(2),
             blackhole: Duration::from_secs(10),
             loss: Duration::from_secs(5),
-            cluster_warmup: Duration::from_secs(3),
+            cluster_warmup: Duration::from_secs(4),
             node_timeout: Duration::from_secs(2),
         }
     }

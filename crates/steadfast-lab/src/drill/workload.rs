@@ -1,8 +1,9 @@
 //! Workloads that record every operation: start, end, outcome and error kind.
 //!
 //! # Behaviour
-//! - Sequential: one operation (SET then GET) every 10 ms.
-//! - Concurrent: 64 tasks, each doing an operation every 10 ms, so up to 64 are in flight.
+//! - Sequential: one operation (SET then GET), then a pause of 5-15 ms (10 ms on average,
+//!   drawn anew each time so that tasks do not fall into step and send in bursts).
+//! - Concurrent: 64 tasks, each doing the same, so up to 64 are in flight.
 //! - Both stop when told and return their records; times are relative to the scenario's origin.
 //! - On a cluster of `n` shards every operation is tagged with the shard its key belonged to
 //!   when the lab formed the cluster. The sequential task goes round one key per shard;
@@ -69,6 +70,7 @@ impl Op {
     }
 }
 
+/// The pause after each operation: `PACE` give or take half of it.
 const PACE: Duration = Duration::from_millis(10);
 
 /// A running workload.
@@ -112,7 +114,7 @@ impl Running {
                             shard: *shard,
                         };
                         ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
-                        tokio::time::sleep(PACE).await;
+                        tokio::time::sleep(PACE / 2 + PACE.mul_f64(rand::random::<f64>())).await;
                     }
                 })
             })
