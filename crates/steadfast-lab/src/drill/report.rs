@@ -660,4 +660,75 @@ mod tests {
         assert_eq!(o.recovery_from_restore_ms, Some(20.0));
         assert!(o.goals.iter().all(|g| g.is_met), "{:?}", o.goals);
     }
+
+    /// Operations on `shard`: 1,200 of `before_ms` each in the no-fault window, 1,200 of
+    /// `after_ms` each after the fault at 10 s.
+    fn shard_ops(shard: usize, before_ms: f64, after_ms: f64) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for i in 0..1_200 {
+            let start = 7_600.0 + f64::from(i) * 2.0;
+            ops.push(Op {
+                shard: Some(shard),
+                ..op(start, start + before_ms, None)
+            });
+            let start = 10_000.0 + f64::from(i) * 2.0;
+            ops.push(Op {
+                shard: Some(shard),
+                ..op(start, start + after_ms, None)
+            });
+        }
+        ops
+    }
+
+    fn cluster_outcome(client: ClientKind, after_ms: f64) -> Outcome {
+        let mut ops = shard_ops(0, 1.0, 1.0);
+        ops.extend(shard_ops(1, 1.0, after_ms));
+        measure(
+            Scenario::ClusterFailover,
+            10_000.0,
+            10_500.0,
+            Measured {
+                client,
+                workload: WorkloadKind::Concurrent,
+                ops,
+                events: vec![],
+                reconnects: None,
+            },
+        )
+    }
+
+    #[test]
+    fn another_shards_p99_may_grow_only_as_much_as_the_floors_plus_a_fifth() {
+        let verdict = |steadfast_after: f64, floor_after: f64| {
+            let mut outcomes = vec![
+                cluster_outcome(ClientKind::Steadfast, steadfast_after),
+                cluster_outcome(ClientKind::Direct, floor_after),
+            ];
+            judge_shards(Scenario::ClusterFailover, &mut outcomes);
+            let goal = outcomes[0].goals[0].clone();
+            assert!(goal.goal.starts_with("other shards"), "{goal:?}");
+            goal.is_met
+        };
+        assert!(verdict(1.1, 1.0), "1.1x with a flat floor");
+        assert!(!verdict(1.5, 1.0), "1.5x with a flat floor");
+        assert!(verdict(2.3, 2.0), "the machine doubled everyone's p99");
+        assert!(!verdict(2.6, 2.0), "1.3x beyond the floor");
+    }
+
+    #[test]
+    fn a_failed_operation_on_another_shard_misses_the_headline_goal() {
+        let mut steadfast = cluster_outcome(ClientKind::Steadfast, 1.0);
+        let mut failed = shard_ops(2, 1.0, 1.0);
+        failed[1].error = Some("DeadlineExceeded".into());
+        steadfast.shards.push(ShardOutcome::measure(
+            2,
+            false,
+            &failed.iter().collect::<Vec<_>>(),
+            10_000.0,
+            10_500.0,
+        ));
+        let mut outcomes = vec![steadfast, cluster_outcome(ClientKind::Direct, 1.0)];
+        judge_shards(Scenario::ClusterFailover, &mut outcomes);
+        assert!(!outcomes[0].goals[0].is_met, "{:?}", outcomes[0].goals[0]);
+    }
 }
