@@ -151,7 +151,10 @@ const WATCH_EVERY: Duration = Duration::from_millis(10);
 /// to see what the cluster itself reports while clients run. A node that does not answer
 /// within 150 ms counts as not reporting.
 pub struct Watch {
-    nodes: Vec<(std::net::SocketAddr, Option<redis::aio::MultiplexedConnection>)>,
+    nodes: Vec<(
+        std::net::SocketAddr,
+        Option<redis::aio::MultiplexedConnection>,
+    )>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -172,28 +175,31 @@ impl Watch {
 
     /// Every node's `CLUSTER NODES`, `None` for a node that did not answer in time.
     pub async fn views(&mut self) -> Vec<Option<View>> {
-        let asks = self.nodes.iter_mut().map(|(address, connection)| async move {
-            let answer = tokio::time::timeout(WATCH_ANSWER, async {
-                if connection.is_none() {
-                    let client = redis::Client::open(format!("redis://{address}/")).ok()?;
-                    *connection = client.get_multiplexed_async_connection().await.ok();
+        let asks = self
+            .nodes
+            .iter_mut()
+            .map(|(address, connection)| async move {
+                let answer = tokio::time::timeout(WATCH_ANSWER, async {
+                    if connection.is_none() {
+                        let client = redis::Client::open(format!("redis://{address}/")).ok()?;
+                        *connection = client.get_multiplexed_async_connection().await.ok();
+                    }
+                    let link = connection.as_mut()?;
+                    let text: String = redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query_async(link)
+                        .await
+                        .ok()?;
+                    View::parse(&text).ok()
+                })
+                .await
+                .ok()
+                .flatten();
+                if answer.is_none() {
+                    *connection = None;
                 }
-                let link = connection.as_mut()?;
-                let text: String = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async(link)
-                    .await
-                    .ok()?;
-                View::parse(&text).ok()
-            })
-            .await
-            .ok()
-            .flatten();
-            if answer.is_none() {
-                *connection = None;
-            }
-            answer
-        });
+                answer
+            });
         futures_util::future::join_all(asks).await
     }
 

@@ -39,6 +39,9 @@ pub enum ErrorKind {
     Shutdown,
     /// A cluster command or pipeline names keys in different slots; it was not sent.
     CrossSlot,
+    /// The cluster shard that serves the command has no node answering (its circuit breaker is
+    /// open): the command was refused at once, not sent. Safe to retry.
+    NotAttempted,
 }
 
 /// The error type of every steadfast operation.
@@ -113,7 +116,10 @@ impl Error {
         !self.is_ambiguous
             && matches!(
                 self.kind,
-                ErrorKind::Connect | ErrorKind::DeadlineExceeded | ErrorKind::QueueFull
+                ErrorKind::Connect
+                    | ErrorKind::DeadlineExceeded
+                    | ErrorKind::QueueFull
+                    | ErrorKind::NotAttempted
             )
     }
 
@@ -167,7 +173,9 @@ impl From<Error> for redis::RedisError {
         }
         let io_kind = match error.kind {
             ErrorKind::DeadlineExceeded => std::io::ErrorKind::TimedOut,
-            ErrorKind::Connect | ErrorKind::Shutdown => std::io::ErrorKind::NotConnected,
+            ErrorKind::Connect | ErrorKind::Shutdown | ErrorKind::NotAttempted => {
+                std::io::ErrorKind::NotConnected
+            }
             ErrorKind::MayHaveBeenApplied => std::io::ErrorKind::ConnectionAborted,
             ErrorKind::QueueFull => std::io::ErrorKind::WouldBlock,
             ErrorKind::InvalidConfig | ErrorKind::CrossSlot => std::io::ErrorKind::InvalidInput,

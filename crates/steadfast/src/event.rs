@@ -84,6 +84,22 @@ pub enum Event {
         /// The role now seen.
         role: String,
     },
+    /// No node of a cluster shard answered several commands in a row: the shard's commands are
+    /// refused at once ([`ErrorKind::NotAttempted`](crate::ErrorKind::NotAttempted)) for
+    /// `open_for`, then one command probes it.
+    ShardBreakerOpened {
+        /// The shard's primary, `host:port`.
+        primary: String,
+        /// Failures in a row that opened it (1 after a failed probe).
+        failures: u32,
+        /// How long commands are refused before the next probe.
+        open_for: Duration,
+    },
+    /// A probe got an answer: the shard's commands are sent again.
+    ShardBreakerClosed {
+        /// The shard's primary, `host:port`.
+        primary: String,
+    },
     /// A cluster client took a new routing table.
     TopologyChanged {
         /// The highest configuration epoch among its primaries.

@@ -498,28 +498,11 @@ async fn six_node_cluster() -> Vec<RedisServer> {
 async fn a_killed_primary_fails_over_and_only_its_shard_waits() {
     let mut nodes = six_node_cluster().await;
     let client = cluster_client(&nodes).await;
-    // One key per shard.
-    let mut keys = Vec::new();
-    for (primary, node) in nodes.iter().enumerate().take(3) {
-        let ip = node.address.ip().to_string();
-        let key = (0..)
-            .map(|n| format!("shard-key:{n}"))
-            .find(|k| {
-                let slot = key_slot(k.as_bytes());
-                let owner = match slot {
-                    0..=5460 => 0,
-                    5461..=10922 => 1,
-                    _ => 2,
-                };
-                owner == primary
-            })
-            .unwrap();
-        keys.push((key, ip));
-    }
+    let keys: Vec<String> = (0..3).map(key_on_shard).collect();
     let until = Instant::now() + Duration::from_secs(9);
     let workers: Vec<_> = keys
         .iter()
-        .map(|(key, _)| {
+        .map(|key| {
             let (client, key) = (client.clone(), key.clone());
             tokio::spawn(async move {
                 let mut outcomes = Vec::new();
@@ -569,6 +552,74 @@ async fn a_killed_primary_fails_over_and_only_its_shard_waits() {
     eprintln!(
         "killed shard: {failed} failed of {}, first write done {resumed:?} after the kill",
         killed.len()
+    );
+    client.shutdown().await;
+}
+
+/// A key that shard `shard` (0, 1, 2) of the test clusters serves.
+fn key_on_shard(shard: usize) -> String {
+    (0..)
+        .map(|n| format!("shard-key:{n}"))
+        .find(|k| {
+            let owner = match key_slot(k.as_bytes()) {
+                0..=5460 => 0,
+                5461..=10922 => 1,
+                _ => 2,
+            };
+            owner == shard
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_with_every_node_down_is_refused_at_once_while_the_others_serve() {
+    let mut nodes = six_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    let mut events = client.events();
+    let (down, up) = (key_on_shard(0), key_on_shard(1));
+    // Shard 0's primary and its only replica.
+    nodes[0].kill();
+    nodes[3].kill();
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut refused_in = None;
+    let mut failed_first = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let error = client
+            .query::<()>(redis::cmd("SET").arg(&down).arg(1))
+            .await
+            .expect_err("no node serves shard 0");
+        // The command during which the breaker opens is refused when it asks again; the next
+        // one is refused at once.
+        if error.kind() == steadfast::ErrorKind::NotAttempted
+            && started.elapsed() < Duration::from_millis(10)
+        {
+            refused_in = Some(started.elapsed());
+            assert!(error.is_retryable(), "not sent: safe to retry");
+            break;
+        }
+        failed_first += 1;
+    }
+    let refused_in = refused_in.expect("the shard's breaker refused at once within 30 s");
+    let mut opened = false;
+    while let Ok(event) = events.try_recv() {
+        opened |= matches!(event, steadfast::Event::ShardBreakerOpened { .. });
+    }
+    assert!(opened, "the opening was an event");
+    for n in 0..50 {
+        let started = Instant::now();
+        let _: () = client
+            .query(redis::cmd("SET").arg(&up).arg(n))
+            .await
+            .expect("shard 1 serves");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "shard 1 is not held up by shard 0: {:?}",
+            started.elapsed()
+        );
+    }
+    eprintln!(
+        "shard 0 down: {failed_first} commands failed before the breaker refused in {refused_in:?}"
     );
     client.shutdown().await;
 }

@@ -138,7 +138,9 @@ impl UnderTest {
                 connection: Mutex::new(None),
             },
             ClientKind::Direct => {
-                let primaries = primaries.ok_or("the direct floor needs a cluster")?.to_vec();
+                let primaries = primaries
+                    .ok_or("the direct floor needs a cluster")?
+                    .to_vec();
                 Self::Direct {
                     connections: primaries.iter().map(|_| Mutex::new(None)).collect(),
                     primaries,

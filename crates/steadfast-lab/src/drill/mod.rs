@@ -201,7 +201,6 @@ async fn run_scenario(
             .collect()
     });
     for &client in clients {
-
         for workload in WorkloadKind::ALL {
             let is_azure = matches!(
                 scenario,
@@ -247,13 +246,14 @@ async fn run_scenario(
         let events =
             std::mem::take(&mut *participant.events.lock().unwrap_or_else(|e| e.into_inner()));
         // A cluster client has a link per node: its reconnects are not one number.
-        let reconnects = (participant.client == ClientKind::Steadfast && shards.is_none()).then(|| {
-            events
-                .iter()
-                .filter(|(_, text)| text.starts_with("Connected"))
-                .count()
-                .saturating_sub(1)
-        });
+        let reconnects =
+            (participant.client == ClientKind::Steadfast && shards.is_none()).then(|| {
+                events
+                    .iter()
+                    .filter(|(_, text)| text.starts_with("Connected"))
+                    .count()
+                    .saturating_sub(1)
+            });
         outcomes.push(report::measure(
             scenario,
             fault_ms,

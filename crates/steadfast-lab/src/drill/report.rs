@@ -91,7 +91,13 @@ pub struct ShardOutcome {
 }
 
 impl ShardOutcome {
-    fn measure(shard: usize, is_involved: bool, ops: &[&Op], fault_ms: f64, restored_ms: f64) -> Self {
+    fn measure(
+        shard: usize,
+        is_involved: bool,
+        ops: &[&Op],
+        fault_ms: f64,
+        restored_ms: f64,
+    ) -> Self {
         let before: Vec<f64> = ops
             .iter()
             .filter(|o| o.start_ms >= fault_ms - BASELINE_MS && o.end_ms < fault_ms)
@@ -274,7 +280,11 @@ impl DrillReport {
                     scenario.scenario.name(),
                     o.client.label(),
                     o.workload.label(),
-                    format!("{}{}", shard.shard, if shard.is_involved { "*" } else { "" }),
+                    format!(
+                        "{}{}",
+                        shard.shard,
+                        if shard.is_involved { "*" } else { "" }
+                    ),
                     shard.operations,
                     shard.failed,
                     ms(shard.p99_before_ms),
@@ -372,7 +382,11 @@ pub(crate) fn measure(
         .reduce(f64::min);
     let last_ok = ops.last().is_some_and(|o| o.error.is_none());
     let shards = if scenario.is_cluster() {
-        let count = ops.iter().filter_map(|o| o.shard).max().map_or(0, |m| m + 1);
+        let count = ops
+            .iter()
+            .filter_map(|o| o.shard)
+            .max()
+            .map_or(0, |m| m + 1);
         (0..count)
             .map(|shard| {
                 let mine: Vec<&Op> = ops.iter().filter(|o| o.shard == Some(shard)).collect();

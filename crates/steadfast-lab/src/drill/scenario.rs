@@ -188,7 +188,7 @@ impl Scenario {
 
     /// The cluster the lab forms, for cluster scenarios.
     pub(crate) fn cluster(self, timing: &Timing) -> Option<ClusterSpec> {
-        self.is_cluster().then(|| ClusterSpec {
+        self.is_cluster().then_some(ClusterSpec {
             shards: CLUSTER_SHARDS,
             node_timeout: timing.node_timeout,
             requires_full_coverage: false,

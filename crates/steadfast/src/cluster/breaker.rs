@@ -152,8 +152,15 @@ impl Breaker {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
         !matches!(self.state, State::Closed { .. })
+    }
+
+    /// Closed with no failure counted: admitting passes and an answer changes nothing, so a
+    /// caller may skip it while every breaker is pristine.
+    pub(crate) fn is_pristine(&self) -> bool {
+        self.state == State::Closed { failures: 0 }
     }
 
     fn open(&mut self, now: Instant, open_for: Duration, failures: u32) -> Option<Change> {

@@ -36,12 +36,24 @@
 //!   command bound for a primary that died goes to the promoted replica as soon as the cluster
 //!   names it, within the command's deadline. A command that may have been applied is sent again
 //!   only if it is idempotent (the core's rule).
+//! - Per-shard circuit breaker (by the shard's primary): a transport failure or a deadline
+//!   missed counts only where the command had nowhere else to go in the shard (a replica, or a
+//!   primary without a replica to ask), so a failover in progress never opens it; every answer,
+//!   error replies included, resets it. 3 failures in a row open it: the shard's commands fail
+//!   at once with [`ErrorKind::NotAttempted`] (not sent, safe to retry) for 1 s, then one
+//!   command probes; a failed probe opens it for twice as long, up to 8 s. Events:
+//!   [`Event::ShardBreakerOpened`], [`Event::ShardBreakerClosed`]. While every breaker is
+//!   closed with no failure counted, commands do not touch it (one atomic load).
+//! - Per-shard queues: every node has its own core client, whose wait queue
+//!   (`command.queue_capacity`) and links are its own; a stuck shard holds only its own
+//!   commands. Maintenance notices (RESP3 pushes, `AzureRedisEvents`) act on the node's own
+//!   link, so a maintenance on one shard's primary holds only that shard's commands.
 //!
-//! Not yet (issue 8): per-shard breakers and queues, pipelines
-//! split over shards, transactions under `ASK`, replica reads, maintenance holds per shard,
-//! closing node clients that left the cluster.
+//! Not yet (issue 8): pipelines split over shards, transactions under `ASK`, replica reads,
+//! closing node clients that left the cluster, a cheaper periodic topology check.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -54,6 +66,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::breaker::{Admission, Breaker, Change, Outcome};
 use super::keys::{Slot, command_slot};
 use super::redirect::NodeAddress;
 use super::refresh::RefreshGate;
@@ -97,6 +110,10 @@ struct Inner {
     nodes: Mutex<HashMap<NodeAddress, crate::Client>>,
     /// Nodes a command left stalled, and until when to route around them.
     suspects: Mutex<HashMap<NodeAddress, Instant>>,
+    /// One breaker per shard, by the shard's primary.
+    breakers: Mutex<HashMap<NodeAddress, Breaker>>,
+    /// How many of them are not pristine: while none is, commands skip the lock.
+    troubled: std::sync::atomic::AtomicUsize,
     trigger: Arc<Notify>,
     refreshed: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
@@ -138,6 +155,8 @@ impl ClusterClient {
             routing: RwLock::new(Arc::new(Routing::empty())),
             nodes: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::new()),
+            troubled: std::sync::atomic::AtomicUsize::new(0),
             trigger: Arc::new(Notify::new()),
             refreshed: watch::Sender::new(0),
             events,
@@ -218,6 +237,16 @@ impl ClusterClient {
                 continue;
             };
             let is_replica = asked.is_none() && inner.owner(slot).is_some_and(|o| o != target);
+            // The shard's breaker counts a failure only where the command has nowhere else to
+            // go in the shard (a replica, or a primary without a usable replica).
+            let is_last_resort = is_replica || !inner.has_replica_to_ask(slot, &unreachable);
+            let ticket = match inner.owner(slot) {
+                Some(primary) if asked.is_none() => match Ticket::admit(inner, primary) {
+                    Ok(ticket) => Some(ticket),
+                    Err(refused) => return Err(refused),
+                },
+                _ => None,
+            };
             let node = inner.node(&target)?;
             let attempt = async {
                 match &asked {
@@ -236,7 +265,20 @@ impl ClusterClient {
                     () = stalled, if may_leave => None,
                 }
             };
-            let error = match timeout_at(deadline, raced).await {
+            let outcome = timeout_at(deadline, raced).await;
+            if let Some(ticket) = ticket {
+                let answered = match &outcome {
+                    Ok(Some(Ok(_))) => true,
+                    Ok(Some(Err(error))) => !is_unreachable(error),
+                    Ok(None) | Err(_) => false,
+                };
+                ticket.record(if answered || !is_last_resort {
+                    Outcome::Answered
+                } else {
+                    Outcome::TransportFailure
+                });
+            }
+            let error = match outcome {
                 Err(_elapsed) => return Err(Error::deadline(length, true, None)),
                 Ok(None) => {
                     debug!(?target, "node stalled; asking the shard's replicas");
@@ -257,10 +299,7 @@ impl ClusterClient {
                 }
                 Ok(Some(Err(error))) => error,
             };
-            if matches!(
-                error.kind(),
-                ErrorKind::Connect | ErrorKind::DeadlineExceeded
-            ) {
+            if is_unreachable(&error) {
                 // The node is unreachable (its link is down or being replaced). Not executed,
                 // or safe to send again: look for the slot's owner again.
                 if error.is_ambiguous() && !job.is_idempotent() {
@@ -470,6 +509,99 @@ impl Job<'_> {
     }
 }
 
+/// The node could not be reached (its link is down or being replaced, or the command's
+/// deadline passed with no reply), as opposed to an answer.
+fn is_unreachable(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Connect | ErrorKind::DeadlineExceeded
+    )
+}
+
+/// Breaker settings: this many failures in a row open a shard's breaker for 1 s, doubling up to
+/// 8 s while its probes fail.
+const BREAKER_THRESHOLD: u32 = 3;
+const BREAKER_OPEN_MIN: Duration = Duration::from_secs(1);
+const BREAKER_OPEN_MAX: Duration = Duration::from_secs(8);
+
+/// A command admitted by its shard's breaker; reports how it ended (a probe abandoned by a
+/// caller who gave up lets the next command probe).
+struct Ticket<'a> {
+    inner: &'a Inner,
+    primary: NodeAddress,
+    was_probe: bool,
+    is_recorded: bool,
+}
+
+impl<'a> Ticket<'a> {
+    /// Admits a command to the shard whose primary is `primary`, or refuses it.
+    fn admit(inner: &'a Inner, primary: NodeAddress) -> Result<Self, Error> {
+        let admission = if inner.troubled.load(Ordering::Acquire) == 0 {
+            Admission::Pass
+        } else {
+            inner.with_breaker(&primary, |b| b.admit(Instant::now()))
+        };
+        match admission {
+            Admission::Refuse => {
+                // The table may have moved on (a new primary has a closed breaker).
+                inner.trigger.notify_one();
+                Err(Error::new(
+                    ErrorKind::NotAttempted,
+                    format!(
+                        "no node of the shard of {primary} answered lately (its circuit breaker is open): not sent, safe to retry"
+                    ),
+                ))
+            }
+            Admission::Pass | Admission::Probe => Ok(Self {
+                inner,
+                primary,
+                was_probe: admission == Admission::Probe,
+                is_recorded: false,
+            }),
+        }
+    }
+
+    fn record(mut self, outcome: Outcome) {
+        self.is_recorded = true;
+        if outcome == Outcome::Answered
+            && !self.was_probe
+            && self.inner.troubled.load(Ordering::Acquire) == 0
+        {
+            return;
+        }
+        let (was_probe, primary) = (self.was_probe, &self.primary);
+        let change = self
+            .inner
+            .with_breaker(primary, |b| b.record(Instant::now(), outcome, was_probe));
+        let primary = self.primary.to_string();
+        let event = match change {
+            None => return,
+            Some(Change::Opened { failures, open_for }) => {
+                tracing::warn!(%primary, failures, ?open_for, "shard breaker opened");
+                Event::ShardBreakerOpened {
+                    primary,
+                    failures,
+                    open_for,
+                }
+            }
+            Some(Change::Closed) => {
+                tracing::info!(%primary, "shard breaker closed");
+                Event::ShardBreakerClosed { primary }
+            }
+        };
+        let _ = self.inner.events.send(event);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.was_probe && !self.is_recorded {
+            self.inner
+                .with_breaker(&self.primary, Breaker::probe_abandoned);
+        }
+    }
+}
+
 fn cross_slot(a: u16, b: u16) -> Error {
     Error::new(
         ErrorKind::CrossSlot,
@@ -536,6 +668,41 @@ impl Inner {
         }
         *turn += 1;
         Some(replicas[*turn % replicas.len()].clone())
+    }
+
+    /// Runs `f` on the breaker of the shard whose primary is `primary`, keeping the count of
+    /// breakers that are not pristine.
+    fn with_breaker<T>(&self, primary: &NodeAddress, f: impl FnOnce(&mut Breaker) -> T) -> T {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        let breaker = breakers
+            .entry(primary.clone())
+            .or_insert_with(|| Breaker::new(BREAKER_THRESHOLD, BREAKER_OPEN_MIN, BREAKER_OPEN_MAX));
+        let was_pristine = breaker.is_pristine();
+        let result = f(breaker);
+        match (was_pristine, breaker.is_pristine()) {
+            (true, false) => {
+                self.troubled.fetch_add(1, Ordering::AcqRel);
+            }
+            (false, true) => {
+                self.troubled.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Whether the shard of `slot` has a replica this command could still ask.
+    fn has_replica_to_ask(&self, slot: Slot, unreachable: &[NodeAddress]) -> bool {
+        let routing = self.routing();
+        let shard = match slot {
+            Slot::One(slot) => routing.shard_for(slot),
+            _ => routing.shards.first(),
+        };
+        shard.is_some_and(|s| {
+            s.replicas
+                .iter()
+                .any(|r| !r.is_failing && !unreachable.contains(&r.address))
+        })
     }
 
     /// Whether the node's link is up (or not made yet: it is made on first use) and no
@@ -647,9 +814,7 @@ impl Inner {
         let mut candidates: Vec<NodeAddress> = routing
             .shards
             .iter()
-            .flat_map(|s| {
-                std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address))
-            })
+            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
             .cloned()
             .collect();
         for seed in &self.seeds {

@@ -4,9 +4,6 @@
 //! panics on it. The cluster client that uses them is built on the same link machinery as
 //! [`Client`](crate::Client).
 
-// The breaker and the refresh gate are the cluster client's policies; the client that calls
-// them is the next step of issue 8.
-#[cfg_attr(not(test), allow(dead_code))]
 mod breaker;
 mod client;
 mod keys;

@@ -18,6 +18,17 @@ pub struct NodeAddress {
     pub port: u16,
 }
 
+impl std::fmt::Display for NodeAddress {
+    /// `host:port`, an IPv6 host in brackets, `?:port` without a host.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host.as_deref() {
+            Some(host) if host.contains(':') => write!(f, "[{host}]:{}", self.port),
+            Some(host) => write!(f, "{host}:{}", self.port),
+            None => write!(f, "?:{}", self.port),
+        }
+    }
+}
+
 /// Which redirection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedirectKind {
