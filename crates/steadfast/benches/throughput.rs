@@ -9,7 +9,11 @@
 //! every slice pooled; each is also given as a ratio to raw redis-rs.
 //!
 //! Run: `cargo bench -p steadfast --bench throughput` (needs `redis-server` on PATH; it starts its
-//! own on a private loopback address). `STEADFAST_BENCH_JSON=FILE` also writes the rows as JSON;
+//! own on a private loopback address). `STEADFAST_BENCH_CLUSTER=1`: a local Redis Cluster of
+//! three primaries instead, steadfast's `ClusterClient` against redis-rs
+//! `cluster_async::ClusterConnection` (the reference of the ratios), both with their defaults;
+//! the 64 keys spread over the three shards. `STEADFAST_BENCH_JSON=FILE` also writes the rows as
+//! JSON;
 //! `STEADFAST_BENCH_TASKS=16` runs one concurrency only; `STEADFAST_BENCH_CLIENT=steadfast` runs
 //! one client only (for profiling; ratios are then meaningless).
 
@@ -28,6 +32,8 @@ enum Under {
     Raw(MultiplexedConnection),
     Manager(ConnectionManager),
     Steadfast(steadfast::Client),
+    Cluster(redis::cluster_async::ClusterConnection),
+    SteadfastCluster(steadfast::cluster::ClusterClient),
 }
 
 impl Under {
@@ -35,7 +41,8 @@ impl Under {
         match self {
             Self::Raw(_) => "redis-rs multiplexed",
             Self::Manager(_) => "redis-rs manager",
-            Self::Steadfast(_) => "steadfast",
+            Self::Steadfast(_) | Self::SteadfastCluster(_) => "steadfast",
+            Self::Cluster(_) => "redis-rs cluster_async",
         }
     }
 }
@@ -101,6 +108,10 @@ async fn run(under: &Under, op: Op, tasks: usize, seconds: Duration) -> Sample {
                         Under::Raw(c) => once(&mut c.clone(), op, &key, &value).await,
                         Under::Manager(c) => once(&mut c.clone(), op, &key, &value).await,
                         Under::Steadfast(c) => once(&mut c.clone(), op, &key, &value).await,
+                        Under::Cluster(c) => once(&mut c.clone(), op, &key, &value).await,
+                        Under::SteadfastCluster(c) => {
+                            once(&mut c.clone(), op, &key, &value).await;
+                        }
                     }
                     latencies.push(started.elapsed());
                 }
@@ -139,7 +150,51 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let server = support::Server::start(&runtime, 252, &[]);
+    let is_cluster = std::env::var_os("STEADFAST_BENCH_CLUSTER").is_some();
+    let (_servers, clients) = if is_cluster {
+        let nodes = support::cluster(&runtime, [247, 248, 249]);
+        let url = nodes[0].url.clone();
+        let clients = runtime.block_on(async {
+            let reference = redis::cluster::ClusterClient::new(vec![url.as_str()])
+                .unwrap()
+                .get_async_connection()
+                .await
+                .unwrap();
+            let config = steadfast::Config::from_url(&url).unwrap();
+            let steadfast = steadfast::cluster::ClusterClient::connect(config)
+                .await
+                .unwrap();
+            let mut con = reference.clone();
+            for key in 0..64 {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("bench:{key}"))
+                    .arg(vec![b'x'; 100])
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+            }
+            vec![
+                Under::Cluster(reference),
+                Under::SteadfastCluster(steadfast),
+            ]
+        });
+        (nodes, clients)
+    } else {
+        single_endpoint(&runtime)
+    };
+    run_all(&runtime, &clients, seconds, rounds);
+    for client in &clients {
+        match client {
+            Under::Steadfast(client) => runtime.block_on(client.shutdown()),
+            Under::SteadfastCluster(client) => runtime.block_on(client.shutdown()),
+            _ => {}
+        }
+    }
+}
+
+/// One redis-server; raw `MultiplexedConnection` (the reference), `ConnectionManager`, steadfast.
+fn single_endpoint(runtime: &tokio::runtime::Runtime) -> (Vec<support::Server>, Vec<Under>) {
+    let server = support::Server::start(runtime, 252, &[]);
     let url = server.url.clone();
     let clients = runtime.block_on(async {
         let client = redis::Client::open(url.as_str()).unwrap();
@@ -165,6 +220,12 @@ fn main() {
             Under::Steadfast(steadfast),
         ]
     });
+    (vec![server], clients)
+}
+
+/// Every operation and concurrency, the clients taking turns; the first client is the
+/// reference of the ratios.
+fn run_all(runtime: &tokio::runtime::Runtime, clients: &[Under], seconds: Duration, rounds: usize) {
     println!(
         "{:<22} {:>5} {:<22} {:>11} {:>9} {:>9} {:>7} {:>7} {:>7}",
         "operation", "tasks", "client", "ops/s", "p50", "p99", "x tput", "x p50", "x p99"
@@ -230,8 +291,5 @@ fn main() {
     }
     if let Ok(path) = std::env::var("STEADFAST_BENCH_JSON") {
         std::fs::write(path, format!("[{}]\n", rows.join(",\n"))).unwrap();
-    }
-    if let Under::Steadfast(client) = &clients[2] {
-        runtime.block_on(client.shutdown());
     }
 }

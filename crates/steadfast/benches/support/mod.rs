@@ -18,8 +18,7 @@ impl Server {
     /// Starts redis-server on `127.<octet>.x.y:6379` with `extra` arguments, and waits (at most
     /// 5 s) until it accepts a connection.
     pub(crate) fn start(runtime: &tokio::runtime::Runtime, octet: u8, extra: &[&str]) -> Self {
-        let pid = std::process::id();
-        let ip = format!("127.{octet}.{}.{}", (pid / 250) % 250, pid % 250 + 2);
+        let ip = ip(octet);
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let child = spawn(&ip, &extra);
         let server = Self {
@@ -57,6 +56,82 @@ impl Server {
             panic!("redis-server at {} did not start within 5 s", self.url);
         });
     }
+}
+
+/// This process's private loopback address for `octet`.
+pub(crate) fn ip(octet: u8) -> String {
+    let pid = std::process::id();
+    format!("127.{octet}.{}.{}", (pid / 250) % 250, pid % 250 + 2)
+}
+
+/// A Redis Cluster of three primaries (no replicas) on `127.<octet>.x.y` for the three
+/// `octets`, each serving a third of the slots; waits (at most 20 s) until every node reports
+/// the cluster ok. Node files go to a private directory under the system's temp directory.
+pub(crate) fn cluster(runtime: &tokio::runtime::Runtime, octets: [u8; 3]) -> Vec<Server> {
+    let nodes: Vec<Server> = octets
+        .iter()
+        .map(|&octet| {
+            let ip = ip(octet);
+            let dir = std::env::temp_dir().join(format!("steadfast-bench-{ip}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let dir = dir.to_string_lossy().into_owned();
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-announce-ip",
+                &ip,
+                "--dir",
+                &dir,
+            ];
+            Server::start(runtime, octet, &args)
+        })
+        .collect();
+    runtime.block_on(async {
+        let admin = |url: String| async move {
+            redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap()
+        };
+        for (index, node) in nodes.iter().enumerate() {
+            let (start, end) = (index * 16_384 / 3, (index + 1) * 16_384 / 3 - 1);
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(start)
+                .arg(end)
+                .query_async(&mut admin(node.url.clone()).await)
+                .await
+                .unwrap();
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg(&nodes[0].ip)
+                .arg(6379)
+                .query_async(&mut admin(node.url.clone()).await)
+                .await
+                .unwrap();
+        }
+        for node in &nodes {
+            let mut con = admin(node.url.clone()).await;
+            for attempt in 0.. {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    attempt < 2_000,
+                    "the bench cluster did not form within 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    nodes
 }
 
 fn spawn(ip: &str, extra: &[String]) -> Child {
