@@ -391,6 +391,52 @@ async fn keys_in_different_slots_are_refused_before_sending() {
 }
 
 #[tokio::test]
+async fn a_pipeline_over_every_shard_is_split_per_slot_and_answered_in_order() {
+    let nodes = three_node_cluster().await;
+    let mut client = cluster_client(&nodes).await;
+    let keys: Vec<String> = (0..30).map(|n| format!("split:{n}")).collect();
+    let mut writes = redis::pipe();
+    for (n, key) in keys.iter().enumerate() {
+        writes.cmd("SET").arg(key).arg(n).ignore();
+    }
+    writes.cmd("PING");
+    let (pong,): (String,) = writes.query_async(&mut client).await.unwrap();
+    assert_eq!(pong, "PONG", "a keyless command rides along");
+    let mut reads = redis::pipe();
+    for key in keys.iter().rev() {
+        reads.cmd("GET").arg(key);
+    }
+    let values: Vec<usize> = reads.query_async(&mut client).await.unwrap();
+    let expected: Vec<usize> = (0..30).rev().collect();
+    assert_eq!(values, expected, "replies in the caller's order");
+    for (n, key) in keys.iter().enumerate() {
+        let owner = owner_of(&nodes, key_slot(key.as_bytes())).await;
+        let stored: usize = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut owner.admin().await)
+            .await
+            .unwrap();
+        assert_eq!(stored, n, "{key} lives on its slot's owner");
+    }
+    let error = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("split:0")
+        .arg(1)
+        .cmd("SET")
+        .arg("split:1")
+        .arg(1)
+        .query_async::<()>(&mut client)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("different slots"),
+        "a transaction is never split: {error}"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_slot_that_moved_is_followed_and_the_write_lands_on_the_new_owner() {
     let nodes = three_node_cluster().await;
     let client = cluster_client(&nodes).await;

@@ -9,8 +9,12 @@
 //!   health verdicts and retry classification are the core's, not a copy. Cluster refusals come
 //!   back to the router instead of being handled on the node's link.
 //! - Routing: the slot of the command's keys ([`command_slot`]); a command without keys goes to
-//!   any primary; keys in different slots are refused before sending
-//!   ([`ErrorKind::CrossSlot`]). A pipeline goes to one node, so its keys must share a slot.
+//!   any primary; one command whose keys are in different slots is refused before sending
+//!   ([`ErrorKind::CrossSlot`]): `MGET`, `MSET`, `DEL`, `EXISTS` ... are not split (use hash
+//!   tags, or a pipeline of single-key commands). A pipeline whose keys share a slot goes as
+//!   one; otherwise it is split into one pipeline per slot, sent at the same time, and answered
+//!   in the caller's order (if a part fails, the call fails and says how many parts did: the
+//!   others were sent). A transaction (`MULTI`/`EXEC`) must stay in one slot.
 //! - `MOVED`: the slot is re-pointed at once and a refresh is triggered; the command is sent to
 //!   the new owner. `ASK`: the command is sent once to the named node after `ASKING`; the table
 //!   is not touched. `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`: a refresh is triggered,
@@ -49,7 +53,7 @@
 //!   commands. Maintenance notices (RESP3 pushes, `AzureRedisEvents`) act on the node's own
 //!   link, so a maintenance on one shard's primary holds only that shard's commands.
 //!
-//! Not yet (issue 8): pipelines split over shards, transactions under `ASK`, replica reads,
+//! Not yet (issue 8): one pipeline per node instead of per slot, transactions under `ASK`, replica reads,
 //! closing node clients that left the cluster, a cheaper periodic topology check.
 
 use std::collections::HashMap;
@@ -212,6 +216,70 @@ impl ClusterClient {
             Reply::Single(value) => Ok(value),
             Reply::Pipeline(values) => Ok(Value::Array(values)),
         }
+    }
+
+    /// A pipeline whose keys share one slot goes as one pipeline. Otherwise (not a transaction)
+    /// it is split into one pipeline per slot (a keyless command joins the first keyed one's
+    /// slot), sent at the same time, each with its own redirections; the replies come back in
+    /// the caller's order. If any part fails, the whole call fails with that part's error, and
+    /// says how many parts failed: the other parts were sent and may have been applied.
+    async fn pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<Value>, Error> {
+        let job = Job::Pipeline {
+            pipeline,
+            offset,
+            count,
+        };
+        let as_values = |reply| match reply {
+            Reply::Pipeline(values) => values,
+            Reply::Single(value) => vec![value],
+        };
+        match job.slot() {
+            Ok(_) => return self.run(job).await.map(as_values),
+            Err(error) if error.kind() != ErrorKind::CrossSlot || pipeline.is_transaction() => {
+                return Err(error);
+            }
+            Err(_) => {}
+        }
+        let parts = split_by_slot(pipeline)?;
+        let runs = parts.iter().map(|(indexes, part)| async move {
+            self.run(Job::Pipeline {
+                pipeline: part,
+                offset: 0,
+                count: indexes.len(),
+            })
+            .await
+            .map(as_values)
+        });
+        let results = futures_util::future::join_all(runs).await;
+        let total = pipeline.cmd_iter().count();
+        let mut values = vec![Value::Nil; total];
+        let (mut first_error, mut failed) = (None, 0);
+        for ((indexes, _), result) in parts.iter().zip(results) {
+            match result {
+                Ok(replies) => {
+                    for (&index, value) in indexes.iter().zip(replies) {
+                        values[index] = value;
+                    }
+                }
+                Err(error) => {
+                    failed += 1;
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            let message = format!(
+                "{failed} of {} per-slot parts of the pipeline failed (the others were sent and may have been applied): {error}",
+                parts.len()
+            );
+            return Err(Error::new(error.kind(), message).with_source(error));
+        }
+        Ok(values.split_off(total.saturating_sub(count)))
     }
 
     async fn run(&self, job: Job<'_>) -> Result<Reply, Error> {
@@ -394,17 +462,9 @@ impl ConnectionLike for ClusterClient {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self
-                .run(Job::Pipeline {
-                    pipeline,
-                    offset,
-                    count,
-                })
-                .await?
-            {
-                Reply::Pipeline(values) => Ok(values),
-                Reply::Single(value) => Ok(vec![value]),
-            }
+            self.pipeline(pipeline, offset, count)
+                .await
+                .map_err(Into::into)
         })
     }
 
@@ -600,6 +660,41 @@ impl Drop for Ticket<'_> {
                 .with_breaker(&self.primary, Breaker::probe_abandoned);
         }
     }
+}
+
+/// The commands of `pipeline` grouped by slot, in order of first appearance: each group's
+/// indexes in the pipeline and a pipeline of its commands. A keyless command joins the first
+/// keyed command's slot.
+///
+/// # Errors
+/// [`ErrorKind::CrossSlot`] when one command's own keys span slots.
+fn split_by_slot(pipeline: &Pipeline) -> Result<Vec<(Vec<usize>, Pipeline)>, Error> {
+    let slots: Vec<Slot> = pipeline.cmd_iter().map(command_slot).collect();
+    let first = slots.iter().find_map(|slot| match slot {
+        Slot::One(slot) => Some(*slot),
+        _ => None,
+    });
+    let mut parts: Vec<(u16, Vec<usize>, Pipeline)> = Vec::new();
+    for (index, (cmd, slot)) in pipeline.cmd_iter().zip(slots).enumerate() {
+        let slot = match slot {
+            Slot::One(slot) => slot,
+            Slot::Any => first.unwrap_or_default(),
+            Slot::Cross(a, b) => return Err(cross_slot(a, b)),
+        };
+        let at = match parts.iter().position(|(s, _, _)| *s == slot) {
+            Some(at) => at,
+            None => {
+                parts.push((slot, Vec::new(), redis::pipe()));
+                parts.len() - 1
+            }
+        };
+        parts[at].1.push(index);
+        parts[at].2.add_command(cmd.clone());
+    }
+    Ok(parts
+        .into_iter()
+        .map(|(_, indexes, part)| (indexes, part))
+        .collect())
 }
 
 fn cross_slot(a: u16, b: u16) -> Error {
