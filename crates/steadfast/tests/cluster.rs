@@ -669,3 +669,42 @@ async fn a_shard_with_every_node_down_is_refused_at_once_while_the_others_serve(
     );
     client.shutdown().await;
 }
+
+/// How many times `server` ran `CLUSTER NODES` since its statistics were last reset.
+async fn cluster_nodes_calls(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut server.admin().await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_cluster|nodes:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_idle_client_asks_each_node_for_the_topology_at_most_once_per_two_seconds() {
+    let nodes = three_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    for node in &nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+    let idle = Duration::from_millis(6_500);
+    tokio::time::sleep(idle).await;
+    for node in &nodes {
+        let calls = cluster_nodes_calls(node).await;
+        // Every 2 s, give or take 10 %: at most 4 rounds in 6.5 s, at least 2.
+        assert!(
+            (2..=4).contains(&calls),
+            "{} ran CLUSTER NODES {calls} times in {idle:?}",
+            node.address
+        );
+    }
+    client.shutdown().await;
+}

@@ -53,8 +53,12 @@
 //!   commands. Maintenance notices (RESP3 pushes, `AzureRedisEvents`) act on the node's own
 //!   link, so a maintenance on one shard's primary holds only that shard's commands.
 //!
-//! Not yet (issue 8): one pipeline per node instead of per slot, transactions under `ASK`, replica reads,
-//! closing node clients that left the cluster, a cheaper periodic topology check.
+//! - A node the table no longer lists (removed from the cluster, or a seed that is not a node)
+//!   has its client closed after the refresh that dropped it.
+//!
+//! Not yet (issue 8): one pipeline per node instead of per slot, transactions under `ASK`,
+//! replica reads, a cheaper periodic topology check than `CLUSTER NODES` (today each node gets
+//! at most one every 2 s when nothing changes).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -367,7 +371,9 @@ impl ClusterClient {
                 }
                 Ok(Some(Err(error))) => error,
             };
-            if is_unreachable(&error) {
+            if is_unreachable(&error)
+                || (error.kind() == ErrorKind::Shutdown && !inner.cancel.is_cancelled())
+            {
                 // The node is unreachable (its link is down or being replaced). Not executed,
                 // or safe to send again: look for the slot's owner again.
                 if error.is_ambiguous() && !job.is_idempotent() {
@@ -894,6 +900,33 @@ impl Inner {
         }
     }
 
+    /// Shuts down the node clients of nodes the table no longer lists (a node removed from the
+    /// cluster, a seed that is not a node). A command still on one gets `Shutdown` from it and
+    /// is routed again.
+    fn retire_departed(&self) {
+        let routing = self.routing();
+        let listed: Vec<&NodeAddress> = routing
+            .shards
+            .iter()
+            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
+            .collect();
+        let departed: Vec<(NodeAddress, crate::Client)> = {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<NodeAddress> = nodes
+                .keys()
+                .filter(|address| !listed.contains(address))
+                .cloned()
+                .collect();
+            gone.into_iter()
+                .filter_map(|address| nodes.remove(&address).map(|c| (address, c)))
+                .collect()
+        };
+        for (address, client) in departed {
+            debug!(%address, "node left the table; closing its client");
+            self.tasks.spawn(async move { client.shutdown().await });
+        }
+    }
+
     /// The routing may be stale: asks for a refresh and waits until one completes, at most
     /// `wait` and never past `deadline`.
     async fn refresh_and_wait(&self, deadline: Instant, wait: Duration) {
@@ -970,6 +1003,7 @@ impl Inner {
                 if is_new {
                     debug!(?event, "topology");
                     let _ = self.events.send(event);
+                    self.retire_departed();
                     self.dial_every_node(None).await;
                 }
             } else {
