@@ -5,6 +5,8 @@
 //!   drawn anew each time so that tasks do not fall into step and send in bursts).
 //! - Concurrent: 64 tasks, each doing the same, so up to 64 are in flight.
 //! - Both stop when told and return their records; times are relative to the scenario's origin.
+//!   An operation still waiting at the stop is recorded as failed ("Unfinished") if it had
+//!   waited 1 s or more, and dropped otherwise (a normal operation cut short).
 //! - On a cluster of `n` shards every operation is tagged with the shard its key belonged to
 //!   when the lab formed the cluster. The sequential task goes round one key per shard;
 //!   concurrent task `t` keeps one key on shard `t % n`. Keys of the sequential task and of
@@ -70,6 +72,11 @@ impl Op {
     }
 }
 
+/// An operation still waiting this long when the scenario ends is recorded as failed.
+const HUNG: Duration = Duration::from_secs(1);
+/// Its error kind.
+pub const UNFINISHED: &str = "Unfinished";
+
 /// The pause after each operation: `PACE` give or take half of it.
 const PACE: Duration = Duration::from_millis(10);
 
@@ -104,7 +111,16 @@ impl Running {
                         let start = Instant::now();
                         let outcome = tokio::select! {
                             outcome = client.set_get(key, value) => outcome,
-                            () = stop.cancelled() => break,
+                            () = stop.cancelled() => {
+                                // An operation still waiting when the scenario ends counts
+                                // as failed if it had waited long: a client that hangs must
+                                // not look like one that did nothing wrong.
+                                if start.elapsed() >= HUNG {
+                                    Err(UNFINISHED.to_owned())
+                                } else {
+                                    break;
+                                }
+                            }
                         };
                         let end = Instant::now();
                         let op = Op {
