@@ -105,7 +105,7 @@ async fn run(
         };
         let was_closed_before = link.is_closed();
         let in_flight = link.activity.begin();
-        let outcome = timeout_at(deadline, send(&link, request)).await;
+        let outcome = timeout_at(deadline, send(&link, request, shared.is_cluster_node)).await;
         drop(in_flight);
         let error = match outcome {
             Err(_elapsed) => {
@@ -191,9 +191,15 @@ async fn run(
     }
 }
 
-async fn send(link: &Link, request: Request<'_>) -> Result<Reply, RedisError> {
+async fn send(link: &Link, request: Request<'_>, is_batched: bool) -> Result<Reply, RedisError> {
     let mut connection = link.connection.clone();
     match request {
+        // Batching pays only when other commands are in flight on the link.
+        Request::Single(cmd) if is_batched && link.activity.in_flight() > 1 => link
+            .batcher
+            .send(&link.connection, cmd)
+            .await
+            .map(Reply::Single),
         Request::Single(cmd) => match connection.send_packed_command(cmd).await? {
             Value::ServerError(error) => Err(error.into()),
             value => Ok(Reply::Single(value)),

@@ -26,6 +26,8 @@ pub(crate) struct Link {
     pub(crate) is_maintenance_aware: bool,
     pub(super) closed: CancellationToken,
     pub(super) driver: AbortHandle,
+    /// Single commands batched into pipelines (cluster nodes).
+    pub(crate) batcher: super::batch::Batcher,
 }
 
 impl Link {

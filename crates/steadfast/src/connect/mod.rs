@@ -17,6 +17,7 @@
 
 pub(crate) mod activity;
 mod address;
+mod batch;
 pub mod credentials;
 mod diagnose;
 mod handshake;

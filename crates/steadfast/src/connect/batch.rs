@@ -1,0 +1,107 @@
+//! Write batching for one link: single commands sent by many tasks at once go out as one
+//! pipeline, so the connection's driver writes them with one system call instead of one each.
+//!
+//! # Behaviour
+//! - Used for single commands on cluster nodes' links while another command is in flight on the
+//!   same link (the command path decides; alone, a command is sent directly).
+//! - A caller queues its command; the first caller to find no batch forming leads: it yields
+//!   once to the scheduler, so that every task already runnable can queue too, then takes the
+//!   whole queue and sends it as one pipeline. Callers arriving after that start the next batch,
+//!   so several batches may be in flight on the link at once.
+//! - Each caller gets its own command's reply: a server error reply is that caller's error only;
+//!   a transport error is every caller's in the batch.
+//! - A batch of one is sent by its caller directly; a larger one is sent by its own task, so a
+//!   leader that gives up (its deadline, its caller cancelled) cannot take others' replies with
+//!   it. The queue is bounded by the callers waiting: each waits for its own reply.
+//! - Measured by the cluster throughput bench (BENCHMARKS.md): it is what redis-rs
+//!   `cluster_async` gets from routing every request through one task.
+
+use std::sync::Mutex;
+
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, RedisError, Value};
+use tokio::sync::oneshot;
+
+type Reply = Result<Value, RedisError>;
+
+#[derive(Default)]
+struct Queue {
+    commands: Vec<(Cmd, oneshot::Sender<Reply>)>,
+    is_forming: bool,
+}
+
+/// The batch forming on one link.
+#[derive(Default)]
+pub(crate) struct Batcher {
+    queue: Mutex<Queue>,
+}
+
+impl Batcher {
+    /// Sends `cmd` on `connection`, in a batch with whatever other commands are ready now.
+    pub(crate) async fn send(&self, connection: &MultiplexedConnection, cmd: &Cmd) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        let leads = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.commands.push((cmd.clone(), reply));
+            !std::mem::replace(&mut queue.is_forming, true)
+        };
+        if leads {
+            tokio::task::yield_now().await;
+            let commands = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                queue.is_forming = false;
+                std::mem::take(&mut queue.commands)
+            };
+            if commands.len() == 1 {
+                let (cmd, reply) = commands.into_iter().next().expect("one command");
+                let mut connection = connection.clone();
+                let _ = reply.send(send_one(&mut connection, &cmd).await);
+            } else {
+                tokio::spawn(send_batch(connection.clone(), commands));
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(RedisError::from((
+                redis::ErrorKind::Io,
+                "the batch carrying this command was dropped",
+            )))
+        })
+    }
+}
+
+async fn send_one(connection: &mut MultiplexedConnection, cmd: &Cmd) -> Reply {
+    match connection.send_packed_command(cmd).await? {
+        Value::ServerError(error) => Err(error.into()),
+        value => Ok(value),
+    }
+}
+
+async fn send_batch(
+    mut connection: MultiplexedConnection,
+    commands: Vec<(Cmd, oneshot::Sender<Reply>)>,
+) {
+    let mut pipeline = redis::pipe();
+    let mut replies = Vec::with_capacity(commands.len());
+    for (cmd, reply) in commands {
+        pipeline.add_command(cmd);
+        replies.push(reply);
+    }
+    match connection
+        .send_packed_commands(&pipeline, 0, replies.len())
+        .await
+    {
+        Ok(values) => {
+            for (reply, value) in replies.into_iter().zip(values) {
+                let _ = reply.send(match value {
+                    Value::ServerError(error) => Err(error.into()),
+                    value => Ok(value),
+                });
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
