@@ -708,3 +708,43 @@ async fn an_idle_client_asks_each_node_for_the_topology_at_most_once_per_two_sec
     }
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_batched_together_each_get_their_own_reply() {
+    let nodes = three_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    let _: () = client
+        .query(redis::cmd("LPUSH").arg("batch:list").arg(1))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..256)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                if n % 64 == 0 {
+                    // A wrong-type reply in the middle of others' batches is this caller's only.
+                    let error = client
+                        .query::<Option<String>>(redis::cmd("GET").arg("batch:list"))
+                        .await
+                        .unwrap_err();
+                    assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+                    return;
+                }
+                for round in 0..20 {
+                    let key = format!("batch:{n}");
+                    let value = n * 1_000 + round;
+                    let _: () = client
+                        .query(redis::cmd("SET").arg(&key).arg(value))
+                        .await
+                        .unwrap();
+                    let read: usize = client.query(redis::cmd("GET").arg(&key)).await.unwrap();
+                    assert_eq!(read, value, "{key} got its own reply");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    client.shutdown().await;
+}
