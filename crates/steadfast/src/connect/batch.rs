@@ -4,19 +4,21 @@
 //! # Behaviour
 //! - Used for single commands on cluster nodes' links while another command is in flight on the
 //!   same link (the command path decides; alone, a command is sent directly).
-//! - A caller queues its command; the first caller to find no batch forming leads: it yields
-//!   once to the scheduler, so that every task already runnable can queue too, then takes the
-//!   whole queue and sends it as one pipeline. Callers arriving after that start the next batch,
-//!   so several batches may be in flight on the link at once.
+//! - A caller queues its command; the first caller to find no batch forming spawns the task
+//!   that sends it: the task yields once to the scheduler, so that every task already runnable
+//!   can queue too, then takes the whole queue and sends it as one pipeline. Callers arriving
+//!   after that start the next batch, so several batches may be in flight on the link at once.
 //! - Each caller gets its own command's reply: a server error reply is that caller's error only;
 //!   a transport error is every caller's in the batch.
-//! - A batch of one is sent by its caller directly; a larger one is sent by its own task, so a
-//!   leader that gives up (its deadline, its caller cancelled) cannot take others' replies with
-//!   it. The queue is bounded by the callers waiting: each waits for its own reply.
+//! - No caller's future owns a batch: a caller that gives up (its deadline, a `select!` that
+//!   dropped it) loses only its own reply. (A first version let the first caller send the batch;
+//!   a refresh that stopped waiting for a third `CLUSTER NODES` dropped such a caller mid-yield
+//!   and stranded its node's queue: the cluster drill caught it.) The queue is bounded by the
+//!   callers waiting: each waits for its own reply.
 //! - Measured by the cluster throughput bench (BENCHMARKS.md): it is what redis-rs
 //!   `cluster_async` gets from routing every request through one task.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisError, Value};
@@ -38,27 +40,30 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// Sends `cmd` on `connection`, in a batch with whatever other commands are ready now.
-    pub(crate) async fn send(&self, connection: &MultiplexedConnection, cmd: &Cmd) -> Reply {
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        connection: &MultiplexedConnection,
+        cmd: &Cmd,
+    ) -> Reply {
         let (reply, answer) = oneshot::channel();
-        let leads = {
+        let starts = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             queue.commands.push((cmd.clone(), reply));
             !std::mem::replace(&mut queue.is_forming, true)
         };
-        if leads {
-            tokio::task::yield_now().await;
-            let commands = {
-                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                queue.is_forming = false;
-                std::mem::take(&mut queue.commands)
-            };
-            if commands.len() == 1 {
-                let (cmd, reply) = commands.into_iter().next().expect("one command");
-                let mut connection = connection.clone();
-                let _ = reply.send(send_one(&mut connection, &cmd).await);
-            } else {
-                tokio::spawn(send_batch(connection.clone(), commands));
-            }
+        if starts {
+            // The batch is sent by its own task: no caller's future owns it, so a caller that
+            // gives up (its deadline, a select that dropped it) cannot strand the others.
+            let (batcher, connection) = (Arc::clone(self), connection.clone());
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                let commands = {
+                    let mut queue = batcher.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    queue.is_forming = false;
+                    std::mem::take(&mut queue.commands)
+                };
+                send_batch(connection, commands).await;
+            });
         }
         answer.await.unwrap_or_else(|_| {
             Err(RedisError::from((
@@ -66,13 +71,6 @@ impl Batcher {
                 "the batch carrying this command was dropped",
             )))
         })
-    }
-}
-
-async fn send_one(connection: &mut MultiplexedConnection, cmd: &Cmd) -> Reply {
-    match connection.send_packed_command(cmd).await? {
-        Value::ServerError(error) => Err(error.into()),
-        value => Ok(value),
     }
 }
 

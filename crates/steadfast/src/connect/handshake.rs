@@ -137,7 +137,7 @@ where
         is_maintenance_aware: matches!(facts.maintenance, Some(Ok(()))),
         closed,
         driver: driver_task.abort_handle(),
-        batcher: super::batch::Batcher::default(),
+        batcher: std::sync::Arc::default(),
     })
 }
 

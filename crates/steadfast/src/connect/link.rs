@@ -27,7 +27,7 @@ pub(crate) struct Link {
     pub(super) closed: CancellationToken,
     pub(super) driver: AbortHandle,
     /// Single commands batched into pipelines (cluster nodes).
-    pub(crate) batcher: super::batch::Batcher,
+    pub(crate) batcher: Arc<super::batch::Batcher>,
 }
 
 impl Link {
