@@ -43,7 +43,10 @@ pub(crate) async fn drill_command(args: DrillArgs) -> ExitCode {
         }
     }
     if scenarios.is_empty() {
-        scenarios = Scenario::ALL.to_vec();
+        scenarios = Scenario::ALL
+            .into_iter()
+            .filter(|s| !args.quick || s.is_in_quick_drill())
+            .collect();
     }
     let options = DrillOptions {
         scenarios,

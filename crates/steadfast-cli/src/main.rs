@@ -59,7 +59,9 @@ enum Command {
 /// Options of `steadfast drill`.
 #[derive(clap::Args, Clone)]
 pub(crate) struct DrillArgs {
-    /// Shorter fault spells (blackhole 10 s, loss 5 s), for CI.
+    /// Shorter fault spells (blackhole 10 s, loss 5 s, cluster node timeout 2 s) and, unless
+    /// scenarios are named, only three of the cluster scenarios (cluster-kill,
+    /// cluster-failover, cluster-shard-down): for CI.
     #[arg(long)]
     pub(crate) quick: bool,
     /// Write the results as JSON to FILE.

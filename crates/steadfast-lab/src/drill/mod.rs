@@ -267,7 +267,7 @@ async fn run_scenario(
             },
         ));
     }
-    report::judge_shards(scenario, &mut outcomes);
+    report::judge_shards(scenario, fault_ms, &mut outcomes);
     Ok(ScenarioReport {
         scenario,
         description: scenario.description(timing),

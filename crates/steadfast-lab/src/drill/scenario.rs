@@ -172,6 +172,16 @@ impl Scenario {
         )
     }
 
+    /// Whether `--quick` runs it when no scenario is named: every single-endpoint scenario, and
+    /// of the cluster ones an unplanned failover, a planned one and a shard with no node.
+    pub fn is_in_quick_drill(self) -> bool {
+        !self.is_cluster()
+            || matches!(
+                self,
+                Self::ClusterKill | Self::ClusterFailover | Self::ClusterShardDown
+            )
+    }
+
     /// Whether it runs on a Redis Cluster.
     pub fn is_cluster(self) -> bool {
         self.name().starts_with("cluster-")

@@ -194,8 +194,9 @@ async fn run(
 async fn send(link: &Link, request: Request<'_>, is_batched: bool) -> Result<Reply, RedisError> {
     let mut connection = link.connection.clone();
     match request {
-        // Batching pays only when other commands are in flight on the link.
-        Request::Single(cmd) if is_batched && link.activity.in_flight() > 1 => link
+        // Batching pays only when several other commands are in flight on the link: with one
+        // or two, its yield and task cost more than the write they save.
+        Request::Single(cmd) if is_batched && link.activity.in_flight() > BATCH_FROM => link
             .batcher
             .send(&link.connection, cmd)
             .await
@@ -260,6 +261,10 @@ fn wait_bound(shared: &Shared, deadline: Instant) -> Instant {
         deadline
     }
 }
+
+/// Commands in flight on a cluster node's link (this one included) above which a single
+/// command joins a write batch (`connect::batch`).
+const BATCH_FROM: usize = 3;
 
 /// See [`wait_bound`].
 const CLUSTER_NODE_WAIT: Duration = Duration::from_millis(250);
