@@ -42,7 +42,9 @@
 //!   only if it is idempotent (the core's rule).
 //! - Per-shard circuit breaker (by the shard's primary): a transport failure or a deadline
 //!   missed counts only where the command had nowhere else to go in the shard (a replica, or a
-//!   primary without a replica to ask), so a failover in progress never opens it; every answer,
+//!   primary without a replica to ask), so a failover in progress never opens it, and a missed
+//!   deadline only if the attempt it fell on had lasted 250 ms (a command whose deadline runs
+//!   out while it polls a replica says nothing about the replica); every answer,
 //!   error replies included, resets it. 3 failures in a row open it: the shard's commands fail
 //!   at once with [`ErrorKind::NotAttempted`] (not sent, safe to retry) for 1 s, then one
 //!   command probes; a failed probe opens it for twice as long, up to 8 s. Events:
@@ -337,18 +339,25 @@ impl ClusterClient {
                     () = stalled, if may_leave => None,
                 }
             };
+            let sent_at = Instant::now();
             let outcome = timeout_at(deadline, raced).await;
             if let Some(ticket) = ticket {
-                let answered = match &outcome {
-                    Ok(Some(Ok(_))) => true,
-                    Ok(Some(Err(error))) => !is_unreachable(error),
-                    Ok(None) | Err(_) => false,
+                // A deadline that falls on an attempt just begun says nothing about the node.
+                let took_long = sent_at.elapsed() >= REFRESH_WAIT;
+                let verdict = match &outcome {
+                    Ok(Some(Ok(_))) => Some(false),
+                    Ok(Some(Err(error))) if !is_unreachable(error) => Some(false),
+                    Ok(Some(Err(error))) => {
+                        (error.kind() == ErrorKind::Connect || took_long).then_some(true)
+                    }
+                    Ok(None) => Some(true),
+                    Err(_) => took_long.then_some(true),
                 };
-                ticket.record(if answered || !is_last_resort {
-                    Outcome::Answered
-                } else {
-                    Outcome::TransportFailure
-                });
+                match verdict {
+                    Some(true) if is_last_resort => ticket.record(Outcome::TransportFailure),
+                    Some(_) => ticket.record(Outcome::Answered),
+                    None => drop(ticket),
+                }
             }
             let error = match outcome {
                 Err(_elapsed) => return Err(Error::deadline(length, true, None)),
