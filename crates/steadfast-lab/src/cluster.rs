@@ -134,7 +134,7 @@ async fn wait_until(
     }
 }
 
-/// The slots that shard `index` of `shards` served when [`form`] made the cluster.
+/// The slots that shard `index` of `shards` served when the lab formed the cluster.
 pub fn shard_slots(index: usize, shards: usize) -> std::ops::RangeInclusive<u16> {
     let (shards, slots) = (shards.max(1), usize::from(steadfast::cluster::SLOTS));
     let start = index * slots / shards;
