@@ -120,6 +120,8 @@ struct Inner {
     nodes: Mutex<HashMap<NodeAddress, crate::Client>>,
     /// Nodes a command left stalled, and until when to route around them.
     suspects: Mutex<HashMap<NodeAddress, Instant>>,
+    /// Some node was ever suspected: until then commands skip the lock (marks expire by time).
+    has_suspects: std::sync::atomic::AtomicBool,
     /// One breaker per shard, by the shard's primary.
     breakers: Mutex<HashMap<NodeAddress, Breaker>>,
     /// How many of them are not pristine: while none is, commands skip the lock.
@@ -165,6 +167,7 @@ impl ClusterClient {
             routing: RwLock::new(Arc::new(Routing::empty())),
             nodes: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
+            has_suspects: std::sync::atomic::AtomicBool::new(false),
             breakers: Mutex::new(HashMap::new()),
             troubled: std::sync::atomic::AtomicUsize::new(0),
             trigger: Arc::new(Notify::new()),
@@ -302,24 +305,30 @@ impl ClusterClient {
         let mut turn = 0;
         while redirects < MAX_REDIRECTS && Instant::now() < deadline {
             let asked = ask.take();
-            let target = match &asked {
-                Some(node) => Some(node.clone()),
-                None => inner.target(slot, &mut unreachable, &mut turn),
+            let route = match &asked {
+                Some(node) => Some(Route {
+                    target: node.clone(),
+                    primary: None,
+                    has_replica_to_ask: false,
+                }),
+                None => inner.route(slot, &mut unreachable, &mut turn),
             };
-            let Some(target) = target else {
+            let Some(Route {
+                target,
+                primary,
+                has_replica_to_ask,
+            }) = route
+            else {
                 inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
                 continue;
             };
-            let is_replica = asked.is_none() && inner.owner(slot).is_some_and(|o| o != target);
+            let is_replica = primary.as_ref().is_some_and(|p| *p != target);
             // The shard's breaker counts a failure only where the command has nowhere else to
             // go in the shard (a replica, or a primary without a usable replica).
-            let is_last_resort = is_replica || !inner.has_replica_to_ask(slot, &unreachable);
-            let ticket = match inner.owner(slot) {
-                Some(primary) if asked.is_none() => match Ticket::admit(inner, primary) {
-                    Ok(ticket) => Some(ticket),
-                    Err(refused) => return Err(refused),
-                },
-                _ => None,
+            let is_last_resort = is_replica || !has_replica_to_ask;
+            let ticket = match primary {
+                Some(primary) => Some(Ticket::admit(inner, primary)?),
+                None => None,
             };
             let node = inner.node(&target)?;
             let attempt = async {
@@ -593,6 +602,15 @@ fn is_unreachable(error: &Error) -> bool {
     )
 }
 
+/// Where one attempt goes, from one look at the routing table.
+struct Route {
+    target: NodeAddress,
+    /// The shard's primary; `None` for an `ASK` target (no shard's breaker applies).
+    primary: Option<NodeAddress>,
+    /// The shard has a replica this command could still ask.
+    has_replica_to_ask: bool,
+}
+
 /// Breaker settings: this many failures in a row open a shard's breaker for 1 s, doubling up to
 /// 8 s while its probes fail.
 const BREAKER_THRESHOLD: u32 = 3;
@@ -737,47 +755,57 @@ impl Inner {
         Arc::clone(&self.routing.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn owner(&self, slot: Slot) -> Option<NodeAddress> {
-        let routing = self.routing();
-        match slot {
-            Slot::One(slot) => routing.shard_for(slot).map(|s| s.primary.clone()),
-            _ => routing.shards.first().map(|s| s.primary.clone()),
-        }
-    }
-
-    /// Where to send a command for `slot` now: the slot's primary, unless this command found
-    /// it unreachable or its link is down (then it joins `unreachable`); then, in turn, a
-    /// replica of its shard that is not failing and not unreachable. `None`: nobody to ask
-    /// (wait for a refresh).
-    fn target(
+    /// Where to send a command for `slot` now, from one look at the table: the slot's primary,
+    /// unless this command found it unreachable or its link is down (then it joins
+    /// `unreachable`); then, in turn, a replica of its shard that is not failing and not
+    /// unreachable. `None`: no shard serves the slot (wait for a refresh).
+    fn route(
         &self,
         slot: Slot,
         unreachable: &mut Vec<NodeAddress>,
         turn: &mut usize,
-    ) -> Option<NodeAddress> {
+    ) -> Option<Route> {
         let routing = self.routing();
         let shard = match slot {
             Slot::One(slot) => routing.shard_for(slot)?,
             _ => routing.shards.first()?,
         };
+        let usable = |unreachable: &[NodeAddress]| {
+            shard
+                .replicas
+                .iter()
+                .filter(|r| !r.is_failing && !unreachable.contains(&r.address))
+                .map(|r| &r.address)
+                .collect::<Vec<_>>()
+        };
+        let primary = Some(shard.primary.clone());
         if !unreachable.contains(&shard.primary) {
             if self.is_up(&shard.primary) {
-                return Some(shard.primary.clone());
+                let has_replica_to_ask = shard
+                    .replicas
+                    .iter()
+                    .any(|r| !r.is_failing && !unreachable.contains(&r.address));
+                return Some(Route {
+                    target: shard.primary.clone(),
+                    has_replica_to_ask,
+                    primary,
+                });
             }
             unreachable.push(shard.primary.clone());
         }
-        let replicas: Vec<&NodeAddress> = shard
-            .replicas
-            .iter()
-            .filter(|r| !r.is_failing && !unreachable.contains(&r.address))
-            .map(|r| &r.address)
-            .collect();
-        if replicas.is_empty() {
+        let replicas = usable(unreachable);
+        let target = if replicas.is_empty() {
             // No replica to ask: the primary, whose link may come back within the deadline.
-            return Some(shard.primary.clone());
-        }
-        *turn += 1;
-        Some(replicas[*turn % replicas.len()].clone())
+            shard.primary.clone()
+        } else {
+            *turn += 1;
+            replicas[*turn % replicas.len()].clone()
+        };
+        Some(Route {
+            target,
+            primary,
+            has_replica_to_ask: !replicas.is_empty(),
+        })
     }
 
     /// Runs `f` on the breaker of the shard whose primary is `primary`, keeping the count of
@@ -801,24 +829,10 @@ impl Inner {
         result
     }
 
-    /// Whether the shard of `slot` has a replica this command could still ask.
-    fn has_replica_to_ask(&self, slot: Slot, unreachable: &[NodeAddress]) -> bool {
-        let routing = self.routing();
-        let shard = match slot {
-            Slot::One(slot) => routing.shard_for(slot),
-            _ => routing.shards.first(),
-        };
-        shard.is_some_and(|s| {
-            s.replicas
-                .iter()
-                .any(|r| !r.is_failing && !unreachable.contains(&r.address))
-        })
-    }
-
     /// Whether the node's link is up (or not made yet: it is made on first use) and no
     /// command left it stalled within the last read-stall threshold.
     fn is_up(&self, address: &NodeAddress) -> bool {
-        let is_suspect = {
+        let is_suspect = self.has_suspects.load(Ordering::Acquire) && {
             let suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
             suspects
                 .get(address)
@@ -838,6 +852,7 @@ impl Inner {
         let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
         suspects.retain(|_, at| Instant::now() < *at);
         suspects.insert(address.clone(), until);
+        self.has_suspects.store(true, Ordering::Release);
     }
 
     fn moved(&self, slot: u16, to: NodeAddress) {
