@@ -164,15 +164,7 @@ fn main() {
             let steadfast = steadfast::cluster::ClusterClient::connect(config)
                 .await
                 .unwrap();
-            let mut con = reference.clone();
-            for key in 0..64 {
-                let _: () = redis::cmd("SET")
-                    .arg(format!("bench:{key}"))
-                    .arg(vec![b'x'; 100])
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-            }
+            seed(&mut reference.clone()).await;
             vec![
                 Under::Cluster(reference),
                 Under::SteadfastCluster(steadfast),
@@ -192,6 +184,18 @@ fn main() {
     }
 }
 
+/// Writes the 64 keys every task reads and writes (`bench:0` .. `bench:63`, 100 B each).
+async fn seed<C: ConnectionLike>(con: &mut C) {
+    for key in 0..64 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("bench:{key}"))
+            .arg(vec![b'x'; 100])
+            .query_async(con)
+            .await
+            .unwrap();
+    }
+}
+
 /// One redis-server; raw `MultiplexedConnection` (the reference), `ConnectionManager`, steadfast.
 fn single_endpoint(runtime: &tokio::runtime::Runtime) -> (Vec<support::Server>, Vec<Under>) {
     let server = support::Server::start(runtime, 252, &[]);
@@ -205,15 +209,7 @@ fn single_endpoint(runtime: &tokio::runtime::Runtime) -> (Vec<support::Server>, 
             .wait_connected(Duration::from_secs(5))
             .await
             .unwrap();
-        let mut con = raw.clone();
-        for key in 0..64 {
-            let _: () = redis::cmd("SET")
-                .arg(format!("bench:{key}"))
-                .arg(vec![b'x'; 100])
-                .query_async(&mut con)
-                .await
-                .unwrap();
-        }
+        seed(&mut raw.clone()).await;
         vec![
             Under::Raw(raw),
             Under::Manager(manager),

@@ -172,35 +172,22 @@ impl UnderTest {
         match self {
             Self::Steadfast(client, _) => steadfast_set_get!(client, key, value),
             Self::Multiplexed { url, connection } => {
-                let mut connection = {
-                    let mut slot = connection.lock().await;
-                    if slot.is_none() {
-                        let client = redis::Client::open(url.as_str()).map_err(|e| kind_of(&e))?;
-                        let created = client
-                            .get_multiplexed_async_connection()
-                            .await
-                            .map_err(|e| kind_of(&e))?;
-                        *slot = Some(created);
-                    }
-                    slot.clone().ok_or("unreachable")?
-                };
+                let mut connection = made_once(connection, async {
+                    redis::Client::open(url.as_str())?
+                        .get_multiplexed_async_connection()
+                        .await
+                })
+                .await?;
                 set_get(&mut connection, key, value).await
             }
             Self::SteadfastCluster(client, _) => steadfast_set_get!(client, key, value),
             Self::Cluster { url, connection } => {
-                let mut connection = {
-                    let mut slot = connection.lock().await;
-                    if slot.is_none() {
-                        let client = redis::cluster::ClusterClient::new(vec![url.as_str()])
-                            .map_err(|e| kind_of(&e))?;
-                        let created = client
-                            .get_async_connection()
-                            .await
-                            .map_err(|e| kind_of(&e))?;
-                        *slot = Some(created);
-                    }
-                    slot.clone().ok_or("unreachable")?
-                };
+                let mut connection = made_once(connection, async {
+                    redis::cluster::ClusterClient::new(vec![url.as_str()])?
+                        .get_async_connection()
+                        .await
+                })
+                .await?;
                 set_get(&mut connection, key, value).await
             }
             Self::Direct {
@@ -211,33 +198,19 @@ impl UnderTest {
                 let shard = (0..primaries.len())
                     .find(|&s| crate::cluster::shard_slots(s, primaries.len()).contains(&slot))
                     .unwrap_or(0);
-                let mut connection = {
-                    let mut held = connections[shard].lock().await;
-                    if held.is_none() {
-                        let url = format!("redis://{}/", primaries[shard]);
-                        let client = redis::Client::open(url).map_err(|e| kind_of(&e))?;
-                        let created = client
-                            .get_multiplexed_async_connection()
-                            .await
-                            .map_err(|e| kind_of(&e))?;
-                        *held = Some(created);
-                    }
-                    held.clone().ok_or("unreachable")?
-                };
+                let mut connection = made_once(&connections[shard], async {
+                    redis::Client::open(format!("redis://{}/", primaries[shard]))?
+                        .get_multiplexed_async_connection()
+                        .await
+                })
+                .await?;
                 set_get(&mut connection, key, value).await
             }
             Self::Manager { url, connection } => {
-                let mut connection = {
-                    let mut slot = connection.lock().await;
-                    if slot.is_none() {
-                        let client = redis::Client::open(url.as_str()).map_err(|e| kind_of(&e))?;
-                        let created = ConnectionManager::new(client)
-                            .await
-                            .map_err(|e| kind_of(&e))?;
-                        *slot = Some(created);
-                    }
-                    slot.clone().ok_or("unreachable")?
-                };
+                let mut connection = made_once(connection, async {
+                    ConnectionManager::new(redis::Client::open(url.as_str())?).await
+                })
+                .await?;
                 set_get(&mut connection, key, value).await
             }
         }
@@ -250,6 +223,21 @@ impl UnderTest {
             _ => {}
         }
     }
+}
+
+/// The connection in `held`, made by `make` on first use (or again after a failed attempt),
+/// as a caller of a lazily connecting client would; a failure is named by [`kind_of`].
+async fn made_once<C: Clone>(
+    held: &Mutex<Option<C>>,
+    make: impl std::future::Future<Output = redis::RedisResult<C>>,
+) -> Result<C, String> {
+    let mut held = held.lock().await;
+    if let Some(connection) = held.as_ref() {
+        return Ok(connection.clone());
+    }
+    let made = make.await.map_err(|e| kind_of(&e))?;
+    *held = Some(made.clone());
+    Ok(made)
 }
 
 async fn set_get<C: redis::aio::ConnectionLike>(

@@ -2,8 +2,9 @@
 //! pipeline, so the connection's driver writes them with one system call instead of one each.
 //!
 //! # Behaviour
-//! - Used for single commands on cluster nodes' links while another command is in flight on the
-//!   same link (the command path decides; alone, a command is sent directly).
+//! - Used for single commands on cluster nodes' links when more than 3 commands (this one
+//!   included) are in flight on the same link (`BATCH_FROM` in the command path decides; with
+//!   fewer, a command is sent directly).
 //! - A caller queues its command; the first caller to find no batch forming spawns the task
 //!   that sends it: the task yields once to the scheduler, so that every task already runnable
 //!   can queue too, then takes the whole queue and sends it as one pipeline. Callers arriving
