@@ -6,7 +6,9 @@
 //! `STEADFAST_BENCH_MILLIS` (default 250 ms; or `STEADFAST_BENCH_SECONDS`), in rotating order,
 //! `STEADFAST_BENCH_ROUNDS` times (default 20), so every client sees the machine in the same
 //! states. Throughput is the median over the slices; p50 / p99 are taken over every latency of
-//! every slice pooled; each is also given as a ratio to raw redis-rs.
+//! every slice pooled; each is also given as a ratio to raw redis-rs. `cpu/op`: the CPU time
+//! (user + system) this process spent per operation over every slice of the row: the client's
+//! own cost, since the servers are other processes.
 //!
 //! Run: `cargo bench -p steadfast --bench throughput` (needs `redis-server` on PATH; it starts its
 //! own on a private loopback address). `STEADFAST_BENCH_CLUSTER=1`: a local Redis Cluster of
@@ -14,7 +16,8 @@
 //! `cluster_async::ClusterConnection` (the reference of the ratios), both with their defaults;
 //! the 64 keys spread over the three shards. `STEADFAST_BENCH_JSON=FILE` also writes the rows as
 //! JSON;
-//! `STEADFAST_BENCH_TASKS=16` runs one concurrency only; `STEADFAST_BENCH_CLIENT=steadfast` runs
+//! `STEADFAST_BENCH_TASKS=16` runs one concurrency only; `STEADFAST_BENCH_OP=GET` (or `SET`,
+//! `pipeline`) one operation only; `STEADFAST_BENCH_CLIENT=steadfast` runs
 //! one client only (for profiling; ratios are then meaningless).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
@@ -87,14 +90,32 @@ async fn once<C: ConnectionLike>(con: &mut C, op: Op, key: &str, value: &[u8]) {
     }
 }
 
-/// One slice of one client: its rate, and every latency it saw.
+/// One slice of one client: its rate, every latency it saw, and the CPU time the process
+/// (the client under test: the servers are other processes) spent on it.
 struct Sample {
     per_second: f64,
     latencies: Vec<Duration>,
+    cpu: Duration,
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (10 ms ticks:
+/// summed over every slice of a row, the error stays below 1 %).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 async fn run(under: &Under, op: Op, tasks: usize, seconds: Duration) -> Sample {
     let value = Arc::new(vec![b'x'; 100]);
+    let cpu_before = process_cpu();
     let until = Instant::now() + seconds;
     let workers: Vec<_> = (0..tasks)
         .map(|task| {
@@ -126,6 +147,7 @@ async fn run(under: &Under, op: Op, tasks: usize, seconds: Duration) -> Sample {
     Sample {
         per_second: all.len() as f64 / seconds.as_secs_f64(),
         latencies: all,
+        cpu: process_cpu().saturating_sub(cpu_before),
     }
 }
 
@@ -223,11 +245,28 @@ fn single_endpoint(runtime: &tokio::runtime::Runtime) -> (Vec<support::Server>, 
 /// reference of the ratios.
 fn run_all(runtime: &tokio::runtime::Runtime, clients: &[Under], seconds: Duration, rounds: usize) {
     println!(
-        "{:<22} {:>5} {:<22} {:>11} {:>9} {:>9} {:>7} {:>7} {:>7}",
-        "operation", "tasks", "client", "ops/s", "p50", "p99", "x tput", "x p50", "x p99"
+        "{:<22} {:>5} {:<22} {:>11} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8} {:>6}",
+        "operation",
+        "tasks",
+        "client",
+        "ops/s",
+        "p50",
+        "p99",
+        "x tput",
+        "x p50",
+        "x p99",
+        "cpu/op",
+        "x cpu"
     );
     let mut rows = Vec::new();
+    let only_op = std::env::var("STEADFAST_BENCH_OP").ok();
     for op in [Op::Get, Op::Set, Op::Pipeline100] {
+        if only_op
+            .as_deref()
+            .is_some_and(|only| !op.name().starts_with(only))
+        {
+            continue;
+        }
         let only = std::env::var("STEADFAST_BENCH_TASKS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok());
@@ -242,11 +281,12 @@ fn run_all(runtime: &tokio::runtime::Runtime, clients: &[Under], seconds: Durati
                     let index = (round + offset) % clients.len();
                     if only_client
                         .as_deref()
-                        .is_some_and(|only| only != clients[index].name() && index != 0)
+                        .is_some_and(|only| only != clients[index].name())
                     {
                         samples[index].push(Sample {
                             per_second: 1.0,
                             latencies: vec![Duration::from_micros(1)],
+                            cpu: Duration::from_micros(1),
                         });
                         continue;
                     }
@@ -254,20 +294,23 @@ fn run_all(runtime: &tokio::runtime::Runtime, clients: &[Under], seconds: Durati
                     samples[index].push(sample);
                 }
             }
-            let medians: Vec<(f64, f64, f64)> = samples
+            let medians: Vec<(f64, f64, f64, f64)> = samples
                 .into_iter()
                 .map(|s| {
                     let rate = median(s.iter().map(|x| x.per_second).collect());
+                    let cpu: Duration = s.iter().map(|x| x.cpu).sum();
                     let mut pooled: Vec<Duration> =
                         s.into_iter().flat_map(|x| x.latencies).collect();
+                    let cpu_per_op = cpu.as_secs_f64() * 1e6 / pooled.len().max(1) as f64;
                     pooled.sort_unstable();
-                    (rate, quantile_us(&pooled, 0.50), quantile_us(&pooled, 0.99))
+                    let (p50, p99) = (quantile_us(&pooled, 0.50), quantile_us(&pooled, 0.99));
+                    (rate, p50, p99, cpu_per_op)
                 })
                 .collect();
             let raw = medians[0];
-            for (under, (tput, p50, p99)) in clients.iter().zip(&medians) {
+            for (under, (tput, p50, p99, cpu)) in clients.iter().zip(&medians) {
                 println!(
-                    "{:<22} {:>5} {:<22} {:>11.0} {:>7.1}us {:>7.1}us {:>7.3} {:>7.3} {:>7.3}",
+                    "{:<22} {:>5} {:<22} {:>11.0} {:>7.1}us {:>7.1}us {:>7.3} {:>7.3} {:>7.3} {:>6.2}us {:>6.3}",
                     op.name(),
                     tasks,
                     under.name(),
@@ -276,11 +319,13 @@ fn run_all(runtime: &tokio::runtime::Runtime, clients: &[Under], seconds: Durati
                     p99,
                     tput / raw.0,
                     p50 / raw.1,
-                    p99 / raw.2
+                    p99 / raw.2,
+                    cpu,
+                    cpu / raw.3
                 );
                 rows.push(format!(
-                    "{{\"operation\":\"{}\",\"tasks\":{tasks},\"client\":\"{}\",\"ops_per_second\":{tput:.0},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"throughput_ratio\":{:.4},\"p50_ratio\":{:.4},\"p99_ratio\":{:.4}}}",
-                    op.name(), under.name(), tput / raw.0, p50 / raw.1, p99 / raw.2
+                    "{{\"operation\":\"{}\",\"tasks\":{tasks},\"client\":\"{}\",\"ops_per_second\":{tput:.0},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"throughput_ratio\":{:.4},\"p50_ratio\":{:.4},\"p99_ratio\":{:.4},\"cpu_us_per_op\":{cpu:.3},\"cpu_ratio\":{:.4}}}",
+                    op.name(), under.name(), tput / raw.0, p50 / raw.1, p99 / raw.2, cpu / raw.3
                 ));
             }
         }

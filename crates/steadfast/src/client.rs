@@ -301,9 +301,20 @@ impl Client {
         })
     }
 
-    /// Runs `request` through the command path of this client (used by the cluster router).
-    pub(crate) async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
-        command::execute(&self.shared, request, self.is_ambiguous_allowed).await
+    /// Runs `request` through the command path of this client (used by the cluster router),
+    /// giving up at `until` if that comes before the command's own deadline.
+    pub(crate) async fn execute_until(
+        &self,
+        request: Request<'_>,
+        until: Instant,
+    ) -> Result<Reply, Error> {
+        command::execute(
+            &self.shared,
+            request,
+            self.is_ambiguous_allowed,
+            Some(until),
+        )
+        .await
     }
 
     /// Resolves at the health monitor's next look at this link while it is stalled (cluster
@@ -317,6 +328,7 @@ impl Client {
             &self.shared,
             Request::Single(cmd),
             self.is_ambiguous_allowed,
+            None,
         )
         .await?
         {
@@ -416,7 +428,7 @@ impl ConnectionLike for Client {
                 offset,
                 count,
             };
-            match command::execute(&self.shared, request, self.is_ambiguous_allowed).await? {
+            match command::execute(&self.shared, request, self.is_ambiguous_allowed, None).await? {
                 Reply::Pipeline(values) => Ok(values),
                 Reply::Single(value) => Ok(vec![value]),
             }

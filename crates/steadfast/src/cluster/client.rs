@@ -296,6 +296,7 @@ impl ClusterClient {
         let length = inner.config.command.deadline;
         let deadline = Instant::now() + length;
         let slot = job.slot()?;
+        let is_idempotent = job.is_idempotent();
         let mut ask: Option<NodeAddress> = None;
         let mut last_error: Option<Error> = None;
         let mut redirects = 0;
@@ -331,15 +332,16 @@ impl ClusterClient {
                 None => None,
             };
             let node = inner.node(&target)?;
+            // The node client gives up at this command's deadline: the one timer.
             let attempt = async {
                 match &asked {
-                    Some(_) => job.run_asking(&node).await,
-                    None => job.run(&node).await,
+                    Some(_) => job.run_asking(&node, deadline).await,
+                    None => job.run(&node, deadline).await,
                 }
             };
             // An idempotent command may leave a stalled node (sending it again elsewhere is
             // harmless); any other waits for its reply or its deadline.
-            let may_leave = asked.is_none() && job.is_idempotent();
+            let may_leave = asked.is_none() && is_idempotent;
             let stalled = node.stalled();
             let raced = async {
                 tokio::select! {
@@ -349,18 +351,17 @@ impl ClusterClient {
                 }
             };
             let sent_at = Instant::now();
-            let outcome = timeout_at(deadline, raced).await;
+            let outcome = raced.await;
             if let Some(ticket) = ticket {
                 // A deadline that falls on an attempt just begun says nothing about the node.
                 let took_long = sent_at.elapsed() >= REFRESH_WAIT;
                 let verdict = match &outcome {
-                    Ok(Some(Ok(_))) => Some(false),
-                    Ok(Some(Err(error))) if !is_unreachable(error) => Some(false),
-                    Ok(Some(Err(error))) => {
+                    Some(Ok(_)) => Some(false),
+                    Some(Err(error)) if !is_unreachable(error) => Some(false),
+                    Some(Err(error)) => {
                         (error.kind() == ErrorKind::Connect || took_long).then_some(true)
                     }
-                    Ok(None) => Some(true),
-                    Err(_) => took_long.then_some(true),
+                    None => Some(true),
                 };
                 match verdict {
                     Some(true) if is_last_resort => ticket.record(Outcome::TransportFailure),
@@ -369,8 +370,17 @@ impl ClusterClient {
                 }
             }
             let error = match outcome {
-                Err(_elapsed) => return Err(Error::deadline(length, true, None)),
-                Ok(None) => {
+                Some(Err(error))
+                    if error.kind() == ErrorKind::DeadlineExceeded
+                        && Instant::now() >= deadline =>
+                {
+                    return Err(Error::deadline(
+                        length,
+                        error.is_ambiguous(),
+                        last_error.as_ref(),
+                    ));
+                }
+                None => {
                     debug!(?target, "node stalled; asking the shard's replicas");
                     inner.suspect(&target);
                     if !unreachable.contains(&target) {
@@ -379,7 +389,7 @@ impl ClusterClient {
                     inner.trigger.notify_one();
                     continue;
                 }
-                Ok(Some(Ok(reply))) => {
+                Some(Ok(reply)) => {
                     if is_replica && let Slot::One(slot) = slot {
                         // The replica served the slot: it is the primary now.
                         inner.moved(slot, target);
@@ -387,14 +397,14 @@ impl ClusterClient {
                     }
                     return Ok(reply);
                 }
-                Ok(Some(Err(error))) => error,
+                Some(Err(error)) => error,
             };
             if is_unreachable(&error)
                 || (error.kind() == ErrorKind::Shutdown && !inner.cancel.is_cancelled())
             {
                 // The node is unreachable (its link is down or being replaced). Not executed,
                 // or safe to send again: look for the slot's owner again.
-                if error.is_ambiguous() && !job.is_idempotent() {
+                if error.is_ambiguous() && !is_idempotent {
                     return Err(error);
                 }
                 debug!(%error, ?target, "node unreachable; asking the shard's replicas");
@@ -522,9 +532,9 @@ impl Job<'_> {
 
     /// The one slot of every key, `Slot::Any` without keys.
     fn slot(&self) -> Result<Slot, Error> {
-        let slots: Vec<Slot> = match self {
-            Job::Single(cmd) => vec![command_slot(cmd)],
-            Job::Pipeline { pipeline, .. } => pipeline.cmd_iter().map(command_slot).collect(),
+        let slots: &mut dyn Iterator<Item = Slot> = match self {
+            Job::Single(cmd) => &mut std::iter::once(command_slot(cmd)),
+            Job::Pipeline { pipeline, .. } => &mut pipeline.cmd_iter().map(command_slot),
         };
         let mut one: Option<u16> = None;
         for slot in slots {
@@ -540,19 +550,22 @@ impl Job<'_> {
         Ok(one.map_or(Slot::Any, Slot::One))
     }
 
-    async fn run(self, node: &crate::Client) -> Result<Reply, Error> {
+    async fn run(self, node: &crate::Client, until: Instant) -> Result<Reply, Error> {
         match self {
-            Job::Single(cmd) => node.execute(Request::Single(cmd)).await,
+            Job::Single(cmd) => node.execute_until(Request::Single(cmd), until).await,
             Job::Pipeline {
                 pipeline,
                 offset,
                 count,
             } => {
-                node.execute(Request::Pipeline {
-                    pipeline,
-                    offset,
-                    count,
-                })
+                node.execute_until(
+                    Request::Pipeline {
+                        pipeline,
+                        offset,
+                        count,
+                    },
+                    until,
+                )
                 .await
             }
         }
@@ -560,7 +573,7 @@ impl Job<'_> {
 
     /// Sends the job after `ASKING`, which covers only the command right after it: a pipeline
     /// gets one `ASKING` before each of its commands, and only their replies are returned.
-    async fn run_asking(self, node: &crate::Client) -> Result<Reply, Error> {
+    async fn run_asking(self, node: &crate::Client, until: Instant) -> Result<Reply, Error> {
         let mut asking = redis::pipe();
         let commands: Vec<&Cmd> = match self {
             Job::Single(cmd) => vec![cmd],
@@ -572,11 +585,14 @@ impl Job<'_> {
         }
         let count = commands.len() * 2;
         let reply = node
-            .execute(Request::Pipeline {
-                pipeline: &asking,
-                offset: 0,
-                count,
-            })
+            .execute_until(
+                Request::Pipeline {
+                    pipeline: &asking,
+                    offset: 0,
+                    count,
+                },
+                until,
+            )
             .await?;
         let Reply::Pipeline(values) = reply else {
             return Ok(reply);

@@ -21,6 +21,7 @@
 use redis::{Arg, Cmd};
 
 use super::key_slot;
+use crate::command::name::{Name, Table};
 
 /// Where a command goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,7 @@ pub enum Slot {
 }
 
 /// How a command's keys are laid out after its name.
+#[derive(Clone, Copy)]
 enum Layout {
     None,
     First,
@@ -46,116 +48,174 @@ enum Layout {
     Counted(usize),
     /// After the `STREAMS` keyword: the first half of what follows.
     Streams,
+    /// `MEMORY USAGE k`; other `MEMORY` subcommands name no key.
+    Memory,
 }
 
-fn layout(name: &[u8]) -> Layout {
-    const NONE: &[&str] = &[
-        "ACL",
-        "AUTH",
-        "BGREWRITEAOF",
-        "BGSAVE",
-        "CLIENT",
-        "CLUSTER",
-        "COMMAND",
-        "CONFIG",
-        "DBSIZE",
-        "DEBUG",
-        "DISCARD",
-        "ECHO",
-        "EXEC",
-        "FLUSHALL",
-        "FLUSHDB",
-        "FUNCTION",
-        "HELLO",
-        "INFO",
-        "KEYS",
-        "LASTSAVE",
-        "LATENCY",
-        "MEMORY",
-        "MODULE",
-        "MONITOR",
-        "MULTI",
-        "PING",
-        "PSUBSCRIBE",
-        "PUBLISH",
-        "PUBSUB",
-        "PUNSUBSCRIBE",
-        "QUIT",
-        "RANDOMKEY",
-        "READONLY",
-        "READWRITE",
-        "REPLICAOF",
-        "ROLE",
-        "SAVE",
-        "SCAN",
-        "SCRIPT",
-        "SELECT",
-        "SHUTDOWN",
-        "SLAVEOF",
-        "SLOWLOG",
-        "SUBSCRIBE",
-        "SWAPDB",
-        "TIME",
-        "UNSUBSCRIBE",
-        "UNWATCH",
-        "WAIT",
-    ];
-    const ALL: &[&str] = &[
-        "DEL",
-        "EXISTS",
-        "MGET",
-        "PFCOUNT",
-        "PFMERGE",
-        "SDIFF",
-        "SDIFFSTORE",
-        "SINTER",
-        "SINTERSTORE",
-        "SUNION",
-        "SUNIONSTORE",
-        "TOUCH",
-        "UNLINK",
-        "WATCH",
-    ];
-    // `ZUNION numkeys k...`
-    const COUNT_FIRST: &[&str] = &[
-        "LMPOP",
-        "SINTERCARD",
-        "ZDIFF",
-        "ZINTER",
-        "ZINTERCARD",
-        "ZMPOP",
-        "ZUNION",
-    ];
-    // `EVAL script numkeys k...`, `BLMPOP timeout numkeys k...`
-    const COUNT_SECOND: &[&str] = &[
-        "BLMPOP",
-        "BZMPOP",
-        "EVAL",
-        "EVALSHA",
-        "EVALSHA_RO",
-        "EVAL_RO",
-        "FCALL",
-        "FCALL_RO",
-    ];
-    let is = |list: &[&str]| list.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
-    if is(NONE) {
-        Layout::None
-    } else if is(ALL) {
-        Layout::All
-    } else if is(&["MSET", "MSETNX"]) {
-        Layout::EveryOther
-    } else if is(COUNT_FIRST) {
-        Layout::Counted(0)
-    } else if is(COUNT_SECOND) {
-        Layout::Counted(1)
-    } else if is(&["BITOP"]) {
-        Layout::AfterFirst
-    } else if is(&["OBJECT", "XINFO"]) {
-        Layout::Second
-    } else if is(&["XREAD", "XREADGROUP"]) {
-        Layout::Streams
-    } else {
-        Layout::First
+// Each table upper-case and sorted, to stay reviewable (a test checks both).
+const NONE: &[&[u8]] = &[
+    b"ACL",
+    b"AUTH",
+    b"BGREWRITEAOF",
+    b"BGSAVE",
+    b"CLIENT",
+    b"CLUSTER",
+    b"COMMAND",
+    b"CONFIG",
+    b"DBSIZE",
+    b"DEBUG",
+    b"DISCARD",
+    b"ECHO",
+    b"EXEC",
+    b"FLUSHALL",
+    b"FLUSHDB",
+    b"FUNCTION",
+    b"HELLO",
+    b"INFO",
+    b"KEYS",
+    b"LASTSAVE",
+    b"LATENCY",
+    b"MODULE",
+    b"MONITOR",
+    b"MULTI",
+    b"PING",
+    b"PSUBSCRIBE",
+    b"PUBLISH",
+    b"PUBSUB",
+    b"PUNSUBSCRIBE",
+    b"QUIT",
+    b"RANDOMKEY",
+    b"READONLY",
+    b"READWRITE",
+    b"REPLICAOF",
+    b"ROLE",
+    b"SAVE",
+    b"SCAN",
+    b"SCRIPT",
+    b"SELECT",
+    b"SHUTDOWN",
+    b"SLAVEOF",
+    b"SLOWLOG",
+    b"SUBSCRIBE",
+    b"SWAPDB",
+    b"TIME",
+    b"UNSUBSCRIBE",
+    b"UNWATCH",
+    b"WAIT",
+];
+const ALL: &[&[u8]] = &[
+    b"DEL",
+    b"EXISTS",
+    b"MGET",
+    b"PFCOUNT",
+    b"PFMERGE",
+    b"SDIFF",
+    b"SDIFFSTORE",
+    b"SINTER",
+    b"SINTERSTORE",
+    b"SUNION",
+    b"SUNIONSTORE",
+    b"TOUCH",
+    b"UNLINK",
+    b"WATCH",
+];
+/// `ZUNION numkeys k...`
+const COUNT_FIRST: &[&[u8]] = &[
+    b"LMPOP",
+    b"SINTERCARD",
+    b"ZDIFF",
+    b"ZINTER",
+    b"ZINTERCARD",
+    b"ZMPOP",
+    b"ZUNION",
+];
+/// `EVAL script numkeys k...`, `BLMPOP timeout numkeys k...`
+const COUNT_SECOND: &[&[u8]] = &[
+    b"BLMPOP",
+    b"BZMPOP",
+    b"EVAL",
+    b"EVALSHA",
+    b"EVALSHA_RO",
+    b"EVAL_RO",
+    b"FCALL",
+    b"FCALL_RO",
+];
+
+fn layout(name: &Name) -> Layout {
+    static TABLE: Table<Layout> = Table::new(|| {
+        let mut table: Vec<(&'static [u8], Layout)> = vec![
+            (b"MSET", Layout::EveryOther),
+            (b"MSETNX", Layout::EveryOther),
+            (b"BITOP", Layout::AfterFirst),
+            (b"OBJECT", Layout::Second),
+            (b"XINFO", Layout::Second),
+            (b"XREAD", Layout::Streams),
+            (b"XREADGROUP", Layout::Streams),
+            (b"MEMORY", Layout::Memory),
+        ];
+        for (names, layout) in [
+            (NONE, Layout::None),
+            (ALL, Layout::All),
+            (COUNT_FIRST, Layout::Counted(0)),
+            (COUNT_SECOND, Layout::Counted(1)),
+        ] {
+            table.extend(names.iter().map(|&name| (name, layout)));
+        }
+        table
+    });
+    TABLE.get(name).unwrap_or(Layout::First)
+}
+
+/// Calls `visit` with each key `cmd` names, in order, until it returns `false`. Allocates
+/// nothing except for `XREAD`'s streams.
+fn visit_keys<'a>(cmd: &'a Cmd, mut visit: impl FnMut(&'a [u8]) -> bool) {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        Arg::Simple(bytes) => bytes,
+        _ => &b""[..],
+    });
+    let Some(name) = args.next() else {
+        return;
+    };
+    // A name longer than any command's is not one we know: its first argument, as most.
+    let layout = Name::new(name).map_or(Layout::First, |name| layout(&name));
+    let mut each = |keys: &mut dyn Iterator<Item = &'a [u8]>| {
+        for key in keys {
+            if !visit(key) {
+                break;
+            }
+        }
+    };
+    match layout {
+        Layout::None => {}
+        Layout::First => each(&mut args.take(1)),
+        Layout::All => each(&mut args),
+        Layout::EveryOther => each(&mut args.step_by(2)),
+        Layout::Second => each(&mut args.skip(1).take(1)),
+        Layout::AfterFirst => each(&mut args.skip(1)),
+        Layout::Memory => {
+            if args
+                .next()
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"USAGE"))
+            {
+                each(&mut args.take(1));
+            }
+        }
+        Layout::Counted(at) => {
+            let count = args
+                .nth(at)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            each(&mut args.take(count));
+        }
+        Layout::Streams => {
+            let mut after = args.skip_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"));
+            if after.next().is_none() {
+                return;
+            }
+            let rest: Vec<&[u8]> = after.collect();
+            each(&mut rest[..rest.len() / 2].iter().copied());
+        }
     }
 }
 
@@ -166,46 +226,12 @@ fn layout(name: &[u8]) -> Layout {
 /// assert_eq!(steadfast::cluster::command_keys(&eval), [&b"a"[..], &b"b"[..]]);
 /// ```
 pub fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
-        .map(|arg| match arg {
-            Arg::Simple(bytes) => bytes,
-            _ => &b""[..],
-        })
-        .collect();
-    let Some((name, rest)) = args.split_first() else {
-        return Vec::new();
-    };
-    if name.eq_ignore_ascii_case(b"MEMORY")
-        && rest
-            .first()
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"USAGE"))
-    {
-        return rest.get(1).copied().into_iter().collect();
-    }
-    match layout(name) {
-        Layout::None => Vec::new(),
-        Layout::First => rest.first().copied().into_iter().collect(),
-        Layout::All => rest.to_vec(),
-        Layout::EveryOther => rest.iter().step_by(2).copied().collect(),
-        Layout::Second => rest.get(1).copied().into_iter().collect(),
-        Layout::AfterFirst => rest.iter().skip(1).copied().collect(),
-        Layout::Counted(at) => {
-            let count = rest
-                .get(at)
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(0);
-            rest.iter().skip(at + 1).take(count).copied().collect()
-        }
-        Layout::Streams => {
-            let Some(at) = rest.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) else {
-                return Vec::new();
-            };
-            let after = &rest[at + 1..];
-            after[..after.len() / 2].to_vec()
-        }
-    }
+    let mut keys = Vec::new();
+    visit_keys(cmd, |key| {
+        keys.push(key);
+        true
+    });
+    keys
 }
 
 /// The slot `cmd` goes to.
@@ -216,14 +242,17 @@ pub fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
 /// assert_eq!(command_slot(&redis::cmd("PING")), Slot::Any);
 /// ```
 pub fn command_slot(cmd: &Cmd) -> Slot {
-    let mut slots = command_keys(cmd).into_iter().map(key_slot);
-    let Some(first) = slots.next() else {
-        return Slot::Any;
-    };
-    match slots.find(|&s| s != first) {
-        Some(other) => Slot::Cross(first, other),
-        None => Slot::One(first),
-    }
+    let mut slot = Slot::Any;
+    visit_keys(cmd, |key| {
+        let this = key_slot(key);
+        slot = match slot {
+            Slot::Any => Slot::One(this),
+            Slot::One(first) if first != this => Slot::Cross(first, this),
+            other => other,
+        };
+        !matches!(slot, Slot::Cross(..))
+    });
+    slot
 }
 
 #[cfg(test)]
@@ -315,6 +344,14 @@ mod tests {
         let usage = redis::cmd("MEMORY").arg("USAGE").arg("k").clone();
         assert_eq!(keys_of(&usage), ["k"]);
         assert!(keys_of(redis::cmd("MEMORY").arg("STATS")).is_empty());
+    }
+
+    #[test]
+    fn the_tables_are_upper_case_and_sorted_so_they_stay_reviewable() {
+        for table in [NONE, ALL, COUNT_FIRST, COUNT_SECOND] {
+            assert!(table.windows(2).all(|w| w[0] < w[1]));
+            assert!(table.iter().all(|n| !n.iter().any(u8::is_ascii_lowercase)));
+        }
     }
 
     #[test]

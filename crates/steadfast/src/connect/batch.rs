@@ -2,13 +2,17 @@
 //! pipeline, so the connection's driver writes them with one system call instead of one each.
 //!
 //! # Behaviour
-//! - Used for single commands on cluster nodes' links when more than 3 commands (this one
-//!   included) are in flight on the same link (`BATCH_FROM` in the command path decides; with
-//!   fewer, a command is sent directly).
+//! - Used for single commands on cluster nodes' links when another command is in flight on
+//!   the same link (`BATCH_FROM` in the command path decides; alone, a command is sent
+//!   directly).
 //! - A caller queues its command; the first caller to find no batch forming spawns the task
-//!   that sends it: the task yields once to the scheduler, so that every task already runnable
-//!   can queue too, then takes the whole queue and sends it as one pipeline. Callers arriving
-//!   after that start the next batch, so several batches may be in flight on the link at once.
+//!   that sends it: the task puts itself once at the back of the scheduler's run queue, so that
+//!   every task already runnable (the callers a reply just woke) can queue too, then takes the
+//!   whole queue and sends it as one pipeline. Callers arriving after that start the next
+//!   batch, so several batches may be in flight on the link at once. (Measured: tokio's
+//!   `yield_now` defers the task until the worker next polls for I/O, which the scheduler
+//!   also does every 61 tasks: batches then split mid-round, 4.3 commands each against 5.4
+//!   with a plain wake, and the client spent 20 % more CPU per command.)
 //! - Each caller gets its own command's reply: a server error reply is that caller's error only;
 //!   a transport error is every caller's in the batch.
 //! - No caller's future owns a batch: a caller that gives up (its deadline, a `select!` that
@@ -57,7 +61,7 @@ impl Batcher {
             // gives up (its deadline, a select that dropped it) cannot strand the others.
             let (batcher, connection) = (Arc::clone(self), connection.clone());
             tokio::spawn(async move {
-                tokio::task::yield_now().await;
+                to_the_back_of_the_queue().await;
                 let commands = {
                     let mut queue = batcher.queue.lock().unwrap_or_else(|e| e.into_inner());
                     queue.is_forming = false;
@@ -73,6 +77,22 @@ impl Batcher {
             )))
         })
     }
+}
+
+/// Returns after one trip to the back of the run queue: a task that wakes itself while being
+/// polled is queued behind every task already runnable (not deferred past the next poll for
+/// I/O, as `tokio::task::yield_now` is).
+async fn to_the_back_of_the_queue() {
+    let mut is_queued = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut is_queued, true) {
+            std::task::Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 async fn send_batch(
