@@ -211,7 +211,10 @@ impl Client {
             application: pushes.clone(),
             maintenance: notices_tx,
         };
-        let connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
+        let mut connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
+        if is_cluster_node && config.command.read_from == crate::config::ReadFrom::Replica {
+            connector = connector.with_read_only_session();
+        }
         let (slot, reporter) = supervisor::spawn(
             Arc::clone(&config),
             connector.clone(),

@@ -74,7 +74,7 @@ pub use client::Client;
 pub use config::{
     AzureEvents, ClientIdentity, CommandConfig, Config, ConnectConfig, EndpointConfig,
     ExpectedRole, HealthConfig, MaintenanceConfig, MaintenanceMode, MovingEndpointType, Password,
-    Protocol, ReconnectConfig, TlsConfig, TlsRoots, TlsVerification,
+    Protocol, ReadFrom, ReconnectConfig, TlsConfig, TlsRoots, TlsVerification,
 };
 pub use error::{Error, ErrorKind};
 pub use event::{DisconnectReason, Event, LinkState, MaintenanceNotice};

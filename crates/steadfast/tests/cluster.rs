@@ -524,6 +524,59 @@ async fn a_key_asked_elsewhere_during_a_migration_goes_there_after_asking() {
     client.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_pipeline_half_migrated_gets_each_command_served_where_its_key_lives() {
+    let nodes = three_node_cluster().await;
+    let client = cluster_client(&nodes).await;
+    let (stays, moves) = ("{half}.stays", "{half}.moves");
+    let slot = key_slot(b"half");
+    let _: () = client
+        .query(redis::cmd("SET").arg(stays).arg("here"))
+        .await
+        .unwrap();
+    let source = owner_of(&nodes, slot).await;
+    let target = nodes.iter().find(|n| n.address != source.address).unwrap();
+    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&source_id)
+        .query_async(&mut target.admin().await)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&target_id)
+        .query_async(&mut source.admin().await)
+        .await
+        .unwrap();
+    // The source serves the key it holds and answers ASK for the one it does not.
+    let (first, set, second): (String, (), String) = redis::pipe()
+        .cmd("GET")
+        .arg(stays)
+        .cmd("SET")
+        .arg(moves)
+        .arg("there")
+        .cmd("GET")
+        .arg(stays)
+        .query_async(&mut client.clone())
+        .await
+        .unwrap();
+    assert_eq!((first.as_str(), set, second.as_str()), ("here", (), "here"));
+    let (_, stored): ((), Option<String>) = redis::pipe()
+        .cmd("ASKING")
+        .cmd("GET")
+        .arg(moves)
+        .query_async(&mut target.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("there"), "on the importing node");
+    client.shutdown().await;
+}
+
 /// Three primaries with a replica each, `cluster-node-timeout` 1 s. Without full coverage
 /// required, the other shards keep serving while one fails over; with it (the server's default)
 /// every node answers CLUSTERDOWN until the failover ends.
@@ -672,16 +725,128 @@ async fn a_shard_with_every_node_down_is_refused_at_once_while_the_others_serve(
 
 /// How many times `server` ran `CLUSTER NODES` since its statistics were last reset.
 async fn cluster_nodes_calls(server: &RedisServer) -> u64 {
+    command_calls(server, "cluster|nodes").await
+}
+
+/// How many times `server` ran `command` (`commandstats` spelling: `get`, `cluster|nodes`)
+/// since its statistics were last reset.
+async fn command_calls(server: &RedisServer, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut server.admin().await)
         .await
         .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_cluster|nodes:calls="))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next())
         .and_then(|calls| calls.parse().ok())
         .unwrap_or(0)
+}
+
+async fn reset_stats(nodes: &[RedisServer]) {
+    for node in nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+}
+
+/// A client of `nodes` that reads from replicas.
+async fn replica_reading_client(nodes: &[RedisServer]) -> steadfast::cluster::ClusterClient {
+    let config = steadfast::Config::from_url(&format!("{}?read_from=replica", nodes[0].url()))
+        .unwrap();
+    assert_eq!(config.command.read_from, steadfast::ReadFrom::Replica);
+    steadfast::cluster::ClusterClient::connect(config)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_reads_on_replicas_serve_the_reads_and_primaries_the_writes() {
+    let nodes = six_node_cluster().await;
+    let client = replica_reading_client(&nodes).await;
+    let keys: Vec<String> = (0..60).map(|n| format!("read:{n}")).collect();
+    for key in &keys {
+        let _: () = client
+            .query(redis::cmd("SET").arg(key).arg(key))
+            .await
+            .unwrap();
+    }
+    // Replication is asynchronous: wait until the replicas hold every key between them.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut held = 0;
+        for replica in &nodes[3..] {
+            let size: i64 = redis::cmd("DBSIZE")
+                .query_async(&mut replica.admin().await)
+                .await
+                .unwrap();
+            held += size;
+        }
+        if held == 60 {
+            break;
+        }
+        assert!(Instant::now() < until, "the replicas hold {held} of 60 keys");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reset_stats(&nodes).await;
+    for key in &keys {
+        let value: Option<String> = client.query(redis::cmd("GET").arg(key)).await.unwrap();
+        assert_eq!(value.as_deref(), Some(key.as_str()), "read from a replica");
+    }
+    let mut on_primaries = 0;
+    for primary in &nodes[..3] {
+        on_primaries += command_calls(primary, "get").await;
+    }
+    let mut on_replicas = 0;
+    for replica in &nodes[3..] {
+        let calls = command_calls(replica, "get").await;
+        assert!(calls > 0, "every replica serves its shard's reads");
+        on_replicas += calls;
+    }
+    assert_eq!(
+        (on_primaries, on_replicas),
+        (0, 60),
+        "reads on replicas only"
+    );
+    let _: () = client
+        .query(redis::cmd("SET").arg("read:0").arg("again"))
+        .await
+        .expect("a write goes to the primary (a replica would answer MOVED)");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_reads_on_a_dead_replica_leaves_its_reads_to_the_primary() {
+    let mut nodes = six_node_cluster().await;
+    let client = replica_reading_client(&nodes).await;
+    let key = key_on_shard(0);
+    let _: () = client
+        .query(redis::cmd("SET").arg(&key).arg("v"))
+        .await
+        .unwrap();
+    // Shard 0's only replica.
+    nodes[3].kill();
+    reset_stats(&nodes[..3]).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..100 {
+        let started = Instant::now();
+        let value: Option<String> = client
+            .query(redis::cmd("GET").arg(&key))
+            .await
+            .expect("the primary serves the read");
+        assert_eq!(value.as_deref(), Some("v"));
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a dead replica costs at most one link wait: {slowest:?}"
+    );
+    assert_eq!(command_calls(&nodes[0], "get").await, 100);
+    client.shutdown().await;
 }
 
 #[tokio::test]

@@ -83,7 +83,7 @@ use super::refresh::RefreshGate;
 use super::routing::Routing;
 use super::topology::{View, choose};
 use crate::command::{Reply, Request};
-use crate::config::{Config, ExpectedRole};
+use crate::config::{Config, ExpectedRole, ReadFrom};
 use crate::error::{Error, ErrorKind};
 use crate::event::Event;
 
@@ -93,6 +93,8 @@ const REFRESH_COOLDOWN: Duration = Duration::from_millis(200);
 const REFRESH_WAIT: Duration = Duration::from_millis(250);
 /// How often a command whose primary is unreachable asks a replica whether it took over.
 const TAKEOVER_POLL: Duration = Duration::from_millis(25);
+/// How long a replica that answered `LOADING` gets no reads.
+const LOADING_AVOID: Duration = Duration::from_secs(1);
 const VIEW_TIMEOUT: Duration = Duration::from_secs(1);
 const VIEWS: usize = 3;
 
@@ -122,6 +124,8 @@ struct Inner {
     suspects: Mutex<HashMap<NodeAddress, Instant>>,
     /// Some node was ever suspected: until then commands skip the lock (marks expire by time).
     has_suspects: std::sync::atomic::AtomicBool,
+    /// Turns of replica reads, spread over each shard's usable replicas.
+    read_turn: std::sync::atomic::AtomicUsize,
     /// One breaker per shard, by the shard's primary.
     breakers: Mutex<HashMap<NodeAddress, Breaker>>,
     /// How many of them are not pristine: while none is, commands skip the lock.
@@ -168,6 +172,7 @@ impl ClusterClient {
             nodes: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
             has_suspects: std::sync::atomic::AtomicBool::new(false),
+            read_turn: std::sync::atomic::AtomicUsize::new(0),
             breakers: Mutex::new(HashMap::new()),
             troubled: std::sync::atomic::AtomicUsize::new(0),
             trigger: Arc::new(Notify::new()),
@@ -225,6 +230,44 @@ impl ClusterClient {
             Reply::Single(value) => Ok(value),
             Reply::Pipeline(values) => Ok(Value::Array(values)),
         }
+    }
+
+    /// A pipeline of which the cluster refused some commands (not executed: `ASK` for keys
+    /// already migrated, `TRYAGAIN` ...) while the others were applied: each refused command is
+    /// sent again on its own, with its own redirections, in the pipeline's order, within the
+    /// deadline. If one fails, the call fails and says which (the others were applied).
+    async fn send_again(
+        &self,
+        job: Job<'_>,
+        reply: Reply,
+        indexes: &[usize],
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
+        let (Job::Pipeline { pipeline, .. }, Reply::Pipeline(mut values)) = (job, reply) else {
+            return Err(Error::new(
+                ErrorKind::Server,
+                "a cluster refusal inside a reply that is not a pipeline's",
+            ));
+        };
+        let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
+        for &index in indexes {
+            let (Some(cmd), Some(slot)) = (commands.get(index), values.get_mut(index)) else {
+                continue;
+            };
+            match Box::pin(self.run_until(Job::Single(cmd), deadline)).await {
+                Ok(Reply::Single(value)) => *slot = value,
+                Ok(Reply::Pipeline(parts)) => *slot = Value::Array(parts),
+                Err(error) => {
+                    let message = format!(
+                        "command {} of a pipeline of {} was refused by the cluster and failed when sent again (the pipeline's other commands were applied): {error}",
+                        index + 1,
+                        commands.len()
+                    );
+                    return Err(Error::new(error.kind(), message).with_source(error));
+                }
+            }
+        }
+        Ok(Reply::Pipeline(values))
     }
 
     /// A pipeline whose keys share one slot goes as one pipeline. Otherwise (not a transaction)
@@ -292,11 +335,19 @@ impl ClusterClient {
     }
 
     async fn run(&self, job: Job<'_>) -> Result<Reply, Error> {
+        let deadline = Instant::now() + self.inner.config.command.deadline;
+        self.run_until(job, deadline).await
+    }
+
+    async fn run_until(&self, job: Job<'_>, deadline: Instant) -> Result<Reply, Error> {
         let inner = &self.inner;
         let length = inner.config.command.deadline;
-        let deadline = Instant::now() + length;
         let slot = job.slot()?;
         let is_idempotent = job.is_idempotent();
+        // A read a replica may serve (`command.read_from`): replicas' links are in READONLY
+        // mode, so a replica's answer to it says nothing about who the primary is.
+        let reads_replica =
+            inner.config.command.read_from == ReadFrom::Replica && job.is_read_only();
         let mut ask: Option<NodeAddress> = None;
         let mut last_error: Option<Error> = None;
         let mut redirects = 0;
@@ -311,13 +362,15 @@ impl ClusterClient {
                     target: node.clone(),
                     primary: None,
                     has_replica_to_ask: false,
+                    is_replica_read: false,
                 }),
-                None => inner.route(slot, &mut unreachable, &mut turn),
+                None => inner.route(slot, &mut unreachable, &mut turn, reads_replica),
             };
             let Some(Route {
                 target,
                 primary,
                 has_replica_to_ask,
+                is_replica_read,
             }) = route
             else {
                 inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
@@ -325,8 +378,9 @@ impl ClusterClient {
             };
             let is_replica = primary.as_ref().is_some_and(|p| *p != target);
             // The shard's breaker counts a failure only where the command has nowhere else to
-            // go in the shard (a replica, or a primary without a usable replica).
-            let is_last_resort = is_replica || !has_replica_to_ask;
+            // go in the shard (a replica, or a primary without a usable replica); a replica
+            // read had the primary left.
+            let is_last_resort = !is_replica_read && (is_replica || !has_replica_to_ask);
             let ticket = match primary {
                 Some(primary) => Some(Ticket::admit(inner, primary)?),
                 None => None,
@@ -389,14 +443,27 @@ impl ClusterClient {
                     inner.trigger.notify_one();
                     continue;
                 }
-                Some(Ok(reply)) => {
-                    if is_replica && let Slot::One(slot) = slot {
-                        // The replica served the slot: it is the primary now.
-                        inner.moved(slot, target);
-                        inner.trigger.notify_one();
+                Some(Ok(reply)) => match refusals_in(&reply, job) {
+                    Refused::Nothing => {
+                        if is_replica
+                            && !reads_replica
+                            && let Slot::One(slot) = slot
+                        {
+                            // The replica served the slot: it is the primary now.
+                            inner.moved(slot, target);
+                            inner.trigger.notify_one();
+                        }
+                        return Ok(reply);
                     }
-                    return Ok(reply);
-                }
+                    // Every command refused (the slot moved, the cluster is between states):
+                    // handled as the refusal of the whole pipeline.
+                    Refused::Whole(refusal) => {
+                        Error::from_redis(ErrorKind::Server, "pipeline", refusal)
+                    }
+                    Refused::Some(indexes) => {
+                        return self.send_again(job, reply, &indexes, deadline).await;
+                    }
+                },
                 Some(Err(error)) => error,
             };
             if is_unreachable(&error)
@@ -449,13 +516,25 @@ impl ClusterClient {
                     };
                     ask = Some(to);
                 }
+                redis::ErrorKind::Server(ServerErrorKind::BusyLoading) if is_replica_read => {
+                    // A replica still loading its data: read elsewhere for a second.
+                    debug!(?target, "replica loading; reading elsewhere");
+                    inner.suspect_for(&target, LOADING_AVOID);
+                }
                 redis::ErrorKind::Server(
                     ServerErrorKind::ReadOnly
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown,
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading,
                 ) => {
                     debug!(%error, "cluster refusal; waiting for a refresh");
+                    if redis_error.kind() == redis::ErrorKind::Server(ServerErrorKind::BusyLoading)
+                    {
+                        // A node loading its data may take longer than 16 rounds: the
+                        // deadline bounds it (each round waits for a refresh).
+                        redirects -= 1;
+                    }
                     inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
                 }
                 _ => return Err(error),
@@ -519,6 +598,17 @@ enum Job<'a> {
 }
 
 impl Job<'_> {
+    /// Whether a replica may serve it: every command only reads; never a transaction.
+    fn is_read_only(&self) -> bool {
+        use super::reads::is_read_only;
+        match self {
+            Job::Single(cmd) => is_read_only(cmd),
+            Job::Pipeline { pipeline, .. } => {
+                !pipeline.is_transaction() && pipeline.cmd_iter().all(is_read_only)
+            }
+        }
+    }
+
     /// Whether sending it twice is harmless (the core's idempotency table).
     fn is_idempotent(&self) -> bool {
         use crate::command::idempotent::is_idempotent;
@@ -609,6 +699,50 @@ impl Job<'_> {
     }
 }
 
+/// What the cluster refused in a reply.
+enum Refused {
+    Nothing,
+    /// Every command, or a transaction: this refusal stands for the whole.
+    Whole(redis::RedisError),
+    /// These commands of a pipeline (the others were executed).
+    Some(Vec<usize>),
+}
+
+/// The cluster refusals (`MOVED`, `ASK`, `TRYAGAIN`, `LOADING` ...: not executed) among a
+/// pipeline's replies.
+fn refusals_in(reply: &Reply, job: Job<'_>) -> Refused {
+    let Reply::Pipeline(values) = reply else {
+        return Refused::Nothing;
+    };
+    let mut first: Option<redis::RedisError> = None;
+    let mut indexes = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        if let Value::ServerError(error) = value {
+            let error: redis::RedisError = error.clone().into();
+            if crate::command::retry::is_cluster_refusal(&error) {
+                first.get_or_insert(error);
+                indexes.push(index);
+            }
+        }
+    }
+    let Some(first) = first else {
+        return Refused::Nothing;
+    };
+    let is_whole = match job {
+        Job::Single(_) => true,
+        Job::Pipeline { pipeline, .. } => {
+            pipeline.is_transaction()
+                || indexes.len() == values.len()
+                || values.len() != pipeline.cmd_iter().count()
+        }
+    };
+    if is_whole {
+        Refused::Whole(first)
+    } else {
+        Refused::Some(indexes)
+    }
+}
+
 /// The node could not be reached (its link is down or being replaced, or the command's
 /// deadline passed with no reply), as opposed to an answer.
 fn is_unreachable(error: &Error) -> bool {
@@ -625,6 +759,8 @@ struct Route {
     primary: Option<NodeAddress>,
     /// The shard has a replica this command could still ask.
     has_replica_to_ask: bool,
+    /// A read sent to a replica by choice (`ReadFrom::Replica`), not a takeover probe.
+    is_replica_read: bool,
 }
 
 /// Breaker settings: this many failures in a row open a shard's breaker for 1 s, doubling up to
@@ -780,12 +916,32 @@ impl Inner {
         slot: Slot,
         unreachable: &mut Vec<NodeAddress>,
         turn: &mut usize,
+        reads_replica: bool,
     ) -> Option<Route> {
         let routing = self.routing();
         let shard = match slot {
             Slot::One(slot) => routing.shard_for(slot)?,
             _ => routing.shards.first()?,
         };
+        if reads_replica && !shard.replicas.is_empty() {
+            let usable: Vec<&NodeAddress> = shard
+                .replicas
+                .iter()
+                .filter(|r| {
+                    !r.is_failing && !unreachable.contains(&r.address) && self.is_up(&r.address)
+                })
+                .map(|r| &r.address)
+                .collect();
+            if !usable.is_empty() {
+                let at = self.read_turn.fetch_add(1, Ordering::Relaxed) % usable.len();
+                return Some(Route {
+                    target: usable[at].clone(),
+                    primary: Some(shard.primary.clone()),
+                    has_replica_to_ask: true,
+                    is_replica_read: true,
+                });
+            }
+        }
         let usable = |unreachable: &[NodeAddress]| {
             shard
                 .replicas
@@ -805,6 +961,7 @@ impl Inner {
                     target: shard.primary.clone(),
                     has_replica_to_ask,
                     primary,
+                    is_replica_read: false,
                 });
             }
             unreachable.push(shard.primary.clone());
@@ -821,6 +978,7 @@ impl Inner {
             target,
             primary,
             has_replica_to_ask: !replicas.is_empty(),
+            is_replica_read: false,
         })
     }
 
@@ -864,7 +1022,12 @@ impl Inner {
     /// A command left `address` stalled: route around it for one read-stall threshold (its
     /// link may still look connected; the health monitor's probe could not tell).
     fn suspect(&self, address: &NodeAddress) {
-        let until = Instant::now() + self.config.health.read_stall;
+        self.suspect_for(address, self.config.health.read_stall);
+    }
+
+    /// Routes around `address` for `how_long`.
+    fn suspect_for(&self, address: &NodeAddress, how_long: Duration) {
+        let until = Instant::now() + how_long;
         let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
         suspects.retain(|_, at| Instant::now() < *at);
         suspects.insert(address.clone(), until);

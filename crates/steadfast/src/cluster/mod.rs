@@ -7,6 +7,7 @@
 mod breaker;
 mod client;
 mod keys;
+mod reads;
 mod redirect;
 mod refresh;
 mod routing;

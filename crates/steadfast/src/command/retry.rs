@@ -65,8 +65,9 @@ pub(crate) fn decide(error: &RedisError, was_written: bool) -> Decision {
 }
 
 /// A refusal only a cluster router can act on: the slot lives elsewhere (`MOVED`, `ASK`), the
-/// node is a replica now (`READONLY`), or the cluster is between states (`TRYAGAIN`,
-/// `CLUSTERDOWN`, `MASTERDOWN`). The command was not executed.
+/// node is a replica now (`READONLY`), the cluster is between states (`TRYAGAIN`,
+/// `CLUSTERDOWN`, `MASTERDOWN`), or the node is loading its data (`LOADING`: another replica,
+/// or a refresh, may serve). The command was not executed.
 pub(crate) fn is_cluster_refusal(error: &RedisError) -> bool {
     matches!(
         error.kind(),
@@ -77,6 +78,7 @@ pub(crate) fn is_cluster_refusal(error: &RedisError) -> bool {
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
+                | ServerErrorKind::BusyLoading
         )
     )
 }

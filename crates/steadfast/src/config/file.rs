@@ -58,6 +58,7 @@ struct ConnectSection {
 struct CommandSection {
     deadline: Option<String>,
     queue_capacity: Option<usize>,
+    read_from: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -159,6 +160,9 @@ impl Config {
             "command.deadline",
             file.command.deadline.as_ref(),
         )?;
+        if let Some(choice) = &file.command.read_from {
+            config.command.read_from = super::parse_choice("command.read_from", choice)?;
+        }
         if let Some(capacity) = file.command.queue_capacity {
             config.command.queue_capacity = capacity;
         }
@@ -314,6 +318,7 @@ mod tests {
             [command]
             deadline = "2s"
             queue_capacity = 50
+            read_from = "replica"
             [health]
             read_stall = "1500ms"
             [reconnect]
@@ -337,6 +342,7 @@ mod tests {
         assert_eq!(config.connect.connect_timeout, Duration::from_secs(3));
         assert_eq!(config.command.deadline, Duration::from_secs(2));
         assert_eq!(config.command.queue_capacity, 50);
+        assert_eq!(config.command.read_from, crate::config::ReadFrom::Replica);
         assert_eq!(config.health.read_stall, Duration::from_millis(1500));
         assert_eq!(config.reconnect.backoff_max, Duration::from_secs(2));
         assert_eq!(config.tls.server_name.as_deref(), Some("cache.internal"));

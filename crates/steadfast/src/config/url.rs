@@ -24,6 +24,7 @@ pub(super) enum Setting {
     TlsInsecure(bool),
     Maintenance(super::MaintenanceMode),
     AzureEvents(super::AzureEvents),
+    ReadFrom(super::ReadFrom),
 }
 
 pub(super) fn parse_with_settings(
@@ -106,11 +107,15 @@ pub(super) fn parse_with_settings(
                 "url.azure_events",
                 &value,
             )?)),
+            "read_from" => settings.push(Setting::ReadFrom(super::parse_choice(
+                "url.read_from",
+                &value,
+            )?)),
             other => {
                 return Err(Error::invalid_config(
                     "url.query",
                     other,
-                    "unknown parameter (known: protocol, client_name, connect_timeout, command_timeout, tls_server_name, tls_ca_file, tls_insecure, maintenance, azure_events)",
+                    "unknown parameter (known: protocol, client_name, connect_timeout, command_timeout, tls_server_name, tls_ca_file, tls_insecure, maintenance, azure_events, read_from)",
                 ));
             }
         }
@@ -289,7 +294,7 @@ mod tests {
     #[test]
     fn query_settings_for_other_groups_are_read() {
         let (_, is_tls, settings) = parse_with_settings(
-            "rediss://h?connect_timeout=250ms&command_timeout=2s&tls_server_name=cache.example&tls_ca_file=/etc/ca.pem&tls_insecure=false&maintenance=disabled&azure_events=on",
+            "rediss://h?connect_timeout=250ms&command_timeout=2s&tls_server_name=cache.example&tls_ca_file=/etc/ca.pem&tls_insecure=false&maintenance=disabled&azure_events=on&read_from=replica",
         )
         .unwrap();
         assert!(is_tls);
@@ -303,6 +308,7 @@ mod tests {
                 Setting::TlsInsecure(false),
                 Setting::Maintenance(super::super::MaintenanceMode::Disabled),
                 Setting::AzureEvents(super::super::AzureEvents::On),
+                Setting::ReadFrom(super::super::ReadFrom::Replica),
             ]
         );
     }

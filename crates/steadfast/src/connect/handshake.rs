@@ -6,7 +6,8 @@
 //!   or `AUTH` for RESP2, and `SELECT`. The push listener is installed by that call, before
 //!   anything of ours is sent, so a MOVING the server sends during the handshake is not lost.
 //! - One pipeline then sends `CLIENT SETNAME`, `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type
-//!   <type>` (RESP3, unless disabled), `CLIENT ID` and `ROLE`. Refusals of `CLIENT ID` and `ROLE`
+//!   <type>` (RESP3, unless disabled), `READONLY` (a cluster node whose client reads from
+//!   replicas), `CLIENT ID` and `ROLE`. Refusals of `READONLY`, `CLIENT ID` and `ROLE`
 //!   are tolerated (some managed services rename them); a refused opt-in fails the attempt only in
 //!   [`MaintenanceMode::Enabled`].
 
@@ -105,8 +106,13 @@ where
             .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
         endpoint_type(config.maintenance.endpoint_type, peer)
     });
-    let facts = session(&mut connection, endpoint.client_name.as_deref(), opt_in)
-        .await
+    let facts = session(
+        &mut connection,
+        endpoint.client_name.as_deref(),
+        opt_in,
+        connector.is_read_only_session,
+    )
+    .await
         .map_err(|e| {
             driver_task.abort();
             rejected(Error::from_redis(
@@ -180,11 +186,15 @@ async fn session(
     connection: &mut MultiplexedConnection,
     client_name: Option<&str>,
     opt_in: Option<&'static str>,
+    is_read_only: bool,
 ) -> redis::RedisResult<Facts> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     if let Some(name) = client_name {
         pipe.cmd("CLIENT").arg("SETNAME").arg(name).ignore();
+    }
+    if is_read_only {
+        pipe.cmd("READONLY").ignore();
     }
     if let Some(endpoint_type) = opt_in {
         pipe.cmd("CLIENT")

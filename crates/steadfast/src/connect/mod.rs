@@ -125,6 +125,8 @@ pub(crate) struct Connector {
     routes: PushRoutes,
     tasks: TaskTracker,
     moved_to: Arc<Mutex<Option<(Endpoint, Instant)>>>,
+    /// Links send `READONLY` at handshake: a cluster node that serves reads from replicas.
+    is_read_only_session: bool,
 }
 
 impl Connector {
@@ -141,7 +143,15 @@ impl Connector {
             routes,
             tasks,
             moved_to: Arc::new(Mutex::new(None)),
+            is_read_only_session: false,
         })
+    }
+
+    /// This connector's links send `READONLY` at handshake (a cluster node's, when reads may go
+    /// to replicas: a replica then serves reads of its primary's slots instead of `MOVED`).
+    pub(crate) fn with_read_only_session(mut self) -> Self {
+        self.is_read_only_session = true;
+        self
     }
 
     /// A connector like this one whose links speak RESP3 and send every non-maintenance push
@@ -159,6 +169,7 @@ impl Connector {
             },
             tasks: self.tasks.clone(),
             moved_to: Arc::clone(&self.moved_to),
+            is_read_only_session: false,
         }
     }
 
