@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use steadfast::cluster::{RedirectKind, View, choose, key_slot};
-use support::RedisServer;
+use support::{RedisServer, utc_in};
 use tokio::time::Instant;
 
 async fn cluster_node() -> RedisServer {
@@ -756,8 +756,8 @@ async fn reset_stats(nodes: &[RedisServer]) {
 
 /// A client of `nodes` that reads from replicas.
 async fn replica_reading_client(nodes: &[RedisServer]) -> steadfast::cluster::ClusterClient {
-    let config = steadfast::Config::from_url(&format!("{}?read_from=replica", nodes[0].url()))
-        .unwrap();
+    let config =
+        steadfast::Config::from_url(&format!("{}?read_from=replica", nodes[0].url())).unwrap();
     assert_eq!(config.command.read_from, steadfast::ReadFrom::Replica);
     steadfast::cluster::ClusterClient::connect(config)
         .await
@@ -789,7 +789,10 @@ async fn with_replica_reads_on_replicas_serve_the_reads_and_primaries_the_writes
         if held == 60 {
             break;
         }
-        assert!(Instant::now() < until, "the replicas hold {held} of 60 keys");
+        assert!(
+            Instant::now() < until,
+            "the replicas hold {held} of 60 keys"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     reset_stats(&nodes).await;
@@ -922,5 +925,105 @@ async fn commands_batched_together_each_get_their_own_reply_even_when_one_caller
     for task in tasks {
         task.await.unwrap();
     }
+    client.shutdown().await;
+}
+
+/// Waits until `node` has a subscriber on Azure's channel (the node's client listens there).
+async fn wait_for_azure_listener(node: &RedisServer) {
+    let mut admin = node.admin().await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("AzureRedisEvents")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if counts.first().is_some_and(|(_, n)| *n > 0) {
+            return;
+        }
+        assert!(Instant::now() < until, "no client listens for Azure events");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sets `key` over and over until `stop`; returns the failures and the slowest command.
+fn writer(
+    client: steadfast::cluster::ClusterClient,
+    key: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<(Vec<String>, Duration)> {
+    tokio::spawn(async move {
+        let (mut failures, mut slowest) = (Vec::new(), Duration::ZERO);
+        let mut n = 0u64;
+        while !stop.is_cancelled() {
+            n += 1;
+            let started = Instant::now();
+            if let Err(error) = client.query::<()>(redis::cmd("SET").arg(&key).arg(n)).await {
+                failures.push(error.to_string());
+            }
+            slowest = slowest.max(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (failures, slowest)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_maintenance_routes_around_its_node_ahead_and_loses_nothing() {
+    let nodes = six_node_cluster().await;
+    let config =
+        steadfast::Config::from_url(&format!("{}?azure_events=on", nodes[0].url())).unwrap();
+    let client = steadfast::cluster::ClusterClient::connect(config)
+        .await
+        .unwrap();
+    wait_for_azure_listener(&nodes[0]).await;
+    let mut events = client.events();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let held = writer(client.clone(), key_on_shard(0), stop.clone());
+    let untouched = writer(client.clone(), key_on_shard(1), stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Shard 0's primary, 3 s ahead (whole seconds: the start is 2-3 s away).
+    let published = Instant::now();
+    let message = format!(
+        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
+        utc_in(Duration::from_secs(3)),
+        nodes[0].address.ip()
+    );
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("AzureRedisEvents")
+        .arg(&message)
+        .query_async(&mut nodes[0].admin().await)
+        .await
+        .unwrap();
+    // The client routes around the node from 1 s before the start: 1-2 s after publishing.
+    tokio::time::sleep_until(published + Duration::from_millis(2_200)).await;
+    reset_stats(&nodes[..1]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sets_while_avoided = command_calls(&nodes[0], "set").await;
+    let _: () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query_async(&mut nodes[3].admin().await)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.cancel();
+    let (held_failures, held_slowest) = held.await.unwrap();
+    let (untouched_failures, untouched_slowest) = untouched.await.unwrap();
+    let mut reported = 0;
+    while let Ok(event) = events.try_recv() {
+        reported += usize::from(matches!(event, steadfast::Event::Maintenance(_)));
+    }
+    eprintln!(
+        "announced shard: slowest {held_slowest:?}; other shard: slowest {untouched_slowest:?}"
+    );
+    assert_eq!(sets_while_avoided, 0, "nothing sent to the announced node");
+    assert!(held_failures.is_empty(), "{held_failures:?}");
+    assert!(untouched_failures.is_empty(), "{untouched_failures:?}");
+    assert!(
+        untouched_slowest < Duration::from_millis(300),
+        "the other shard is not held: {untouched_slowest:?}"
+    );
+    assert_eq!(reported, 1, "reported once, not once per node");
     client.shutdown().await;
 }

@@ -5,23 +5,12 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use steadfast::maintenance::azure::{AzureEventKind, CHANNEL};
 use steadfast::{AzureEvents, DisconnectReason, Event, MaintenanceNotice};
-use support::{RedisServer, Workload, config_for, connected, drain, init_tracing};
+use support::{RedisServer, Workload, config_for, connected, drain, init_tracing, utc_in};
 use tokio::time::Instant;
-
-/// `yyyy-MM-ddTHH:mm:ss` in UTC, `ahead` from now, written by `date -u`.
-fn utc_in(ahead: Duration) -> String {
-    let at = SystemTime::now() + ahead;
-    let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
-    let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 async fn wait_for_subscriber(admin: &mut redis::aio::MultiplexedConnection) {
     let deadline = Instant::now() + Duration::from_secs(5);

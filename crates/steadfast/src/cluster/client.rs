@@ -70,7 +70,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ServerErrorKind, Value};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,7 +85,7 @@ use super::topology::{View, choose};
 use crate::command::{Reply, Request};
 use crate::config::{Config, ExpectedRole, ReadFrom};
 use crate::error::{Error, ErrorKind};
-use crate::event::Event;
+use crate::event::{Event, MaintenanceNotice};
 
 const MAX_REDIRECTS: usize = 16;
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -120,10 +120,11 @@ struct Inner {
     seeds: Vec<NodeAddress>,
     routing: RwLock<Arc<Routing>>,
     nodes: Mutex<HashMap<NodeAddress, crate::Client>>,
-    /// Nodes a command left stalled, and until when to route around them.
-    suspects: Mutex<HashMap<NodeAddress, Instant>>,
+    /// Nodes a command left stalled (or announced for maintenance), and until when to route
+    /// around them.
+    suspects: Arc<Mutex<HashMap<NodeAddress, Instant>>>,
     /// Some node was ever suspected: until then commands skip the lock (marks expire by time).
-    has_suspects: std::sync::atomic::AtomicBool,
+    has_suspects: Arc<std::sync::atomic::AtomicBool>,
     /// Turns of replica reads, spread over each shard's usable replicas.
     read_turn: std::sync::atomic::AtomicUsize,
     /// One breaker per shard, by the shard's primary.
@@ -131,6 +132,8 @@ struct Inner {
     /// How many of them are not pristine: while none is, commands skip the lock.
     troubled: std::sync::atomic::AtomicUsize,
     trigger: Arc<Notify>,
+    /// Maintenance notices from the nodes' links and listeners, with the node they came from.
+    notices: mpsc::Sender<(NodeAddress, MaintenanceNotice)>,
     refreshed: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     cancel: CancellationToken,
@@ -165,17 +168,19 @@ impl ClusterClient {
             })
             .collect();
         let (events, _) = broadcast::channel(128);
+        let (notices, notices_received) = mpsc::channel(NOTICES);
         let inner = Arc::new(Inner {
             config,
             seeds,
             routing: RwLock::new(Arc::new(Routing::empty())),
             nodes: Mutex::new(HashMap::new()),
-            suspects: Mutex::new(HashMap::new()),
-            has_suspects: std::sync::atomic::AtomicBool::new(false),
+            suspects: Arc::new(Mutex::new(HashMap::new())),
+            has_suspects: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             read_turn: std::sync::atomic::AtomicUsize::new(0),
             breakers: Mutex::new(HashMap::new()),
             troubled: std::sync::atomic::AtomicUsize::new(0),
             trigger: Arc::new(Notify::new()),
+            notices,
             refreshed: watch::Sender::new(0),
             events,
             cancel: CancellationToken::new(),
@@ -203,6 +208,11 @@ impl ClusterClient {
         inner
             .tasks
             .spawn(refresher(Arc::downgrade(&inner), inner.cancel.clone()));
+        inner.tasks.spawn(maintenance_watch(
+            Arc::downgrade(&inner),
+            notices_received,
+            inner.cancel.clone(),
+        ));
         Ok(Self { inner })
     }
 
@@ -584,6 +594,21 @@ impl ConnectionLike for ClusterClient {
     fn get_db(&self) -> i64 {
         0
     }
+}
+
+/// Marks `address` to be routed around for `how_long` (a later mark never shortens one).
+fn mark_suspect(
+    suspects: &Mutex<HashMap<NodeAddress, Instant>>,
+    has_suspects: &std::sync::atomic::AtomicBool,
+    address: &NodeAddress,
+    how_long: Duration,
+) {
+    let until = Instant::now() + how_long;
+    let mut suspects = suspects.lock().unwrap_or_else(|e| e.into_inner());
+    suspects.retain(|_, at| Instant::now() < *at);
+    let at = suspects.entry(address.clone()).or_insert(until);
+    *at = (*at).max(until);
+    has_suspects.store(true, Ordering::Release);
 }
 
 /// What the caller asked for.
@@ -1025,13 +1050,49 @@ impl Inner {
         self.suspect_for(address, self.config.health.read_stall);
     }
 
+    /// The node an Azure event names: its IP, and among several nodes there, its port.
+    fn node_named(&self, event: &crate::maintenance::azure::AzureEvent) -> Option<NodeAddress> {
+        let ip = event.ip_address?.to_string();
+        let routing = self.routing();
+        let at_ip: Vec<&NodeAddress> = routing
+            .shards
+            .iter()
+            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
+            .filter(|address| address.host.as_deref() == Some(ip.as_str()))
+            .collect();
+        match at_ip.as_slice() {
+            [one] => Some((*one).clone()),
+            several => several
+                .iter()
+                .find(|a| Some(a.port) == event.non_ssl_port || Some(a.port) == event.ssl_port)
+                .map(|a| (*a).clone()),
+        }
+    }
+
+    /// Routes around `node` from `maintenance.azure_lead` before `start` until
+    /// [`AVOID_AFTER_START`] after it (see [`maintenance_watch`]).
+    fn avoid(&self, node: NodeAddress, start: Instant) {
+        let begin = start
+            .checked_sub(self.config.maintenance.azure_lead)
+            .unwrap_or(start);
+        let window =
+            (start + AVOID_AFTER_START).saturating_duration_since(begin.max(Instant::now()));
+        let (suspects, has_suspects) = (Arc::clone(&self.suspects), Arc::clone(&self.has_suspects));
+        let (trigger, cancel) = (Arc::clone(&self.trigger), self.cancel.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep_until(begin) => {}
+            }
+            tracing::info!(%node, ?window, "maintenance announced: routing around the node");
+            mark_suspect(&suspects, &has_suspects, &node, window);
+            trigger.notify_one();
+        });
+    }
+
     /// Routes around `address` for `how_long`.
     fn suspect_for(&self, address: &NodeAddress, how_long: Duration) {
-        let until = Instant::now() + how_long;
-        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
-        suspects.retain(|_, at| Instant::now() < *at);
-        suspects.insert(address.clone(), until);
-        self.has_suspects.store(true, Ordering::Release);
+        mark_suspect(&self.suspects, &self.has_suspects, address, how_long);
     }
 
     fn moved(&self, slot: u16, to: NodeAddress) {
@@ -1057,12 +1118,18 @@ impl Inner {
         let client = crate::Client::cluster_node(config)?;
         let mut events = client.events();
         let (forward, cancel) = (self.events.clone(), self.cancel.clone());
-        let trigger = Arc::clone(&self.trigger);
+        let (trigger, notices) = (Arc::clone(&self.trigger), self.notices.clone());
+        let from = address.clone();
         self.tasks.spawn(async move {
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     event = events.recv() => match event {
+                        Ok(Event::Maintenance(notice)) => {
+                            // The router acts on it, and reports it once (every node's listener
+                            // hears each Azure message).
+                            let _ = notices.try_send((from.clone(), notice));
+                        }
                         Ok(event) => {
                             // A node's link lost or its role changed: the topology may have.
                             if matches!(event, Event::Disconnected { .. } | Event::RoleChanged { .. }) {
@@ -1271,6 +1338,85 @@ async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
         };
         inner.refresh_once().await;
         gate.finished(Instant::now());
+    }
+}
+
+/// Maintenance notices waiting for the router.
+const NOTICES: usize = 64;
+/// How long after an announced start the announced node stays avoided, unless the cluster
+/// names another primary sooner (its commands then go there).
+const AVOID_AFTER_START: Duration = Duration::from_secs(2);
+
+/// Acts on maintenance announced for one node: from `maintenance.azure_lead` before the
+/// announced start (a `FAILING_OVER` on the node's link, an Azure `NodeMaintenanceStarting`
+/// naming the node's IP and port) until 2 s after it, the node is routed around: its shard's
+/// commands ask the shard's replicas every 25 ms (one that has not taken over answers `MOVED`,
+/// not executed) and go to the new primary the moment it serves, instead of meeting the node as
+/// it goes down. Other shards are not touched. Notices that a change ended (`FAILED_OVER`,
+/// `MIGRATED`, `SMIGRATED`, `MOVING`, Azure `FailoverComplete` / `ScaleComplete` / `Ended`)
+/// trigger a refresh. Every notice is reported once on `events()`.
+async fn maintenance_watch(
+    inner: Weak<Inner>,
+    mut notices: mpsc::Receiver<(NodeAddress, MaintenanceNotice)>,
+    cancel: CancellationToken,
+) {
+    use crate::maintenance::azure::AzureEventKind;
+    use crate::maintenance::push::Notification;
+    let mut recent: std::collections::VecDeque<crate::maintenance::azure::AzureEvent> =
+        std::collections::VecDeque::new();
+    loop {
+        let (from, notice) = tokio::select! {
+            () = cancel.cancelled() => break,
+            received = notices.recv() => match received {
+                Some(received) => received,
+                None => break,
+            },
+        };
+        let Some(inner) = inner.upgrade() else {
+            break;
+        };
+        if let MaintenanceNotice::Azure(event) = &notice {
+            if recent.contains(event) {
+                continue;
+            }
+            if recent.len() == 16 {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
+        let _ = inner.events.send(Event::Maintenance(notice.clone()));
+        match notice {
+            MaintenanceNotice::Push {
+                notification: Notification::FailingOver { time, .. },
+                ..
+            } => inner.avoid(from, Instant::now() + time),
+            MaintenanceNotice::Push {
+                notification:
+                    Notification::FailedOver { .. }
+                    | Notification::Migrated { .. }
+                    | Notification::SlotsMigrated { .. }
+                    | Notification::Moving { .. },
+                ..
+            } => inner.trigger.notify_one(),
+            MaintenanceNotice::Azure(event) => match event.kind {
+                AzureEventKind::Starting => {
+                    let start = event.start_time.map_or(Instant::now(), |at| {
+                        Instant::now()
+                            + at.duration_since(std::time::SystemTime::now())
+                                .unwrap_or_default()
+                    });
+                    match inner.node_named(&event) {
+                        Some(node) => inner.avoid(node, start),
+                        None => debug!(?event, "maintenance for a node not in the table"),
+                    }
+                }
+                AzureEventKind::FailoverComplete
+                | AzureEventKind::ScaleComplete
+                | AzureEventKind::Ended => inner.trigger.notify_one(),
+                _ => {}
+            },
+            MaintenanceNotice::Push { .. } => {}
+        }
     }
 }
 

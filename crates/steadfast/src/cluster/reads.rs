@@ -116,6 +116,10 @@ mod tests {
     #[test]
     fn the_table_is_upper_case_and_sorted_so_it_stays_reviewable() {
         assert!(READ_ONLY.windows(2).all(|w| w[0] < w[1]));
-        assert!(READ_ONLY.iter().all(|n| !n.iter().any(u8::is_ascii_lowercase)));
+        assert!(
+            READ_ONLY
+                .iter()
+                .all(|n| !n.iter().any(u8::is_ascii_lowercase))
+        );
     }
 }

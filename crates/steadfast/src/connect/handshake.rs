@@ -113,14 +113,14 @@ where
         connector.is_read_only_session,
     )
     .await
-        .map_err(|e| {
-            driver_task.abort();
-            rejected(Error::from_redis(
-                ErrorKind::Connect,
-                &format!("handshake with {address}"),
-                e,
-            ))
-        })?;
+    .map_err(|e| {
+        driver_task.abort();
+        rejected(Error::from_redis(
+            ErrorKind::Connect,
+            &format!("handshake with {address}"),
+            e,
+        ))
+    })?;
     if let Some(Err(refusal)) = &facts.maintenance
         && config.maintenance.mode == MaintenanceMode::Enabled
     {

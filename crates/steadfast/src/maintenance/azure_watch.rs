@@ -12,6 +12,8 @@
 //!   one drained): the load balancer routes the fresh connection to the healthy node.
 //! - `FailoverComplete`, `ScaleComplete`, `Ended`: the role behind the link is checked again with
 //!   `ROLE`; a link that no longer reaches a primary is replaced.
+//! - A cluster node's client only reports the event: the cluster router acts on it for the node
+//!   it names (`cluster::ClusterClient`).
 //!
 //! [`MaintenanceConfig::azure_lead`]: crate::MaintenanceConfig::azure_lead
 
@@ -159,6 +161,11 @@ fn react(
 ) {
     info!(kind = ?event.kind, start = ?event.start_time, "Azure maintenance event");
     shared.emit(Event::Maintenance(MaintenanceNotice::Azure(event.clone())));
+    if shared.is_cluster_node {
+        // A cluster's router acts for the node the event names (it routes that shard's
+        // commands around it); a node's own link is not the one to replace.
+        return;
+    }
     match event.kind {
         AzureEventKind::Starting => {
             let Some(start) = event.start_time else {

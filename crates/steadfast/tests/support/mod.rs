@@ -285,6 +285,21 @@ impl Drop for RedisServer {
     }
 }
 
+/// `yyyy-MM-ddTHH:mm:ss` in UTC, `ahead` from now, written by `date -u` (an Azure event's
+/// `StartTimeInUTC`: whole seconds).
+pub fn utc_in(ahead: Duration) -> String {
+    let at = std::time::SystemTime::now() + ahead;
+    let secs = at
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 pub fn info_field(info: &str, name: &str) -> u64 {
     info.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
