@@ -14,12 +14,18 @@
 //!   tags, or a pipeline of single-key commands). A pipeline whose keys share a slot goes as
 //!   one; otherwise it is split into one pipeline per slot, sent at the same time, and answered
 //!   in the caller's order (if a part fails, the call fails and says how many parts did: the
-//!   others were sent). A transaction (`MULTI`/`EXEC`) must stay in one slot.
+//!   others were sent). A transaction (`MULTI`/`EXEC`) must stay in one slot. A pipeline the
+//!   cluster refused only in part (`ASK` for keys already migrated, `TRYAGAIN`: not executed)
+//!   has each refused command sent again on its own, in order; the others' replies stand.
 //! - `MOVED`: the slot is re-pointed at once and a refresh is triggered; the command is sent to
 //!   the new owner. `ASK`: the command is sent once to the named node after `ASKING`; the table
-//!   is not touched. `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`: a refresh is triggered,
-//!   the command waits for it (at most 250 ms per round) and is sent again. All within the
-//!   command's one deadline, at most 16 redirections.
+//!   is not touched. `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`: a refresh is
+//!   triggered, the command waits for it (at most 250 ms per round) and is sent again. All
+//!   within the command's one deadline, at most 16 redirections (`LOADING` rounds not counted).
+//! - Reads from replicas (opt-in: [`ReadFrom::Replica`], `read_from=replica` in the URL): every
+//!   node's link sends `READONLY` at handshake; a read-only command (or pipeline of them) goes
+//!   to the shard's replicas in turn, skipping one the cluster flags failing, one whose link is
+//!   down or stalled, and for 1 s one that answered `LOADING`; with none usable, to the primary.
 //! - A slot whose primary is unreachable (its link is down, or this command failed to reach
 //!   it): the command asks the shard's replicas (not flagged failing) in turn, every 25 ms. A
 //!   replica that has not taken over answers `MOVED` to the old primary (not executed); one
@@ -52,15 +58,20 @@
 //!   closed with no failure counted, commands do not touch it (one atomic load).
 //! - Per-shard queues: every node has its own core client, whose wait queue
 //!   (`command.queue_capacity`) and links are its own; a stuck shard holds only its own
-//!   commands. Maintenance notices (RESP3 pushes, `AzureRedisEvents`) act on the node's own
-//!   link, so a maintenance on one shard's primary holds only that shard's commands.
+//!   commands.
+//! - Maintenance per shard (`maintenance_watch`): a `FAILING_OVER` on a node's link, or an
+//!   Azure `NodeMaintenanceStarting` naming a node's IP and port, routes that node's commands
+//!   around it from `maintenance.azure_lead` (1 s) before the announced start until 2 s after:
+//!   they poll its shard's replicas and reach the promoted one the moment it serves, held
+//!   instead of failed; other shards are not touched. Relaxed timeouts on `MIGRATING` /
+//!   `FAILING_OVER` are the node link's own (core).
 //!
 //! - A node the table no longer lists (removed from the cluster, or a seed that is not a node)
 //!   has its client closed after the refresh that dropped it.
 //!
-//! Not yet (issue 8): one pipeline per node instead of per slot, transactions under `ASK`,
-//! replica reads, a cheaper periodic topology check than `CLUSTER NODES` (today each node gets
-//! at most one every 2 s when nothing changes).
+//! Not yet: one pipeline per node instead of per slot, transactions under `ASK` / `MOVED`
+//! (`EXECABORT` is returned), a cheaper periodic topology check than `CLUSTER NODES` (today
+//! each node gets at most one every 2 s when nothing changes).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
