@@ -391,7 +391,7 @@ async fn keys_in_different_slots_are_refused_before_sending() {
 }
 
 #[tokio::test]
-async fn a_pipeline_over_every_shard_is_split_per_slot_and_answered_in_order() {
+async fn a_pipeline_over_every_shard_is_split_per_node_and_answered_in_order() {
     let nodes = three_node_cluster().await;
     let mut client = cluster_client(&nodes).await;
     let keys: Vec<String> = (0..30).map(|n| format!("split:{n}")).collect();
@@ -434,6 +434,81 @@ async fn a_pipeline_over_every_shard_is_split_per_slot_and_answered_in_order() {
         "a transaction is never split: {error}"
     );
     client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_command_whose_slot_moved_goes_to_the_new_owner_and_the_rest_stands() {
+    let nodes = three_node_cluster().await;
+    let mut client = cluster_client(&nodes).await;
+    let moving = "{moved-in-pipe}.k";
+    let slot = key_slot(b"moved-in-pipe");
+    let old = owner_of(&nodes, slot).await;
+    // Another key the same node owns, and one on another node.
+    let stays = (0..)
+        .map(|n| format!("stays:{n}"))
+        .find(|k| {
+            key_slot(k.as_bytes()) != slot
+                && old.address == nodes[owner_index(key_slot(k.as_bytes()))].address
+        })
+        .unwrap();
+    let elsewhere = (0..)
+        .map(|n| format!("elsewhere:{n}"))
+        .find(|k| old.address != nodes[owner_index(key_slot(k.as_bytes()))].address)
+        .unwrap();
+    let _: () = client
+        .query(redis::cmd("GET").arg(moving))
+        .await
+        .map(|_: Option<String>| ())
+        .unwrap();
+    let new = nodes.iter().find(|n| n.address != old.address).unwrap();
+    let new_id = node_id(new).await;
+    for node in std::iter::once(new).chain(nodes.iter().filter(|n| n.address != new.address)) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&new_id)
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+    // The client's table still names the old owner: its part comes back with one MOVED.
+    let (a, b, c): ((), (), ()) = redis::pipe()
+        .cmd("SET")
+        .arg(&stays)
+        .arg("s")
+        .cmd("SET")
+        .arg(moving)
+        .arg("m")
+        .cmd("SET")
+        .arg(&elsewhere)
+        .arg("e")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!((a, b, c), ((), (), ()));
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(moving)
+        .query_async(&mut new.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("m"), "on the new owner");
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&stays)
+        .query_async(&mut old.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("s"), "the rest of the part stood");
+    client.shutdown().await;
+}
+
+/// Which of the test clusters' first three nodes owns `slot` as the cluster was formed.
+fn owner_index(slot: u16) -> usize {
+    match slot {
+        0..=5460 => 0,
+        5461..=10922 => 1,
+        _ => 2,
+    }
 }
 
 #[tokio::test]
@@ -659,14 +734,7 @@ async fn a_killed_primary_fails_over_and_only_its_shard_waits() {
 fn key_on_shard(shard: usize) -> String {
     (0..)
         .map(|n| format!("shard-key:{n}"))
-        .find(|k| {
-            let owner = match key_slot(k.as_bytes()) {
-                0..=5460 => 0,
-                5461..=10922 => 1,
-                _ => 2,
-            };
-            owner == shard
-        })
+        .find(|k| owner_index(key_slot(k.as_bytes())) == shard)
         .unwrap()
 }
 

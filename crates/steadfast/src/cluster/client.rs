@@ -12,7 +12,8 @@
 //!   any primary; one command whose keys are in different slots is refused before sending
 //!   ([`ErrorKind::CrossSlot`]): `MGET`, `MSET`, `DEL`, `EXISTS` ... are not split (use hash
 //!   tags, or a pipeline of single-key commands). A pipeline whose keys share a slot goes as
-//!   one; otherwise it is split into one pipeline per slot, sent at the same time, and answered
+//!   one; otherwise it is split into one pipeline per node (per slot for a node that cannot
+//!   be reached or refuses the whole part), sent at the same time, and answered
 //!   in the caller's order (if a part fails, the call fails and says how many parts did: the
 //!   others were sent). A transaction (`MULTI`/`EXEC`) must stay in one slot. A pipeline the
 //!   cluster refused only in part (`ASK` for keys already migrated, `TRYAGAIN`: not executed)
@@ -69,7 +70,7 @@
 //! - A node the table no longer lists (removed from the cluster, or a seed that is not a node)
 //!   has its client closed after the refresh that dropped it.
 //!
-//! Not yet: one pipeline per node instead of per slot, transactions under `ASK` / `MOVED`
+//! Not yet: transactions under `ASK` / `MOVED`
 //! (`EXECABORT` is returned), a cheaper periodic topology check than `CLUSTER NODES` (today
 //! each node gets at most one every 2 s when nothing changes).
 
@@ -292,9 +293,9 @@ impl ClusterClient {
     }
 
     /// A pipeline whose keys share one slot goes as one pipeline. Otherwise (not a transaction)
-    /// it is split into one pipeline per slot (a keyless command joins the first keyed one's
-    /// slot), sent at the same time, each with its own redirections; the replies come back in
-    /// the caller's order. If any part fails, the whole call fails with that part's error, and
+    /// it is split into one pipeline per node that owns some of its slots (a keyless command
+    /// joins the first keyed one's slot), sent at the same time; the replies come back in the
+    /// caller's order. If any part fails, the whole call fails with that part's error, and
     /// says how many parts failed: the other parts were sent and may have been applied.
     async fn pipeline(
         &self,
@@ -318,21 +319,49 @@ impl ClusterClient {
             }
             Err(_) => {}
         }
-        let parts = split_by_slot(pipeline)?;
-        let runs = parts.iter().map(|(indexes, part)| async move {
-            self.run(Job::Pipeline {
+        let deadline = Instant::now() + self.inner.config.command.deadline;
+        let mut values = self.split_run(pipeline, true, deadline).await?;
+        Ok(values.split_off(values.len().saturating_sub(count)))
+    }
+
+    /// Runs a pipeline over several slots as parts sent at the same time: one per node that
+    /// owns some of its slots (`by_node`), else one per slot, each with its own redirections;
+    /// the replies in the pipeline's order. A node's part that meets an unreachable or stalled
+    /// node, a breaker, or a refusal of the whole part is run again split per slot.
+    async fn split_run(
+        &self,
+        pipeline: &Pipeline,
+        by_node: bool,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, Error> {
+        let parts = if by_node && self.inner.troubled.load(Ordering::Acquire) == 0 {
+            split_by_node(pipeline, &self.inner.routing())?
+        } else {
+            split_by_slot(pipeline)?
+                .into_iter()
+                .map(|(indexes, part)| (None, indexes, part))
+                .collect()
+        };
+        let runs = parts.iter().map(|(node, indexes, part)| async move {
+            let job = Job::Pipeline {
                 pipeline: part,
                 offset: 0,
                 count: indexes.len(),
+            };
+            let reply = match node {
+                Some(node) => self.run_on_node(node, job, deadline).await,
+                None => self.run_until(job, deadline).await,
+            };
+            reply.map(|reply| match reply {
+                Reply::Pipeline(values) => values,
+                Reply::Single(value) => vec![value],
             })
-            .await
-            .map(as_values)
         });
         let results = futures_util::future::join_all(runs).await;
         let total = pipeline.cmd_iter().count();
         let mut values = vec![Value::Nil; total];
         let (mut first_error, mut failed) = (None, 0);
-        for ((indexes, _), result) in parts.iter().zip(results) {
+        for ((_, indexes, _), result) in parts.iter().zip(results) {
             match result {
                 Ok(replies) => {
                     for (&index, value) in indexes.iter().zip(replies) {
@@ -347,12 +376,68 @@ impl ClusterClient {
         }
         if let Some(error) = first_error {
             let message = format!(
-                "{failed} of {} per-slot parts of the pipeline failed (the others were sent and may have been applied): {error}",
+                "{failed} of {} parts of the pipeline failed (the others were sent and may have been applied): {error}",
                 parts.len()
             );
             return Err(Error::new(error.kind(), message).with_source(error));
         }
-        Ok(values.split_off(total.saturating_sub(count)))
+        Ok(values)
+    }
+
+    /// Sends one node's part of a pipeline (commands of several slots that node owns) once.
+    /// Commands it refuses are sent again on their own; if it cannot be reached, stalls, or
+    /// refuses the whole part, the part is split per slot and routed afresh (a part that may
+    /// have been applied is sent again only if idempotent).
+    async fn run_on_node(
+        &self,
+        address: &NodeAddress,
+        job: Job<'_>,
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
+        let Job::Pipeline { pipeline, .. } = job else {
+            return self.run_until(job, deadline).await;
+        };
+        let per_slot = || async {
+            Box::pin(self.split_run(pipeline, false, deadline))
+                .await
+                .map(Reply::Pipeline)
+        };
+        if !self.inner.is_up(address) {
+            return per_slot().await;
+        }
+        let node = self.inner.node(address)?;
+        let is_idempotent = job.is_idempotent();
+        let stalled = node.stalled();
+        let outcome = tokio::select! {
+            biased;
+            outcome = job.run(&node, deadline) => Some(outcome),
+            () = stalled, if is_idempotent => None,
+        };
+        match outcome {
+            None => {
+                self.inner.suspect(address);
+                per_slot().await
+            }
+            Some(Ok(reply)) => match refusals_in(&reply, job) {
+                Refused::Nothing => Ok(reply),
+                Refused::Some(indexes) => self.send_again(job, reply, &indexes, deadline).await,
+                Refused::Whole(_) => per_slot().await,
+            },
+            Some(Err(error)) if error.is_ambiguous() && !is_idempotent => Err(error),
+            Some(Err(error))
+                if is_unreachable(&error)
+                    || error.kind() == ErrorKind::Shutdown
+                    || error
+                        .redis_error()
+                        .is_some_and(crate::command::retry::is_cluster_refusal) =>
+            {
+                if Instant::now() >= deadline {
+                    return Err(error);
+                }
+                per_slot().await
+            }
+            Some(Err(error)) => Err(error),
+        }
     }
 
     async fn run(&self, job: Job<'_>) -> Result<Reply, Error> {
@@ -883,39 +968,72 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// The commands of `pipeline` grouped by the node that owns their slot in `routing`, in the
+/// pipeline's order: each group's node (`None`: its slot has no owner yet; such a group holds
+/// one slot), its indexes in the pipeline, and a pipeline of its commands.
+///
+/// # Errors
+/// [`ErrorKind::CrossSlot`] when one command's own keys span slots.
+fn split_by_node(
+    pipeline: &Pipeline,
+    routing: &Routing,
+) -> Result<Vec<(Option<NodeAddress>, Vec<usize>, Pipeline)>, Error> {
+    let parts = group(pipeline, |slot| {
+        routing
+            .shard_for(slot)
+            .map_or(Err(slot), |s| Ok(&s.primary))
+    })?;
+    Ok(parts
+        .into_iter()
+        .map(|(owner, indexes, part)| (owner.ok().cloned(), indexes, part))
+        .collect())
+}
+
 /// The commands of `pipeline` grouped by slot, in order of first appearance: each group's
-/// indexes in the pipeline and a pipeline of its commands. A keyless command joins the first
-/// keyed command's slot.
+/// indexes in the pipeline and a pipeline of its commands.
 ///
 /// # Errors
 /// [`ErrorKind::CrossSlot`] when one command's own keys span slots.
 fn split_by_slot(pipeline: &Pipeline) -> Result<Vec<(Vec<usize>, Pipeline)>, Error> {
+    let parts = group(pipeline, |slot| slot)?;
+    Ok(parts
+        .into_iter()
+        .map(|(_, indexes, part)| (indexes, part))
+        .collect())
+}
+
+/// The commands of `pipeline` grouped by `key` of their slot, groups in order of first
+/// appearance and commands in the pipeline's order: each group's key, its indexes in the
+/// pipeline, and a pipeline of its commands. A keyless command joins the first keyed
+/// command's slot.
+fn group<K: PartialEq>(
+    pipeline: &Pipeline,
+    key: impl Fn(u16) -> K,
+) -> Result<Vec<(K, Vec<usize>, Pipeline)>, Error> {
     let slots: Vec<Slot> = pipeline.cmd_iter().map(command_slot).collect();
     let first = slots.iter().find_map(|slot| match slot {
         Slot::One(slot) => Some(*slot),
         _ => None,
     });
-    let mut parts: Vec<(u16, Vec<usize>, Pipeline)> = Vec::new();
+    let mut parts: Vec<(K, Vec<usize>, Pipeline)> = Vec::new();
     for (index, (cmd, slot)) in pipeline.cmd_iter().zip(slots).enumerate() {
         let slot = match slot {
             Slot::One(slot) => slot,
             Slot::Any => first.unwrap_or_default(),
             Slot::Cross(a, b) => return Err(cross_slot(a, b)),
         };
-        let at = match parts.iter().position(|(s, _, _)| *s == slot) {
+        let this = key(slot);
+        let at = match parts.iter().position(|(k, _, _)| *k == this) {
             Some(at) => at,
             None => {
-                parts.push((slot, Vec::new(), redis::pipe()));
+                parts.push((this, Vec::new(), redis::pipe()));
                 parts.len() - 1
             }
         };
         parts[at].1.push(index);
         parts[at].2.add_command(cmd.clone());
     }
-    Ok(parts
-        .into_iter()
-        .map(|(_, indexes, part)| (indexes, part))
-        .collect())
+    Ok(parts)
 }
 
 fn cross_slot(a: u16, b: u16) -> Error {
