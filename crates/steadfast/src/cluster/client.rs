@@ -968,6 +968,10 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// One node's part of a pipeline: the node (`None`: no owner known), the commands' indexes in
+/// the pipeline, and the commands.
+type NodePart = (Option<NodeAddress>, Vec<usize>, Pipeline);
+
 /// The commands of `pipeline` grouped by the node that owns their slot in `routing`, in the
 /// pipeline's order: each group's node (`None`: its slot has no owner yet; such a group holds
 /// one slot), its indexes in the pipeline, and a pipeline of its commands.
@@ -977,7 +981,7 @@ impl Drop for Ticket<'_> {
 fn split_by_node(
     pipeline: &Pipeline,
     routing: &Routing,
-) -> Result<Vec<(Option<NodeAddress>, Vec<usize>, Pipeline)>, Error> {
+) -> Result<Vec<NodePart>, Error> {
     let parts = group(pipeline, |slot| {
         routing
             .shard_for(slot)
