@@ -512,6 +512,46 @@ fn owner_index(slot: u16) -> usize {
 }
 
 #[tokio::test]
+async fn a_transaction_whose_slot_moved_is_sent_whole_to_the_new_owner() {
+    let nodes = three_node_cluster().await;
+    let mut client = cluster_client(&nodes).await;
+    let (a, b) = ("{moved-tx}.a", "{moved-tx}.b");
+    let slot = key_slot(b"moved-tx");
+    let _: Option<String> = client.query(redis::cmd("GET").arg(a)).await.unwrap();
+    let old = owner_of(&nodes, slot).await;
+    let new = nodes.iter().find(|n| n.address != old.address).unwrap();
+    let new_id = node_id(new).await;
+    for node in std::iter::once(new).chain(nodes.iter().filter(|n| n.address != new.address)) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&new_id)
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+    let (first, second): (i64, i64) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg(a)
+        .cmd("INCR")
+        .arg(b)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!((first, second), (1, 1), "applied once, whole");
+    let stored: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg(a)
+        .arg(b)
+        .query_async(&mut new.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(stored, [Some(1), Some(1)], "on the new owner");
+    client.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_slot_that_moved_is_followed_and_the_write_lands_on_the_new_owner() {
     let nodes = three_node_cluster().await;
     let client = cluster_client(&nodes).await;
@@ -649,6 +689,55 @@ async fn a_pipeline_half_migrated_gets_each_command_served_where_its_key_lives()
         .await
         .unwrap();
     assert_eq!(stored.as_deref(), Some("there"), "on the importing node");
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_transaction_asked_elsewhere_runs_there_whole_after_asking() {
+    let nodes = three_node_cluster().await;
+    let mut client = cluster_client(&nodes).await;
+    // One key: the importing node answers TRYAGAIN to a transaction over several keys until
+    // the migration ends (the server's rule), which the client waits out.
+    let key = "{asked-tx}.a";
+    let slot = key_slot(b"asked-tx");
+    let source = owner_of(&nodes, slot).await;
+    let target = nodes.iter().find(|n| n.address != source.address).unwrap();
+    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&source_id)
+        .query_async(&mut target.admin().await)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&target_id)
+        .query_async(&mut source.admin().await)
+        .await
+        .unwrap();
+    let (first, second): (i64, i64) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg(key)
+        .cmd("INCRBY")
+        .arg(key)
+        .arg(2)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!((first, second), (1, 3), "applied once, as one transaction");
+    let (_, stored): ((), Option<i64>) = redis::pipe()
+        .cmd("ASKING")
+        .cmd("GET")
+        .arg(key)
+        .query_async(&mut target.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(3), "on the importing node");
     client.shutdown().await;
 }
 

@@ -70,9 +70,14 @@
 //! - A node the table no longer lists (removed from the cluster, or a seed that is not a node)
 //!   has its client closed after the refresh that dropped it.
 //!
-//! Not yet: transactions under `ASK` / `MOVED`
-//! (`EXECABORT` is returned), a cheaper periodic topology check than `CLUSTER NODES` (today
-//! each node gets at most one every 2 s when nothing changes).
+//! - Transactions: one slot; a node that aborts one for a cluster refusal (`EXECABORT` listing
+//!   `MOVED`, `ASK` ...: nothing ran) has it handled as that refusal and sent again whole; under
+//!   `ASK`, one `ASKING` before `MULTI` covers the block.
+//! - Topology from `CLUSTER NODES`, not `CLUSTER SLOTS`: it carries each node's config epoch
+//!   (an older view is refused by it) and the `fail` / `fail?` flags (failing replicas are not
+//!   asked). A node that is loading answers `LOADING` and is skipped that way. Not yet: a
+//!   cheaper periodic check than a full `CLUSTER NODES` (today each node gets at most one every
+//!   2 s when nothing changes).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -591,6 +596,12 @@ impl ClusterClient {
                 last_error = Some(error);
                 continue;
             }
+            // A transaction the node aborted because it refused its commands (`MOVED`, `ASK`
+            // ...): nothing ran; handled as that refusal, and the transaction sent again whole.
+            let error = match transaction_refusal(&error) {
+                Some(refusal) => Error::from_redis(ErrorKind::Server, "transaction", refusal),
+                None => error,
+            };
             let Some(redis_error) = error.redis_error() else {
                 return Err(error);
             };
@@ -785,6 +796,33 @@ impl Job<'_> {
     /// Sends the job after `ASKING`, which covers only the command right after it: a pipeline
     /// gets one `ASKING` before each of its commands, and only their replies are returned.
     async fn run_asking(self, node: &crate::Client, until: Instant) -> Result<Reply, Error> {
+        if let Job::Pipeline { pipeline, .. } = self
+            && pipeline.is_transaction()
+        {
+            // `ASKING` before `MULTI` holds for the whole block (the server keeps it until
+            // `EXEC`). The caller's framing: `EXEC`'s reply as the one value.
+            let mut asking = redis::pipe();
+            asking.cmd("ASKING").cmd("MULTI");
+            for cmd in pipeline.cmd_iter() {
+                asking.add_command(cmd.clone());
+            }
+            asking.cmd("EXEC");
+            let count = pipeline.cmd_iter().count() + 3;
+            let reply = node
+                .execute_until(
+                    Request::Pipeline {
+                        pipeline: &asking,
+                        offset: 0,
+                        count,
+                    },
+                    until,
+                )
+                .await?;
+            return Ok(match reply {
+                Reply::Pipeline(mut values) => Reply::Pipeline(values.pop().into_iter().collect()),
+                single @ Reply::Single(_) => single,
+            });
+        }
         let mut asking = redis::pipe();
         let commands: Vec<&Cmd> = match self {
             Job::Single(cmd) => vec![cmd],
@@ -818,6 +856,19 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// The cluster refusal that made a node abort a transaction (`EXECABORT` listing a `MOVED`,
+/// `ASK` ... for its commands), if that is why.
+fn transaction_refusal(error: &Error) -> Option<redis::RedisError> {
+    let aborted = error
+        .redis_error()
+        .filter(|e| e.kind() == redis::ErrorKind::Server(ServerErrorKind::ExecAbort))?;
+    let refusals = aborted.clone().into_server_errors()?;
+    refusals
+        .iter()
+        .map(|(_, refusal)| redis::RedisError::from(refusal.clone()))
+        .find(crate::command::retry::is_cluster_refusal)
 }
 
 /// What the cluster refused in a reply.
@@ -978,10 +1029,7 @@ type NodePart = (Option<NodeAddress>, Vec<usize>, Pipeline);
 ///
 /// # Errors
 /// [`ErrorKind::CrossSlot`] when one command's own keys span slots.
-fn split_by_node(
-    pipeline: &Pipeline,
-    routing: &Routing,
-) -> Result<Vec<NodePart>, Error> {
+fn split_by_node(pipeline: &Pipeline, routing: &Routing) -> Result<Vec<NodePart>, Error> {
     let parts = group(pipeline, |slot| {
         routing
             .shard_for(slot)
