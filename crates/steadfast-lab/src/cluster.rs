@@ -232,7 +232,7 @@ impl Watch {
             let moved = owners
                 .iter()
                 .flatten()
-                .filter(|owner| **owner != old)
+                .filter(|owner| ***owner != *old)
                 .count();
             if moved * 2 > self.nodes.len() {
                 return Ok(round);

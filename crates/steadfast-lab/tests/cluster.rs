@@ -64,7 +64,7 @@ fn six_servers_form_three_shards_that_agree_and_a_replica_takes_over_its_shard()
             assert!(
                 lab.servers[..3]
                     .iter()
-                    .any(|s| s.ip.to_string() == owner_ip),
+                    .any(|s| *s.ip.to_string() == *owner_ip),
                 "a first-three server owns the slot"
             );
             let replica = agreed
@@ -76,7 +76,7 @@ fn six_servers_form_three_shards_that_agree_and_a_replica_takes_over_its_shard()
             let replica_server = lab
                 .servers
                 .iter()
-                .find(|s| s.ip.to_string() == replica_ip)
+                .find(|s| *s.ip.to_string() == *replica_ip)
                 .expect("the replica is a lab server");
             replica_server.cli(&["CLUSTER", "FAILOVER"]).await?;
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -88,7 +88,7 @@ fn six_servers_form_three_shards_that_agree_and_a_replica_takes_over_its_shard()
                 let now_owner = choose(&views)
                     .and_then(|v| v.owner(slot))
                     .and_then(|n| n.address.host.clone());
-                if now_owner.as_deref() == Some(replica_ip.as_str()) {
+                if now_owner.as_deref() == Some(&*replica_ip) {
                     let epoch = choose(&views).map_or(0, |v| v.epoch);
                     assert!(epoch > agreed.epoch, "a failover raises the epoch");
                     break;

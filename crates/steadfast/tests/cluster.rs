@@ -160,7 +160,7 @@ async fn a_real_cluster_view_names_the_node_that_serves_each_key_and_moved_point
                 .arg("v")
                 .query_async(&mut admin)
                 .await;
-            if node.address.ip().to_string() == owner_ip {
+            if *node.address.ip().to_string() == *owner_ip {
                 assert!(reply.is_ok(), "the owner refused {key}: {reply:?}");
             } else {
                 let error = reply.unwrap_err();
@@ -168,7 +168,7 @@ async fn a_real_cluster_view_names_the_node_that_serves_each_key_and_moved_point
                 let redirect = steadfast::cluster::Redirect::parse(&text).unwrap();
                 assert_eq!(redirect.kind, RedirectKind::Moved);
                 assert_eq!(redirect.slot, key_slot(key.as_bytes()));
-                assert_eq!(redirect.to.host.as_deref(), Some(owner_ip.as_str()));
+                assert_eq!(redirect.to.host.as_deref(), Some(&*owner_ip));
             }
         }
     }
@@ -325,7 +325,7 @@ async fn owner_of(nodes: &[RedisServer], slot: u16) -> &RedisServer {
     let ip = view.owner(slot).unwrap().address.host.clone().unwrap();
     nodes
         .iter()
-        .find(|n| n.address.ip().to_string() == ip)
+        .find(|n| *n.address.ip().to_string() == *ip)
         .unwrap()
 }
 

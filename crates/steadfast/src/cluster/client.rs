@@ -180,7 +180,7 @@ impl ClusterClient {
         let seeds: Vec<NodeAddress> = addresses
             .iter()
             .map(|a| NodeAddress {
-                host: Some(a.ip().to_string()),
+                host: Some(a.ip().to_string().into()),
                 port: a.port(),
             })
             .collect();
@@ -474,6 +474,7 @@ impl ClusterClient {
                     primary: None,
                     has_replica_to_ask: false,
                     is_replica_read: false,
+                    client: None,
                 }),
                 None => inner.route(slot, &mut unreachable, &mut turn, reads_replica),
             };
@@ -482,6 +483,7 @@ impl ClusterClient {
                 primary,
                 has_replica_to_ask,
                 is_replica_read,
+                client,
             }) = route
             else {
                 inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
@@ -496,7 +498,10 @@ impl ClusterClient {
                 Some(primary) => Some(Ticket::admit(inner, primary)?),
                 None => None,
             };
-            let node = inner.node(&target)?;
+            let node = match client {
+                Some(client) => client,
+                None => inner.node(&target)?,
+            };
             // The node client gives up at this command's deadline: the one timer.
             let attempt = async {
                 match &asked {
@@ -933,6 +938,8 @@ struct Route {
     has_replica_to_ask: bool,
     /// A read sent to a replica by choice (`ReadFrom::Replica`), not a takeover probe.
     is_replica_read: bool,
+    /// The target's node client, when the look found it (saves a second look).
+    client: Option<crate::Client>,
 }
 
 /// Breaker settings: this many failures in a row open a shard's breaker for 1 s, doubling up to
@@ -1145,6 +1152,7 @@ impl Inner {
                     primary: Some(shard.primary.clone()),
                     has_replica_to_ask: true,
                     is_replica_read: true,
+                    client: None,
                 });
             }
         }
@@ -1158,7 +1166,8 @@ impl Inner {
         };
         let primary = Some(shard.primary.clone());
         if !unreachable.contains(&shard.primary) {
-            if self.is_up(&shard.primary) {
+            let (is_up, client) = self.up_client(&shard.primary);
+            if is_up {
                 let has_replica_to_ask = shard
                     .replicas
                     .iter()
@@ -1168,6 +1177,7 @@ impl Inner {
                     has_replica_to_ask,
                     primary,
                     is_replica_read: false,
+                    client,
                 });
             }
             unreachable.push(shard.primary.clone());
@@ -1185,6 +1195,7 @@ impl Inner {
             primary,
             has_replica_to_ask: !replicas.is_empty(),
             is_replica_read: false,
+            client: None,
         })
     }
 
@@ -1212,17 +1223,28 @@ impl Inner {
     /// Whether the node's link is up (or not made yet: it is made on first use) and no
     /// command left it stalled within the last read-stall threshold.
     fn is_up(&self, address: &NodeAddress) -> bool {
+        self.up_client(address).0
+    }
+
+    /// [`is_up`](Self::is_up), and the node's client when it has one.
+    fn up_client(&self, address: &NodeAddress) -> (bool, Option<crate::Client>) {
         let is_suspect = self.has_suspects.load(Ordering::Acquire) && {
             let suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
             suspects
                 .get(address)
                 .is_some_and(|until| Instant::now() < *until)
         };
+        if is_suspect {
+            return (false, None);
+        }
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        !is_suspect
-            && nodes
-                .get(address)
-                .is_none_or(|client| matches!(client.state(), crate::LinkState::Connected { .. }))
+        match nodes.get(address) {
+            None => (true, None),
+            Some(client) => (
+                matches!(client.state(), crate::LinkState::Connected { .. }),
+                Some(client.clone()),
+            ),
+        }
     }
 
     /// A command left `address` stalled: route around it for one read-stall threshold (its
@@ -1293,7 +1315,7 @@ impl Inner {
         if config.tls.is_enabled && config.tls.server_name.is_none() {
             config.tls.server_name = Some(config.endpoint.host.clone());
         }
-        config.endpoint.host = address.host.clone().unwrap_or_default();
+        config.endpoint.host = address.host.as_deref().unwrap_or_default().to_owned();
         config.endpoint.port = address.port;
         config.endpoint.role = ExpectedRole::Any;
         let client = crate::Client::cluster_node(config)?;

@@ -13,7 +13,7 @@
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeAddress {
     /// Host name or IP address; `None` when the server left it out (use the answering node's).
-    pub host: Option<String>,
+    pub host: Option<std::sync::Arc<str>>,
     /// TCP port.
     pub port: u16,
 }
@@ -90,7 +90,7 @@ pub(crate) fn parse_address(text: &str) -> Option<NodeAddress> {
     let host = match host {
         "" | "?" => None,
         h if h.chars().any(|c| c.is_whitespace() || c.is_control()) => return None,
-        h => Some(h.to_owned()),
+        h => Some(h.into()),
     };
     Some(NodeAddress { host, port })
 }
@@ -102,7 +102,7 @@ mod tests {
 
     fn address(host: &str, port: u16) -> NodeAddress {
         NodeAddress {
-            host: Some(host.to_owned()),
+            host: Some(host.into()),
             port,
         }
     }

@@ -136,7 +136,7 @@ mod tests {
 
     fn address(host: &str, port: u16) -> NodeAddress {
         NodeAddress {
-            host: Some(host.to_owned()),
+            host: Some(host.into()),
             port,
         }
     }
