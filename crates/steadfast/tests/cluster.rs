@@ -1010,27 +1010,31 @@ async fn with_replica_reads_on_a_dead_replica_leaves_its_reads_to_the_primary() 
 }
 
 #[tokio::test]
-async fn an_idle_client_asks_each_node_for_the_topology_at_most_once_per_two_seconds() {
+async fn an_idle_client_checks_the_topology_with_one_cluster_nodes_every_two_seconds() {
     let nodes = three_node_cluster().await;
     let client = cluster_client(&nodes).await;
-    for node in &nodes {
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut node.admin().await)
-            .await
-            .unwrap();
-    }
+    reset_stats(&nodes).await;
     let idle = Duration::from_millis(6_500);
     tokio::time::sleep(idle).await;
+    let mut total = 0;
     for node in &nodes {
         let calls = cluster_nodes_calls(node).await;
-        // Every 2 s, give or take 10 %: at most 4 rounds in 6.5 s, at least 2.
+        // The goal: at most one per node per 2 s (4 rounds fit in 6.5 s).
         assert!(
-            (2..=4).contains(&calls),
+            calls <= 4,
             "{} ran CLUSTER NODES {calls} times in {idle:?}",
             node.address
         );
+        total += calls;
     }
+    // Every 2 s, give or take 10 %, one node asked: 3 checks in 6.5 s (2 to 4); a full
+    // refresh (3 nodes) when a check saw a change, e.g. a node flagged `fail?` while the
+    // machine is loaded. Asking three nodes every round would be 9 to 12.
+    eprintln!("{total} CLUSTER NODES in {idle:?} over the whole cluster");
+    assert!(
+        (2..=7).contains(&total),
+        "{total} CLUSTER NODES in {idle:?} over the whole cluster"
+    );
     client.shutdown().await;
 }
 

@@ -1002,6 +1002,8 @@ impl<'a> Ticket<'a> {
             None => return,
             Some(Change::Opened { failures, open_for }) => {
                 tracing::warn!(%primary, failures, ?open_for, "shard breaker opened");
+                // The shard may have a new primary the table does not know yet.
+                self.inner.trigger.notify_one();
                 Event::ShardBreakerOpened {
                     primary,
                     failures,
@@ -1408,6 +1410,50 @@ impl Inner {
         let _ = timeout_at(deadline.min(Instant::now() + wait), refreshed.changed()).await;
     }
 
+    /// The periodic check: `CLUSTER NODES` from one node (each in turn, one whose link is up),
+    /// compared with the table; a full refresh ([`refresh_once`](Self::refresh_once)) only when
+    /// it differs or no node answered.
+    async fn check_once(&self) {
+        let routing = self.routing();
+        let mut nodes: Vec<&NodeAddress> = routing
+            .shards
+            .iter()
+            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
+            .collect();
+        let turn = usize::try_from(*self.refreshed.borrow()).unwrap_or(0);
+        if !nodes.is_empty() {
+            let by = turn % nodes.len();
+            nodes.rotate_left(by);
+        }
+        let asked = nodes
+            .into_iter()
+            .find(|address| self.is_up(address))
+            .cloned();
+        let unchanged = match asked {
+            Some(address) => {
+                let answer = match self.node(&address) {
+                    Ok(node) => {
+                        let question = redis::cmd("CLUSTER").arg("NODES").clone();
+                        tokio::time::timeout(VIEW_TIMEOUT, node.query::<String>(&question))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                    Err(_) => None,
+                };
+                answer
+                    .and_then(|text| View::parse(&text).ok())
+                    .is_some_and(|view| Routing::from_view(&view, &address).agrees_with(&routing))
+            }
+            None => false,
+        };
+        if unchanged {
+            self.refreshed.send_modify(|n| *n = n.wrapping_add(1));
+        } else {
+            self.refresh_once().await;
+        }
+    }
+
     /// One round: `CLUSTER NODES` from up to three nodes (the table's primaries, else the
     /// seeds), the majority view, and the swap.
     async fn refresh_once(&self) {
@@ -1507,10 +1553,13 @@ impl Inner {
     }
 }
 
-/// The background refresh: every 2 s (jittered) and on every trigger, through the gate.
+/// The background refresh, through the gate: a check every 2 s (jittered), a full refresh on
+/// every trigger.
 async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
     let mut gate = RefreshGate::new(REFRESH_COOLDOWN);
     let mut next_periodic = Instant::now() + jittered(REFRESH_EVERY);
+    // A trigger came since the last round: the next round is a full refresh.
+    let mut is_triggered = false;
     loop {
         let wake = gate
             .wake_at()
@@ -1530,7 +1579,10 @@ async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
                     gate.poll(now)
                 }
             }
-            () = trigger.notified() => gate.trigger(Instant::now()),
+            () = trigger.notified() => {
+                is_triggered = true;
+                gate.trigger(Instant::now())
+            }
         };
         drop(trigger);
         if !should_start {
@@ -1539,7 +1591,11 @@ async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
         let Some(inner) = inner.upgrade() else {
             break;
         };
-        inner.refresh_once().await;
+        if std::mem::take(&mut is_triggered) {
+            inner.refresh_once().await;
+        } else {
+            inner.check_once().await;
+        }
         gate.finished(Instant::now());
     }
 }

@@ -47,6 +47,21 @@ impl Routing {
         }
     }
 
+    /// Whether `other` says the same: epoch, every slot's primary, every shard's replicas and
+    /// their failing flags.
+    pub(crate) fn agrees_with(&self, other: &Routing) -> bool {
+        self.epoch == other.epoch
+            && self.shards.len() == other.shards.len()
+            && !self.layout_differs(other)
+            && self.shards.iter().all(|shard| {
+                other.shards.iter().any(|theirs| {
+                    theirs.primary == shard.primary
+                        && theirs.replicas.len() == shard.replicas.len()
+                        && shard.replicas.iter().all(|r| theirs.replicas.contains(r))
+                })
+            })
+    }
+
     /// Whether some slot has a different primary in `other`.
     pub(crate) fn layout_differs(&self, other: &Routing) -> bool {
         (0..SLOTS).any(|slot| {
@@ -182,6 +197,21 @@ mod tests {
         );
         let second = r.shard_for(9000).unwrap();
         assert!(second.replicas[0].is_failing);
+    }
+
+    #[test]
+    fn a_table_agrees_with_its_copy_and_not_with_a_moved_slot_or_a_replica_failing() {
+        let r = routing();
+        assert!(r.agrees_with(&routing()));
+        let mut moved = routing();
+        moved.moved(5, address("10.0.0.2", 6379));
+        assert!(!r.agrees_with(&moved));
+        let mut failing = routing();
+        failing.shards[0].replicas[0].is_failing = true;
+        assert!(!r.agrees_with(&failing));
+        let mut later = routing();
+        later.epoch += 1;
+        assert!(!r.agrees_with(&later));
     }
 
     #[test]
