@@ -32,9 +32,10 @@
 //!   replica that has not taken over answers `MOVED` to the old primary (not executed); one
 //!   that has serves the command, and the slot is re-pointed at it at once. Writes resume the
 //!   moment the replica promotes itself, without waiting for a refresh.
-//! - Topology: `CLUSTER NODES` from up to three nodes (nodes whose link is up first; done as
-//!   soon as two agree), the majority view ([`choose`]), every 2 s
-//!   (jittered) and on every trigger, through a trailing-edge gate (at most 5 refreshes a
+//! - Topology: a check every 2 s (jittered): `CLUSTER NODES` from one node (each in turn),
+//!   compared with the table. A refresh on every trigger, or when a check saw a change:
+//!   `CLUSTER NODES` from up to three nodes (nodes whose link is up first; done as soon as two
+//!   agree), the majority view ([`choose`]). Both through a trailing-edge gate (at most 5 a
 //!   second, no trigger dropped). A view with a lower epoch than the table's is refused. The
 //!   table is swapped whole: commands never wait on a refresh unless their slot has no owner.
 //!   Every node in the table gets its link at once (`connect` waits for the primaries').
@@ -75,9 +76,7 @@
 //!   `ASK`, one `ASKING` before `MULTI` covers the block.
 //! - Topology from `CLUSTER NODES`, not `CLUSTER SLOTS`: it carries each node's config epoch
 //!   (an older view is refused by it) and the `fail` / `fail?` flags (failing replicas are not
-//!   asked). A node that is loading answers `LOADING` and is skipped that way. Not yet: a
-//!   cheaper periodic check than a full `CLUSTER NODES` (today each node gets at most one every
-//!   2 s when nothing changes).
+//!   asked). A node that is loading answers `LOADING` and is skipped that way.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
