@@ -6,7 +6,8 @@
 //! `STEADFAST_BENCH_MILLIS` (default 250 ms; or `STEADFAST_BENCH_SECONDS`), in rotating order,
 //! `STEADFAST_BENCH_ROUNDS` times (default 20), so every client sees the machine in the same
 //! states. Throughput is the median over the slices; p50 / p99 are taken over every latency of
-//! every slice pooled; each is also given as a ratio to raw redis-rs. `cpu/op`: the CPU time
+//! every slice pooled; each is also given as a ratio to raw redis-rs. Before measuring, every
+//! client runs each operation in four unmeasured slices (warm-up). `cpu/op`: the CPU time
 //! (user + system) this process spent per operation over every slice of the row: the client's
 //! own cost, since the servers are other processes.
 //!
@@ -244,6 +245,16 @@ fn single_endpoint(runtime: &tokio::runtime::Runtime) -> (Vec<support::Server>, 
 /// Every operation and concurrency, the clients taking turns; the first client is the
 /// reference of the ratios.
 fn run_all(runtime: &tokio::runtime::Runtime, clients: &[Under], seconds: Duration, rounds: usize) {
+    // Warm-up, not measured: every client runs each operation for a few slices first, so the
+    // first measured row does not absorb the servers' and the clients' start (measured: the
+    // first row after start ran at a third of its later rate, for every client).
+    for _ in 0..4 {
+        for client in clients {
+            for op in [Op::Get, Op::Set, Op::Pipeline100] {
+                runtime.block_on(run(client, op, 16, seconds));
+            }
+        }
+    }
     println!(
         "{:<22} {:>5} {:<22} {:>11} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8} {:>6}",
         "operation",
