@@ -329,6 +329,49 @@ async fn owner_of(nodes: &[RedisServer], slot: u16) -> &RedisServer {
         .unwrap()
 }
 
+/// Starts moving `slot` from `source` to another node (`IMPORTING` there, `MIGRATING` on the
+/// source) and returns that node.
+async fn start_migration<'a>(
+    nodes: &'a [RedisServer],
+    source: &RedisServer,
+    slot: u16,
+) -> &'a RedisServer {
+    let target = nodes.iter().find(|n| n.address != source.address).unwrap();
+    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
+    for (node, state, id) in [
+        (target, "IMPORTING", &source_id),
+        (source, "MIGRATING", &target_id),
+    ] {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(state)
+            .arg(id)
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+    target
+}
+
+/// Gives the (empty) `slot` of `old` to another node at once (`SETSLOT NODE` on every node, the
+/// new owner first) and returns that node.
+async fn hand_over<'a>(nodes: &'a [RedisServer], old: &RedisServer, slot: u16) -> &'a RedisServer {
+    let new = nodes.iter().find(|n| n.address != old.address).unwrap();
+    let new_id = node_id(new).await;
+    for node in std::iter::once(new).chain(nodes.iter().filter(|n| n.address != new.address)) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&new_id)
+            .query_async(&mut node.admin().await)
+            .await
+            .unwrap();
+    }
+    new
+}
+
 async fn cluster_client(nodes: &[RedisServer]) -> steadfast::cluster::ClusterClient {
     let config = steadfast::Config::from_url(&nodes[0].url()).unwrap();
     steadfast::cluster::ClusterClient::connect(config)
@@ -460,18 +503,7 @@ async fn a_pipeline_command_whose_slot_moved_goes_to_the_new_owner_and_the_rest_
         .await
         .map(|_: Option<String>| ())
         .unwrap();
-    let new = nodes.iter().find(|n| n.address != old.address).unwrap();
-    let new_id = node_id(new).await;
-    for node in std::iter::once(new).chain(nodes.iter().filter(|n| n.address != new.address)) {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg("NODE")
-            .arg(&new_id)
-            .query_async(&mut node.admin().await)
-            .await
-            .unwrap();
-    }
+    let new = hand_over(&nodes, old, slot).await;
     // The client's table still names the old owner: its part comes back with one MOVED.
     let (a, b, c): ((), (), ()) = redis::pipe()
         .cmd("SET")
@@ -519,18 +551,7 @@ async fn a_transaction_whose_slot_moved_is_sent_whole_to_the_new_owner() {
     let slot = key_slot(b"moved-tx");
     let _: Option<String> = client.query(redis::cmd("GET").arg(a)).await.unwrap();
     let old = owner_of(&nodes, slot).await;
-    let new = nodes.iter().find(|n| n.address != old.address).unwrap();
-    let new_id = node_id(new).await;
-    for node in std::iter::once(new).chain(nodes.iter().filter(|n| n.address != new.address)) {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg("NODE")
-            .arg(&new_id)
-            .query_async(&mut node.admin().await)
-            .await
-            .unwrap();
-    }
+    let new = hand_over(&nodes, old, slot).await;
     let (first, second): (i64, i64) = redis::pipe()
         .atomic()
         .cmd("INCR")
@@ -559,19 +580,8 @@ async fn a_slot_that_moved_is_followed_and_the_write_lands_on_the_new_owner() {
     let slot = key_slot(key.as_bytes());
     let _: Option<String> = client.query(redis::cmd("GET").arg(key)).await.unwrap();
     let old = owner_of(&nodes, slot).await;
-    let new = nodes.iter().find(|n| n.address != old.address).unwrap();
-    let new_id = node_id(new).await;
-    // The slot is empty: hand it over directly, the new owner first.
-    for node in std::iter::once(new).chain(nodes.iter().filter(|n| n.address != new.address)) {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg("NODE")
-            .arg(&new_id)
-            .query_async(&mut node.admin().await)
-            .await
-            .unwrap();
-    }
+    // The slot is empty: hand it over directly.
+    let new = hand_over(&nodes, old, slot).await;
     let _: () = client
         .query(redis::cmd("SET").arg(key).arg("after"))
         .await
@@ -592,24 +602,7 @@ async fn a_key_asked_elsewhere_during_a_migration_goes_there_after_asking() {
     let key = "migrating:key";
     let slot = key_slot(key.as_bytes());
     let source = owner_of(&nodes, slot).await;
-    let target = nodes.iter().find(|n| n.address != source.address).unwrap();
-    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("IMPORTING")
-        .arg(&source_id)
-        .query_async(&mut target.admin().await)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("MIGRATING")
-        .arg(&target_id)
-        .query_async(&mut source.admin().await)
-        .await
-        .unwrap();
+    let target = start_migration(&nodes, source, slot).await;
     // The key is not on the source, so the source answers ASK for it.
     let _: () = client
         .query(redis::cmd("SET").arg(key).arg("asked"))
@@ -650,24 +643,7 @@ async fn a_pipeline_half_migrated_gets_each_command_served_where_its_key_lives()
         .await
         .unwrap();
     let source = owner_of(&nodes, slot).await;
-    let target = nodes.iter().find(|n| n.address != source.address).unwrap();
-    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("IMPORTING")
-        .arg(&source_id)
-        .query_async(&mut target.admin().await)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("MIGRATING")
-        .arg(&target_id)
-        .query_async(&mut source.admin().await)
-        .await
-        .unwrap();
+    let target = start_migration(&nodes, source, slot).await;
     // The source serves the key it holds and answers ASK for the one it does not.
     let (first, set, second): (String, (), String) = redis::pipe()
         .cmd("GET")
@@ -701,24 +677,7 @@ async fn a_transaction_asked_elsewhere_runs_there_whole_after_asking() {
     let key = "{asked-tx}.a";
     let slot = key_slot(b"asked-tx");
     let source = owner_of(&nodes, slot).await;
-    let target = nodes.iter().find(|n| n.address != source.address).unwrap();
-    let (source_id, target_id) = (node_id(source).await, node_id(target).await);
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("IMPORTING")
-        .arg(&source_id)
-        .query_async(&mut target.admin().await)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("MIGRATING")
-        .arg(&target_id)
-        .query_async(&mut source.admin().await)
-        .await
-        .unwrap();
+    let target = start_migration(&nodes, source, slot).await;
     let (first, second): (i64, i64) = redis::pipe()
         .atomic()
         .cmd("INCR")

@@ -736,7 +736,7 @@ enum Job<'a> {
 impl Job<'_> {
     /// Whether a replica may serve it: every command only reads; never a transaction.
     fn is_read_only(&self) -> bool {
-        use super::reads::is_read_only;
+        use crate::command::idempotent::is_read_only;
         match self {
             Job::Single(cmd) => is_read_only(cmd),
             Job::Pipeline { pipeline, .. } => {
@@ -812,16 +812,7 @@ impl Job<'_> {
             }
             asking.cmd("EXEC");
             let count = pipeline.cmd_iter().count() + 3;
-            let reply = node
-                .execute_until(
-                    Request::Pipeline {
-                        pipeline: &asking,
-                        offset: 0,
-                        count,
-                    },
-                    until,
-                )
-                .await?;
+            let reply = send_whole(node, &asking, count, until).await?;
             return Ok(match reply {
                 Reply::Pipeline(mut values) => Reply::Pipeline(values.pop().into_iter().collect()),
                 single @ Reply::Single(_) => single,
@@ -836,17 +827,7 @@ impl Job<'_> {
             asking.cmd("ASKING");
             asking.add_command((*cmd).clone());
         }
-        let count = commands.len() * 2;
-        let reply = node
-            .execute_until(
-                Request::Pipeline {
-                    pipeline: &asking,
-                    offset: 0,
-                    count,
-                },
-                until,
-            )
-            .await?;
+        let reply = send_whole(node, &asking, commands.len() * 2, until).await?;
         let Reply::Pipeline(values) = reply else {
             return Ok(reply);
         };
@@ -860,6 +841,21 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// Sends every command of `pipeline` (`count` of them) on `node` and returns every reply.
+async fn send_whole(
+    node: &crate::Client,
+    pipeline: &Pipeline,
+    count: usize,
+    until: Instant,
+) -> Result<Reply, Error> {
+    let request = Request::Pipeline {
+        pipeline,
+        offset: 0,
+        count,
+    };
+    node.execute_until(request, until).await
 }
 
 /// The cluster refusal that made a node abort a transaction (`EXECABORT` listing a `MOVED`,

@@ -7,7 +7,6 @@
 mod breaker;
 mod client;
 mod keys;
-mod reads;
 mod redirect;
 mod refresh;
 mod routing;

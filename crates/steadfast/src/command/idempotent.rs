@@ -1,7 +1,8 @@
 //! Which commands may be sent twice without changing the outcome.
 //!
 //! # Behaviour
-//! - Reads are idempotent. So are writes that set a value regardless of the old one
+//! - Reads are idempotent (every read-only command on keys, [`is_read_only`], and questions
+//!   about the server). So are writes that set a value regardless of the old one
 //!   (`SET` without `NX`/`XX`/`GET`, `MSET`, `SETEX`, `PSETEX`, `HMSET`, `EXPIREAT`, `PEXPIREAT`).
 //! - Counters, list pushes, conditional writes, scripts and transactions are not: a second send
 //!   could apply them twice or change the reply. The caller can opt in per call
@@ -12,18 +13,23 @@ use redis::{Arg, Cmd};
 
 use super::name::{Name, Table};
 
-const IDEMPOTENT: &[&[u8]] = &[
+/// Reads of keys: a replica may serve them, and sending one twice changes nothing.
+const READS: &[&[u8]] = &[
     b"BITCOUNT",
+    b"BITFIELD_RO",
     b"BITPOS",
-    b"DBSIZE",
     b"DUMP",
-    b"ECHO",
+    b"EVALSHA_RO",
+    b"EVAL_RO",
     b"EXISTS",
-    b"EXPIREAT",
     b"EXPIRETIME",
+    b"FCALL_RO",
     b"GEODIST",
     b"GEOHASH",
     b"GEOPOS",
+    b"GEORADIUSBYMEMBER_RO",
+    b"GEORADIUS_RO",
+    b"GEOSEARCH",
     b"GET",
     b"GETBIT",
     b"GETRANGE",
@@ -33,52 +39,45 @@ const IDEMPOTENT: &[&[u8]] = &[
     b"HKEYS",
     b"HLEN",
     b"HMGET",
-    b"HMSET",
     b"HRANDFIELD",
     b"HSCAN",
     b"HSTRLEN",
     b"HVALS",
-    b"INFO",
-    b"KEYS",
+    b"LCS",
     b"LINDEX",
     b"LLEN",
     b"LPOS",
     b"LRANGE",
     b"MGET",
-    b"MSET",
-    b"PEXPIREAT",
     b"PEXPIRETIME",
     b"PFCOUNT",
-    b"PING",
-    b"PSETEX",
     b"PTTL",
-    b"RANDOMKEY",
-    b"ROLE",
-    b"SCAN",
     b"SCARD",
     b"SDIFF",
-    b"SETEX",
     b"SINTER",
     b"SINTERCARD",
     b"SISMEMBER",
     b"SMEMBERS",
     b"SMISMEMBER",
+    b"SORT_RO",
     b"SRANDMEMBER",
     b"SSCAN",
     b"STRLEN",
+    b"SUBSTR",
     b"SUNION",
-    b"TIME",
     b"TTL",
     b"TYPE",
     b"XINFO",
     b"XLEN",
     b"XPENDING",
     b"XRANGE",
+    b"XREAD",
     b"XREVRANGE",
     b"ZCARD",
     b"ZCOUNT",
     b"ZDIFF",
     b"ZINTER",
+    b"ZINTERCARD",
     b"ZLEXCOUNT",
     b"ZMSCORE",
     b"ZRANDMEMBER",
@@ -95,6 +94,26 @@ const IDEMPOTENT: &[&[u8]] = &[
     b"ZUNION",
 ];
 
+/// Other commands whose second send changes nothing: questions about the server, and writes
+/// that set a value regardless of the old one.
+const OTHERS: &[&[u8]] = &[
+    b"DBSIZE",
+    b"ECHO",
+    b"EXPIREAT",
+    b"HMSET",
+    b"INFO",
+    b"KEYS",
+    b"MSET",
+    b"PEXPIREAT",
+    b"PING",
+    b"PSETEX",
+    b"RANDOMKEY",
+    b"ROLE",
+    b"SCAN",
+    b"SETEX",
+    b"TIME",
+];
+
 /// `SET` options that make a second send observable.
 const SET_CONDITIONS: &[&[u8]] = &[b"NX", b"XX", b"GET"];
 
@@ -109,8 +128,16 @@ pub(crate) fn is_idempotent(cmd: &Cmd) -> bool {
             _ => false,
         });
     }
-    static TABLE: Table<()> = Table::new(|| IDEMPOTENT.iter().map(|&name| (name, ())).collect());
+    static TABLE: Table<()> =
+        Table::new(|| READS.iter().chain(OTHERS).map(|&name| (name, ())).collect());
     TABLE.get(&name).is_some()
+}
+
+/// Whether `cmd` only reads keys (a cluster replica may serve it). `TOUCH` (updates access
+/// times) and questions about the server (`INFO`, `DBSIZE`, `SCAN` ...: no slot) are not.
+pub(crate) fn is_read_only(cmd: &Cmd) -> bool {
+    static TABLE: Table<()> = Table::new(|| READS.iter().map(|&name| (name, ())).collect());
+    Name::of(cmd).is_some_and(|name| TABLE.get(&name).is_some())
 }
 
 #[cfg(test)]
@@ -140,12 +167,23 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_upper_case_and_sorted_so_it_stays_reviewable() {
-        assert!(IDEMPOTENT.windows(2).all(|w| w[0] < w[1]));
-        assert!(
-            IDEMPOTENT
-                .iter()
-                .all(|n| !n.iter().any(u8::is_ascii_lowercase))
-        );
+    fn the_tables_are_upper_case_and_sorted_so_they_stay_reviewable() {
+        for table in [READS, OTHERS] {
+            assert!(table.windows(2).all(|w| w[0] < w[1]));
+            assert!(table.iter().all(|n| !n.iter().any(u8::is_ascii_lowercase)));
+        }
+    }
+
+    #[test]
+    fn reads_are_read_only_and_writes_and_server_commands_are_not() {
+        assert!(is_read_only(redis::cmd("get").arg("k")));
+        assert!(is_read_only(redis::cmd("ZRANGE").arg("z").arg(0).arg(-1)));
+        assert!(is_read_only(redis::cmd("EVAL_RO").arg("return 1").arg(0)));
+        assert!(is_idempotent(redis::cmd("EVAL_RO").arg("return 1").arg(0)));
+        assert!(!is_read_only(redis::cmd("SET").arg("k").arg("v")));
+        assert!(!is_read_only(redis::cmd("GETEX").arg("k")));
+        assert!(!is_read_only(redis::cmd("EVAL").arg("return 1").arg(0)));
+        assert!(!is_read_only(&redis::cmd("DBSIZE")));
+        assert!(!is_read_only(redis::cmd("TOUCH").arg("k")));
     }
 }
