@@ -431,10 +431,8 @@ impl ConnectionLike for Client {
                 offset,
                 count,
             };
-            match command::execute(&self.shared, request, self.is_ambiguous_allowed, None).await? {
-                Reply::Pipeline(values) => Ok(values),
-                Reply::Single(value) => Ok(vec![value]),
-            }
+            let reply = command::execute(&self.shared, request, self.is_ambiguous_allowed, None);
+            Ok(reply.await?.into_values())
         })
     }
 

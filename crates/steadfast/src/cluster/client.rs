@@ -96,7 +96,7 @@ use super::breaker::{Admission, Breaker, Change, Outcome};
 use super::keys::{Slot, command_slot};
 use super::redirect::NodeAddress;
 use super::refresh::RefreshGate;
-use super::routing::Routing;
+use super::routing::{Replica, Routing};
 use super::topology::{View, choose};
 use crate::command::{Reply, Request};
 use crate::config::{Config, ExpectedRole, ReadFrom};
@@ -252,7 +252,7 @@ impl ClusterClient {
     }
 
     async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
-        match self.run(Job::Single(cmd)).await? {
+        match self.run(Request::Single(cmd)).await? {
             Reply::Single(value) => Ok(value),
             Reply::Pipeline(values) => Ok(Value::Array(values)),
         }
@@ -264,12 +264,12 @@ impl ClusterClient {
     /// deadline. If one fails, the call fails and says which (the others were applied).
     async fn send_again(
         &self,
-        job: Job<'_>,
+        job: Request<'_>,
         reply: Reply,
         indexes: &[usize],
         deadline: Instant,
     ) -> Result<Reply, Error> {
-        let (Job::Pipeline { pipeline, .. }, Reply::Pipeline(mut values)) = (job, reply) else {
+        let (Request::Pipeline { pipeline, .. }, Reply::Pipeline(mut values)) = (job, reply) else {
             return Err(Error::new(
                 ErrorKind::Server,
                 "a cluster refusal inside a reply that is not a pipeline's",
@@ -280,7 +280,7 @@ impl ClusterClient {
             let (Some(cmd), Some(slot)) = (commands.get(index), values.get_mut(index)) else {
                 continue;
             };
-            match Box::pin(self.run_until(Job::Single(cmd), deadline)).await {
+            match Box::pin(self.run_until(Request::Single(cmd), deadline)).await {
                 Ok(Reply::Single(value)) => *slot = value,
                 Ok(Reply::Pipeline(parts)) => *slot = Value::Array(parts),
                 Err(error) => {
@@ -307,17 +307,13 @@ impl ClusterClient {
         offset: usize,
         count: usize,
     ) -> Result<Vec<Value>, Error> {
-        let job = Job::Pipeline {
+        let job = Request::Pipeline {
             pipeline,
             offset,
             count,
         };
-        let as_values = |reply| match reply {
-            Reply::Pipeline(values) => values,
-            Reply::Single(value) => vec![value],
-        };
         match job.slot() {
-            Ok(_) => return self.run(job).await.map(as_values),
+            Ok(_) => return self.run(job).await.map(Reply::into_values),
             Err(error) if error.kind() != ErrorKind::CrossSlot || pipeline.is_transaction() => {
                 return Err(error);
             }
@@ -347,7 +343,7 @@ impl ClusterClient {
                 .collect()
         };
         let runs = parts.iter().map(|(node, indexes, part)| async move {
-            let job = Job::Pipeline {
+            let job = Request::Pipeline {
                 pipeline: part,
                 offset: 0,
                 count: indexes.len(),
@@ -356,10 +352,7 @@ impl ClusterClient {
                 Some(node) => self.run_on_node(node, job, deadline).await,
                 None => self.run_until(job, deadline).await,
             };
-            reply.map(|reply| match reply {
-                Reply::Pipeline(values) => values,
-                Reply::Single(value) => vec![value],
-            })
+            reply.map(Reply::into_values)
         });
         let results = futures_util::future::join_all(runs).await;
         let total = pipeline.cmd_iter().count();
@@ -395,10 +388,10 @@ impl ClusterClient {
     async fn run_on_node(
         &self,
         address: &NodeAddress,
-        job: Job<'_>,
+        job: Request<'_>,
         deadline: Instant,
     ) -> Result<Reply, Error> {
-        let Job::Pipeline { pipeline, .. } = job else {
+        let Request::Pipeline { pipeline, .. } = job else {
             return self.run_until(job, deadline).await;
         };
         let per_slot = || async {
@@ -414,7 +407,7 @@ impl ClusterClient {
         let stalled = node.stalled();
         let outcome = tokio::select! {
             biased;
-            outcome = job.run(&node, deadline) => Some(outcome),
+            outcome = node.execute_until(job, deadline) => Some(outcome),
             () = stalled, if is_idempotent => None,
         };
         match outcome {
@@ -444,12 +437,12 @@ impl ClusterClient {
         }
     }
 
-    async fn run(&self, job: Job<'_>) -> Result<Reply, Error> {
+    async fn run(&self, job: Request<'_>) -> Result<Reply, Error> {
         let deadline = Instant::now() + self.inner.config.command.deadline;
         self.run_until(job, deadline).await
     }
 
-    async fn run_until(&self, job: Job<'_>, deadline: Instant) -> Result<Reply, Error> {
+    async fn run_until(&self, job: Request<'_>, deadline: Instant) -> Result<Reply, Error> {
         let inner = &self.inner;
         let length = inner.config.command.deadline;
         let slot = job.slot()?;
@@ -505,7 +498,7 @@ impl ClusterClient {
             let attempt = async {
                 match &asked {
                     Some(_) => job.run_asking(&node, deadline).await,
-                    None => job.run(&node, deadline).await,
+                    None => node.execute_until(job, deadline).await,
                 }
             };
             // An idempotent command may leave a stalled node (sending it again elsewhere is
@@ -642,20 +635,19 @@ impl ClusterClient {
                     debug!(?target, "replica loading; reading elsewhere");
                     inner.suspect_for(&target, LOADING_AVOID);
                 }
+                redis::ErrorKind::Server(ServerErrorKind::BusyLoading) => {
+                    // A node loading its data may take longer than 16 rounds: the deadline
+                    // bounds it (each round waits for a refresh).
+                    redirects -= 1;
+                    inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
+                }
                 redis::ErrorKind::Server(
                     ServerErrorKind::ReadOnly
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::BusyLoading,
+                    | ServerErrorKind::MasterDown,
                 ) => {
                     debug!(%error, "cluster refusal; waiting for a refresh");
-                    if redis_error.kind() == redis::ErrorKind::Server(ServerErrorKind::BusyLoading)
-                    {
-                        // A node loading its data may take longer than 16 rounds: the
-                        // deadline bounds it (each round waits for a refresh).
-                        redirects -= 1;
-                    }
                     inner.refresh_and_wait(deadline, REFRESH_WAIT).await;
                 }
                 _ => return Err(error),
@@ -722,36 +714,15 @@ fn mark_suspect(
     has_suspects.store(true, Ordering::Release);
 }
 
-/// What the caller asked for.
-#[derive(Clone, Copy)]
-enum Job<'a> {
-    Single(&'a Cmd),
-    Pipeline {
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    },
-}
-
-impl Job<'_> {
+/// What the router needs to know of a request, and `ASKING`.
+impl Request<'_> {
     /// Whether a replica may serve it: every command only reads; never a transaction.
     fn is_read_only(&self) -> bool {
         use crate::command::idempotent::is_read_only;
         match self {
-            Job::Single(cmd) => is_read_only(cmd),
-            Job::Pipeline { pipeline, .. } => {
+            Request::Single(cmd) => is_read_only(cmd),
+            Request::Pipeline { pipeline, .. } => {
                 !pipeline.is_transaction() && pipeline.cmd_iter().all(is_read_only)
-            }
-        }
-    }
-
-    /// Whether sending it twice is harmless (the core's idempotency table).
-    fn is_idempotent(&self) -> bool {
-        use crate::command::idempotent::is_idempotent;
-        match self {
-            Job::Single(cmd) => is_idempotent(cmd),
-            Job::Pipeline { pipeline, .. } => {
-                !pipeline.is_transaction() && pipeline.cmd_iter().all(is_idempotent)
             }
         }
     }
@@ -759,8 +730,8 @@ impl Job<'_> {
     /// The one slot of every key, `Slot::Any` without keys.
     fn slot(&self) -> Result<Slot, Error> {
         let slots: &mut dyn Iterator<Item = Slot> = match self {
-            Job::Single(cmd) => &mut std::iter::once(command_slot(cmd)),
-            Job::Pipeline { pipeline, .. } => &mut pipeline.cmd_iter().map(command_slot),
+            Request::Single(cmd) => &mut std::iter::once(command_slot(cmd)),
+            Request::Pipeline { pipeline, .. } => &mut pipeline.cmd_iter().map(command_slot),
         };
         let mut one: Option<u16> = None;
         for slot in slots {
@@ -776,31 +747,10 @@ impl Job<'_> {
         Ok(one.map_or(Slot::Any, Slot::One))
     }
 
-    async fn run(self, node: &crate::Client, until: Instant) -> Result<Reply, Error> {
-        match self {
-            Job::Single(cmd) => node.execute_until(Request::Single(cmd), until).await,
-            Job::Pipeline {
-                pipeline,
-                offset,
-                count,
-            } => {
-                node.execute_until(
-                    Request::Pipeline {
-                        pipeline,
-                        offset,
-                        count,
-                    },
-                    until,
-                )
-                .await
-            }
-        }
-    }
-
     /// Sends the job after `ASKING`, which covers only the command right after it: a pipeline
     /// gets one `ASKING` before each of its commands, and only their replies are returned.
     async fn run_asking(self, node: &crate::Client, until: Instant) -> Result<Reply, Error> {
-        if let Job::Pipeline { pipeline, .. } = self
+        if let Request::Pipeline { pipeline, .. } = self
             && pipeline.is_transaction()
         {
             // `ASKING` before `MULTI` holds for the whole block (the server keeps it until
@@ -820,8 +770,8 @@ impl Job<'_> {
         }
         let mut asking = redis::pipe();
         let commands: Vec<&Cmd> = match self {
-            Job::Single(cmd) => vec![cmd],
-            Job::Pipeline { pipeline, .. } => pipeline.cmd_iter().collect(),
+            Request::Single(cmd) => vec![cmd],
+            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().collect(),
         };
         for cmd in &commands {
             asking.cmd("ASKING");
@@ -833,8 +783,8 @@ impl Job<'_> {
         };
         let mut replies: Vec<Value> = values.into_iter().skip(1).step_by(2).collect();
         match self {
-            Job::Single(_) => Ok(Reply::Single(replies.pop().unwrap_or(Value::Nil))),
-            Job::Pipeline { count, .. } => {
+            Request::Single(_) => Ok(Reply::Single(replies.pop().unwrap_or(Value::Nil))),
+            Request::Pipeline { count, .. } => {
                 // The caller wants the last `count` replies (a transaction's EXEC framing).
                 let keep = replies.len().saturating_sub(count);
                 Ok(Reply::Pipeline(replies.split_off(keep)))
@@ -882,7 +832,7 @@ enum Refused {
 
 /// The cluster refusals (`MOVED`, `ASK`, `TRYAGAIN`, `LOADING` ...: not executed) among a
 /// pipeline's replies.
-fn refusals_in(reply: &Reply, job: Job<'_>) -> Refused {
+fn refusals_in(reply: &Reply, job: Request<'_>) -> Refused {
     let Reply::Pipeline(values) = reply else {
         return Refused::Nothing;
     };
@@ -901,8 +851,8 @@ fn refusals_in(reply: &Reply, job: Job<'_>) -> Refused {
         return Refused::Nothing;
     };
     let is_whole = match job {
-        Job::Single(_) => true,
-        Job::Pipeline { pipeline, .. } => {
+        Request::Single(_) => true,
+        Request::Pipeline { pipeline, .. } => {
             pipeline.is_transaction()
                 || indexes.len() == values.len()
                 || values.len() != pipeline.cmd_iter().count()
@@ -1133,13 +1083,15 @@ impl Inner {
             Slot::One(slot) => routing.shard_for(slot)?,
             _ => routing.shards.first()?,
         };
+        // A replica this command may still ask: not flagged failing, not found unreachable.
+        let askable = |r: &&Replica, unreachable: &[NodeAddress]| {
+            !r.is_failing && !unreachable.contains(&r.address)
+        };
         if reads_replica && !shard.replicas.is_empty() {
             let usable: Vec<&NodeAddress> = shard
                 .replicas
                 .iter()
-                .filter(|r| {
-                    !r.is_failing && !unreachable.contains(&r.address) && self.is_up(&r.address)
-                })
+                .filter(|r| askable(r, unreachable) && self.is_up(&r.address))
                 .map(|r| &r.address)
                 .collect();
             if !usable.is_empty() {
@@ -1153,22 +1105,11 @@ impl Inner {
                 });
             }
         }
-        let usable = |unreachable: &[NodeAddress]| {
-            shard
-                .replicas
-                .iter()
-                .filter(|r| !r.is_failing && !unreachable.contains(&r.address))
-                .map(|r| &r.address)
-                .collect::<Vec<_>>()
-        };
         let primary = Some(shard.primary.clone());
         if !unreachable.contains(&shard.primary) {
             let (is_up, client) = self.up_client(&shard.primary);
             if is_up {
-                let has_replica_to_ask = shard
-                    .replicas
-                    .iter()
-                    .any(|r| !r.is_failing && !unreachable.contains(&r.address));
+                let has_replica_to_ask = shard.replicas.iter().any(|r| askable(&r, unreachable));
                 return Some(Route {
                     target: shard.primary.clone(),
                     has_replica_to_ask,
@@ -1179,7 +1120,12 @@ impl Inner {
             }
             unreachable.push(shard.primary.clone());
         }
-        let replicas = usable(unreachable);
+        let replicas: Vec<&NodeAddress> = shard
+            .replicas
+            .iter()
+            .filter(|r| askable(r, unreachable))
+            .map(|r| &r.address)
+            .collect();
         let target = if replicas.is_empty() {
             // No replica to ask: the primary, whose link may come back within the deadline.
             shard.primary.clone()
@@ -1255,9 +1201,7 @@ impl Inner {
         let ip = event.ip_address?.to_string();
         let routing = self.routing();
         let at_ip: Vec<&NodeAddress> = routing
-            .shards
-            .iter()
-            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
+            .nodes()
             .filter(|address| address.host.as_deref() == Some(ip.as_str()))
             .collect();
         match at_ip.as_slice() {
@@ -1375,11 +1319,7 @@ impl Inner {
     /// is routed again.
     fn retire_departed(&self) {
         let routing = self.routing();
-        let listed: Vec<&NodeAddress> = routing
-            .shards
-            .iter()
-            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
-            .collect();
+        let listed: Vec<&NodeAddress> = routing.nodes().collect();
         let departed: Vec<(NodeAddress, crate::Client)> = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             let gone: Vec<NodeAddress> = nodes
@@ -1405,41 +1345,54 @@ impl Inner {
         let _ = timeout_at(deadline.min(Instant::now() + wait), refreshed.changed()).await;
     }
 
-    /// The periodic check: `CLUSTER NODES` from one node (each in turn, one whose link is up),
-    /// compared with the table; a full refresh ([`refresh_once`](Self::refresh_once)) only when
-    /// it differs or no node answered.
-    async fn check_once(&self) {
-        let routing = self.routing();
-        let mut nodes: Vec<&NodeAddress> = routing
-            .shards
-            .iter()
-            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
-            .collect();
+    /// Nodes to ask for the topology: the table's (and with `with_seeds`, the seeds it does
+    /// not list), rotated by the round count so that successive rounds ask different nodes,
+    /// nodes whose link is up first.
+    fn nodes_in_turn(&self, routing: &Routing, with_seeds: bool) -> Vec<NodeAddress> {
+        let mut nodes: Vec<NodeAddress> = routing.nodes().cloned().collect();
+        if with_seeds {
+            for seed in &self.seeds {
+                if !nodes.contains(seed) {
+                    nodes.push(seed.clone());
+                }
+            }
+        }
         let turn = usize::try_from(*self.refreshed.borrow()).unwrap_or(0);
         if !nodes.is_empty() {
             let by = turn % nodes.len();
             nodes.rotate_left(by);
         }
-        let asked = nodes
+        nodes.sort_by_key(|address| !self.is_up(address));
+        nodes
+    }
+
+    /// `address`'s `CLUSTER NODES`, parsed; `None` when it did not answer one within
+    /// [`VIEW_TIMEOUT`].
+    async fn view_of(&self, address: &NodeAddress) -> Option<View> {
+        let node = self.node(address).ok()?;
+        let question = redis::cmd("CLUSTER").arg("NODES").clone();
+        let text = tokio::time::timeout(VIEW_TIMEOUT, node.query::<String>(&question))
+            .await
+            .ok()?
+            .ok()?;
+        View::parse(&text).ok()
+    }
+
+    /// The periodic check: `CLUSTER NODES` from one node (each in turn, one whose link is up),
+    /// compared with the table; a full refresh ([`refresh_once`](Self::refresh_once)) only when
+    /// it differs or no node answered.
+    async fn check_once(&self) {
+        let routing = self.routing();
+        let asked = self
+            .nodes_in_turn(&routing, false)
             .into_iter()
-            .find(|address| self.is_up(address))
-            .cloned();
+            .next()
+            .filter(|address| self.is_up(address));
         let unchanged = match asked {
-            Some(address) => {
-                let answer = match self.node(&address) {
-                    Ok(node) => {
-                        let question = redis::cmd("CLUSTER").arg("NODES").clone();
-                        tokio::time::timeout(VIEW_TIMEOUT, node.query::<String>(&question))
-                            .await
-                            .ok()
-                            .and_then(Result::ok)
-                    }
-                    Err(_) => None,
-                };
-                answer
-                    .and_then(|text| View::parse(&text).ok())
-                    .is_some_and(|view| Routing::from_view(&view, &address).agrees_with(&routing))
-            }
+            Some(address) => self
+                .view_of(&address)
+                .await
+                .is_some_and(|view| Routing::from_view(&view, &address).agrees_with(&routing)),
             None => false,
         };
         if unchanged {
@@ -1453,35 +1406,11 @@ impl Inner {
     /// seeds), the majority view, and the swap.
     async fn refresh_once(&self) {
         let routing = self.routing();
-        let mut candidates: Vec<NodeAddress> = routing
-            .shards
-            .iter()
-            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
-            .cloned()
-            .collect();
-        for seed in &self.seeds {
-            if !candidates.contains(seed) {
-                candidates.push(seed.clone());
-            }
-        }
-        // Rotate so that successive rounds ask different nodes; nodes whose link is down last.
-        let turn = usize::try_from(*self.refreshed.borrow()).unwrap_or(0);
-        if !candidates.is_empty() {
-            let by = turn % candidates.len();
-            candidates.rotate_left(by);
-        }
-        candidates.sort_by_key(|address| !self.is_up(address));
+        let candidates = self.nodes_in_turn(&routing, true);
         let mut asks: futures_util::stream::FuturesUnordered<_> = candidates
             .into_iter()
             .take(VIEWS)
-            .map(|address| async move {
-                let node = self.node(&address).ok()?;
-                let text: String = node
-                    .query(&redis::cmd("CLUSTER").arg("NODES").clone())
-                    .await
-                    .ok()?;
-                View::parse(&text).ok().map(|view| (view, address))
-            })
+            .map(|address| async move { self.view_of(&address).await.map(|view| (view, address)) })
             .collect();
         // Every answer, or as soon as two agree (a majority of the three asked).
         let mut answers: Vec<(View, NodeAddress)> = Vec::new();

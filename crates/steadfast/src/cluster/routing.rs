@@ -47,6 +47,13 @@ impl Routing {
         }
     }
 
+    /// Every node of the table: each shard's primary, then its replicas.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &NodeAddress> {
+        self.shards
+            .iter()
+            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter().map(|r| &r.address)))
+    }
+
     /// Whether `other` says the same: epoch, every slot's primary, every shard's replicas and
     /// their failing flags.
     pub(crate) fn agrees_with(&self, other: &Routing) -> bool {

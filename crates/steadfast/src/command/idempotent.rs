@@ -114,6 +114,21 @@ const OTHERS: &[&[u8]] = &[
     b"TIME",
 ];
 
+/// Which table a command is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Other,
+}
+
+/// Both tables, looked up once per command.
+static KINDS: Table<Kind> = Table::new(|| {
+    let reads = READS.iter().map(|&name| (name, Kind::Read));
+    reads
+        .chain(OTHERS.iter().map(|&name| (name, Kind::Other)))
+        .collect()
+});
+
 /// `SET` options that make a second send observable.
 const SET_CONDITIONS: &[&[u8]] = &[b"NX", b"XX", b"GET"];
 
@@ -128,16 +143,13 @@ pub(crate) fn is_idempotent(cmd: &Cmd) -> bool {
             _ => false,
         });
     }
-    static TABLE: Table<()> =
-        Table::new(|| READS.iter().chain(OTHERS).map(|&name| (name, ())).collect());
-    TABLE.get(&name).is_some()
+    KINDS.get(&name).is_some()
 }
 
 /// Whether `cmd` only reads keys (a cluster replica may serve it). `TOUCH` (updates access
 /// times) and questions about the server (`INFO`, `DBSIZE`, `SCAN` ...: no slot) are not.
 pub(crate) fn is_read_only(cmd: &Cmd) -> bool {
-    static TABLE: Table<()> = Table::new(|| READS.iter().map(|&name| (name, ())).collect());
-    Name::of(cmd).is_some_and(|name| TABLE.get(&name).is_some())
+    Name::of(cmd).and_then(|name| KINDS.get(&name)) == Some(Kind::Read)
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ pub(crate) enum Request<'a> {
 }
 
 impl Request<'_> {
-    fn is_idempotent(&self) -> bool {
+    /// Whether sending it twice is harmless ([`idempotent`]); a transaction never is.
+    pub(crate) fn is_idempotent(&self) -> bool {
         match self {
             Self::Single(cmd) => idempotent::is_idempotent(cmd),
             Self::Pipeline { pipeline, .. } => {
@@ -63,6 +64,16 @@ impl Request<'_> {
 pub(crate) enum Reply {
     Single(Value),
     Pipeline(Vec<Value>),
+}
+
+impl Reply {
+    /// The values, one per command.
+    pub(crate) fn into_values(self) -> Vec<Value> {
+        match self {
+            Self::Single(value) => vec![value],
+            Self::Pipeline(values) => values,
+        }
+    }
 }
 
 /// Sends `request` on the current link, waiting and retrying as the policy says, until its
