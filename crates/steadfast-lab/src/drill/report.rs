@@ -508,10 +508,14 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
 const P99_GROWTH: f64 = 1.2;
 
 /// Adds the headline goal of a cluster scenario to steadfast's outcomes: the shards the fault
-/// does not touch see no failed operation, and the p99 of their operations (pooled) grows by at
-/// most 1.2x over the same run's no-fault p99, beyond the growth the floor (direct
-/// connections, same workload, same windows) saw: the machine's own share is measured, not
-/// guessed.
+/// does not touch see no failed operation, and the p99 of their operations (pooled) after the
+/// fault is within 1.2x of the same run's no-fault p99 once the machine's own share is taken
+/// out, as measured by the floor (direct connections, same workload, same windows): either its
+/// growth is at most 1.2x the floor's growth, or it is at most 1.2x the floor's p99 in the same
+/// window after the fault. (The floor's p99 before the fault is itself a noisy estimate: a
+/// quick drill once had steadfast, redis-rs and the floor all at 7.2-8.2 ms after a kill, but
+/// the floor's "before" at 6.9 ms against steadfast's 5.6 ms on one shard, so the growth rule
+/// alone failed 1.43x against 1.2 x 1.17x while nothing coupled the shards.)
 pub(crate) fn judge_shards(scenario: Scenario, fault_ms: f64, outcomes: &mut [Outcome]) {
     if !scenario.is_cluster() {
         return;
@@ -558,16 +562,17 @@ fn uninvolved(o: &Outcome, mine: &ShardOutcome, floor: Option<&ShardOutcome>) ->
         .collect::<Vec<_>>()
         .join(", ");
     let measured = format!(
-        "{failed}; their p99 {} -> {} ({}; floor {})",
+        "{failed}; their p99 {} -> {} ({}; floor {}, {} after)",
         ms(mine.p99_before_ms),
         ms(mine.p99_after_ms),
         ratio(Some(mine)),
         ratio(floor),
+        ms(floor.and_then(|f| f.p99_after_ms)),
     );
     let is_judged = mine.operations_before >= P99_SAMPLES;
     let text = if is_judged {
         format!(
-            "other shards: 0 failed, p99 within {P99_GROWTH}x of before the fault beyond the floor's growth"
+            "other shards: 0 failed, p99 within {P99_GROWTH}x of before the fault beyond the floor's growth, or of the floor's after it"
         )
     } else {
         "other shards: 0 failed (too few operations for a p99 before the fault)".to_owned()
@@ -577,7 +582,11 @@ fn uninvolved(o: &Outcome, mine: &ShardOutcome, floor: Option<&ShardOutcome>) ->
             .and_then(ShardOutcome::p99_ratio)
             .unwrap_or(1.0)
             .max(1.0);
-    let is_p99_met = mine.p99_ratio().is_some_and(|r| r <= allowed);
+    let is_within_floor_after = mine
+        .p99_after_ms
+        .zip(floor.and_then(|f| f.p99_after_ms))
+        .is_some_and(|(after, floors)| after <= P99_GROWTH * floors);
+    let is_p99_met = mine.p99_ratio().is_some_and(|r| r <= allowed) || is_within_floor_after;
     goal(
         &text,
         measured,
@@ -701,8 +710,13 @@ mod tests {
     }
 
     fn cluster_outcome(client: ClientKind, after_ms: f64) -> Outcome {
+        cluster_outcome_from(client, 1.0, after_ms)
+    }
+
+    /// Shard 0 (the involved one) flat; shard 1's operations take `before_ms`, then `after_ms`.
+    fn cluster_outcome_from(client: ClientKind, before_ms: f64, after_ms: f64) -> Outcome {
         let mut ops = shard_ops(0, 1.0, 1.0);
-        ops.extend(shard_ops(1, 1.0, after_ms));
+        ops.extend(shard_ops(1, before_ms, after_ms));
         measure(
             Scenario::ClusterFailover,
             10_000.0,
@@ -733,6 +747,28 @@ mod tests {
         assert!(!verdict(1.5, 1.0), "1.5x with a flat floor");
         assert!(verdict(2.3, 2.0), "the machine doubled everyone's p99");
         assert!(!verdict(2.6, 2.0), "1.3x beyond the floor");
+    }
+
+    #[test]
+    fn another_shards_p99_as_high_as_the_floors_in_the_same_window_passes_whatever_the_before() {
+        let verdict = |steadfast: (f64, f64), floor: (f64, f64)| {
+            let mut outcomes = vec![
+                cluster_outcome_from(ClientKind::Steadfast, steadfast.0, steadfast.1),
+                cluster_outcome_from(ClientKind::Direct, floor.0, floor.1),
+            ];
+            judge_shards(Scenario::ClusterFailover, 10_000.0, &mut outcomes);
+            outcomes[0].goals[0].is_met
+        };
+        // The floor's "before" happened to be slower: its growth (1.16x) understates the
+        // machine's; after the fault both see the same p99.
+        assert!(
+            verdict((1.0, 1.45), (1.25, 1.45)),
+            "level with the floor after"
+        );
+        assert!(
+            !verdict((1.0, 3.0), (1.25, 1.45)),
+            "2x the floor after: coupled"
+        );
     }
 
     #[test]
