@@ -166,6 +166,8 @@ async fn run(
             }
             Decision::ReconnectAndRetry { is_read_only } => {
                 crate::metrics::retry("not_executed");
+                // No later command may go to this link: it died, or serves a replica now.
+                link.activity.mark_closed();
                 let reason = if is_read_only {
                     DisconnectReason::ReadOnly
                 } else {
@@ -180,6 +182,7 @@ async fn run(
                 await_replacement(shared, &link, wait_bound(shared, deadline)).await;
             }
             Decision::Ambiguous => {
+                link.activity.mark_closed();
                 shared
                     .reporter
                     .link_lost(link.generation, DisconnectReason::Closed(error.to_string()));

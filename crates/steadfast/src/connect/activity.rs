@@ -6,6 +6,9 @@
 //!   watchdog needs no help from the protocol layer.
 //! - The command path counts commands in flight ([`InFlight`] guards); the first command after an
 //!   idle spell stamps `busy_since`.
+//! - The end of the stream or a failed read or write marks the link closed at once, before
+//!   redis-rs's driver has failed the commands in flight: a command that starts after that
+//!   waits for the next link and is "not executed", never "may have been applied".
 //! - Times are nanoseconds since the link was made, in atomics: one relaxed store per read.
 
 use std::io;
@@ -123,10 +126,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for MeteredStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let had_room = buf.remaining() > 0;
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let now = self.activity.now();
-            self.activity.last_read.store(now, Ordering::Relaxed);
+        match &poll {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                let now = self.activity.now();
+                self.activity.last_read.store(now, Ordering::Relaxed);
+            }
+            // End of stream, or a failed read: the link takes no new command from now on, so
+            // none is handed to a dead socket and mistaken for one that may have been applied.
+            Poll::Ready(Ok(())) if had_room => self.activity.mark_closed(),
+            Poll::Ready(Err(_)) => self.activity.mark_closed(),
+            _ => {}
         }
         poll
     }
@@ -139,9 +150,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            let now = self.activity.now();
-            self.activity.last_write.store(now, Ordering::Relaxed);
+        match &poll {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                let now = self.activity.now();
+                self.activity.last_write.store(now, Ordering::Relaxed);
+            }
+            Poll::Ready(Err(_)) => self.activity.mark_closed(),
+            _ => {}
         }
         poll
     }
@@ -193,5 +208,20 @@ mod tests {
             .unwrap();
         assert_eq!(n, 7);
         assert_eq!(activity.stalled_for(Instant::now()), Duration::ZERO);
+        assert!(!activity.is_closed());
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_stream_marks_the_link_closed_at_once() {
+        let (client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let mut metered = MeteredStream::new(client, Arc::clone(&activity));
+        drop(server);
+        let mut buf = [0u8; 16];
+        let n = tokio::io::AsyncReadExt::read(&mut metered, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(activity.is_closed());
     }
 }
