@@ -6,6 +6,9 @@
 //! - Server replies that are final (WRONGTYPE, NOPERM, syntax ...) keep the original
 //!   [`redis::RedisError`] as their source, and convert back to it unchanged through the
 //!   [`redis::aio::ConnectionLike`] impl, so code written against redis-rs sees the same errors.
+//! - Every other error converts to a [`redis::RedisError`] of kind `Io` that carries the
+//!   [`Error`]: [`RedisErrorExt`] reads it back ("may this have been applied?"), and walking
+//!   [`std::error::Error::source`] from the `RedisError` reaches it too.
 //! - Messages name the step and the address ("tcp connect to 10.0.0.5:6379 timed out after 5s")
 //!   and never contain a password.
 
@@ -182,7 +185,86 @@ impl From<Error> for redis::RedisError {
             ErrorKind::Auth | ErrorKind::Tls => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Server => std::io::ErrorKind::Other,
         };
-        std::io::Error::new(io_kind, error).into()
+        std::io::Error::new(io_kind, Carried(error)).into()
+    }
+}
+
+/// How an [`Error`] travels inside a [`redis::RedisError`]: an I/O error's `source()` is its
+/// payload's `source()`, so the payload itself must name the [`Error`] as its source for a
+/// walk along `source()` to reach it.
+struct Carried(Error);
+
+impl fmt::Display for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Carried {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// What a redis-rs-style caller can ask of a [`redis::RedisError`] returned through
+/// [`Client`](crate::Client)'s [`redis::aio::ConnectionLike`] impl (every
+/// [`redis::AsyncCommands`] method and [`redis::Pipeline::query_async`]).
+///
+/// ```no_run
+/// use redis::AsyncCommands;
+/// use steadfast::RedisErrorExt;
+///
+/// # async fn demo(mut client: steadfast::Client) {
+/// match client.incr::<_, _, i64>("visits", 1).await {
+///     Ok(n) => println!("visit {n}"),
+///     Err(e) if e.may_have_been_applied() => println!("unknown outcome, do not resend: {e}"),
+///     Err(e) => println!("not applied, safe to resend: {e}"),
+/// }
+/// # }
+/// ```
+pub trait RedisErrorExt {
+    /// The steadfast [`Error`] this error carries, if it came from steadfast's command path
+    /// (not for the server's own final replies, which come back as redis-rs made them).
+    fn steadfast_error(&self) -> Option<&Error>;
+
+    /// Whether the command may have been applied on the server although the caller got an
+    /// error: the one case where sending it again could apply it twice. For an error that
+    /// carries a steadfast [`Error`] this is [`Error::is_ambiguous`]; a server's error reply
+    /// means not applied; any other redis-rs error (I/O, a reply that did not convert to the
+    /// asked type) counts as applied, since nothing says otherwise.
+    fn may_have_been_applied(&self) -> bool;
+}
+
+impl RedisErrorExt for redis::RedisError {
+    fn steadfast_error(&self) -> Option<&Error> {
+        let mut next = std::error::Error::source(self);
+        while let Some(error) = next {
+            if let Some(found) = error.downcast_ref::<Error>() {
+                return Some(found);
+            }
+            next = error.source();
+        }
+        None
+    }
+
+    fn may_have_been_applied(&self) -> bool {
+        if let Some(error) = self.steadfast_error() {
+            return error.is_ambiguous();
+        }
+        !matches!(
+            self.kind(),
+            redis::ErrorKind::Server(_)
+                | redis::ErrorKind::Extension
+                | redis::ErrorKind::Client
+                | redis::ErrorKind::InvalidClientConfig
+                | redis::ErrorKind::AuthenticationFailed
+        )
     }
 }
 
@@ -218,6 +300,39 @@ mod tests {
             back.kind(),
             redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
         );
+    }
+
+    #[test]
+    fn a_converted_error_answers_whether_it_may_have_been_applied() {
+        let unknown: redis::RedisError =
+            Error::new(ErrorKind::MayHaveBeenApplied, "INCR was written").into();
+        assert!(unknown.may_have_been_applied());
+        assert_eq!(
+            unknown.steadfast_error().map(Error::kind),
+            Some(ErrorKind::MayHaveBeenApplied)
+        );
+        let not_sent: redis::RedisError =
+            Error::deadline(Duration::from_secs(5), false, None).into();
+        assert!(!not_sent.may_have_been_applied());
+        assert!(not_sent.steadfast_error().is_some());
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+            "no permission",
+        ));
+        assert!(!refused.may_have_been_applied());
+    }
+
+    #[test]
+    fn the_source_chain_of_a_converted_error_reaches_the_steadfast_error() {
+        let converted: redis::RedisError =
+            Error::new(ErrorKind::MayHaveBeenApplied, "INCR was written").into();
+        let mut next = std::error::Error::source(&converted);
+        let mut found = false;
+        while let Some(error) = next {
+            found |= error.is::<Error>();
+            next = error.source();
+        }
+        assert!(found);
     }
 
     #[test]

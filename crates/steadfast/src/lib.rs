@@ -76,5 +76,5 @@ pub use config::{
     ExpectedRole, HealthConfig, MaintenanceConfig, MaintenanceMode, MovingEndpointType, Password,
     Protocol, ReadFrom, ReconnectConfig, TlsConfig, TlsRoots, TlsVerification,
 };
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, RedisErrorExt};
 pub use event::{DisconnectReason, Event, LinkState, MaintenanceNotice};

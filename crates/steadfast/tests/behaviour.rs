@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use steadfast::{Client, Config, ErrorKind, Event, Password};
+use steadfast::{Client, Config, ErrorKind, Event, Password, RedisErrorExt};
 use support::{RedisServer, Workload, config_for, connected, drain, init_tracing, kill_clients};
 use tokio::time::Instant;
 
@@ -221,19 +221,26 @@ async fn incr_and_lpush_under_killed_connections_are_never_applied_twice_nor_rep
             while !stop.is_cancelled() {
                 n += 1;
                 let is_push = n.is_multiple_of(2);
-                let outcome = if is_push {
-                    let value = format!("{task}:{n}");
-                    let cmd = redis::cmd("LPUSH").arg("list").arg(value).clone();
-                    client.query::<i64>(&cmd).await
+                // LPUSH goes the redis-rs way (AsyncCommands, a redis::RedisError), INCR the
+                // steadfast way: both must tell an unknown outcome.
+                let outcome: Result<i64, (bool, String)> = if is_push {
+                    let mut handle = client.clone();
+                    handle
+                        .lpush("list", format!("{task}:{n}"))
+                        .await
+                        .map_err(|e| (e.may_have_been_applied(), e.to_string()))
                 } else {
-                    client.query::<i64>(redis::cmd("INCR").arg("counter")).await
+                    client
+                        .query::<i64>(redis::cmd("INCR").arg("counter"))
+                        .await
+                        .map_err(|e| (e.is_ambiguous(), e.to_string()))
                 };
                 let slot = &counts[window.load(Ordering::Acquire)];
                 let column = usize::from(is_push) * 2;
                 match outcome {
                     Ok(_) => slot[column].fetch_add(1, Ordering::Relaxed),
-                    Err(e) if e.is_ambiguous() => slot[column + 1].fetch_add(1, Ordering::Relaxed),
-                    Err(e) => panic!("only ambiguous failures are expected: {e}"),
+                    Err((true, _)) => slot[column + 1].fetch_add(1, Ordering::Relaxed),
+                    Err((false, e)) => panic!("only unknown outcomes are expected: {e}"),
                 };
             }
         }));
