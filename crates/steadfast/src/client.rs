@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::command::{self, Reply, Request};
 use crate::config::Config;
-use crate::connect::{Connector, PushRoutes};
+use crate::connect::{Connector, Progress, PushRoutes};
 use crate::error::{Error, ErrorKind};
 use crate::event::{DisconnectReason, Event, LinkState};
 use crate::health;
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) slot: watch::Receiver<Slot>,
     pub(crate) reporter: Reporter,
+    /// What the supervisor's connection attempt under way waits for.
+    pub(crate) progress: Progress,
     pub(crate) queue: Semaphore,
     events: broadcast::Sender<Event>,
     pushes: broadcast::Sender<PushInfo>,
@@ -215,12 +217,14 @@ impl Client {
         if is_cluster_node && config.command.read_from == crate::config::ReadFrom::Replica {
             connector = connector.with_read_only_session();
         }
+        let progress = Progress::default();
         let (slot, reporter) = supervisor::spawn(
             Arc::clone(&config),
             connector.clone(),
             events.clone(),
             cancel.clone(),
             &tasks,
+            progress.clone(),
         );
         let shared = Arc::new(Shared {
             queue: Semaphore::new(config.command.queue_capacity),
@@ -242,6 +246,7 @@ impl Client {
             config,
             slot,
             reporter,
+            progress,
             events,
             pushes,
             cancel: cancel.clone(),

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     /// The TLS handshake failed on a certificate: the server's was not trusted or did not match
     /// the name, or the server refused ours. Waiting does not fix it.
     Tls,
+    /// The endpoint answered with bytes that are not the Redis protocol (an HTTP server, TLS
+    /// to a plain port, another service): waiting does not fix it. Commands fail at once with
+    /// this while the supervisor keeps trying in the background.
+    Protocol,
     /// The command's deadline ran out. [`Error::is_ambiguous`] says whether it had been written.
     DeadlineExceeded,
     /// The command was written and the link died before its reply came: it may have been
@@ -75,7 +79,14 @@ impl Error {
         )
     }
 
-    pub(crate) fn deadline(deadline: Duration, is_ambiguous: bool, last: Option<&Error>) -> Self {
+    /// The command's deadline ran out. `last` is the last error it or the supervisor met;
+    /// `attempt` what the connection attempt under way was waiting for then, if one was.
+    pub(crate) fn deadline(
+        deadline: Duration,
+        is_ambiguous: bool,
+        last: Option<&Error>,
+        attempt: Option<String>,
+    ) -> Self {
         let state = if is_ambiguous {
             "after it was written; it may have been applied"
         } else {
@@ -84,6 +95,9 @@ impl Error {
         let mut message = format!("command deadline of {deadline:?} ran out {state}");
         if let Some(last) = last {
             message.push_str(&format!(" (last error: {last})"));
+        }
+        if let Some(attempt) = attempt {
+            message.push_str(&format!(" (connection attempt: {attempt})"));
         }
         let mut error = Self::new(ErrorKind::DeadlineExceeded, message);
         error.is_ambiguous = is_ambiguous;
@@ -182,6 +196,7 @@ impl From<Error> for redis::RedisError {
             ErrorKind::MayHaveBeenApplied => std::io::ErrorKind::ConnectionAborted,
             ErrorKind::QueueFull => std::io::ErrorKind::WouldBlock,
             ErrorKind::InvalidConfig | ErrorKind::CrossSlot => std::io::ErrorKind::InvalidInput,
+            ErrorKind::Protocol => std::io::ErrorKind::InvalidData,
             ErrorKind::Auth | ErrorKind::Tls => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Server => std::io::ErrorKind::Other,
         };
@@ -274,7 +289,7 @@ mod tests {
 
     #[test]
     fn deadline_after_write_is_ambiguous_and_not_retryable() {
-        let err = Error::deadline(Duration::from_secs(5), true, None);
+        let err = Error::deadline(Duration::from_secs(5), true, None, None);
         assert!(err.is_ambiguous());
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("may have been applied"));
@@ -282,7 +297,7 @@ mod tests {
 
     #[test]
     fn deadline_before_write_says_it_was_not_applied() {
-        let err = Error::deadline(Duration::from_secs(5), false, None);
+        let err = Error::deadline(Duration::from_secs(5), false, None, None);
         assert!(!err.is_ambiguous());
         assert!(err.is_retryable());
         assert!(err.to_string().contains("not applied"));
@@ -312,7 +327,7 @@ mod tests {
             Some(ErrorKind::MayHaveBeenApplied)
         );
         let not_sent: redis::RedisError =
-            Error::deadline(Duration::from_secs(5), false, None).into();
+            Error::deadline(Duration::from_secs(5), false, None, None).into();
         assert!(!not_sent.may_have_been_applied());
         assert!(not_sent.steadfast_error().is_some());
         let refused = redis::RedisError::from((
@@ -337,7 +352,8 @@ mod tests {
 
     #[test]
     fn deadline_converts_to_a_redis_timeout() {
-        let back: redis::RedisError = Error::deadline(Duration::from_secs(1), false, None).into();
+        let back: redis::RedisError =
+            Error::deadline(Duration::from_secs(1), false, None, None).into();
         assert!(back.is_timeout());
     }
 }

@@ -540,6 +540,7 @@ impl ClusterClient {
                         length,
                         error.is_ambiguous(),
                         last_error.as_ref(),
+                        None,
                     ));
                 }
                 None => {
@@ -654,7 +655,12 @@ impl ClusterClient {
             }
         }
         if let Some(last) = last_error.filter(|_| Instant::now() >= deadline) {
-            return Err(Error::deadline(length, last.is_ambiguous(), Some(&last)));
+            return Err(Error::deadline(
+                length,
+                last.is_ambiguous(),
+                Some(&last),
+                None,
+            ));
         }
         Err(Error::new(
             ErrorKind::DeadlineExceeded,

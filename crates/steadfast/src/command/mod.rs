@@ -115,6 +115,7 @@ async fn run(
                     deadline_length,
                     may_be_applied,
                     last.as_ref(),
+                    shared.progress.describe(),
                 ));
             }
             Err(WaitError::Other(error)) => return Err(error),
@@ -126,7 +127,12 @@ async fn run(
         let error = match outcome {
             Err(_elapsed) => {
                 shared.record_error(link.generation);
-                return Err(Error::deadline(deadline_length, true, last_error.as_ref()));
+                return Err(Error::deadline(
+                    deadline_length,
+                    true,
+                    last_error.as_ref(),
+                    None,
+                ));
             }
             Ok(Ok(reply)) => match refused_in_reply(&reply, request) {
                 None => {
@@ -313,10 +319,14 @@ async fn wait_for_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, 
         let last_failure = {
             let current = slot.borrow_and_update();
             if let Some(failure) = &current.last_failure
-                && matches!(failure.kind(), ErrorKind::Auth | ErrorKind::Tls)
+                && matches!(
+                    failure.kind(),
+                    ErrorKind::Auth | ErrorKind::Tls | ErrorKind::Protocol
+                )
             {
-                // Waiting cannot fix rejected credentials or certificates; the supervisor keeps
-                // retrying with backoff in case they are being rotated.
+                // Waiting cannot fix rejected credentials or certificates, or a peer that does
+                // not speak the protocol; the supervisor keeps retrying with backoff in case
+                // they are being rotated or the endpoint is being replaced.
                 return Err(WaitError::Other(failure.clone()));
             }
             match (&current.link, current.state) {

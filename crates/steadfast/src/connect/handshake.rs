@@ -79,6 +79,21 @@ where
     let (mut connection, driver) = MultiplexedConnection::new_with_config(&info, metered, options)
         .await
         .map_err(|e| {
+            if e.kind() == redis::ErrorKind::Parse {
+                // Not the Redis protocol: an HTTP server, a TLS port, another service.
+                let detail = e.to_string();
+                let first_line = detail.lines().next().unwrap_or_default();
+                return rejected(
+                    Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "handshake with {address}: the answer is not the Redis protocol \
+                             (another service on this port, or one that expects TLS?): {first_line}"
+                        ),
+                    )
+                    .with_source(e),
+                );
+            }
             let kind = if is_auth_failure(&e) {
                 ErrorKind::Auth
             } else {

@@ -89,6 +89,8 @@ pub struct Trace {
     pub address: Option<Address>,
     /// Finished steps and their durations.
     pub steps: Vec<(Step, std::time::Duration)>,
+    /// Where the step under way is told (the supervisor's attempts).
+    progress: Option<Progress>,
 }
 
 impl Trace {
@@ -96,6 +98,39 @@ impl Trace {
         let now = Instant::now();
         self.steps.push((step, now - *started));
         *started = now;
+    }
+
+    /// The attempt is now doing `what` ("tls handshake with 10.0.0.5:6380").
+    fn enter(&self, what: impl FnOnce() -> String) {
+        if let Some(progress) = &self.progress {
+            progress.enter(what());
+        }
+    }
+}
+
+/// What the supervisor's connection attempt under way is waiting for, and since when: a
+/// command whose deadline runs out before any link existed says so, instead of only "the
+/// deadline ran out" (a server that accepts and never answers, TLS to a plain port). Cheap to
+/// clone; clones share one record.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress(Arc<Mutex<Option<(String, Instant)>>>);
+
+impl Progress {
+    fn enter(&self, what: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((what, Instant::now()));
+    }
+
+    /// The attempt ended (a link, or a failure the supervisor records).
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// "handshake with 10.0.0.5:6379, waiting for 4.9s", while an attempt is under way.
+    pub(crate) fn describe(&self) -> Option<String> {
+        let current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .map(|(what, since)| format!("{what}, no answer for {:.1?}", since.elapsed()))
     }
 }
 
@@ -205,6 +240,20 @@ impl Connector {
             .await
     }
 
+    /// [`Connector::connect`], telling `progress` which step it is waiting for.
+    pub(crate) async fn connect_reporting(
+        &self,
+        generation: u64,
+        target: &Target,
+        progress: Progress,
+    ) -> Result<Link, ConnectFailure> {
+        let mut trace = Trace {
+            progress: Some(progress),
+            ..Trace::default()
+        };
+        self.connect_traced(generation, target, &mut trace).await
+    }
+
     /// [`Connector::connect`], recording how long each step took into `trace`.
     pub(crate) async fn connect_traced(
         &self,
@@ -219,6 +268,7 @@ impl Connector {
         let (host, port) = self.destination(target);
         let label = format!("{host}:{port}");
         let mut step_started = Instant::now();
+        trace.enter(|| format!("resolve {label}"));
         let addresses =
             match timeout_at(deadline, self.config.endpoint.resolver.resolve(&host, port)).await {
                 Ok(Ok(addresses)) if !addresses.is_empty() => addresses,
@@ -246,16 +296,26 @@ impl Connector {
             };
         trace.finish(Step::Resolve, &mut step_started);
         trace.resolved.clone_from(&addresses);
+        trace.enter(|| {
+            let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            format!("tcp connect to {}", list.join(", "))
+        });
         let (stream, address) = self.dial_any(&addresses, deadline).await?;
         trace.finish(Step::TcpConnect, &mut step_started);
         trace.address = Some(Address::Tcp(address));
         let attempt = async {
             match &self.tls {
-                None => handshake::handshake(self, stream, address.into(), generation).await,
+                None => {
+                    trace.enter(|| format!("handshake with {address}"));
+                    handshake::handshake(self, stream, address.into(), generation).await
+                }
                 Some(tls) => {
+                    trace.enter(|| format!("tls handshake with {address} ({host})"));
                     let stream = tls.wrap(stream, &host).await.map_err(|e| {
                         let kind = if tls::is_certificate_problem(&e) {
                             ErrorKind::Tls
+                        } else if tls::is_not_tls(&e) {
+                            ErrorKind::Protocol
                         } else {
                             ErrorKind::Connect
                         };
@@ -268,6 +328,7 @@ impl Connector {
                         }
                     })?;
                     trace.finish(Step::Tls, &mut step_started);
+                    trace.enter(|| format!("handshake with {address} (over tls)"));
                     handshake::handshake(self, stream, address.into(), generation).await
                 }
             }
@@ -300,6 +361,7 @@ impl Connector {
         let mut step_started = Instant::now();
         trace.finish(Step::Resolve, &mut step_started);
         let address = Address::Unix(path.to_owned());
+        trace.enter(|| format!("connect to {address}"));
         let stream = match timeout_at(deadline, tokio::net::UnixStream::connect(path)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -322,6 +384,7 @@ impl Connector {
         };
         trace.finish(Step::TcpConnect, &mut step_started);
         trace.address = Some(address.clone());
+        trace.enter(|| format!("handshake with {address}"));
         match timeout_at(
             deadline,
             handshake::handshake(self, stream, address.clone(), generation),

@@ -127,6 +127,17 @@ pub(crate) fn is_certificate_problem(error: &io::Error) -> bool {
     }
 }
 
+/// Whether the peer answered the TLS handshake with bytes that are not TLS (a plain Redis
+/// port, an HTTP server): retrying cannot fix it.
+pub(crate) fn is_not_tls(error: &io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(_))
+    )
+}
+
 fn roots(choice: &TlsRoots) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::empty();
     match choice {

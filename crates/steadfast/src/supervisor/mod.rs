@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::connect::{ConnectFailure, Connector, FailureClass, Link, Target};
+use crate::connect::{ConnectFailure, Connector, FailureClass, Link, Progress, Target};
 use crate::event::{DisconnectReason, Event, LinkState};
 use backoff::Backoff;
 use machine::{Action, Input, Machine, State};
@@ -79,6 +79,7 @@ pub(crate) fn spawn(
     events: broadcast::Sender<Event>,
     cancel: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
+    progress: Progress,
 ) -> (watch::Receiver<Slot>, Reporter) {
     let (slot_tx, slot_rx) = watch::channel(Slot {
         link: None,
@@ -107,6 +108,7 @@ pub(crate) fn spawn(
         outgoing: None,
         hold: None,
         last_role: None,
+        progress,
     };
     tasks.spawn(task.run(backoff));
     (
@@ -144,6 +146,8 @@ struct Task {
     /// hold must end.
     hold: Option<(u64, std::pin::Pin<Box<tokio::time::Sleep>>)>,
     last_role: Option<String>,
+    /// What the dial under way waits for (read by commands whose deadline runs out).
+    progress: Progress,
 }
 
 /// Closes `link` once it has no command in flight, or after `limit`.
@@ -230,6 +234,7 @@ impl Task {
             },
             Woke::Dialled(result) => {
                 self.dial = None;
+                self.progress.clear();
                 self.dial_outcome(result)
             }
             Woke::Waited => {
@@ -289,10 +294,12 @@ impl Task {
             match action {
                 Action::Dial { generation, target } => {
                     let connector = self.connector.clone();
-                    self.dial = Some(
-                        self.tasks
-                            .spawn(async move { connector.connect(generation, &target).await }),
-                    );
+                    let progress = self.progress.clone();
+                    self.dial = Some(self.tasks.spawn(async move {
+                        connector
+                            .connect_reporting(generation, &target, progress)
+                            .await
+                    }));
                 }
                 Action::Hold { generation } => {
                     self.outgoing = self.current.clone();
@@ -330,6 +337,7 @@ impl Task {
                 Action::CancelDial => {
                     if let Some(handle) = self.dial.take() {
                         handle.abort();
+                        self.progress.clear();
                     }
                 }
                 Action::Emit(event) => self.emit(event),
