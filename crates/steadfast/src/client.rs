@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::command::{self, Reply, Request};
 use crate::config::Config;
-use crate::connect::{Connector, Progress, PushRoutes};
+use crate::connect::{Connector, Journal, Progress, PushRoutes};
 use crate::error::{Error, ErrorKind};
 use crate::event::{DisconnectReason, Event, LinkState};
 use crate::health;
@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) reporter: Reporter,
     /// What the supervisor's connection attempt under way waits for.
     pub(crate) progress: Progress,
+    /// State commands the caller sent, replayed on every new link.
+    pub(crate) journal: Journal,
+    /// Makes the one-off connections that unblock abandoned blocking commands.
+    pub(crate) connector: Connector,
     pub(crate) queue: Semaphore,
     events: broadcast::Sender<Event>,
     pushes: broadcast::Sender<PushInfo>,
@@ -63,7 +67,7 @@ pub(crate) struct Shared {
     /// the router can take an idempotent command elsewhere instead of waiting out its deadline.
     pub(crate) stalled: tokio::sync::Notify,
     cancel: CancellationToken,
-    tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Shared {
@@ -247,6 +251,8 @@ impl Client {
             slot,
             reporter,
             progress,
+            journal: connector.journal.clone(),
+            connector: connector.clone(),
             events,
             pushes,
             cancel: cancel.clone(),
@@ -442,7 +448,10 @@ impl ConnectionLike for Client {
     }
 
     fn get_db(&self) -> i64 {
-        self.shared.config.endpoint.database
+        self.shared
+            .journal
+            .database()
+            .unwrap_or(self.shared.config.endpoint.database)
     }
 }
 

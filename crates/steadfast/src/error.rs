@@ -44,6 +44,10 @@ pub enum ErrorKind {
     Server,
     /// The client was shut down.
     Shutdown,
+    /// The command would take over the client's shared link or change it in a way no
+    /// reconnect can keep (`SUBSCRIBE`, `MONITOR`, `WATCH`, `MULTI` on its own, `AUTH`,
+    /// `HELLO` ...): it was not sent. The message says what to use instead.
+    Unsupported,
     /// A cluster command or pipeline names keys in different slots; it was not sent.
     CrossSlot,
     /// The cluster shard that serves the command has no node answering (its circuit breaker is
@@ -195,7 +199,9 @@ impl From<Error> for redis::RedisError {
             }
             ErrorKind::MayHaveBeenApplied => std::io::ErrorKind::ConnectionAborted,
             ErrorKind::QueueFull => std::io::ErrorKind::WouldBlock,
-            ErrorKind::InvalidConfig | ErrorKind::CrossSlot => std::io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidConfig | ErrorKind::CrossSlot | ErrorKind::Unsupported => {
+                std::io::ErrorKind::InvalidInput
+            }
             ErrorKind::Protocol => std::io::ErrorKind::InvalidData,
             ErrorKind::Auth | ErrorKind::Tls => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Server => std::io::ErrorKind::Other,

@@ -125,6 +125,9 @@ pub enum DisconnectReason {
     Forced,
     /// Planned maintenance moved the client to a new link (made before this one was closed).
     Planned,
+    /// The link was set up before a state command the caller sent (`SELECT`, `CLIENT SETNAME`
+    /// ...) took effect elsewhere: it is replaced by one that replays it.
+    Outdated,
     /// The client shut down.
     Shutdown,
 }

@@ -48,6 +48,7 @@ pub(crate) fn record(event: &Event) {
                 DisconnectReason::ReadOnly => "readonly",
                 DisconnectReason::Forced => "forced",
                 DisconnectReason::Planned => "planned",
+                DisconnectReason::Outdated => "outdated",
                 DisconnectReason::Shutdown => "shutdown",
             };
             metrics::counter!(DISCONNECTS, "reason" => reason).increment(1);

@@ -438,8 +438,14 @@ impl ClusterClient {
     }
 
     async fn run(&self, job: Request<'_>) -> Result<Reply, Error> {
-        let deadline = Instant::now() + self.inner.config.command.deadline;
-        self.run_until(job, deadline).await
+        // Refused commands are refused here, before any routing; blocking ones get their block
+        // timeout on top of the deadline, as on a single endpoint.
+        let plan = job.plan(true)?;
+        let length = match Request::block_allowance(&plan) {
+            Some(block) => self.inner.config.command.deadline + block,
+            None => crate::command::FOREVER,
+        };
+        self.run_until(job, Instant::now() + length).await
     }
 
     async fn run_until(&self, job: Request<'_>, deadline: Instant) -> Result<Reply, Error> {

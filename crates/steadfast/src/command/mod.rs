@@ -10,6 +10,7 @@
 //!   again only if it is idempotent ([`idempotent`]) or the caller allowed it.
 //! - The happy path is one look at the current link, one in-flight count and the redis-rs call.
 
+pub(crate) mod effect;
 pub(crate) mod idempotent;
 pub(crate) mod name;
 pub(crate) mod retry;
@@ -26,6 +27,10 @@ use crate::connect::Link;
 use crate::error::{Error, ErrorKind};
 use crate::event::{DisconnectReason, LinkState};
 use retry::Decision;
+use unblock::Unblock;
+
+mod journal;
+mod unblock;
 
 /// What is being sent.
 #[derive(Clone, Copy)]
@@ -46,6 +51,27 @@ impl Request<'_> {
             Self::Pipeline { pipeline, .. } => {
                 !pipeline.is_transaction() && pipeline.cmd_iter().all(idempotent::is_idempotent)
             }
+        }
+    }
+
+    /// What it does to its link, or why it must not be sent ([`effect`]).
+    pub(crate) fn plan(&self, is_cluster_node: bool) -> Result<effect::Plan, Error> {
+        match self {
+            Self::Single(cmd) => effect::plan(std::iter::once(*cmd), false, is_cluster_node),
+            Self::Pipeline { pipeline, .. } => effect::plan(
+                pipeline.cmd_iter(),
+                pipeline.is_transaction(),
+                is_cluster_node,
+            ),
+        }
+    }
+
+    /// How long its commands may block on the server, beyond the command deadline; `None`
+    /// when one blocks for as long as it takes (a timeout of 0).
+    pub(crate) fn block_allowance(plan: &effect::Plan) -> Option<Duration> {
+        match plan.block {
+            None => Some(Duration::ZERO),
+            Some(block) => block,
         }
     }
 
@@ -96,7 +122,11 @@ async fn run(
     is_ambiguous_allowed: bool,
     until: Option<Instant>,
 ) -> Result<Reply, Error> {
-    let deadline_length = shared.deadline();
+    let plan = request.plan(shared.is_cluster_node)?;
+    let deadline_length = match Request::block_allowance(&plan) {
+        Some(block) => shared.deadline() + block,
+        None => FOREVER,
+    };
     let own = Instant::now() + deadline_length;
     let deadline = until.map_or(own, |until| until.min(own));
     let mut may_be_applied = false;
@@ -122,8 +152,12 @@ async fn run(
         };
         let was_closed_before = link.is_closed();
         let in_flight = link.activity.begin();
+        let unblock = plan.block.and_then(|_| Unblock::arm(shared, &link));
         let outcome = timeout_at(deadline, send(&link, request, shared.is_cluster_node)).await;
         drop(in_flight);
+        if let (Some(unblock), Ok(_)) = (unblock, &outcome) {
+            unblock.disarm();
+        }
         let error = match outcome {
             Err(_elapsed) => {
                 shared.record_error(link.generation);
@@ -137,6 +171,9 @@ async fn run(
             Ok(Ok(reply)) => match refused_in_reply(&reply, request) {
                 None => {
                     shared.record_success();
+                    if plan.is_journalled {
+                        journal::record(shared, &link, request, &reply);
+                    }
                     return Ok(reply);
                 }
                 Some(error) => error,
@@ -295,6 +332,10 @@ const BATCH_FROM: usize = 1;
 
 /// See [`wait_bound`].
 const CLUSTER_NODE_WAIT: Duration = Duration::from_millis(250);
+
+/// The deadline of a command that blocks for as long as it takes (`BLPOP key 0`): the caller
+/// asked to wait forever; a dead link still ends it through the health monitor.
+pub(crate) const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The published link, if it is open: the happy path, no waiting.
 fn healthy_link(shared: &Shared) -> Option<Arc<Link>> {

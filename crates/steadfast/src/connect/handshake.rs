@@ -5,7 +5,9 @@
 //! - redis-rs's `MultiplexedConnection::new_with_config` sends `HELLO 3` (with the credentials)
 //!   or `AUTH` for RESP2, and `SELECT`. The push listener is installed by that call, before
 //!   anything of ours is sent, so a MOVING the server sends during the handshake is not lost.
-//! - One pipeline then sends `CLIENT SETNAME`, `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type
+//! - One pipeline then sends `CLIENT SETNAME`, the link journal's commands (state the caller
+//!   set with commands: `SELECT`, `CLIENT SETNAME` ...; a refusal fails the attempt),
+//!   `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type
 //!   <type>` (RESP3, unless disabled), `READONLY` (a cluster node whose client reads from
 //!   replicas), `CLIENT ID` and `ROLE`. Refusals of `READONLY`, `CLIENT ID` and `ROLE`
 //!   are tolerated (some managed services rename them); a refused opt-in fails the attempt only in
@@ -121,11 +123,15 @@ where
             .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
         endpoint_type(config.maintenance.endpoint_type, peer)
     });
+    let (journal_version, replay) = connector.journal.snapshot();
     let facts = session(
         &mut connection,
-        endpoint.client_name.as_deref(),
-        opt_in,
-        connector.is_read_only_session,
+        &Session {
+            client_name: endpoint.client_name.as_deref(),
+            replay: &replay,
+            opt_in,
+            is_read_only: connector.is_read_only_session,
+        },
     )
     .await
     .map_err(|e| {
@@ -136,6 +142,16 @@ where
             e,
         ))
     })?;
+    if let Some((index, refusal)) = &facts.replay_refused {
+        driver_task.abort();
+        let command = replay.get(*index).map(describe).unwrap_or_default();
+        return Err(rejected(Error::new(
+            ErrorKind::Connect,
+            format!(
+                "handshake with {address}: replaying `{command}` (sent earlier by the caller) was refused: {refusal}"
+            ),
+        )));
+    }
     if let Some(Err(refusal)) = &facts.maintenance
         && config.maintenance.mode == MaintenanceMode::Enabled
     {
@@ -159,6 +175,7 @@ where
         closed,
         driver: driver_task.abort_handle(),
         batcher: std::sync::Arc::default(),
+        journal_version: journal_version.into(),
     })
 }
 
@@ -195,23 +212,35 @@ struct Facts {
     role: String,
     /// `None`: not asked; `Some(Err(reply))`: refused.
     maintenance: Option<Result<(), String>>,
+    /// The first replayed journal command the server refused, by index, and its reply.
+    replay_refused: Option<(usize, String)>,
+}
+
+/// What the session round trip sends.
+struct Session<'a> {
+    client_name: Option<&'a str>,
+    /// The link journal's commands, replayed after the configured name.
+    replay: &'a [redis::Cmd],
+    opt_in: Option<&'static str>,
+    is_read_only: bool,
 }
 
 async fn session(
     connection: &mut MultiplexedConnection,
-    client_name: Option<&str>,
-    opt_in: Option<&'static str>,
-    is_read_only: bool,
+    session: &Session<'_>,
 ) -> redis::RedisResult<Facts> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    if let Some(name) = client_name {
+    if let Some(name) = session.client_name {
         pipe.cmd("CLIENT").arg("SETNAME").arg(name).ignore();
     }
-    if is_read_only {
+    for cmd in session.replay {
+        pipe.add_command(cmd.clone());
+    }
+    if session.is_read_only {
         pipe.cmd("READONLY").ignore();
     }
-    if let Some(endpoint_type) = opt_in {
+    if let Some(endpoint_type) = session.opt_in {
         pipe.cmd("CLIENT")
             .arg("MAINT_NOTIFICATIONS")
             .arg("ON")
@@ -221,7 +250,14 @@ async fn session(
     pipe.cmd("CLIENT").arg("ID").cmd("ROLE");
     let replies: Vec<Value> = pipe.query_async(connection).await?;
     let mut replies = replies.into_iter();
-    let maintenance = opt_in.map(|_| match replies.next() {
+    let mut replay_refused = None;
+    for index in 0..session.replay.len() {
+        if let Some(Value::ServerError(e)) = replies.next() {
+            replay_refused
+                .get_or_insert((index, format!("{} {}", e.code(), e.details().unwrap_or(""))));
+        }
+    }
+    let maintenance = session.opt_in.map(|_| match replies.next() {
         Some(Value::Okay) => Ok(()),
         Some(Value::SimpleString(s)) if s.eq_ignore_ascii_case("OK") => Ok(()),
         Some(Value::ServerError(e)) => Err(format!("{} {}", e.code(), e.details().unwrap_or(""))),
@@ -243,7 +279,19 @@ async fn session(
         client_id,
         role,
         maintenance,
+        replay_refused,
     })
+}
+
+/// A command as the caller wrote it, for an error message (`SELECT 5`).
+fn describe(cmd: &redis::Cmd) -> String {
+    cmd.args_iter()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => "0".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The `moving-endpoint-type` for a connection to `peer` (plain TCP: `*-ip`).

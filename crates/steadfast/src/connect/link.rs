@@ -28,6 +28,8 @@ pub(crate) struct Link {
     pub(super) driver: AbortHandle,
     /// Single commands batched into pipelines (cluster nodes).
     pub(crate) batcher: Arc<super::batch::Batcher>,
+    /// The version of the link journal this link's state matches.
+    pub(crate) journal_version: std::sync::atomic::AtomicU64,
 }
 
 impl Link {

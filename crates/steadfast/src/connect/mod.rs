@@ -21,6 +21,7 @@ mod batch;
 pub mod credentials;
 mod diagnose;
 mod handshake;
+mod journal;
 pub(crate) mod link;
 pub mod resolve;
 pub(crate) mod socket;
@@ -43,6 +44,7 @@ use crate::maintenance::Notice;
 use crate::maintenance::push::Endpoint;
 pub use address::Address;
 pub use diagnose::{Diagnosis, ServerFacts, diagnose};
+pub(crate) use journal::Journal;
 pub(crate) use link::Link;
 
 /// How an attempt failed, as far as the backoff cares.
@@ -162,6 +164,8 @@ pub(crate) struct Connector {
     moved_to: Arc<Mutex<Option<(Endpoint, Instant)>>>,
     /// Links send `READONLY` at handshake: a cluster node that serves reads from replicas.
     is_read_only_session: bool,
+    /// State commands the caller sent, replayed on every new link.
+    pub(crate) journal: Journal,
 }
 
 impl Connector {
@@ -179,6 +183,7 @@ impl Connector {
             tasks,
             moved_to: Arc::new(Mutex::new(None)),
             is_read_only_session: false,
+            journal: Journal::default(),
         })
     }
 
@@ -205,6 +210,7 @@ impl Connector {
             tasks: self.tasks.clone(),
             moved_to: Arc::clone(&self.moved_to),
             is_read_only_session: false,
+            journal: Journal::default(),
         }
     }
 

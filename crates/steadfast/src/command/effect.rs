@@ -1,0 +1,365 @@
+//! What a command does to the link it runs on, beyond its reply.
+//!
+//! # Behaviour
+//! - Most commands leave the link as it was ([`Effect::None`]): one table lookup finds that.
+//! - *State commands* change what the server keeps per connection, and the shared link serves
+//!   every clone of the client: `SELECT`, `CLIENT SETNAME`, `CLIENT SETINFO`,
+//!   `CLIENT NO-EVICT`, `CLIENT NO-TOUCH`. After one succeeds it is recorded in the link
+//!   journal ([`crate::connect::Journal`]) and replayed on every new link, so a reconnect
+//!   never puts later commands in another database. The latest of each kind wins.
+//! - *Mode commands* would take the shared link over, or change it in a way no reconnect can
+//!   keep: the `SUBSCRIBE` family, `MONITOR`, `WATCH` / `MULTI` / `EXEC` / `DISCARD` /
+//!   `UNWATCH` sent one by one, `AUTH`, `HELLO`, `RESET`, `READONLY` / `READWRITE`,
+//!   `CLIENT REPLY`, `CLIENT TRACKING`. They are refused before anything is sent, with an
+//!   error that says what to use instead ([`Effect::Refused`]).
+//! - *Blocking commands* (`BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`, `BLMPOP`, `BZPOPMIN`,
+//!   `BZPOPMAX`, `BZMPOP`, `XREAD`/`XREADGROUP` with `BLOCK`, `WAIT`, `WAITAOF`) get their
+//!   own block timeout on top of the command deadline ([`Effect::Blocking`]); a timeout of 0
+//!   (block forever) gets no deadline of ours.
+//!
+//! # Why refuse instead of emulate
+//! A subscriber or a `WATCH` on the shared link is state that every other clone's commands
+//! would break (RESP2 allows nothing but (P|S)SUBSCRIBE and PING in subscriber mode) and that
+//! a reconnect would drop without a word. Until they get links of their own, an error up front
+//! is the only honest answer.
+
+use std::time::Duration;
+
+use redis::{Arg, Cmd};
+
+use super::name::{Name, Table};
+
+/// What a command does to its link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Effect {
+    /// Nothing beyond its reply.
+    None,
+    /// Changes per-connection state: record it once it succeeded, replay it on new links.
+    Journal,
+    /// Must not be sent on the shared link; the text says what to use instead.
+    Refused(&'static str),
+    /// Blocks on the server for up to this long (`None`: forever).
+    Blocking(Option<Duration>),
+}
+
+/// Where a blocking command's timeout is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timeout {
+    /// The last argument, in seconds (`BLPOP k1 k2 5`).
+    LastSeconds,
+    /// The first argument after the name, in seconds (`BLMPOP 5 2 k1 k2 LEFT`).
+    FirstSeconds,
+    /// After the `BLOCK` option, in milliseconds (`XREAD BLOCK 500 STREAMS s 0`).
+    BlockOption,
+    /// The argument at this index (the name is 0), in milliseconds (`WAIT 1 100`).
+    AtMillis(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Class {
+    Journal,
+    Refused(&'static str),
+    Blocking(Timeout),
+    /// `CLIENT`: depends on the subcommand.
+    Client,
+}
+
+const SUBSCRIBER: &str = "puts the link in subscriber mode, which the client's shared link \
+    cannot be (every clone's commands go over it) and a reconnect would end without a word; \
+    use a redis-rs PubSub connection for now (steadfast's own Pub/Sub links that follow \
+    failovers are planned)";
+const TRANSACTION: &str = "sent on its own it would hold per-connection state on a link \
+    that every clone of the client shares and a reconnect would drop; send \
+    MULTI ... EXEC as one atomic pipeline (redis::pipe().atomic()), which steadfast sends \
+    whole and never splits";
+const WATCH: &str = "a WATCH guards a transaction on one connection, and the shared link \
+    serves every clone and may be replaced; use an atomic pipeline, or a script (EVAL / FCALL) \
+    for check-and-set (WATCH sessions that tell when their guard was lost are planned)";
+const CREDENTIALS: &str = "credentials belong in the config (endpoint.username / password, or \
+    a credentials provider), so that every new link authenticates; sent as a command they \
+    would be lost on the next reconnect";
+const PROTOCOL: &str = "the protocol and the handshake belong in the config \
+    (endpoint.protocol, endpoint.client_name), so that every new link is set up the same way";
+const RESET: &str = "it would silently undo the link's database, name and credentials for \
+    every clone; change the config instead";
+const REPLICA_MODE: &str = "replica reads are a setting (command.read_from on a cluster \
+    client), kept on every node's link; sent as a command the mode would be lost on the next \
+    reconnect";
+const MONITOR: &str = "it turns the link into a stream of every command the server runs; \
+    use a redis-rs connection of its own, or `steadfast watch`";
+const CLIENT_REPLY: &str = "without replies the shared link cannot pair answers with \
+    commands; use a redis-rs connection of its own";
+const TRACKING: &str = "client-side caching needs its invalidations kept across reconnects, \
+    which the shared link does not do yet; use a redis-rs connection of its own";
+
+static CLASSES: Table<Class> = Table::new(|| {
+    vec![
+        (b"SELECT", Class::Journal),
+        (b"CLIENT", Class::Client),
+        (b"SUBSCRIBE", Class::Refused(SUBSCRIBER)),
+        (b"PSUBSCRIBE", Class::Refused(SUBSCRIBER)),
+        (b"SSUBSCRIBE", Class::Refused(SUBSCRIBER)),
+        (b"UNSUBSCRIBE", Class::Refused(SUBSCRIBER)),
+        (b"PUNSUBSCRIBE", Class::Refused(SUBSCRIBER)),
+        (b"SUNSUBSCRIBE", Class::Refused(SUBSCRIBER)),
+        (b"MONITOR", Class::Refused(MONITOR)),
+        (b"MULTI", Class::Refused(TRANSACTION)),
+        (b"EXEC", Class::Refused(TRANSACTION)),
+        (b"DISCARD", Class::Refused(TRANSACTION)),
+        (b"WATCH", Class::Refused(WATCH)),
+        (b"UNWATCH", Class::Refused(WATCH)),
+        (b"AUTH", Class::Refused(CREDENTIALS)),
+        (b"HELLO", Class::Refused(PROTOCOL)),
+        (b"RESET", Class::Refused(RESET)),
+        (b"READONLY", Class::Refused(REPLICA_MODE)),
+        (b"READWRITE", Class::Refused(REPLICA_MODE)),
+        (b"BLPOP", Class::Blocking(Timeout::LastSeconds)),
+        (b"BRPOP", Class::Blocking(Timeout::LastSeconds)),
+        (b"BLMOVE", Class::Blocking(Timeout::LastSeconds)),
+        (b"BRPOPLPUSH", Class::Blocking(Timeout::LastSeconds)),
+        (b"BZPOPMIN", Class::Blocking(Timeout::LastSeconds)),
+        (b"BZPOPMAX", Class::Blocking(Timeout::LastSeconds)),
+        (b"BLMPOP", Class::Blocking(Timeout::FirstSeconds)),
+        (b"BZMPOP", Class::Blocking(Timeout::FirstSeconds)),
+        (b"XREAD", Class::Blocking(Timeout::BlockOption)),
+        (b"XREADGROUP", Class::Blocking(Timeout::BlockOption)),
+        (b"WAIT", Class::Blocking(Timeout::AtMillis(2))),
+        (b"WAITAOF", Class::Blocking(Timeout::AtMillis(3))),
+    ]
+});
+
+/// What a whole request does to its link.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Plan {
+    /// It holds state commands to record once it succeeded.
+    pub(crate) is_journalled: bool,
+    /// It holds blocking commands: how long they may block in all (`Some(None)`: forever).
+    pub(crate) block: Option<Option<Duration>>,
+}
+
+const JOURNAL_IN_TRANSACTION: &str = "inside a transaction its effect cannot be told from the \
+    reply; send it on its own, before the transaction";
+const JOURNAL_ON_CLUSTER: &str = "a cluster client keeps a link per node; set the name in the \
+    config (endpoint.client_name) so that every node's link gets it (a cluster has only \
+    database 0)";
+
+/// The plan for `commands` (one, or a pipeline's), or why they must not be sent.
+pub(crate) fn plan<'a>(
+    commands: impl Iterator<Item = &'a Cmd>,
+    is_transaction: bool,
+    is_cluster_node: bool,
+) -> Result<Plan, crate::Error> {
+    let mut plan = Plan::default();
+    for (index, cmd) in commands.enumerate() {
+        let refusal = match effect(cmd) {
+            Effect::None => continue,
+            Effect::Refused(why) => why,
+            Effect::Journal if is_cluster_node => JOURNAL_ON_CLUSTER,
+            Effect::Journal if is_transaction => JOURNAL_IN_TRANSACTION,
+            Effect::Journal => {
+                plan.is_journalled = true;
+                continue;
+            }
+            Effect::Blocking(block) => {
+                plan.block = Some(match (plan.block, block) {
+                    (None, block) => block,
+                    (Some(Some(sum)), Some(more)) => Some(sum + more),
+                    (Some(_), _) => None,
+                });
+                continue;
+            }
+        };
+        let name = Name::of(cmd).map_or_else(
+            || "the command".to_owned(),
+            |n| String::from_utf8_lossy(n.as_bytes()).into_owned(),
+        );
+        let place = if index > 0 || is_transaction {
+            format!(" (command {} of the pipeline)", index + 1)
+        } else {
+            String::new()
+        };
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("{name}{place} was not sent: {refusal}"),
+        ));
+    }
+    Ok(plan)
+}
+
+/// What `cmd` does to the link it is sent on.
+pub(crate) fn effect(cmd: &Cmd) -> Effect {
+    let Some(class) = Name::of(cmd).and_then(|name| CLASSES.get(&name)) else {
+        return Effect::None;
+    };
+    match class {
+        Class::Journal => Effect::Journal,
+        Class::Refused(why) => Effect::Refused(why),
+        Class::Blocking(timeout) => blocking(cmd, timeout),
+        Class::Client => client(cmd),
+    }
+}
+
+/// The journal key of a state command: the latest command with the same key wins
+/// (`SELECT`, `CLIENT SETNAME`, `CLIENT SETINFO LIB-NAME` ...).
+pub(crate) fn journal_key(cmd: &Cmd) -> String {
+    let words: Vec<String> = cmd
+        .args_iter()
+        .take(3)
+        .filter_map(|arg| match arg {
+            Arg::Simple(word) => Some(String::from_utf8_lossy(word).to_ascii_uppercase()),
+            _ => None,
+        })
+        .collect();
+    match words.as_slice() {
+        [client, sub, what, ..] if client == "CLIENT" && sub == "SETINFO" => {
+            format!("CLIENT SETINFO {what}")
+        }
+        [client, sub, ..] if client == "CLIENT" => format!("CLIENT {sub}"),
+        [name, ..] => name.clone(),
+        [] => String::new(),
+    }
+}
+
+fn client(cmd: &Cmd) -> Effect {
+    let Some(Arg::Simple(sub)) = cmd.args_iter().nth(1) else {
+        return Effect::None;
+    };
+    let sub = Name::new(sub);
+    match sub.as_ref().map(Name::as_bytes) {
+        Some(b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH") => Effect::Journal,
+        Some(b"REPLY") => Effect::Refused(CLIENT_REPLY),
+        Some(b"TRACKING") => Effect::Refused(TRACKING),
+        _ => Effect::None,
+    }
+}
+
+fn blocking(cmd: &Cmd, timeout: Timeout) -> Effect {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|arg| match arg {
+            Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let (text, is_millis) = match timeout {
+        Timeout::LastSeconds => (args.last().copied(), false),
+        Timeout::FirstSeconds => (args.get(1).copied(), false),
+        Timeout::AtMillis(index) => (args.get(index).copied(), true),
+        Timeout::BlockOption => {
+            let at = args
+                .iter()
+                .position(|arg| arg.eq_ignore_ascii_case(b"BLOCK"));
+            match at {
+                Some(at) => (args.get(at + 1).copied(), true),
+                // XREAD without BLOCK answers at once.
+                None => return Effect::None,
+            }
+        }
+    };
+    let Some(seconds) = text
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .map(|n| if is_millis { n / 1000.0 } else { n })
+        .filter(|n| n.is_finite() && *n >= 0.0)
+    else {
+        // Not a number: the server refuses it at once, so the usual deadline fits.
+        return Effect::None;
+    };
+    if seconds == 0.0 {
+        return Effect::Blocking(None);
+    }
+    Effect::Blocking(Some(Duration::from_secs_f64(seconds.min(1e9))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(args: &[&str]) -> Effect {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        effect(&cmd)
+    }
+
+    #[test]
+    fn ordinary_commands_have_no_effect_on_the_link() {
+        for args in [
+            &["GET", "k"][..],
+            &["SET", "k", "v"],
+            &["CLIENT", "ID"],
+            &["XREAD", "STREAMS", "s", "0"],
+        ] {
+            assert_eq!(of(args), Effect::None, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn state_commands_are_journalled_in_any_case() {
+        for args in [
+            &["select", "5"][..],
+            &["CLIENT", "setname", "worker"],
+            &["client", "SETINFO", "lib-name", "app"],
+            &["CLIENT", "NO-EVICT", "on"],
+        ] {
+            assert_eq!(of(args), Effect::Journal, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn mode_commands_are_refused_with_advice() {
+        for args in [
+            &["SUBSCRIBE", "news"][..],
+            &["psubscribe", "n*"],
+            &["MONITOR"],
+            &["MULTI"],
+            &["WATCH", "k"],
+            &["AUTH", "pw"],
+            &["HELLO", "2"],
+            &["RESET"],
+            &["READONLY"],
+            &["CLIENT", "REPLY", "OFF"],
+            &["CLIENT", "TRACKING", "ON"],
+        ] {
+            assert!(
+                matches!(of(args), Effect::Refused(why) if !why.is_empty()),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn blocking_commands_carry_their_timeout_in_its_unit() {
+        let secs = |s: f64| Effect::Blocking(Some(Duration::from_secs_f64(s)));
+        assert_eq!(of(&["BLPOP", "a", "b", "2.5"]), secs(2.5));
+        assert_eq!(of(&["BLMOVE", "a", "b", "LEFT", "RIGHT", "3"]), secs(3.0));
+        assert_eq!(of(&["BLMPOP", "4", "1", "a", "LEFT"]), secs(4.0));
+        assert_eq!(
+            of(&["XREAD", "COUNT", "1", "block", "1500", "STREAMS", "s", "$"]),
+            secs(1.5)
+        );
+        assert_eq!(of(&["WAIT", "1", "250"]), secs(0.25));
+        assert_eq!(of(&["WAITAOF", "1", "0", "100"]), secs(0.1));
+        assert_eq!(of(&["BLPOP", "a", "0"]), Effect::Blocking(None));
+        assert_eq!(of(&["BLPOP", "a", "soon"]), Effect::None);
+    }
+
+    #[test]
+    fn journal_keys_name_what_the_command_sets() {
+        let key = |args: &[&str]| {
+            let mut cmd = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                cmd.arg(*arg);
+            }
+            journal_key(&cmd)
+        };
+        assert_eq!(key(&["select", "5"]), "SELECT");
+        assert_eq!(key(&["client", "setname", "w"]), "CLIENT SETNAME");
+        assert_eq!(
+            key(&["CLIENT", "SETINFO", "lib-ver", "1"]),
+            "CLIENT SETINFO LIB-VER"
+        );
+        assert_eq!(key(&["CLIENT", "NO-EVICT", "on"]), "CLIENT NO-EVICT");
+    }
+}
