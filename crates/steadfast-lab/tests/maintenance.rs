@@ -71,10 +71,12 @@ where
     .expect("the lab scenario passed");
 }
 
+/// Push notifications need RESP3, which these clients opt in to.
 fn config_for(address: std::net::SocketAddr) -> Config {
     let mut config = Config::default();
     config.endpoint.host = address.ip().to_string();
     config.endpoint.port = address.port();
+    config.endpoint.protocol = steadfast::Protocol::Resp3;
     config
 }
 

@@ -101,23 +101,36 @@ pub(crate) enum UnderTest {
     },
 }
 
+/// What a scenario switches on in steadfast beyond its defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OptIn {
+    /// The `AzureRedisEvents` listener (on by default only for Azure host names, which the
+    /// lab's name is not).
+    pub(crate) is_azure_events: bool,
+    /// RESP3, which carries the maintenance push notifications (`MOVING`, `FAILING_OVER` ...);
+    /// the default is RESP2, whose replies match redis-rs's default.
+    pub(crate) is_resp3: bool,
+}
+
 impl UnderTest {
     /// Creates the client; redis-rs clients connect lazily on first use, steadfast's cluster
-    /// client reads the topology now. steadfast runs with its defaults, except that `is_azure`
-    /// switches on the `AzureRedisEvents` listener (on by default only for Azure host names,
-    /// which the lab's name is not).
+    /// client reads the topology now. steadfast runs with its defaults, except for what the
+    /// scenario opts in to ([`OptIn`]).
     /// On a cluster, `primaries` are each shard's first primary, in shard order.
     pub(crate) async fn new(
         kind: ClientKind,
         url: &str,
-        is_azure: bool,
+        opt_in: OptIn,
         primaries: Option<&[std::net::SocketAddr]>,
     ) -> Result<Self, String> {
         Ok(match kind {
             ClientKind::Steadfast => {
                 let mut config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
-                if is_azure {
+                if opt_in.is_azure_events {
                     config.maintenance.azure_events = steadfast::AzureEvents::On;
+                }
+                if opt_in.is_resp3 {
+                    config.endpoint.protocol = steadfast::Protocol::Resp3;
                 }
                 if primaries.is_some() {
                     let client = steadfast::cluster::ClusterClient::connect(config)

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::LabError;
 use crate::lab::{Lab, LabSpec};
 use crate::net::{self, DNS_IP, Namespace};
-use client::{ClientKind, UnderTest};
+use client::{ClientKind, OptIn, UnderTest};
 use report::{DrillReport, Measured, ScenarioReport, Skipped};
 use scenario::{Scenario, Timing};
 use workload::{Running, WorkloadKind, millis};
@@ -202,12 +202,15 @@ async fn run_scenario(
     });
     for &client in clients {
         for workload in WorkloadKind::ALL {
-            let is_azure = matches!(
-                scenario,
-                Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
-            );
+            let opt_in = OptIn {
+                is_azure_events: matches!(
+                    scenario,
+                    Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
+                ),
+                is_resp3: scenario.needs_proxy(),
+            };
             let under_test = Arc::new(
-                UnderTest::new(client, &url, is_azure, primaries.as_deref())
+                UnderTest::new(client, &url, opt_in, primaries.as_deref())
                     .await
                     .map_err(LabError::new)?,
             );

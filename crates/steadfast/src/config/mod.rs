@@ -75,7 +75,16 @@ pub struct EndpointConfig {
     pub credentials_refresh: Duration,
     /// Database selected on every new connection. Default: `0`.
     pub database: i64,
-    /// Wire protocol. Default: [`Protocol::Resp3`], which carries push notifications.
+    /// Wire protocol. Default: [`Protocol::Resp2`], redis-rs's default: every reply, and so
+    /// every typed conversion (`hgetall -> Vec<String>`, scores as strings ...), is what
+    /// redis-rs returns. [`Protocol::Resp3`] adds the maintenance push notifications
+    /// (`MOVING`, `MIGRATING`, `FAILING_OVER` ... of Redis Software and Redis Cloud) and RESP3
+    /// reply types (maps, sets, doubles, booleans), as redis-rs's `protocol=resp3` does.
+    ///
+    /// Why not RESP3 with replies turned back into RESP2 shapes: redis-rs parses a RESP3
+    /// double into an `f64`, which loses the server's own text (GEO coordinates are sent as
+    /// long doubles with more digits than an `f64` holds, and servers before and after 7.2
+    /// format doubles differently), so the RESP2 reply could not be rebuilt exactly.
     pub protocol: Protocol,
     /// Name given to each connection with `CLIENT SETNAME`, visible in `CLIENT LIST`.
     /// Default: `steadfast`.
@@ -116,7 +125,7 @@ impl Default for EndpointConfig {
             credentials: None,
             credentials_refresh: Duration::from_secs(300),
             database: 0,
-            protocol: Protocol::Resp3,
+            protocol: Protocol::Resp2,
             client_name: Some("steadfast".to_owned()),
             resolver: Arc::new(SystemResolver),
             role: ExpectedRole::Primary,
@@ -177,9 +186,10 @@ impl fmt::Display for Password {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// RESP2, for servers older than Redis 6.
+    /// RESP2: the replies redis-rs gives by default (the default here too).
     Resp2,
-    /// RESP3 (`HELLO 3`): push notifications arrive on the same connection.
+    /// RESP3 (`HELLO 3`): maintenance push notifications arrive on the same connection, and
+    /// replies keep RESP3's types (maps, sets, doubles, booleans).
     Resp3,
 }
 
@@ -400,7 +410,8 @@ impl Default for CommandConfig {
 pub enum MaintenanceMode {
     /// Never ask.
     Disabled,
-    /// Ask on every connection; a refusal fails the connection attempt.
+    /// Ask on every connection; a refusal fails the connection attempt. Needs
+    /// [`Protocol::Resp3`] ([`Config::validate`] says so).
     Enabled,
     /// Ask on every connection; a server that refuses (`-ERR`, as open-source Redis and Valkey
     /// do) is used exactly as before.
@@ -479,7 +490,8 @@ pub enum AzureEvents {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MaintenanceConfig {
-    /// Ask for RESP3 maintenance notifications. Default: [`MaintenanceMode::Auto`].
+    /// Ask for RESP3 maintenance notifications (on RESP3 links only: with the default
+    /// [`Protocol::Resp2`] nothing is asked). Default: [`MaintenanceMode::Auto`].
     pub mode: MaintenanceMode,
     /// The `moving-endpoint-type` to ask for. Default: [`MovingEndpointType::Auto`].
     pub endpoint_type: MovingEndpointType,
@@ -581,6 +593,15 @@ impl Config {
             ("maintenance.relaxed_cap", self.maintenance.relaxed_cap),
             ("maintenance.hold_limit", self.maintenance.hold_limit),
         ];
+        if self.maintenance.mode == MaintenanceMode::Enabled
+            && self.endpoint.protocol == Protocol::Resp2
+        {
+            return Err(Error::invalid_config(
+                "maintenance.mode",
+                "Enabled",
+                "maintenance notifications are RESP3 push frames: set endpoint.protocol to Resp3 (URL: protocol=resp3)",
+            ));
+        }
         for (field, value) in positive {
             if value.is_zero() {
                 return Err(Error::invalid_config(
