@@ -416,11 +416,11 @@ async fn the_cluster_client_sends_every_key_to_the_node_that_owns_it() {
 }
 
 #[tokio::test]
-async fn keys_in_different_slots_are_refused_before_sending() {
+async fn keys_in_different_slots_are_refused_before_sending_unless_the_command_can_be_split() {
     let nodes = three_node_cluster().await;
     let client = cluster_client(&nodes).await;
     let error = client
-        .query::<Vec<Option<String>>>(redis::cmd("MGET").arg("foo").arg("bar"))
+        .query::<Vec<String>>(redis::cmd("SINTER").arg("foo").arg("bar"))
         .await
         .unwrap_err();
     assert_eq!(error.kind(), steadfast::ErrorKind::CrossSlot);
@@ -430,6 +430,58 @@ async fn keys_in_different_slots_are_refused_before_sending() {
         .await
         .unwrap();
     assert_eq!(same, vec![None, None]);
+    client.shutdown().await;
+}
+
+/// MSET, MGET, EXISTS, TOUCH, DEL, MGET, UNLINK over twelve keys of `who` spread over every
+/// shard; the replies as text.
+async fn multi_key_script<C: redis::aio::ConnectionLike>(con: &mut C, who: &str) -> Vec<String> {
+    let keys: Vec<String> = (0..12).map(|n| format!("{who}:mk:{n}")).collect();
+    let shards: std::collections::HashSet<u16> = keys
+        .iter()
+        .map(|k| steadfast::cluster::key_slot(k.as_bytes()) / 5462)
+        .collect();
+    assert_eq!(shards.len(), 3, "the keys must cover every shard");
+    let mut mset = redis::cmd("MSET");
+    for (n, key) in keys.iter().take(8).enumerate() {
+        mset.arg(key).arg(n);
+    }
+    let with_keys = |name: &str, keys: &[String]| {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(keys);
+        cmd
+    };
+    let script = [
+        mset,
+        with_keys("MGET", &keys),
+        with_keys("EXISTS", &keys),
+        with_keys("TOUCH", &keys),
+        with_keys("DEL", &keys[..4]),
+        with_keys("MGET", &keys),
+        with_keys("UNLINK", &keys),
+        with_keys("EXISTS", &keys),
+    ];
+    let mut replies = Vec::new();
+    for cmd in &script {
+        let reply: redis::RedisResult<redis::Value> = cmd.query_async(con).await;
+        replies.push(format!("{reply:?}"));
+    }
+    replies
+}
+
+#[tokio::test]
+async fn multi_key_commands_over_every_shard_answer_as_redis_rs_cluster_async_does() {
+    let nodes = three_node_cluster().await;
+    let mut client = cluster_client(&nodes).await;
+    let mut theirs = redis::cluster::ClusterClient::new(vec![nodes[0].url()])
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let expected = multi_key_script(&mut theirs, "k").await;
+    let got = multi_key_script(&mut client, "k").await;
+    assert!(expected[1].contains("bulk-string"), "{expected:?}");
+    assert_eq!(expected, got);
     client.shutdown().await;
 }
 

@@ -9,9 +9,10 @@
 //!   health verdicts and retry classification are the core's, not a copy. Cluster refusals come
 //!   back to the router instead of being handled on the node's link.
 //! - Routing: the slot of the command's keys ([`command_slot`]); a command without keys goes to
-//!   any primary; one command whose keys are in different slots is refused before sending
-//!   ([`ErrorKind::CrossSlot`]): `MGET`, `MSET`, `DEL`, `EXISTS` ... are not split (use hash
-//!   tags, or a pipeline of single-key commands). A pipeline whose keys share a slot goes as
+//!   any primary. `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS` and `TOUCH` over several slots
+//!   are split per slot and joined in the caller's order (`multikey`; a split `MSET` is not
+//!   atomic); any other command whose keys are in different slots is refused before sending
+//!   ([`ErrorKind::CrossSlot`]). A pipeline whose keys share a slot goes as
 //!   one; otherwise it is split into one pipeline per node (per slot for a node that cannot
 //!   be reached or refuses the whole part), sent at the same time, and answered
 //!   in the caller's order (if a part fails, the call fails and says how many parts did: the
@@ -252,6 +253,10 @@ impl ClusterClient {
     }
 
     async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
+        if let Some(split) = super::multikey::Split::of(cmd) {
+            let replies = self.pipeline(&split.pipeline, 0, split.parts()).await?;
+            return split.join(replies);
+        }
         match self.run(Request::Single(cmd)).await? {
             Reply::Single(value) => Ok(value),
             Reply::Pipeline(values) => Ok(Value::Array(values)),

@@ -7,6 +7,7 @@
 mod breaker;
 mod client;
 mod keys;
+mod multikey;
 mod redirect;
 mod refresh;
 mod routing;

@@ -122,7 +122,13 @@ async fn run(
     is_ambiguous_allowed: bool,
     until: Option<Instant>,
 ) -> Result<Reply, Error> {
-    let plan = request.plan(shared.is_cluster_node)?;
+    // A cluster node's requests come from the router, which refused what must not be sent
+    // before routing, and builds some of its own (ASKING, MULTI ... EXEC) that are fine.
+    let plan = if shared.is_cluster_node {
+        request.plan(true).unwrap_or_default()
+    } else {
+        request.plan(false)?
+    };
     let deadline_length = match Request::block_allowance(&plan) {
         Some(block) => shared.deadline() + block,
         None => FOREVER,
