@@ -63,7 +63,7 @@ impl Split {
                 _ => None,
             })
             .collect::<Option<_>>()?;
-        if args.is_empty() || args.len() % width != 0 {
+        if args.is_empty() || !args.len().is_multiple_of(width) {
             // Let the server answer the wrong arity as it would.
             return None;
         }
