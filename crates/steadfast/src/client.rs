@@ -374,8 +374,8 @@ impl Client {
         self.shared.events.subscribe()
     }
 
-    /// A receiver of RESP3 push frames (pub/sub messages, invalidations, and any unknown kind),
-    /// passed through untouched.
+    /// A receiver of RESP3 push frames (any kind that is not a maintenance notification),
+    /// passed through untouched. Only RESP3 links ([`crate::Protocol::Resp3`]) carry them.
     pub fn pushes(&self) -> broadcast::Receiver<PushInfo> {
         self.shared.pushes.subscribe()
     }
