@@ -229,6 +229,67 @@ impl UnderTest {
         }
     }
 
+    /// One command, its reply or redis-rs's error (steadfast's errors converted, which keeps
+    /// whether they may have been applied: [`steadfast::RedisErrorExt`]). A connection that
+    /// could not be made is an error that says the command was not sent.
+    pub(crate) async fn send(&self, cmd: &redis::Cmd) -> Result<redis::Value, redis::RedisError> {
+        let not_sent = |_: String| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no connection: not sent"))
+        };
+        match self {
+            Self::Steadfast(client, _) => client.query(cmd).await.map_err(Into::into),
+            Self::SteadfastCluster(client, _) => client.query(cmd).await.map_err(Into::into),
+            Self::Multiplexed { url, connection } => {
+                let mut connection = made_once(connection, async {
+                    redis::Client::open(url.as_str())?
+                        .get_multiplexed_async_connection()
+                        .await
+                })
+                .await
+                .map_err(not_sent)?;
+                cmd.query_async(&mut connection).await
+            }
+            Self::Manager { url, connection } => {
+                let mut connection = made_once(connection, async {
+                    ConnectionManager::new(redis::Client::open(url.as_str())?).await
+                })
+                .await
+                .map_err(not_sent)?;
+                cmd.query_async(&mut connection).await
+            }
+            Self::Cluster { url, connection } => {
+                let mut connection = made_once(connection, async {
+                    redis::cluster::ClusterClient::new(vec![url.as_str()])?
+                        .get_async_connection()
+                        .await
+                })
+                .await
+                .map_err(not_sent)?;
+                cmd.query_async(&mut connection).await
+            }
+            Self::Direct {
+                primaries,
+                connections,
+            } => {
+                let key = steadfast::cluster::command_keys(cmd)
+                    .first()
+                    .map(|k| steadfast::cluster::key_slot(k))
+                    .unwrap_or(0);
+                let shard = (0..primaries.len())
+                    .find(|&s| crate::cluster::shard_slots(s, primaries.len()).contains(&key))
+                    .unwrap_or(0);
+                let mut connection = made_once(&connections[shard], async {
+                    redis::Client::open(format!("redis://{}/", primaries[shard]))?
+                        .get_multiplexed_async_connection()
+                        .await
+                })
+                .await
+                .map_err(not_sent)?;
+                cmd.query_async(&mut connection).await
+            }
+        }
+    }
+
     pub(crate) async fn shutdown(&self) {
         match self {
             Self::Steadfast(client, _) => client.shutdown().await,

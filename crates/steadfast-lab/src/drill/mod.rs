@@ -10,6 +10,7 @@
 //! - Every client resolves the endpoint's name with the system resolver, which inside the client
 //!   namespace asks the lab's dnsmasq: steadfast runs with its true defaults.
 
+pub mod accounting;
 pub mod client;
 pub mod report;
 pub mod scenario;
@@ -233,11 +234,28 @@ async fn run_scenario(
             Running::start(p.workload, Arc::clone(&p.under_test), origin, &tag, shards)
         })
         .collect();
+    // The non-idempotent workload: one per client (on the concurrent participant's client).
+    let counting: Vec<(ClientKind, accounting::Counting)> = participants
+        .iter()
+        .filter(|p| p.workload == WorkloadKind::Concurrent)
+        .map(|p| {
+            let tag = format!("{:?}-counting", p.client);
+            let run = accounting::Counting::start(Arc::clone(&p.under_test), &tag, shards);
+            (p.client, run)
+        })
+        .collect();
     let marks = scenario.play(lab, timing).await;
     let mut outcomes = Vec::new();
     let mut recorded = Vec::new();
     for run in running {
         recorded.push(run.stop().await);
+    }
+    let mut accountings = Vec::new();
+    for (client, run) in counting {
+        accountings.push(
+            run.stop(client, &url, scenario.is_cluster(), scenario)
+                .await,
+        );
     }
     stop.cancel();
     for participant in &participants {
@@ -278,6 +296,7 @@ async fn run_scenario(
         restored_ms,
         dns_ttl_ms: crate::dns::TTL.as_secs_f64() * 1e3,
         outcomes,
+        accounting: accountings,
     })
 }
 

@@ -174,6 +174,8 @@ pub struct ScenarioReport {
     pub dns_ttl_ms: f64,
     /// Per client and workload.
     pub outcomes: Vec<Outcome>,
+    /// The non-idempotent workload's accounting, per client.
+    pub accounting: Vec<super::accounting::Accounting>,
 }
 
 impl ScenarioReport {
@@ -182,6 +184,7 @@ impl ScenarioReport {
         self.outcomes
             .iter()
             .flat_map(|o| &o.goals)
+            .chain(self.accounting.iter().flat_map(|a| &a.goals))
             .all(|g| g.is_met)
     }
 }
@@ -298,6 +301,37 @@ impl DrillReport {
                 );
             }
         }
+        if self.scenarios.iter().any(|s| !s.accounting.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\n{:<26} {:<23} {:>27} {:>27} {:>7} {:>5}",
+                "non-idempotent accounting",
+                "client",
+                "INCR applied/acked/unknown",
+                "LPUSH applied/acked/unknown",
+                "doubled",
+                "lost",
+            );
+        }
+        for scenario in &self.scenarios {
+            for a in &scenario.accounting {
+                let _ = writeln!(
+                    out,
+                    "{:<26} {:<23} {:>27} {:>27} {:>7} {:>5}{}",
+                    scenario.scenario.name(),
+                    a.client.label(),
+                    format!("{}/{}/{}", a.incr.applied, a.incr.acked, a.incr.unknown),
+                    format!("{}/{}/{}", a.lpush.applied, a.lpush.acked, a.lpush.unknown),
+                    a.incr.doubled + a.lpush.doubled,
+                    a.incr.lost + a.lpush.lost,
+                    if a.unreadable_tasks > 0 {
+                        format!(" ({} of {} tasks unreadable)", a.unreadable_tasks, a.tasks)
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+        }
         for skipped in &self.skipped {
             let _ = writeln!(
                 out,
@@ -308,6 +342,17 @@ impl DrillReport {
         }
         let _ = writeln!(out, "\nsteadfast goals:");
         for scenario in &self.scenarios {
+            for goal in scenario.accounting.iter().flat_map(|a| &a.goals) {
+                let _ = writeln!(
+                    out,
+                    "  [{}] {:<18} {:<13} {} (measured: {})",
+                    if goal.is_met { "met" } else { "MISSED" },
+                    scenario.scenario.name(),
+                    "counting-16",
+                    goal.goal,
+                    goal.measured
+                );
+            }
             for o in scenario.outcomes.iter().filter(|o| !o.goals.is_empty()) {
                 for goal in &o.goals {
                     let _ = writeln!(

@@ -182,6 +182,29 @@ impl Scenario {
             )
     }
 
+    /// Whether the fault is one instant (a kill, a restart, a failover, a notice), after which
+    /// a client has no reason to leave more outcomes unknown than it had commands in flight;
+    /// spells that last (a blackhole, packet loss, a pause, a migration) are not.
+    pub fn is_one_instant(self) -> bool {
+        matches!(
+            self,
+            Self::Restart
+                | Self::ClientKill
+                | Self::Demotion
+                | Self::FailoverDnsFlip
+                | Self::SlowServer
+                | Self::DownAtStart
+                | Self::Moving
+                | Self::FailingOver
+                | Self::AzureMaintenance
+                | Self::ClusterKill
+                | Self::ClusterFailover
+                | Self::ClusterTakeover
+                | Self::ClusterShardDown
+                | Self::ClusterAzureMaintenance
+        )
+    }
+
     /// Whether it runs on a Redis Cluster.
     pub fn is_cluster(self) -> bool {
         self.name().starts_with("cluster-")

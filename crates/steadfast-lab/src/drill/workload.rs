@@ -151,7 +151,7 @@ impl Running {
 }
 
 /// The keys task `task` goes round, each with its shard on a cluster of `shards`.
-fn task_keys(
+pub(crate) fn task_keys(
     kind: WorkloadKind,
     tag: &str,
     task: usize,

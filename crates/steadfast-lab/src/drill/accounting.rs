@@ -1,0 +1,297 @@
+//! The non-idempotent workload and its accounting: what the servers applied against what each
+//! client told its caller.
+//!
+//! # Behaviour
+//! - Beside the SET/GET workloads (which every client may retry), [`TASKS`] tasks per client
+//!   alternate `INCR` on a counter of their own and `LPUSH` of a unique value on a list of their
+//!   own, paced like the others (5-15 ms). On a cluster, task `t`'s keys live on shard `t % n`.
+//! - Every outcome is one of: acknowledged; *unknown* (the client said it may have been applied:
+//!   steadfast's `is_ambiguous`, and for redis-rs any error that is not a server's reply, as
+//!   [`steadfast::RedisErrorExt::may_have_been_applied`] judges it); not applied (a server's
+//!   refusal, or never sent). A command still waiting when the scenario ends is unknown.
+//! - After the scenario the servers' counts are read through the endpoint's name (`GET`,
+//!   `LLEN`; on a cluster, through redis-rs `cluster_async`), per task; a task whose keys cannot
+//!   be read (a shard with no node) is left out and counted.
+//! - Exact: acknowledged <= applied <= acknowledged + unknown. *Doubled* (applied above
+//!   acknowledged + unknown) is a client's fault; *lost* (applied below acknowledged) is the
+//!   servers' (a restart without persistence, writes a demoted primary took that its replica
+//!   never got), reported, not held against a client.
+//! - steadfast's goals: never doubled, in every scenario; and where the fault is one instant
+//!   (a kill, a restart, a failover), at most [`TASKS`] unknown outcomes, one per task: no
+//!   more than the commands in flight at the fault.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use steadfast::RedisErrorExt;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{ClientKind, UnderTest};
+use super::report::Goal;
+use super::scenario::Scenario;
+use super::workload::{WorkloadKind, task_keys};
+
+/// Tasks of the non-idempotent workload, per client: each has one command in flight at most.
+pub const TASKS: usize = 16;
+
+/// The pause after each command: 5-15 ms.
+const PACE: Duration = Duration::from_millis(10);
+
+/// How long reading the servers' counts may take.
+const READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// One task's keys and what its client told it.
+struct Task {
+    counter: String,
+    list: String,
+    /// acked INCR, unknown INCR, acked LPUSH, unknown LPUSH.
+    told: [AtomicU64; 4],
+}
+
+/// A running non-idempotent workload.
+pub(crate) struct Counting {
+    tasks: Arc<Vec<Task>>,
+    stop: CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Counting {
+    pub(crate) fn start(client: Arc<UnderTest>, tag: &str, shards: Option<usize>) -> Self {
+        let tasks: Arc<Vec<Task>> = Arc::new(
+            (0..TASKS)
+                .map(|t| {
+                    // The key of the concurrent workload's task `t` (on shard `t % n`), as a
+                    // hash tag, so that the counter and the list share its slot.
+                    let (key, _) = task_keys(WorkloadKind::Concurrent, tag, t, shards)
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
+                    Task {
+                        counter: format!("{{{key}}}:counter"),
+                        list: format!("{{{key}}}:list"),
+                        told: Default::default(),
+                    }
+                })
+                .collect(),
+        );
+        let stop = CancellationToken::new();
+        let handles = (0..TASKS)
+            .map(|t| {
+                let (tasks, stop, client) = (Arc::clone(&tasks), stop.clone(), Arc::clone(&client));
+                tokio::spawn(async move {
+                    let task = &tasks[t];
+                    for n in 0u64.. {
+                        if stop.is_cancelled() {
+                            break;
+                        }
+                        let is_push = n % 2 == 1;
+                        let cmd = if is_push {
+                            redis::cmd("LPUSH")
+                                .arg(&task.list)
+                                .arg(format!("{t}:{n}"))
+                                .clone()
+                        } else {
+                            redis::cmd("INCR").arg(&task.counter).clone()
+                        };
+                        let is_unknown = tokio::select! {
+                            outcome = client.send(&cmd) => match outcome {
+                                Ok(_) => Some(false),
+                                Err(e) if e.may_have_been_applied() => Some(true),
+                                Err(_) => None,
+                            },
+                            // Still waiting at the end: its outcome is unknown.
+                            () = stop.cancelled() => Some(true),
+                        };
+                        if let Some(is_unknown) = is_unknown {
+                            let column = usize::from(is_push) * 2 + usize::from(is_unknown);
+                            task.told[column].fetch_add(1, Ordering::Relaxed);
+                        }
+                        if stop.is_cancelled() {
+                            break;
+                        }
+                        tokio::time::sleep(PACE / 2 + PACE.mul_f64(rand::random::<f64>())).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            tasks,
+            stop,
+            handles,
+        }
+    }
+
+    /// Stops the tasks and reads what the servers applied through `url`.
+    pub(crate) async fn stop(
+        self,
+        client: ClientKind,
+        url: &str,
+        is_cluster: bool,
+        scenario: Scenario,
+    ) -> Accounting {
+        self.stop.cancel();
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+        let mut reader = Reader::new(url, is_cluster).await;
+        let mut accounting = Accounting {
+            client,
+            incr: Count::default(),
+            lpush: Count::default(),
+            unreadable_tasks: 0,
+            tasks: TASKS,
+            goals: Vec::new(),
+        };
+        for task in self.tasks.iter() {
+            let told: Vec<u64> = task
+                .told
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
+            let applied = match &mut reader {
+                Some(reader) => reader.counts(&task.counter, &task.list).await,
+                None => None,
+            };
+            let Some((counter, list)) = applied else {
+                accounting.unreadable_tasks += 1;
+                continue;
+            };
+            accounting.incr.add(told[0], told[1], counter);
+            accounting.lpush.add(told[2], told[3], list);
+        }
+        if client == ClientKind::Steadfast {
+            accounting.goals = goals(scenario, &accounting);
+        }
+        accounting
+    }
+}
+
+/// Reads the servers' counts, through the endpoint's name.
+enum Reader {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Reader {
+    async fn new(url: &str, is_cluster: bool) -> Option<Self> {
+        let made = async {
+            if is_cluster {
+                redis::cluster::ClusterClient::new(vec![url])?
+                    .get_async_connection()
+                    .await
+                    .map(Self::Cluster)
+            } else {
+                redis::Client::open(url)?
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map(Self::Single)
+            }
+        };
+        tokio::time::timeout(READ_LIMIT, made).await.ok()?.ok()
+    }
+
+    async fn counts(&mut self, counter: &str, list: &str) -> Option<(u64, u64)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(counter).cmd("LLEN").arg(list);
+        let read = async {
+            match self {
+                Self::Single(c) => pipe.query_async::<(Option<u64>, u64)>(c).await,
+                Self::Cluster(c) => pipe.query_async::<(Option<u64>, u64)>(c).await,
+            }
+        };
+        match tokio::time::timeout(READ_LIMIT, read).await {
+            Ok(Ok((counter, list))) => Some((counter.unwrap_or(0), list)),
+            _ => None,
+        }
+    }
+}
+
+/// One command's accounting, summed over the readable tasks.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Count {
+    /// Acknowledged to the caller.
+    pub acked: u64,
+    /// Told "may have been applied".
+    pub unknown: u64,
+    /// What the servers hold.
+    pub applied: u64,
+    /// Applied beyond acknowledged + unknown, summed per task: a client applied these twice.
+    pub doubled: u64,
+    /// Acknowledged but not held, summed per task: the servers lost these.
+    pub lost: u64,
+}
+
+impl Count {
+    fn add(&mut self, acked: u64, unknown: u64, applied: u64) {
+        self.acked += acked;
+        self.unknown += unknown;
+        self.applied += applied;
+        self.doubled += applied.saturating_sub(acked + unknown);
+        self.lost += acked.saturating_sub(applied);
+    }
+}
+
+/// One client's accounting in one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct Accounting {
+    /// Which client.
+    pub client: ClientKind,
+    /// `INCR` on each task's counter.
+    pub incr: Count,
+    /// `LPUSH` of unique values on each task's list.
+    pub lpush: Count,
+    /// Tasks whose keys could not be read afterwards (left out of the counts).
+    pub unreadable_tasks: usize,
+    /// Tasks: at most this many commands were in flight at any instant.
+    pub tasks: usize,
+    /// steadfast's goals (empty for the others).
+    pub goals: Vec<Goal>,
+}
+
+fn goals(scenario: Scenario, a: &Accounting) -> Vec<Goal> {
+    let doubled = a.incr.doubled + a.lpush.doubled;
+    let mut goals = vec![Goal {
+        goal: "non-idempotent INCR/LPUSH never applied twice (applied <= acked + unknown)".into(),
+        measured: format!(
+            "INCR applied {} acked {} unknown {}; LPUSH applied {} acked {} unknown {}; doubled {doubled}",
+            a.incr.applied,
+            a.incr.acked,
+            a.incr.unknown,
+            a.lpush.applied,
+            a.lpush.acked,
+            a.lpush.unknown
+        ),
+        is_met: doubled == 0,
+    }];
+    if scenario.is_one_instant() {
+        let unknown = a.incr.unknown + a.lpush.unknown;
+        goals.push(Goal {
+            goal: format!(
+                "unknown outcomes <= commands in flight at the fault ({})",
+                a.tasks
+            ),
+            measured: format!("{unknown} unknown"),
+            is_met: unknown <= a.tasks as u64,
+        });
+    }
+    goals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_tells_doubled_from_lost() {
+        let mut count = Count::default();
+        count.add(10, 2, 11);
+        assert_eq!((count.doubled, count.lost), (0, 0));
+        count.add(10, 0, 12);
+        assert_eq!(count.doubled, 2);
+        count.add(10, 1, 8);
+        assert_eq!(count.lost, 2);
+        assert_eq!(count.applied, 31);
+    }
+}
