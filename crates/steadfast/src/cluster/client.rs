@@ -445,7 +445,7 @@ impl ClusterClient {
     async fn run(&self, job: Request<'_>) -> Result<Reply, Error> {
         // Refused commands are refused here, before any routing; blocking ones get their block
         // timeout on top of the deadline, as on a single endpoint.
-        let plan = job.plan(true)?;
+        let plan = job.plan(crate::command::effect::Destination::Cluster)?;
         let length = match Request::block_allowance(&plan) {
             Some(block) => self.inner.config.command.deadline + block,
             None => crate::command::FOREVER,

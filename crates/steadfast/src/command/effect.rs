@@ -143,12 +143,32 @@ const JOURNAL_ON_CLUSTER: &str = "a cluster client keeps a link per node; set th
     config (endpoint.client_name) so that every node's link gets it (a cluster has only \
     database 0)";
 
+/// How the commands of a request are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Command,
+    Pipeline,
+    /// `MULTI` ... `EXEC` (an atomic pipeline).
+    Transaction,
+}
+
+/// Where they are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Destination {
+    /// A client's shared link.
+    SharedLink,
+    /// A cluster's nodes (a link per node).
+    Cluster,
+}
+
 /// The plan for `commands` (one, or a pipeline's), or why they must not be sent.
 pub(crate) fn plan<'a>(
     commands: impl Iterator<Item = &'a Cmd>,
-    is_transaction: bool,
-    is_cluster_node: bool,
+    shape: Shape,
+    destination: Destination,
 ) -> Result<Plan, crate::Error> {
+    let is_transaction = shape == Shape::Transaction;
+    let is_cluster_node = destination == Destination::Cluster;
     let mut plan = Plan::default();
     for (index, cmd) in commands.enumerate() {
         let refusal = match effect(cmd) {
@@ -173,7 +193,7 @@ pub(crate) fn plan<'a>(
             || "the command".to_owned(),
             |n| String::from_utf8_lossy(n.as_bytes()).into_owned(),
         );
-        let place = if index > 0 || is_transaction {
+        let place = if shape != Shape::Command {
             format!(" (command {} of the pipeline)", index + 1)
         } else {
             String::new()

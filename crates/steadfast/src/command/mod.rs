@@ -55,14 +55,19 @@ impl Request<'_> {
     }
 
     /// What it does to its link, or why it must not be sent ([`effect`]).
-    pub(crate) fn plan(&self, is_cluster_node: bool) -> Result<effect::Plan, Error> {
+    pub(crate) fn plan(&self, destination: effect::Destination) -> Result<effect::Plan, Error> {
         match self {
-            Self::Single(cmd) => effect::plan(std::iter::once(*cmd), false, is_cluster_node),
-            Self::Pipeline { pipeline, .. } => effect::plan(
-                pipeline.cmd_iter(),
-                pipeline.is_transaction(),
-                is_cluster_node,
-            ),
+            Self::Single(cmd) => {
+                effect::plan(std::iter::once(*cmd), effect::Shape::Command, destination)
+            }
+            Self::Pipeline { pipeline, .. } => {
+                let shape = if pipeline.is_transaction() {
+                    effect::Shape::Transaction
+                } else {
+                    effect::Shape::Pipeline
+                };
+                effect::plan(pipeline.cmd_iter(), shape, destination)
+            }
         }
     }
 
@@ -125,9 +130,11 @@ async fn run(
     // A cluster node's requests come from the router, which refused what must not be sent
     // before routing, and builds some of its own (ASKING, MULTI ... EXEC) that are fine.
     let plan = if shared.is_cluster_node {
-        request.plan(true).unwrap_or_default()
+        request
+            .plan(effect::Destination::Cluster)
+            .unwrap_or_default()
     } else {
-        request.plan(false)?
+        request.plan(effect::Destination::SharedLink)?
     };
     let deadline_length = match Request::block_allowance(&plan) {
         Some(block) => shared.deadline() + block,
