@@ -342,29 +342,24 @@ impl DrillReport {
         }
         let _ = writeln!(out, "\nsteadfast goals:");
         for scenario in &self.scenarios {
-            for goal in scenario.accounting.iter().flat_map(|a| &a.goals) {
+            let counting = scenario
+                .accounting
+                .iter()
+                .flat_map(|a| a.goals.iter().map(|g| ("non-idempotent", g)));
+            let outcomes = scenario
+                .outcomes
+                .iter()
+                .flat_map(|o| o.goals.iter().map(|g| (o.workload.label(), g)));
+            for (workload, goal) in counting.chain(outcomes) {
                 let _ = writeln!(
                     out,
-                    "  [{}] {:<18} {:<13} {} (measured: {})",
+                    "  [{}] {:<18} {:<14} {} (measured: {})",
                     if goal.is_met { "met" } else { "MISSED" },
                     scenario.scenario.name(),
-                    "counting-16",
+                    workload,
                     goal.goal,
                     goal.measured
                 );
-            }
-            for o in scenario.outcomes.iter().filter(|o| !o.goals.is_empty()) {
-                for goal in &o.goals {
-                    let _ = writeln!(
-                        out,
-                        "  [{}] {:<18} {:<13} {} (measured: {})",
-                        if goal.is_met { "met" } else { "MISSED" },
-                        scenario.scenario.name(),
-                        o.workload.label(),
-                        goal.goal,
-                        goal.measured
-                    );
-                }
             }
         }
         out
