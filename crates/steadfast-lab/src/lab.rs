@@ -10,7 +10,8 @@
 //! # Behaviour
 //! - Built fresh for every scenario; dropping it kills every process and deletes every
 //!   namespace it made, and the client's veth.
-//! - Server A starts as the primary; with `is_replicated`, B is a replica of A.
+//! - Server A starts as the primary; with `is_replicated`, B is a replica of A, in sync before
+//!   any scenario starts (full syncs start at once: `repl-diskless-sync-delay 0`).
 
 use std::time::Duration;
 
@@ -178,6 +179,12 @@ impl Lab {
             } else if spec.is_replicated {
                 for replica in &lab.servers[1..] {
                     replica.replicate(&lab.servers[0]).await?;
+                }
+                // A replica that has not finished its first sync holds none of the primary's
+                // data: promoting it would lose every write made before, which no client
+                // could have prevented.
+                for replica in &lab.servers[1..] {
+                    replica.wait_in_sync(Duration::from_secs(10)).await?;
                 }
             }
         }

@@ -103,6 +103,8 @@ impl Server {
                 "no",
             ])
             .args(["--protected-mode", "no", "--enable-debug-command", "yes"])
+            // A new replica's full sync starts at once (the default waits 5 s for others).
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra)
@@ -167,6 +169,27 @@ impl Server {
             return Err(LabError::new(format!("server {}: {text}", self.label)));
         }
         Ok(text)
+    }
+
+    /// Polls until this replica's link to its primary is up (its first sync is done).
+    ///
+    /// # Errors
+    /// When it is not within `limit`.
+    pub async fn wait_in_sync(&self, limit: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let info = self.cli(&["INFO", "replication"]).await?;
+            if info.contains("master_link_status:up") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::new(format!(
+                    "server {}: replication not in sync within {limit:?}",
+                    self.label
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `REPLICAOF NO ONE`.

@@ -9,9 +9,10 @@
 //!   steadfast's `is_ambiguous`, and for redis-rs any error that is not a server's reply, as
 //!   [`steadfast::RedisErrorExt::may_have_been_applied`] judges it); not applied (a server's
 //!   refusal, or never sent). A command still waiting when the scenario ends is unknown.
-//! - After the scenario the servers' counts are read through the endpoint's name (`GET`,
-//!   `LLEN`; on a cluster, through redis-rs `cluster_async`), per task; a task whose keys cannot
-//!   be read (a shard with no node) is left out and counted.
+//! - After the scenario every server of the lab is asked for every task's counts (`GET`,
+//!   `LLEN`; a cluster replica after `READONLY`), and the most complete copy counts (replicas
+//!   only copy, so no copy holds more than was applied); a task no server can answer for (a
+//!   shard with no node) is left out and counted.
 //! - Exact: acknowledged <= applied <= acknowledged + unknown. *Doubled* (applied above
 //!   acknowledged + unknown) is a client's fault; *lost* (applied below acknowledged) is the
 //!   servers' (a restart without persistence, writes a demoted primary took that its replica
@@ -20,6 +21,7 @@
 //!   (a kill, a restart, a failover), at most [`TASKS`] unknown outcomes, one per task: no
 //!   more than the commands in flight at the fault.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,8 +41,8 @@ pub const TASKS: usize = 16;
 /// The pause after each command: 5-15 ms.
 const PACE: Duration = Duration::from_millis(10);
 
-/// How long reading the servers' counts may take.
-const READ_LIMIT: Duration = Duration::from_secs(5);
+/// How long reading one server's counts may take (a blackholed one never answers).
+const READ_LIMIT: Duration = Duration::from_secs(2);
 
 /// One task's keys and what its client told it.
 struct Task {
@@ -123,19 +125,29 @@ impl Counting {
         }
     }
 
-    /// Stops the tasks and reads what the servers applied through `url`.
+    /// Stops the tasks and reads what the servers applied, from every server of the lab.
     pub(crate) async fn stop(
         self,
         client: ClientKind,
-        url: &str,
-        is_cluster: bool,
+        servers: &[SocketAddr],
         scenario: Scenario,
     ) -> Accounting {
         self.stop.cancel();
         for handle in self.handles {
             let _ = handle.await;
         }
-        let mut reader = Reader::new(url, is_cluster).await;
+        let mut held: Vec<Option<(u64, u64)>> = vec![None; self.tasks.len()];
+        for &server in servers {
+            let Some(counts) = read_server(server, &self.tasks).await else {
+                continue;
+            };
+            for (best, found) in held.iter_mut().zip(counts) {
+                if let Some((counter, list)) = found {
+                    let (c, l) = best.unwrap_or((0, 0));
+                    *best = Some((c.max(counter), l.max(list)));
+                }
+            }
+        }
         let mut accounting = Accounting {
             client,
             incr: Count::default(),
@@ -144,16 +156,12 @@ impl Counting {
             tasks: TASKS,
             goals: Vec::new(),
         };
-        for task in self.tasks.iter() {
+        for (task, applied) in self.tasks.iter().zip(held) {
             let told: Vec<u64> = task
                 .told
                 .iter()
                 .map(|c| c.load(Ordering::Relaxed))
                 .collect();
-            let applied = match &mut reader {
-                Some(reader) => reader.counts(&task.counter, &task.list).await,
-                None => None,
-            };
             let Some((counter, list)) = applied else {
                 accounting.unreadable_tasks += 1;
                 continue;
@@ -168,44 +176,46 @@ impl Counting {
     }
 }
 
-/// Reads the servers' counts, through the endpoint's name.
-enum Reader {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl Reader {
-    async fn new(url: &str, is_cluster: bool) -> Option<Self> {
-        let made = async {
-            if is_cluster {
-                redis::cluster::ClusterClient::new(vec![url])?
-                    .get_async_connection()
-                    .await
-                    .map(Self::Cluster)
-            } else {
-                redis::Client::open(url)?
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map(Self::Single)
-            }
-        };
-        tokio::time::timeout(READ_LIMIT, made).await.ok()?.ok()
-    }
-
-    async fn counts(&mut self, counter: &str, list: &str) -> Option<(u64, u64)> {
+/// Every task's counts as `server` holds them (`None` for a task whose keys it does not
+/// serve: another shard's); `None` when it cannot be reached. A replica's copy counts too: the
+/// most complete copy of a task's keys is what was applied (replication only copies, so no
+/// copy can hold more than was applied).
+async fn read_server(server: SocketAddr, tasks: &[Task]) -> Option<Vec<Option<(u64, u64)>>> {
+    let read = async {
+        let mut connection = redis::Client::open(format!("redis://{server}/"))
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        // A cluster replica serves reads of its primary's slots after READONLY; anything
+        // else refuses it, harmlessly.
+        let _: redis::RedisResult<()> = redis::cmd("READONLY").query_async(&mut connection).await;
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(counter).cmd("LLEN").arg(list);
-        let read = async {
-            match self {
-                Self::Single(c) => pipe.query_async::<(Option<u64>, u64)>(c).await,
-                Self::Cluster(c) => pipe.query_async::<(Option<u64>, u64)>(c).await,
-            }
-        };
-        match tokio::time::timeout(READ_LIMIT, read).await {
-            Ok(Ok((counter, list))) => Some((counter.unwrap_or(0), list)),
-            _ => None,
+        pipe.ignore_errors();
+        for task in tasks {
+            pipe.cmd("GET")
+                .arg(&task.counter)
+                .cmd("LLEN")
+                .arg(&task.list);
         }
-    }
+        let values: Vec<redis::Value> = pipe.query_async(&mut connection).await.ok()?;
+        let counts = values
+            .chunks(2)
+            .map(|pair| match pair {
+                [counter, list] => {
+                    let counter = match counter {
+                        redis::Value::Nil => Some(0),
+                        other => redis::from_redis_value_ref::<u64>(other).ok(),
+                    };
+                    let list = redis::from_redis_value_ref::<u64>(list).ok();
+                    counter.zip(list)
+                }
+                _ => None,
+            })
+            .collect();
+        Some(counts)
+    };
+    tokio::time::timeout(READ_LIMIT, read).await.ok().flatten()
 }
 
 /// One command's accounting, summed over the readable tasks.

@@ -250,12 +250,14 @@ async fn run_scenario(
     for run in running {
         recorded.push(run.stop().await);
     }
+    let servers: Vec<std::net::SocketAddr> = lab
+        .servers
+        .iter()
+        .map(crate::server::Server::address)
+        .collect();
     let mut accountings = Vec::new();
     for (client, run) in counting {
-        accountings.push(
-            run.stop(client, &url, scenario.is_cluster(), scenario)
-                .await,
-        );
+        accountings.push(run.stop(client, &servers, scenario).await);
     }
     stop.cancel();
     for participant in &participants {

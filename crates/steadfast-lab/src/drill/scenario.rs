@@ -184,7 +184,8 @@ impl Scenario {
 
     /// Whether the fault is one instant (a kill, a restart, a failover, a notice), after which
     /// a client has no reason to leave more outcomes unknown than it had commands in flight;
-    /// spells that last (a blackhole, packet loss, a pause, a migration) are not.
+    /// spells that last (a blackhole, packet loss, a pause, a migration) are not, nor is Azure
+    /// maintenance (a planned handoff, then a blackhole at the announced second).
     pub fn is_one_instant(self) -> bool {
         matches!(
             self,
@@ -196,7 +197,6 @@ impl Scenario {
                 | Self::DownAtStart
                 | Self::Moving
                 | Self::FailingOver
-                | Self::AzureMaintenance
                 | Self::ClusterKill
                 | Self::ClusterFailover
                 | Self::ClusterTakeover
