@@ -75,16 +75,9 @@ pub struct EndpointConfig {
     pub credentials_refresh: Duration,
     /// Database selected on every new connection. Default: `0`.
     pub database: i64,
-    /// Wire protocol. Default: [`Protocol::Resp2`], redis-rs's default: every reply, and so
-    /// every typed conversion (`hgetall -> Vec<String>`, scores as strings ...), is what
-    /// redis-rs returns. [`Protocol::Resp3`] adds the maintenance push notifications
-    /// (`MOVING`, `MIGRATING`, `FAILING_OVER` ... of Redis Software and Redis Cloud) and RESP3
-    /// reply types (maps, sets, doubles, booleans), as redis-rs's `protocol=resp3` does.
-    ///
-    /// Why not RESP3 with replies turned back into RESP2 shapes: redis-rs parses a RESP3
-    /// double into an `f64`, which loses the server's own text (GEO coordinates are sent as
-    /// long doubles with more digits than an `f64` holds, and servers before and after 7.2
-    /// format doubles differently), so the RESP2 reply could not be rebuilt exactly.
+    /// Wire protocol. Default: [`Protocol::Resp2`], redis-rs's default (same replies); RESP3
+    /// adds maintenance pushes and RESP3 types (its replies cannot be turned back into RESP2
+    /// exactly: redis-rs parses doubles into `f64`, losing the server's text).
     pub protocol: Protocol,
     /// Name given to each connection with `CLIENT SETNAME`, visible in `CLIENT LIST`.
     /// Default: `steadfast`.
@@ -186,7 +179,7 @@ impl fmt::Display for Password {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// RESP2: the replies redis-rs gives by default (the default here too).
+    /// RESP2: redis-rs's default replies (the default here too).
     Resp2,
     /// RESP3 (`HELLO 3`): maintenance push notifications arrive on the same connection, and
     /// replies keep RESP3's types (maps, sets, doubles, booleans).
@@ -410,8 +403,7 @@ impl Default for CommandConfig {
 pub enum MaintenanceMode {
     /// Never ask.
     Disabled,
-    /// Ask on every connection; a refusal fails the connection attempt. Needs
-    /// [`Protocol::Resp3`] ([`Config::validate`] says so).
+    /// Ask on every connection; a refusal fails the attempt. Needs [`Protocol::Resp3`].
     Enabled,
     /// Ask on every connection; a server that refuses (`-ERR`, as open-source Redis and Valkey
     /// do) is used exactly as before.
@@ -490,8 +482,7 @@ pub enum AzureEvents {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MaintenanceConfig {
-    /// Ask for RESP3 maintenance notifications (on RESP3 links only: with the default
-    /// [`Protocol::Resp2`] nothing is asked). Default: [`MaintenanceMode::Auto`].
+    /// Ask for maintenance notifications (RESP3 links only). Default: [`MaintenanceMode::Auto`].
     pub mode: MaintenanceMode,
     /// The `moving-endpoint-type` to ask for. Default: [`MovingEndpointType::Auto`].
     pub endpoint_type: MovingEndpointType,
@@ -596,11 +587,8 @@ impl Config {
         if self.maintenance.mode == MaintenanceMode::Enabled
             && self.endpoint.protocol == Protocol::Resp2
         {
-            return Err(Error::invalid_config(
-                "maintenance.mode",
-                "Enabled",
-                "maintenance notifications are RESP3 push frames: set endpoint.protocol to Resp3 (URL: protocol=resp3)",
-            ));
+            let why = "maintenance notifications are RESP3 pushes: set endpoint.protocol = Resp3";
+            return Err(Error::invalid_config("maintenance.mode", "Enabled", why));
         }
         for (field, value) in positive {
             if value.is_zero() {
