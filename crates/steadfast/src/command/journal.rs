@@ -5,7 +5,8 @@
 //!   pipeline, each one whose own reply is not an error.
 //! - The link it ran on now matches the journal. If the published link is another one (made
 //!   while the command was on its way), it was set up without the change: it is replaced
-//!   ([`DisconnectReason::Outdated`]), and its successor replays the journal.
+//!   ([`crate::event::DisconnectReason::Outdated`], by the command path), and its successor
+//!   replays the journal.
 
 use std::sync::atomic::Ordering;
 
@@ -13,16 +14,21 @@ use redis::Value;
 
 use super::effect::{self, Effect};
 use super::{Reply, Request};
-use crate::client::Shared;
-use crate::connect::Link;
-use crate::event::DisconnectReason;
+use crate::connect::{Journal, Link};
 
-/// Records the state commands of `request`, which succeeded on `link` with `reply`.
-pub(super) fn record(shared: &Shared, link: &Link, request: Request<'_>, reply: &Reply) {
+/// Records the state commands of `request`, which succeeded on `link` with `reply`; returns the
+/// journal's new version if anything was recorded. The caller replaces the published link if
+/// it was set up before that version.
+pub(super) fn record(
+    journal: &Journal,
+    link: &Link,
+    request: Request<'_>,
+    reply: &Reply,
+) -> Option<u64> {
     let mut version = None;
     match (request, reply) {
         (Request::Single(cmd), _) => {
-            version = Some(shared.journal.record(effect::journal_key(cmd), cmd));
+            version = Some(journal.record(effect::journal_key(cmd), cmd));
         }
         (
             Request::Pipeline {
@@ -34,27 +40,18 @@ pub(super) fn record(shared: &Shared, link: &Link, request: Request<'_>, reply: 
             for (cmd, value) in pipeline.cmd_iter().skip(offset).zip(values) {
                 if effect::effect(cmd) == Effect::Journal && !matches!(value, Value::ServerError(_))
                 {
-                    version = Some(shared.journal.record(effect::journal_key(cmd), cmd));
+                    version = Some(journal.record(effect::journal_key(cmd), cmd));
                 }
             }
         }
         (Request::Pipeline { .. }, Reply::Single(_)) => {}
     }
-    let Some(version) = version else {
-        return;
-    };
+    let version = version?;
     link.journal_version.fetch_max(version, Ordering::AcqRel);
-    let current = shared.slot.borrow().link.clone();
-    if let Some(current) = current
-        && current.journal_version.load(Ordering::Acquire) < version
-    {
-        tracing::info!(
-            generation = current.generation,
-            "link set up before a state command took effect; replacing it"
-        );
-        current.activity.mark_closed();
-        shared
-            .reporter
-            .link_lost(current.generation, DisconnectReason::Outdated);
-    }
+    Some(version)
+}
+
+/// Whether `link` was set up before the journal reached `version`.
+pub(super) fn is_outdated(link: &Link, version: u64) -> bool {
+    link.journal_version.load(Ordering::Acquire) < version
 }

@@ -165,7 +165,9 @@ async fn run(
         };
         let was_closed_before = link.is_closed();
         let in_flight = link.activity.begin();
-        let unblock = plan.block.and_then(|_| Unblock::arm(shared, &link));
+        let unblock = plan
+            .block
+            .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
         let outcome = timeout_at(deadline, send(&link, request, shared.is_cluster_node)).await;
         drop(in_flight);
         if let (Some(unblock), Ok(_)) = (unblock, &outcome) {
@@ -185,7 +187,7 @@ async fn run(
                 None => {
                     shared.record_success();
                     if plan.is_journalled {
-                        journal::record(shared, &link, request, &reply);
+                        replace_if_outdated(shared, &link, request, &reply);
                     }
                     return Ok(reply);
                 }
@@ -289,6 +291,25 @@ async fn send(link: &Link, request: Request<'_>, is_batched: bool) -> Result<Rep
                 .send_packed_commands(pipeline, offset, count)
                 .await?,
         )),
+    }
+}
+
+/// Records the state commands of a request that succeeded on `link`; the published link, if
+/// it was set up before they took effect, is replaced by one that replays them.
+fn replace_if_outdated(shared: &Shared, link: &Link, request: Request<'_>, reply: &Reply) {
+    let Some(version) = journal::record(&shared.journal, link, request, reply) else {
+        return;
+    };
+    let current = shared.slot.borrow().link.clone();
+    if let Some(current) = current.filter(|c| journal::is_outdated(c, version)) {
+        tracing::info!(
+            generation = current.generation,
+            "link set up before a state command took effect; replacing it"
+        );
+        current.activity.mark_closed();
+        shared
+            .reporter
+            .link_lost(current.generation, DisconnectReason::Outdated);
     }
 }
 

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Shared;
 use crate::connect::{Connector, Link, Target};
 
 /// How long the unblocking connection may take in all.
@@ -32,10 +31,14 @@ pub(super) struct Unblock {
 impl Unblock {
     /// A guard for a blocking command about to be sent on `link`; `None` when the link's
     /// client id is unknown (the server refused `CLIENT ID`).
-    pub(super) fn arm(shared: &Shared, link: &Arc<Link>) -> Option<Self> {
+    pub(super) fn arm(
+        connector: &Connector,
+        tasks: &tokio_util::task::TaskTracker,
+        link: &Arc<Link>,
+    ) -> Option<Self> {
         Some(Self {
-            connector: shared.connector.clone(),
-            tasks: shared.tasks.clone(),
+            connector: connector.clone(),
+            tasks: tasks.clone(),
             link: Arc::clone(link),
             client_id: link.client_id?,
             is_armed: true,
