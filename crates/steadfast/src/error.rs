@@ -192,6 +192,15 @@ impl From<Error> for redis::RedisError {
         {
             return redis;
         }
+        if error.kind == ErrorKind::CrossSlot {
+            // As redis-rs's cluster client refuses it: code CROSSSLOT, our words as the detail.
+            return (
+                redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot),
+                "Keys in request don't hash to the same slot",
+                error.message,
+            )
+                .into();
+        }
         let io_kind = match error.kind {
             ErrorKind::DeadlineExceeded => std::io::ErrorKind::TimedOut,
             ErrorKind::Connect | ErrorKind::Shutdown | ErrorKind::NotAttempted => {
@@ -251,7 +260,9 @@ impl std::error::Error for Carried {
 /// ```
 pub trait RedisErrorExt {
     /// The steadfast [`Error`] this error carries, if it came from steadfast's command path
-    /// (not for the server's own final replies, which come back as redis-rs made them).
+    /// (not for the server's own final replies, which come back as redis-rs made them, nor for
+    /// a cluster command refused up front for its keys' slots, which comes back as redis-rs's
+    /// cluster client makes it: `ErrorKind::Server(CrossSlot)`, code `CROSSSLOT`).
     fn steadfast_error(&self) -> Option<&Error>;
 
     /// Whether the command may have been applied on the server although the caller got an

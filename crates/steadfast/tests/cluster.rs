@@ -1210,3 +1210,23 @@ async fn an_announced_maintenance_routes_around_its_node_ahead_and_loses_nothing
     assert_eq!(reported, 1, "reported once, not once per node");
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_reply_over_a_cluster_equals_redis_rs_cluster_asyncs() {
+    let nodes = three_node_cluster().await;
+    let mut theirs = redis::cluster::ClusterClient::new(vec![nodes[0].url()])
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    support::replies::seed(&mut theirs).await;
+    let mut client = cluster_client(&nodes).await;
+    support::replies::replies_match(
+        &mut theirs,
+        &mut client,
+        "cluster",
+        support::replies::Compare::Cluster,
+    )
+    .await;
+    client.shutdown().await;
+}
