@@ -17,7 +17,9 @@ use crate::event::{DisconnectReason, Event, MaintenanceNotice};
 
 /// Commands finished.
 pub const COMMANDS: &str = "steadfast_commands_total";
-/// Commands sent again.
+/// Commands sent again, by `reason`: `not_ready` (LOADING, MASTERDOWN, BUSY), `busy` (TRYAGAIN,
+/// CLUSTERDOWN), `not_executed` (the link was lost or READONLY before the command ran),
+/// `ambiguous` (sent again though it may have been applied: idempotent, or allowed).
 pub const COMMAND_RETRIES: &str = "steadfast_command_retries_total";
 /// Links made.
 pub const LINKS: &str = "steadfast_links_total";

@@ -318,3 +318,109 @@ async fn a_unix_socket_endpoint_serves_commands_and_rides_through_a_restart() {
     let _ = server.wait();
     let _ = std::fs::remove_file(&socket);
 }
+
+/// `rejected_calls` of `command` in `INFO commandstats` (0 if it was never called).
+fn rejected_calls(commandstats: &str, command: &str) -> u64 {
+    commandstats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+        .and_then(|fields| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("rejected_calls="))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_wait_out_a_loading_restart_and_each_is_refused_about_once() {
+    init_tracing();
+    let mut server = RedisServer::start().await;
+    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+        .unwrap();
+    // About a second of LOADING on restart here.
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(1_000_000)
+        .arg("filler")
+        .arg(64)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut admin).await.unwrap();
+    drop(admin);
+    let client = connected(config_for(&server)).await;
+    const TASKS: usize = 32;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let (client, stop) = (client.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                n += 1;
+                let set = redis::cmd("SET").arg(format!("t{task}")).arg(n).to_owned();
+                if let Err(e) = client.query::<()>(&set).await {
+                    failed.push(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            failed
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.kill();
+    server.spawn_and_wait().await;
+    // Ready: PING answers PONG, not LOADING.
+    let loading_since = Instant::now();
+    let mut probe = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    while redis::cmd("PING")
+        .query_async::<String>(&mut probe)
+        .await
+        .is_err()
+    {
+        assert!(
+            loading_since.elapsed() < Duration::from_secs(20),
+            "still loading"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let loaded_after = loading_since.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let mut failed = Vec::new();
+    for task in tasks {
+        failed.extend(task.await.unwrap());
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut probe)
+        .await
+        .unwrap();
+    let (sets, pings) = (
+        rejected_calls(&stats, "set"),
+        rejected_calls(&stats, "ping"),
+    );
+    eprintln!("loading {loaded_after:?}: SET refused {sets} times, PING {pings}");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        loaded_after > Duration::from_millis(300),
+        "the server was loading for {loaded_after:?}: too short to test"
+    );
+    // Each waiting command met LOADING about once; one PING per poll (50 ms) did the asking.
+    // With a growing pause per command it was 5-10 refusals each.
+    assert!(sets <= 2 * TASKS as u64, "SET refused {sets} times");
+    assert!(pings >= 1, "the client polled with PING");
+    client.shutdown().await;
+}

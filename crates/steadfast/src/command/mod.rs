@@ -30,6 +30,7 @@ use retry::Decision;
 use unblock::Unblock;
 
 mod journal;
+mod ready;
 mod unblock;
 
 /// What is being sent.
@@ -169,6 +170,7 @@ async fn run(
             .block
             .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
         let outcome = timeout_at(deadline, send(&link, request, shared.is_cluster_node)).await;
+        let answered_at = Instant::now();
         drop(in_flight);
         if let (Some(unblock), Ok(_)) = (unblock, &outcome) {
             unblock.disarm();
@@ -209,6 +211,17 @@ async fn run(
                     &request.label(),
                     error,
                 ));
+            }
+            Decision::WaitAndRetry if retry::is_not_ready(&error) => {
+                crate::metrics::retry("not_ready");
+                debug!(generation = link.generation, %error, "server not ready; polling");
+                last_error = Some(Error::from_redis(
+                    ErrorKind::Server,
+                    &request.label(),
+                    error,
+                ));
+                let poll = shared.config.reconnect.refused_retry;
+                ready::wait(&link, answered_at, poll, deadline).await;
             }
             Decision::WaitAndRetry => {
                 crate::metrics::retry("busy");
@@ -336,7 +349,8 @@ fn is_server_error(value: &Value) -> bool {
     matches!(value, Value::ServerError(_))
 }
 
-/// Pause before sending again to a busy server (LOADING, TRYAGAIN ...): 50 ms, doubling to 1 s.
+/// Pause before sending again to a cluster between states (TRYAGAIN, CLUSTERDOWN): 50 ms,
+/// doubling to 1 s. A server that is not ready (LOADING ...) is polled instead ([`ready`]).
 fn busy_pause(attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(5);
     (Duration::from_millis(50) * factor).min(Duration::from_secs(1))

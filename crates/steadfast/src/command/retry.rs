@@ -83,6 +83,15 @@ pub(crate) fn is_cluster_refusal(error: &RedisError) -> bool {
     )
 }
 
+/// Whether `error` says the server is there and not ready: `LOADING`, `MASTERDOWN`, `BUSY`
+/// (polled until it answers, never backed off: see `command::ready`).
+pub(crate) fn is_not_ready(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown)
+    ) || error.code() == Some("BUSY")
+}
+
 /// Whether a server error inside a pipeline reply means "this command was not executed".
 pub(crate) fn is_not_executed(error: &RedisError) -> bool {
     matches!(
@@ -134,6 +143,27 @@ mod tests {
             ServerErrorKind::MasterDown,
         ] {
             assert_eq!(decide(&server(kind), true), Decision::WaitAndRetry);
+        }
+    }
+
+    #[test]
+    fn loading_masterdown_and_busy_are_not_ready_and_tryagain_is_not_one_of_them() {
+        for reply in [
+            &b"-LOADING Redis is loading the dataset in memory\r\n"[..],
+            b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+            b"-BUSY Redis is busy running a script.\r\n",
+        ] {
+            assert!(is_not_ready(&wire(reply)), "{}", String::from_utf8_lossy(reply));
+        }
+        for reply in [
+            &b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"[..],
+            b"-ERR unknown command\r\n",
+        ] {
+            assert!(
+                !is_not_ready(&wire(reply)),
+                "{}",
+                String::from_utf8_lossy(reply)
+            );
         }
     }
 

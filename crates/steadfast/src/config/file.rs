@@ -51,6 +51,7 @@ struct ConnectSection {
     tcp_nodelay: Option<bool>,
     tcp_user_timeout: Option<String>,
     syn_interval: Option<String>,
+    address_stagger: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -154,6 +155,11 @@ impl Config {
             &mut config.connect.syn_interval,
             "connect.syn_interval",
             file.connect.syn_interval.as_ref(),
+        )?;
+        set_duration(
+            &mut config.connect.address_stagger,
+            "connect.address_stagger",
+            file.connect.address_stagger.as_ref(),
         )?;
         set_duration(
             &mut config.command.deadline,

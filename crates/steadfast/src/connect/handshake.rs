@@ -12,6 +12,11 @@
 //!   replicas), `CLIENT ID` and `ROLE`. Refusals of `READONLY`, `CLIENT ID` and `ROLE`
 //!   are tolerated (some managed services rename them); a refused opt-in fails the attempt only in
 //!   [`MaintenanceMode::Enabled`].
+//! - A server that answers the handshake with `LOADING`, `MASTERDOWN` or `BUSY` fails the attempt
+//!   as *not ready* ([`FailureClass::NotReady`]): the next attempt comes after
+//!   `reconnect.refused_retry`, not after the growing backoff. (Redis answers `HELLO`, `AUTH`,
+//!   `SELECT`, `CLIENT` and `ROLE` while loading, so a loading server usually yields a link, and
+//!   its commands wait in `command::ready`.)
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -101,11 +106,15 @@ where
             } else {
                 ErrorKind::Connect
             };
-            rejected(Error::from_redis(
-                kind,
-                &format!("handshake with {address}"),
-                e,
-            ))
+            let class = if crate::command::retry::is_not_ready(&e) {
+                FailureClass::NotReady
+            } else {
+                FailureClass::Rejected
+            };
+            ConnectFailure {
+                class,
+                error: Error::from_redis(kind, &format!("handshake with {address}"), e),
+            }
         })?;
     let closed = tokio_util::sync::CancellationToken::new();
     let driver_task = {
@@ -136,21 +145,34 @@ where
     .await
     .map_err(|e| {
         driver_task.abort();
-        rejected(Error::from_redis(
-            ErrorKind::Connect,
-            &format!("handshake with {address}"),
-            e,
-        ))
+        let class = if crate::command::retry::is_not_ready(&e) {
+            FailureClass::NotReady
+        } else {
+            FailureClass::Rejected
+        };
+        ConnectFailure {
+            class,
+            error: Error::from_redis(ErrorKind::Connect, &format!("handshake with {address}"), e),
+        }
     })?;
-    if let Some((index, refusal)) = &facts.replay_refused {
+    if let Some(refused) = &facts.replay_refused {
         driver_task.abort();
-        let command = replay.get(*index).map(describe).unwrap_or_default();
-        return Err(rejected(Error::new(
-            ErrorKind::Connect,
-            format!(
-                "handshake with {address}: replaying `{command}` (sent earlier by the caller) was refused: {refusal}"
+        let command = replay.get(refused.index).map(describe).unwrap_or_default();
+        let class = if refused.is_not_ready {
+            FailureClass::NotReady
+        } else {
+            FailureClass::Rejected
+        };
+        return Err(ConnectFailure {
+            class,
+            error: Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "handshake with {address}: replaying `{command}` (sent earlier by the caller) was refused: {}",
+                    refused.reply
+                ),
             ),
-        )));
+        });
     }
     if let Some(Err(refusal)) = &facts.maintenance
         && config.maintenance.mode == MaintenanceMode::Enabled
@@ -167,6 +189,7 @@ where
     Ok(Link {
         generation,
         address,
+        local: None,
         connection,
         activity,
         client_id: facts.client_id,
@@ -176,6 +199,7 @@ where
         driver: driver_task.abort_handle(),
         batcher: std::sync::Arc::default(),
         journal_version: journal_version.into(),
+        ready: tokio::sync::Mutex::default(),
     })
 }
 
@@ -212,8 +236,18 @@ struct Facts {
     role: String,
     /// `None`: not asked; `Some(Err(reply))`: refused.
     maintenance: Option<Result<(), String>>,
-    /// The first replayed journal command the server refused, by index, and its reply.
-    replay_refused: Option<(usize, String)>,
+    /// The first replayed journal command the server refused.
+    replay_refused: Option<Refused>,
+}
+
+/// A replayed journal command the server refused.
+struct Refused {
+    /// Its place in the journal.
+    index: usize,
+    /// The server's reply.
+    reply: String,
+    /// The refusal was "not ready" (`LOADING` ...), not "no".
+    is_not_ready: bool,
 }
 
 /// What the session round trip sends.
@@ -253,8 +287,13 @@ async fn session(
     let mut replay_refused = None;
     for index in 0..session.replay.len() {
         if let Some(Value::ServerError(e)) = replies.next() {
-            replay_refused
-                .get_or_insert((index, format!("{} {}", e.code(), e.details().unwrap_or(""))));
+            let reply = format!("{} {}", e.code(), e.details().unwrap_or(""));
+            let is_not_ready = crate::command::retry::is_not_ready(&e.into());
+            replay_refused.get_or_insert(Refused {
+                index,
+                reply,
+                is_not_ready,
+            });
         }
     }
     let maintenance = session.opt_in.map(|_| match replies.next() {

@@ -17,6 +17,8 @@ use super::activity::Activity;
 pub(crate) struct Link {
     pub(crate) generation: u64,
     pub(crate) address: super::Address,
+    /// Our end of a TCP link, as the server's `CLIENT LIST` shows it (`addr=`).
+    pub(crate) local: Option<std::net::SocketAddr>,
     pub(crate) connection: MultiplexedConnection,
     pub(crate) activity: Arc<Activity>,
     /// `CLIENT ID` at handshake, for the health probe's `CLIENT LIST ID`.
@@ -30,6 +32,9 @@ pub(crate) struct Link {
     pub(crate) batcher: Arc<super::batch::Batcher>,
     /// The version of the link journal this link's state matches.
     pub(crate) journal_version: std::sync::atomic::AtomicU64,
+    /// When the server last answered a readiness `PING` after refusing with `LOADING` ...; the
+    /// lock makes one command per link the poller (`command::ready`).
+    pub(crate) ready: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Link {

@@ -2,8 +2,10 @@
 //!
 //! # Behaviour
 //! - The endpoint's name is resolved on every attempt; no address is kept across attempts.
-//! - Each address is tried in turn, sharing the attempt's `connect_timeout`, with the socket
-//!   options (`TCP_NODELAY`, `TCP_USER_TIMEOUT`, keepalive) set before the SYN.
+//! - Several addresses are dialled staggered and in parallel, the first to connect winning, and
+//!   an address that failed recently is dialled last ([`dial`]: RFC 8305's Happy Eyeballs); all
+//!   within the attempt's `connect_timeout`, with the socket options (`TCP_NODELAY`,
+//!   `TCP_USER_TIMEOUT`, keepalive) set before the SYN.
 //! - The stream is wrapped in an activity meter and handed to redis-rs's
 //!   `MultiplexedConnection::new_with_config`, which runs `HELLO 3` (or `AUTH` for RESP2) with the
 //!   credentials and `SELECT`. Then one round trip sends `CLIENT SETNAME`, `CLIENT ID` and `ROLE`;
@@ -20,6 +22,7 @@ mod address;
 mod batch;
 pub mod credentials;
 mod diagnose;
+pub(crate) mod dial;
 mod handshake;
 mod journal;
 pub(crate) mod link;
@@ -57,6 +60,10 @@ pub(crate) enum FailureClass {
     /// A server (or the resolver) was reached and the attempt still failed: back off, since
     /// trying again costs it work.
     Rejected,
+    /// A server answered that it is not ready (`LOADING`, `MASTERDOWN`, `BUSY`): it is there,
+    /// asking again is cheap, and it will be ready at a moment nobody knows; try again as soon
+    /// as after a refusal.
+    NotReady,
 }
 
 /// Why an attempt failed.
@@ -93,6 +100,8 @@ pub struct Trace {
     pub steps: Vec<(Step, std::time::Duration)>,
     /// Where the step under way is told (the supervisor's attempts).
     progress: Option<Progress>,
+    /// An address to dial last (the health probe's: the stalled link's own).
+    avoid: Option<SocketAddr>,
 }
 
 impl Trace {
@@ -166,6 +175,8 @@ pub(crate) struct Connector {
     is_read_only_session: bool,
     /// State commands the caller sent, replayed on every new link.
     pub(crate) journal: Journal,
+    /// Addresses that recently failed to answer, dialled last; shared by every clone.
+    failures: dial::Failures,
 }
 
 impl Connector {
@@ -184,6 +195,7 @@ impl Connector {
             moved_to: Arc::new(Mutex::new(None)),
             is_read_only_session: false,
             journal: Journal::default(),
+            failures: dial::Failures::default(),
         })
     }
 
@@ -211,6 +223,7 @@ impl Connector {
             moved_to: Arc::clone(&self.moved_to),
             is_read_only_session: false,
             journal: Journal::default(),
+            failures: self.failures.clone(),
         }
     }
 
@@ -260,6 +273,27 @@ impl Connector {
         self.connect_traced(generation, target, &mut trace).await
     }
 
+    /// [`Connector::connect`], dialling `avoid` after every other address of the name (the
+    /// health probe: a connection that reaches another address is a second opinion on the
+    /// stalled link at `avoid`).
+    pub(crate) async fn connect_avoiding(
+        &self,
+        avoid: Option<SocketAddr>,
+    ) -> Result<Link, ConnectFailure> {
+        let mut trace = Trace {
+            avoid,
+            ..Trace::default()
+        };
+        self.connect_traced(0, &Target::Configured, &mut trace)
+            .await
+    }
+
+    /// `address` is the way to a server no more (a link there was judged dead): dial it after
+    /// the name's other addresses for a while.
+    pub(crate) fn remember_failed(&self, address: SocketAddr) {
+        self.failures.record(address, Instant::now());
+    }
+
     /// [`Connector::connect`], recording how long each step took into `trace`.
     pub(crate) async fn connect_traced(
         &self,
@@ -306,9 +340,21 @@ impl Connector {
             let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
             format!("tcp connect to {}", list.join(", "))
         });
-        let (stream, address) = self.dial_any(&addresses, deadline).await?;
+        let ordered = self.failures.order(&addresses, trace.avoid);
+        let (stream, address) =
+            dial::race(&ordered, &self.config.connect, deadline, &self.failures)
+                .await
+                .map_err(|lost| {
+                    let class = if lost.is_refused {
+                        FailureClass::Refused
+                    } else {
+                        FailureClass::Unanswered
+                    };
+                    failure(lost.errors.join("; "), class)
+                })?;
         trace.finish(Step::TcpConnect, &mut step_started);
         trace.address = Some(Address::Tcp(address));
+        let local = stream.local_addr().ok();
         let attempt = async {
             match &self.tls {
                 None => {
@@ -344,7 +390,10 @@ impl Connector {
                 if result.is_ok() {
                     trace.finish(Step::Handshake, &mut step_started);
                 }
-                result
+                result.map(|mut link| {
+                    link.local = local;
+                    link
+                })
             }
             Err(_) => Err(failure(
                 format!(
@@ -408,32 +457,6 @@ impl Connector {
                 FailureClass::Rejected,
             )),
         }
-    }
-
-    async fn dial_any(
-        &self,
-        addresses: &[SocketAddr],
-        deadline: Instant,
-    ) -> Result<(tokio::net::TcpStream, SocketAddr), ConnectFailure> {
-        let mut errors = Vec::new();
-        let mut is_refused = true;
-        for (index, &address) in addresses.iter().enumerate() {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let share = remaining / u32::try_from(addresses.len() - index).unwrap_or(u32::MAX);
-            match socket::dial_paced(address, &self.config.connect, share).await {
-                Ok(stream) => return Ok((stream, address)),
-                Err(e) => {
-                    is_refused &= e.kind() == io::ErrorKind::ConnectionRefused;
-                    errors.push(format!("tcp connect to {address}: {e}"));
-                }
-            }
-        }
-        let class = if is_refused {
-            FailureClass::Refused
-        } else {
-            FailureClass::Unanswered
-        };
-        Err(failure(errors.join("; "), class))
     }
 }
 

@@ -13,12 +13,21 @@
 //!   3 % of one core of this 2-core VM, almost all of it the PING round trips (BENCHMARKS.md).
 //! - **Probe: the verdict.** A fresh connection, dialled in this task (never in a caller's path,
 //!   one at a time, backed off from `read_stall` doubling to 30 s while the link stays stalled),
-//!   answers:
-//!   - the name now resolves elsewhere, or the server no longer lists our old connection
-//!     (`CLIENT LIST ID <id>` recorded at handshake), or lists it idle since before our commands
-//!     were sent (they never arrived) -> [`Verdict::Dead`]: the supervisor replaces the link;
-//!   - the server lists our connection busy with a command (or blocked, flag `b`) ->
-//!     [`Verdict::Alive`]: slow, not dead; the command deadline decides;
+//!   answers. It dials the name's addresses with the stalled link's own address last (and the
+//!   others staggered, as every dial: [`connect::dial`](crate::connect)), so a name that lists a
+//!   dead address beside a live one is judged by the live one. Then:
+//!   - the name now resolves elsewhere (the old address is not in the answer) ->
+//!     [`Verdict::Dead`], without a probe;
+//!   - the fresh connection reached **the old link's address**: `CLIENT LIST ID <id>` (the id
+//!     recorded at handshake) that no longer lists our connection, or lists it idle since before
+//!     our commands were sent (they never arrived) -> [`Verdict::Dead`]; lists it busy with a
+//!     command (or blocked, flag `b`) -> [`Verdict::Alive`]: slow, not dead; the command
+//!     deadline decides;
+//!   - the fresh connection reached **another address**: a server there that does not list a
+//!     connection from our old link's own address (`addr=`; ids are counted per server, so the
+//!     id alone proves nothing) is a different server -> [`Verdict::Dead`], and the old address
+//!     is dialled last for a while, so the new link goes where the probe went; one that lists it
+//!     is the same server by another way, judged as above;
 //!   - the fresh connection gets no answer within `health.probe_timeout` either ->
 //!     [`Verdict::Unknown`]: nothing better exists, keep the link and probe again later.
 //!     `TCP_USER_TIMEOUT` and keepalive still kill a path that stops acknowledging.

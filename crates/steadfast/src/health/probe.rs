@@ -26,18 +26,16 @@ pub(super) async fn name_moved(config: &Config, old: &Link) -> Option<String> {
     }
 }
 
-/// Judges `old`, which has had commands in flight and read nothing for a while.
+/// Judges `old`, which has had commands in flight and read nothing for a while. The fresh
+/// connection dials the name's other addresses before `old`'s own, so a name that still lists
+/// a dead address beside a live one is judged by the live one.
 pub(super) async fn judge(connector: &Connector, config: &Config, old: &Link) -> Verdict {
     let bound = config.health.probe_timeout;
     if let Some(reason) = name_moved(config, old).await {
         return Verdict::Dead(reason);
     }
-    let fresh = match timeout(
-        bound,
-        connector.connect(0, &crate::connect::Target::Configured),
-    )
-    .await
-    {
+    let old_address = old.address.tcp();
+    let fresh = match timeout(bound, connector.connect_avoiding(old_address)).await {
         Ok(Ok(fresh)) => fresh,
         Ok(Err(failure)) => {
             return Verdict::Unknown(format!("fresh connection: {}", failure.error));
@@ -50,15 +48,27 @@ pub(super) async fn judge(connector: &Connector, config: &Config, old: &Link) ->
     };
     let verdict = ask_server(&fresh, old, config).await;
     fresh.close();
+    if let (Verdict::Dead(_), Some(address)) = (&verdict, old_address)
+        && fresh.address != old.address
+    {
+        // The supervisor's dial starts with the address the probe reached.
+        connector.remember_failed(address);
+    }
     verdict
 }
 
 async fn ask_server(fresh: &Link, old: &Link, config: &Config) -> Verdict {
     let stalled_for = old.activity.stalled_for(Instant::now());
+    let is_elsewhere = fresh.address != old.address;
     let fallback = || {
         if stalled_for > config.health.read_stall {
+            let place = if is_elsewhere {
+                format!(" at {}", fresh.address)
+            } else {
+                String::new()
+            };
             Verdict::Dead(format!(
-                "a fresh connection answers while the old one read nothing for {stalled_for:?}"
+                "a fresh connection{place} answers while the old one read nothing for {stalled_for:?}"
             ))
         } else {
             Verdict::Alive("the old link read again while the probe ran".into())
@@ -67,28 +77,43 @@ async fn ask_server(fresh: &Link, old: &Link, config: &Config) -> Verdict {
     let Some(id) = old.client_id else {
         return fallback();
     };
-    if fresh.address != old.address {
-        return fallback();
-    }
     let mut connection = fresh.connection.clone();
     let list = redis::cmd("CLIENT")
         .arg("LIST")
         .arg("ID")
         .arg(id)
         .to_owned();
-    match timeout(
+    let listing = match timeout(
         config.health.probe_timeout,
         connection.send_packed_command(&list),
     )
     .await
     {
-        Ok(Ok(Value::BulkString(bytes))) => {
-            judge_listing(&String::from_utf8_lossy(&bytes), stalled_for)
-        }
-        Ok(Ok(Value::VerbatimString { text, .. })) => judge_listing(&text, stalled_for),
-        Ok(Ok(_) | Err(_)) => fallback(),
-        Err(_) => Verdict::Unknown("CLIENT LIST got no answer".into()),
+        Ok(Ok(Value::BulkString(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(Ok(Value::VerbatimString { text, .. })) => text,
+        Ok(Ok(_) | Err(_)) => return fallback(),
+        Err(_) => return Verdict::Unknown("CLIENT LIST got no answer".into()),
+    };
+    if is_elsewhere && !is_listed_from(&listing, old.local) {
+        return Verdict::Dead(format!(
+            "a different server answers at {}: it does not know our connection to {}, which read nothing for {stalled_for:?}",
+            fresh.address, old.address
+        ));
     }
+    judge_listing(&listing, stalled_for)
+}
+
+/// Whether `listing` (`CLIENT LIST ID <id>`) shows a connection from `local`: the same server
+/// reached by another address. Client ids are counted per server, so the id alone proves nothing.
+pub(crate) fn is_listed_from(listing: &str, local: Option<std::net::SocketAddr>) -> bool {
+    let Some(local) = local else {
+        return false;
+    };
+    let local = local.to_string();
+    listing.lines().any(|line| {
+        line.split_whitespace()
+            .any(|kv| kv.strip_prefix("addr=") == Some(local.as_str()))
+    })
 }
 
 /// Reads the server's line about our old connection.
@@ -132,6 +157,22 @@ mod tests {
             let line = format!("id=1 idle={idle} flags=N cmd=get");
             let _ = judge_listing(&line, Duration::from_secs(2));
         }
+    }
+
+    #[test]
+    fn another_server_knows_our_connection_only_by_our_own_address() {
+        let local: std::net::SocketAddr = "10.0.0.9:51234".parse().unwrap();
+        let ours = "id=7 addr=10.0.0.9:51234 laddr=10.0.0.1:6379 fd=8 idle=3 flags=N cmd=get\n";
+        let someone_else = "id=7 addr=10.0.0.4:40000 laddr=10.0.0.2:6379 idle=0 cmd=get\n";
+        assert!(is_listed_from(ours, Some(local)));
+        assert!(!is_listed_from(someone_else, Some(local)));
+        assert!(!is_listed_from("", Some(local)));
+        assert!(!is_listed_from(ours, None));
+        let v6: std::net::SocketAddr = "[fd00::9]:51234".parse().unwrap();
+        assert!(is_listed_from(
+            "id=7 addr=[fd00::9]:51234 idle=0\n",
+            Some(v6)
+        ));
     }
 
     #[test]

@@ -23,9 +23,10 @@
 //! # Behaviour
 //! - Single flight: a loss reported for a generation that is not the current one is ignored, so
 //!   a hundred commands that all saw the same link die cause one dial.
-//! - The first dial after a lost link starts at once; later ones wait: briefly after a refusal or
-//!   an unanswered attempt (nothing was asked of any server), exponentially after an attempt that
-//!   reached a server and failed.
+//! - The first dial after a lost link starts at once; later ones wait: briefly after a refusal,
+//!   an unanswered attempt (nothing was asked of any server) or a server that answered "not
+//!   ready" (`LOADING` ...: there, and cheap to ask again), exponentially after an attempt that
+//!   reached a server and failed otherwise.
 //! - It never gives up: there is no path to `Stopped` but shutdown.
 //! - Every replaced link is closed (an explicit [`Action::Close`]).
 
@@ -211,7 +212,9 @@ impl Machine {
             }
             (State::Dialling { attempt, .. }, Input::DialFailed { class, error }) => {
                 let delay = match class {
-                    FailureClass::Refused | FailureClass::Unanswered => self.backoff.quick(),
+                    FailureClass::Refused | FailureClass::Unanswered | FailureClass::NotReady => {
+                        self.backoff.quick()
+                    }
                     FailureClass::Rejected => self.backoff.next().unwrap_or_default(),
                 };
                 (

@@ -123,7 +123,8 @@ enum Woke {
     Shutdown,
     Report(Report),
     LinkClosed,
-    Dialled(Result<Result<Link, ConnectFailure>, tokio::task::JoinError>),
+    /// Boxed: a link is large, and a dial ends once per link.
+    Dialled(Box<Result<Result<Link, ConnectFailure>, tokio::task::JoinError>>),
     Waited,
     HoldExpired(u64),
 }
@@ -215,7 +216,7 @@ impl Task {
                 () = self.cancel.cancelled() => Woke::Shutdown,
                 Some(report) = self.reports.recv() => Woke::Report(report),
                 () = link_closed => Woke::LinkClosed,
-                result = dial => Woke::Dialled(result),
+                result = dial => Woke::Dialled(Box::new(result)),
                 () = wait => Woke::Waited,
                 generation = hold => Woke::HoldExpired(generation),
             }
@@ -235,7 +236,7 @@ impl Task {
             Woke::Dialled(result) => {
                 self.dial = None;
                 self.progress.clear();
-                self.dial_outcome(result)
+                self.dial_outcome(*result)
             }
             Woke::Waited => {
                 self.wait = None;
