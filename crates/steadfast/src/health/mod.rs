@@ -6,7 +6,9 @@
 //! - **Read-progress watchdog.** A link with commands in flight that has read no byte for
 //!   `health.read_stall` (1 s) becomes *suspect*: a [`HeartbeatMissed`](crate::Event::HeartbeatMissed)
 //!   event, the endpoint's name is resolved again on every tick (100 ms) while it stays suspect,
-//!   and a probe (below) runs. Suspicion alone never drops a link. An idle link is looked at only
+//!   and a probe (below) runs. Suspicion alone never drops a link. A name that starts listing
+//!   an address it did not list before (a promoted replica beside the old primary) starts a
+//!   fresh probe at once, abandoning one that may be stuck dialling the old address. An idle link is looked at only
 //!   when its heartbeat is due, a busy one when it could first become suspect (`read_stall`
 //!   after its last read), both at least every `read_stall`; a suspect one every tick. The PING
 //!   is sent and awaited by the monitor itself, no task per PING: 1,000 idle clients cost about
@@ -105,7 +107,10 @@ async fn run(
     let mut ping: Option<Heartbeat> = None;
     let mut watched: u64 = 0;
     let mut probe: Option<tokio::task::JoinHandle<Verdict>> = None;
-    let mut name_check: Option<tokio::task::JoinHandle<Option<String>>> = None;
+    let mut name_check: Option<tokio::task::JoinHandle<probe::Name>> = None;
+    // Every address the name has listed since this link was made: a new one (a promoted
+    // replica added beside the old primary) restarts a probe that may be stuck on the old.
+    let mut listed: Vec<std::net::SocketAddr> = Vec::new();
     let mut probe_backoff = health.read_stall;
     let mut next_probe_at = Instant::now();
     // The name is looked at once per tick: a lookup that answers at once (an IP address, a
@@ -126,7 +131,27 @@ async fn run(
             }
             joined = async { name_check.as_mut().expect("guarded").await }, if name_check.is_some() => {
                 name_check = None;
-                joined.ok().flatten().map(Verdict::Dead)
+                match joined {
+                    Ok(probe::Name::Moved(reason)) => Some(Verdict::Dead(reason)),
+                    Ok(probe::Name::Lists(addresses)) => {
+                        let mut is_new = false;
+                        for address in addresses {
+                            if !listed.contains(&address) {
+                                listed.push(address);
+                                is_new = true;
+                            }
+                        }
+                        if is_new {
+                            // Judge again at once, with the new address to dial.
+                            if let Some(stale) = probe.take() {
+                                stale.abort();
+                            }
+                            next_probe_at = Instant::now();
+                        }
+                        None
+                    }
+                    Ok(probe::Name::Silent) | Err(_) => None,
+                }
             }
         };
         let Some(shared) = shared.upgrade() else {
@@ -163,6 +188,7 @@ async fn run(
         }
         if link.generation != watched {
             watched = link.generation;
+            listed = link.address.tcp().into_iter().collect();
             probe_backoff = health.read_stall;
             next_probe_at = now;
             for stale in [
@@ -204,8 +230,8 @@ async fn run(
                     (std::sync::Arc::clone(&config), link.clone(), cancel.clone());
                 name_check = Some(tasks.spawn(async move {
                     tokio::select! {
-                        moved = probe::name_moved(&config, &link) => moved,
-                        () = cancel.cancelled() => None,
+                        name = probe::look_at_name(&config, &link) => name,
+                        () = cancel.cancelled() => probe::Name::Silent,
                     }
                 }));
             }

@@ -1,5 +1,6 @@
 //! The probe: a second opinion on a stalled link from a fresh connection.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use redis::Value;
@@ -9,20 +10,33 @@ use super::Verdict;
 use crate::config::Config;
 use crate::connect::{Connector, Link};
 
-/// Whether the endpoint's name now resolves to addresses that do not include `old`'s: if so, the
-/// reason to drop it. A failed lookup says nothing.
-pub(super) async fn name_moved(config: &Config, old: &Link) -> Option<String> {
+/// What the endpoint's name says about a stalled link.
+#[derive(Debug)]
+pub(super) enum Name {
+    /// The name no longer lists the link's address: the reason to drop it.
+    Moved(String),
+    /// The name lists these addresses, the link's among them.
+    Lists(Vec<SocketAddr>),
+    /// Nothing known: the lookup failed or timed out, or the link is not TCP.
+    Silent,
+}
+
+/// Resolves the endpoint's name again and compares it with `old`'s address.
+pub(super) async fn look_at_name(config: &Config, old: &Link) -> Name {
     let endpoint = &config.endpoint;
-    let old_address = old.address.tcp()?;
+    let Some(old_address) = old.address.tcp() else {
+        return Name::Silent;
+    };
     let lookup = endpoint.resolver.resolve(&endpoint.host, endpoint.port);
     match timeout(config.health.probe_timeout, lookup).await {
         Ok(Ok(addresses)) if !addresses.is_empty() && !addresses.contains(&old_address) => {
-            Some(format!(
+            Name::Moved(format!(
                 "{} now resolves to {addresses:?}, not {}",
                 endpoint.host, old.address
             ))
         }
-        _ => None,
+        Ok(Ok(addresses)) if !addresses.is_empty() => Name::Lists(addresses),
+        _ => Name::Silent,
     }
 }
 
@@ -31,7 +45,7 @@ pub(super) async fn name_moved(config: &Config, old: &Link) -> Option<String> {
 /// a dead address beside a live one is judged by the live one.
 pub(super) async fn judge(connector: &Connector, config: &Config, old: &Link) -> Verdict {
     let bound = config.health.probe_timeout;
-    if let Some(reason) = name_moved(config, old).await {
+    if let Name::Moved(reason) = look_at_name(config, old).await {
         return Verdict::Dead(reason);
     }
     let old_address = old.address.tcp();
