@@ -229,6 +229,31 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Polls from the caller's namespace until the server answers PING with PONG: listening
+    /// and done loading its dataset (a loading server answers `-LOADING`).
+    ///
+    /// # Errors
+    /// When it did not within `limit`.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<Instant, LabError> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if reply_to_ping(self.address())
+                .await
+                .is_some_and(|r| r.starts_with(b"+PONG"))
+            {
+                return Ok(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(LabError::new(format!(
+            "server {} at {} not ready within {limit:?}",
+            self.label,
+            self.address()
+        )))
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.resume();
@@ -237,18 +262,26 @@ impl Drop for Server {
     }
 }
 
-/// One PING on a fresh TCP connection, bounded to 200 ms.
+/// One PING on a fresh TCP connection, bounded to 200 ms: whether any reply came (`+PONG`, or
+/// an error such as `-NOAUTH` or `-LOADING`: the server is there).
 pub async fn ping(address: SocketAddr) -> bool {
+    reply_to_ping(address)
+        .await
+        .is_some_and(|r| r.starts_with(b"+") || r.starts_with(b"-"))
+}
+
+/// The first bytes of the reply to one PING on a fresh TCP connection, bounded to 200 ms.
+async fn reply_to_ping(address: SocketAddr) -> Option<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
         stream.write_all(b"PING\r\n").await.ok()?;
         let mut buf = [0u8; 16];
         let n = stream.read(&mut buf).await.ok()?;
-        (n > 0 && (buf[0] == b'+' || buf[0] == b'-')).then_some(())
+        (n > 0).then(|| buf[..n].to_vec())
     };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(200), attempt).await,
-        Ok(Some(()))
-    )
+    tokio::time::timeout(Duration::from_millis(200), attempt)
+        .await
+        .ok()
+        .flatten()
 }

@@ -2,7 +2,8 @@
 //!
 //! # Behaviour
 //! - [`launch`] runs in the machine's namespace: it makes the client namespace (whose
-//!   `/etc/netns/<ns>/resolv.conf` names the lab's DNS server), runs this same program inside it
+//!   `/etc/netns/<ns>/resolv.conf` names the lab's DNS server, and whose `gai.conf` ranks
+//!   server A first among several addresses), runs this same program inside it
 //!   with `ip netns exec`, and afterwards removes everything the run made, whatever happened.
 //! - [`run`] runs inside the client namespace: for each scenario it builds a lab, starts every
 //!   client under test with both workloads, plays the timeline, and measures. Without root it
@@ -79,6 +80,8 @@ pub async fn launch(program: &std::path::Path, args: &[String]) -> Result<i32, L
         format!("nameserver {DNS_IP}\noptions timeout:1 attempts:2\n"),
     )
     .map_err(|e| LabError::new(format!("{etc:?}/resolv.conf: {e}")))?;
+    std::fs::write(etc.join("gai.conf"), gai_conf())
+        .map_err(|e| LabError::new(format!("{etc:?}/gai.conf: {e}")))?;
     let mut child = tokio::process::Command::new("ip")
         .args(["netns", "exec", &name])
         .arg(program)
@@ -99,6 +102,18 @@ pub async fn launch(program: &std::path::Path, args: &[String]) -> Result<i32, L
     drop(namespace);
     net::remove_prefixed(&prefix);
     Ok(status.and_then(|s| s.code()).unwrap_or(1))
+}
+
+/// The client namespace's `/etc/gai.conf`: glibc's default precedence table (a `precedence`
+/// line replaces all of it), and server A ranked above every other address, so a name that
+/// lists several addresses lists A first on every lookup (dnsmasq rotates its answers; the
+/// `failover-dead-first` scenario needs the dead address first every time).
+fn gai_conf() -> String {
+    let first = net::server_ip(0);
+    format!(
+        "precedence ::1/128 50\nprecedence ::/0 40\nprecedence 2002::/16 30\n\
+         precedence ::/96 20\nprecedence ::ffff:0:0/96 10\nprecedence ::ffff:{first}/128 100\n"
+    )
 }
 
 /// Where the drill's labs are built.

@@ -496,6 +496,13 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
             o.detection_ms.is_some_and(|d| d <= limit_ms),
         )
     };
+    let in_use = |limit_ms: f64| {
+        goal(
+            &format!("new primary in use within {limit_ms:.0} ms of the fault"),
+            ms(o.recovery_from_fault_ms),
+            o.recovered && o.recovery_from_fault_ms.is_some_and(|r| r <= limit_ms),
+        )
+    };
     let only_deadlines = goal(
         "only failures are deadlines that ran out",
         format!("{:?}", o.errors),
@@ -516,10 +523,20 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
         )
     };
     match scenario {
-        Scenario::Restart | Scenario::ClientKill | Scenario::Demotion | Scenario::DownAtStart => {
+        Scenario::Restart
+        | Scenario::RestartLoading
+        | Scenario::ClientKill
+        | Scenario::Demotion
+        | Scenario::DownAtStart => {
             vec![failed(0), recovery(100.0)]
         }
         Scenario::FailoverDnsFlip => vec![detection(1_500.0), recovery(250.0), failed(0)],
+        Scenario::FailoverDeadFirst => vec![
+            detection(1_500.0),
+            in_use(1_500.0),
+            recovery(250.0),
+            failed(0),
+        ],
         Scenario::Blackhole => vec![detection(1_500.0), recovery(250.0), only_deadlines],
         Scenario::SlowServer => vec![reconnects(0), failed(0)],
         Scenario::Moving => vec![failed(0), handoff(100.0), reconnects(1)],

@@ -20,9 +20,15 @@ use crate::net::CLIENT_IP;
 pub enum Scenario {
     /// kill -9 the primary, start it again after 2 s.
     Restart,
+    /// The primary holds a dataset that takes seconds to load; kill -9 it and start it at once:
+    /// it answers `LOADING` until the dataset is in memory.
+    RestartLoading,
     /// Blackhole primary A for everyone, promote replica B after 1 s and point the name at B:
     /// what ElastiCache and Azure do.
     FailoverDnsFlip,
+    /// Blackhole primary A, 1 s later promote B and make the name list A first and B second
+    /// (round-robin DNS, a configuration endpoint mid-failover).
+    FailoverDeadFirst,
     /// Promote B, point the name at B, make A a replica of B (A stays reachable).
     Demotion,
     /// Silently drop everything between the client and the primary, then heal.
@@ -66,11 +72,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in drill order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::Restart,
+        Self::RestartLoading,
         Self::ClientKill,
         Self::Demotion,
         Self::FailoverDnsFlip,
+        Self::FailoverDeadFirst,
         Self::Blackhole,
         Self::SlowServer,
         Self::LossyLink,
@@ -92,7 +100,9 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Self::Restart => "restart",
+            Self::RestartLoading => "restart-loading",
             Self::FailoverDnsFlip => "failover-dns-flip",
+            Self::FailoverDeadFirst => "failover-dead-first",
             Self::Demotion => "demotion",
             Self::Blackhole => "blackhole",
             Self::ClientKill => "client-kill",
@@ -122,8 +132,14 @@ impl Scenario {
     pub fn description(self, timing: &Timing) -> String {
         match self {
             Self::Restart => "kill -9 the primary, start it again 2 s later".into(),
+            Self::RestartLoading => format!(
+                "kill -9 the primary holding {LOADING_KEYS} keys (saved), start it at once: LOADING for seconds"
+            ),
             Self::FailoverDnsFlip => {
                 "blackhole primary A, 1 s later promote B and point the name at B".into()
+            }
+            Self::FailoverDeadFirst => {
+                "blackhole primary A, 1 s later promote B; the name lists A first, then B".into()
             }
             Self::Demotion => "promote B, point the name at B, make A a replica of B".into(),
             Self::Blackhole => format!(
@@ -168,7 +184,11 @@ impl Scenario {
     pub fn is_loopback_capable(self) -> bool {
         matches!(
             self,
-            Self::Restart | Self::ClientKill | Self::SlowServer | Self::DownAtStart
+            Self::Restart
+                | Self::RestartLoading
+                | Self::ClientKill
+                | Self::SlowServer
+                | Self::DownAtStart
         )
     }
 
@@ -190,9 +210,11 @@ impl Scenario {
         matches!(
             self,
             Self::Restart
+                | Self::RestartLoading
                 | Self::ClientKill
                 | Self::Demotion
                 | Self::FailoverDnsFlip
+                | Self::FailoverDeadFirst
                 | Self::SlowServer
                 | Self::DownAtStart
                 | Self::Moving
@@ -235,6 +257,7 @@ impl Scenario {
         }
         match self {
             Self::FailoverDnsFlip
+            | Self::FailoverDeadFirst
             | Self::Demotion
             | Self::Moving
             | Self::FailingOver
@@ -264,6 +287,14 @@ impl Scenario {
         if self.is_cluster() {
             return self.play_cluster(lab, timing).await;
         }
+        if self == Self::RestartLoading {
+            // Written before the clients start, so their writes are not in the saved dataset.
+            let keys = LOADING_KEYS.to_string();
+            lab.servers[0]
+                .cli(&["DEBUG", "POPULATE", &keys, "filler", "64"])
+                .await?;
+            lab.servers[0].cli(&["SAVE"]).await?;
+        }
         sleep(timing.warmup).await;
         let fault = Instant::now();
         let restored = match self {
@@ -274,6 +305,26 @@ impl Scenario {
                 lab.servers[0]
                     .wait_reachable(Duration::from_secs(10))
                     .await?
+            }
+            Self::RestartLoading => {
+                lab.servers[0].kill();
+                lab.servers[0].start()?;
+                lab.servers[0].wait_ready(Duration::from_secs(30)).await?
+            }
+            Self::FailoverDeadFirst => {
+                let cut = fault::isolate(&lab.servers[0])?;
+                sleep(Duration::from_secs(1)).await;
+                lab.servers[1].promote().await?;
+                // The client's resolver ranks A first (gai.conf of the client namespace), so
+                // every lookup lists the dead address first: round-robin's worst case.
+                lab.dns()?
+                    .point_at_all(&[lab.servers[0].ip, lab.servers[1].ip])?;
+                let restored = Instant::now();
+                sleep_until(fault + Duration::from_secs(7)).await;
+                drop(cut);
+                // A comes back as a replica of B, as a managed service reconfigures it.
+                lab.servers[0].replicate(&lab.servers[1]).await?;
+                restored
             }
             Self::FailoverDnsFlip => {
                 let cut = fault::isolate(&lab.servers[0])?;
@@ -420,6 +471,10 @@ impl Scenario {
         Ok(Marks { fault, restored })
     }
 }
+
+/// Keys in the dataset of `restart-loading` (64-byte values): about 2.5 s of `LOADING` on the
+/// project's 2-core VM, within the 5 s command deadline.
+pub const LOADING_KEYS: u64 = 2_500_000;
 
 /// Shards of the drill's cluster.
 pub(crate) const CLUSTER_SHARDS: usize = 3;
