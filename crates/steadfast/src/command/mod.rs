@@ -170,7 +170,6 @@ async fn run(
             .block
             .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
         let outcome = timeout_at(deadline, send(&link, request, shared.is_cluster_node)).await;
-        let answered_at = Instant::now();
         drop(in_flight);
         if let (Some(unblock), Ok(_)) = (unblock, &outcome) {
             unblock.disarm();
@@ -213,6 +212,9 @@ async fn run(
                 ));
             }
             Decision::WaitAndRetry if retry::is_not_ready(&error) => {
+                // Read here, not on every reply: the happy path reads no clock. A readiness
+                // seen between the refusal and now costs this command one more poll at most.
+                let refused_at = Instant::now();
                 crate::metrics::retry("not_ready");
                 debug!(generation = link.generation, %error, "server not ready; polling");
                 last_error = Some(Error::from_redis(
@@ -221,7 +223,7 @@ async fn run(
                     error,
                 ));
                 let poll = shared.config.reconnect.refused_retry;
-                ready::wait(&link, answered_at, poll, deadline).await;
+                ready::wait(&link, refused_at, poll, deadline).await;
             }
             Decision::WaitAndRetry => {
                 crate::metrics::retry("busy");

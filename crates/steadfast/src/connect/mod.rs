@@ -3,7 +3,7 @@
 //! # Behaviour
 //! - The endpoint's name is resolved on every attempt; no address is kept across attempts.
 //! - Several addresses are dialled staggered and in parallel, the first to connect winning, and
-//!   an address that failed recently is dialled last ([`dial`]: RFC 8305's Happy Eyeballs); all
+//!   an address that failed recently is dialled last (`dial`: RFC 8305's Happy Eyeballs); all
 //!   within the attempt's `connect_timeout`, with the socket options (`TCP_NODELAY`,
 //!   `TCP_USER_TIMEOUT`, keepalive) set before the SYN.
 //! - The stream is wrapped in an activity meter and handed to redis-rs's
