@@ -8,7 +8,10 @@
 //! - Every outcome is one of: acknowledged; *unknown* (the client said it may have been applied:
 //!   steadfast's `is_ambiguous`, and for redis-rs any error that is not a server's reply, as
 //!   [`steadfast::RedisErrorExt::may_have_been_applied`] judges it); not applied (a server's
-//!   refusal, or never sent). A command still waiting when the scenario ends is unknown.
+//!   refusal, or never sent). When the scenario ends the tasks send nothing new and wait up to
+//!   [`GRACE`] for the commands they have in flight (a client without a response timeout can
+//!   hang); one still waiting then is unknown. A command cut off by the end of the run is no
+//!   fault's unknown outcome, so it must not be counted as one.
 //! - After the scenario every server of the lab is asked for every task's counts (`GET`,
 //!   `LLEN`; a cluster replica after `READONLY`), and the most complete copy counts (replicas
 //!   only copy, so no copy holds more than was applied); a task no server can answer for (a
@@ -41,6 +44,10 @@ pub const TASKS: usize = 16;
 /// The pause after each command: 5-15 ms.
 const PACE: Duration = Duration::from_millis(10);
 
+/// How long the tasks' last commands may take to finish once the scenario ends: past
+/// steadfast's 5 s command deadline, so its commands always end with their real outcome.
+pub const GRACE: Duration = Duration::from_secs(6);
+
 /// How long reading one server's counts may take (a blackholed one never answers).
 const READ_LIMIT: Duration = Duration::from_secs(2);
 
@@ -55,7 +62,10 @@ struct Task {
 /// A running non-idempotent workload.
 pub(crate) struct Counting {
     tasks: Arc<Vec<Task>>,
+    /// No new command once cancelled.
     stop: CancellationToken,
+    /// Cancelled [`GRACE`] after `stop`: a command still waiting is abandoned as unknown.
+    abandon: CancellationToken,
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -78,10 +88,11 @@ impl Counting {
                 })
                 .collect(),
         );
-        let stop = CancellationToken::new();
+        let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
         let handles = (0..TASKS)
             .map(|t| {
                 let (tasks, stop, client) = (Arc::clone(&tasks), stop.clone(), Arc::clone(&client));
+                let abandon = abandon.clone();
                 tokio::spawn(async move {
                     let task = &tasks[t];
                     for n in 0u64.. {
@@ -103,8 +114,8 @@ impl Counting {
                                 Err(e) if e.may_have_been_applied() => Some(true),
                                 Err(_) => None,
                             },
-                            // Still waiting at the end: its outcome is unknown.
-                            () = stop.cancelled() => Some(true),
+                            // Still waiting GRACE after the end: its outcome is unknown.
+                            () = abandon.cancelled() => Some(true),
                         };
                         if let Some(is_unknown) = is_unknown {
                             let column = usize::from(is_push) * 2 + usize::from(is_unknown);
@@ -121,6 +132,7 @@ impl Counting {
         Self {
             tasks,
             stop,
+            abandon,
             handles,
         }
     }
@@ -133,8 +145,15 @@ impl Counting {
         scenario: Scenario,
     ) -> Accounting {
         self.stop.cancel();
-        for handle in self.handles {
-            let _ = handle.await;
+        let deadline = tokio::time::Instant::now() + GRACE;
+        for mut handle in self.handles {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
+                self.abandon.cancel();
+                let _ = handle.await;
+            }
         }
         let mut held: Vec<Option<(u64, u64)>> = vec![None; self.tasks.len()];
         for &server in servers {

@@ -201,6 +201,7 @@ async fn run_scenario(
     if scenario.needs_proxy() {
         lab.start_proxy()?;
     }
+    scenario.prepare(lab).await?;
     let url = lab.url();
     let origin = Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();

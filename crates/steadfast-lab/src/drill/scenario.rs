@@ -272,6 +272,20 @@ impl Scenario {
         matches!(self, Self::Moving | Self::FailingOver)
     }
 
+    /// Readies `lab` before any client starts: restart-loading's dataset is written and saved
+    /// here, so that the seconds `DEBUG POPULATE` and `SAVE` block the server are not counted
+    /// against any client, and no client's write is in the saved dataset.
+    pub(crate) async fn prepare(self, lab: &mut Lab) -> Result<(), LabError> {
+        if self == Self::RestartLoading {
+            let keys = LOADING_KEYS.to_string();
+            lab.servers[0]
+                .cli(&["DEBUG", "POPULATE", &keys, "filler", "64"])
+                .await?;
+            lab.servers[0].cli(&["SAVE"]).await?;
+        }
+        Ok(())
+    }
+
     /// Plays the timeline on `lab`.
     pub(crate) async fn play(self, lab: &mut Lab, timing: &Timing) -> Result<Marks, LabError> {
         if self == Self::DownAtStart {
@@ -286,14 +300,6 @@ impl Scenario {
         }
         if self.is_cluster() {
             return self.play_cluster(lab, timing).await;
-        }
-        if self == Self::RestartLoading {
-            // Written before the clients start, so their writes are not in the saved dataset.
-            let keys = LOADING_KEYS.to_string();
-            lab.servers[0]
-                .cli(&["DEBUG", "POPULATE", &keys, "filler", "64"])
-                .await?;
-            lab.servers[0].cli(&["SAVE"]).await?;
         }
         sleep(timing.warmup).await;
         let fault = Instant::now();
