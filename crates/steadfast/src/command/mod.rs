@@ -223,7 +223,8 @@ async fn run(
                     error,
                 ));
                 let poll = shared.config.reconnect.refused_retry;
-                ready::wait(&link, refused_at, poll, deadline).await;
+                // Boxed: a rare path, kept out of every command's future.
+                Box::pin(ready::wait(&link, refused_at, poll, deadline)).await;
             }
             Decision::WaitAndRetry => {
                 crate::metrics::retry("busy");
