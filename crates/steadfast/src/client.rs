@@ -6,151 +6,30 @@
 //! - Clones share one link, one supervisor and one health monitor.
 //! - Dropping the last clone, or [`Client::shutdown`], ends every task and closes every socket.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, Pipeline, PushInfo, RedisFuture, Value};
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::command::{self, Reply, Request};
 use crate::config::Config;
-use crate::connect::{Connector, Journal, Progress, PushRoutes};
+use crate::connect::{Connector, Progress, PushRoutes};
+use crate::emitter::Emitter;
 use crate::error::{Error, ErrorKind};
-use crate::event::{DisconnectReason, Event, LinkState};
+use crate::event::{Event, LinkState};
 use crate::health;
 use crate::maintenance;
-use crate::supervisor::force::ForcePolicy;
-use crate::supervisor::{self, Reporter, Slot};
+use crate::shared::{NodeMode, Shared, Timeouts};
+use crate::supervisor;
 
-/// Events a slow receiver may fall behind by before it is told it lagged. Events are rare (a
-/// handful per failover), and a broadcast channel allocates every slot up front, per client.
-const EVENT_CAPACITY: usize = 128;
-/// Push frames a slow receiver may fall behind by (same trade-off).
+/// Push frames a slow receiver may fall behind by before it is told it lagged (a broadcast
+/// channel allocates every slot up front, per client).
 const PUSH_CAPACITY: usize = 128;
-
-/// What every command reads first, in one cache line: with many clients each command otherwise
-/// misses the cache on the separate `Config` allocation (measured by the growth bench).
-#[repr(align(64))]
-struct Hot {
-    /// A migration or failover is announced: deadlines and the stall threshold are relaxed.
-    is_relaxed: std::sync::atomic::AtomicBool,
-    deadline: Duration,
-    relaxed_deadline: Duration,
-}
-
-/// What every clone of a client shares. Background tasks hold it weakly.
-pub(crate) struct Shared {
-    hot: Hot,
-    pub(crate) config: Arc<Config>,
-    pub(crate) slot: watch::Receiver<Slot>,
-    pub(crate) reporter: Reporter,
-    /// What the supervisor's connection attempt under way waits for.
-    pub(crate) progress: Progress,
-    /// State commands the caller sent, replayed on every new link.
-    pub(crate) journal: Journal,
-    /// Makes the one-off connections that unblock abandoned blocking commands.
-    pub(crate) connector: Connector,
-    pub(crate) queue: Semaphore,
-    events: broadcast::Sender<Event>,
-    pushes: broadcast::Sender<PushInfo>,
-    force: Mutex<ForcePolicy>,
-    is_in_error_spell: std::sync::atomic::AtomicBool,
-    /// A node of a cluster client: cluster refusals (READONLY, MOVED, ASK, TRYAGAIN,
-    /// CLUSTERDOWN, MASTERDOWN) go back to the cluster router at once instead of being handled
-    /// on this link.
-    pub(crate) is_cluster_node: bool,
-    /// Woken on every look of the health monitor at a stalled link (cluster nodes only), so
-    /// the router can take an idempotent command elsewhere instead of waiting out its deadline.
-    pub(crate) stalled: tokio::sync::Notify,
-    cancel: CancellationToken,
-    pub(crate) tasks: TaskTracker,
-}
-
-impl Shared {
-    pub(crate) fn emit(&self, event: Event) {
-        crate::metrics::record(&event);
-        let _ = self.events.send(event);
-    }
-
-    pub(crate) fn record_success(&self) {
-        use std::sync::atomic::Ordering;
-        if self.is_in_error_spell.load(Ordering::Relaxed) {
-            self.force
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .on_success();
-            self.is_in_error_spell.store(false, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn record_error(&self, generation: u64) {
-        use std::sync::atomic::Ordering;
-        let mut force = self.force.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(errors_for) = force.on_error(Instant::now()) {
-            tracing::warn!(generation, ?errors_for, "forcing a reconnect");
-            self.emit(Event::ForcedReconnect {
-                generation,
-                errors_for,
-            });
-            self.reporter
-                .link_lost(generation, DisconnectReason::Forced);
-        }
-        self.is_in_error_spell
-            .store(force.is_in_spell(), Ordering::Relaxed);
-    }
-}
-
-impl Shared {
-    /// The command deadline now: relaxed during announced maintenance.
-    pub(crate) fn deadline(&self) -> Duration {
-        if self
-            .hot
-            .is_relaxed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            self.hot.relaxed_deadline
-        } else {
-            self.hot.deadline
-        }
-    }
-
-    /// The read-stall threshold now: relaxed during announced maintenance.
-    pub(crate) fn read_stall(&self) -> Duration {
-        if self
-            .hot
-            .is_relaxed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            self.config
-                .health
-                .read_stall
-                .max(self.config.maintenance.relaxed_timeout)
-        } else {
-            self.config.health.read_stall
-        }
-    }
-
-    pub(crate) fn set_relaxed(&self, is_relaxed: bool) {
-        let was = self
-            .hot
-            .is_relaxed
-            .swap(is_relaxed, std::sync::atomic::Ordering::Relaxed);
-        if was != is_relaxed {
-            tracing::info!(is_relaxed, "timeouts relaxed for maintenance");
-            self.emit(Event::Relaxed { is_relaxed });
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
 
 /// A Redis client that follows failovers by itself. Cheap to clone.
 ///
@@ -188,18 +67,15 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_events(config: Config) -> Result<(Self, broadcast::Receiver<Event>), Error> {
-        Self::start(config, false)
+        Self::start(config, NodeMode::Endpoint)
     }
 
-    /// A node of a cluster client (see `Shared::is_cluster_node`).
+    /// A node of a cluster client (see [`NodeMode::ClusterNode`]).
     pub(crate) fn cluster_node(config: Config) -> Result<Self, Error> {
-        Self::start(config, true).map(|(client, _)| client)
+        Self::start(config, NodeMode::ClusterNode).map(|(client, _)| client)
     }
 
-    fn start(
-        config: Config,
-        is_cluster_node: bool,
-    ) -> Result<(Self, broadcast::Receiver<Event>), Error> {
+    fn start(config: Config, mode: NodeMode) -> Result<(Self, broadcast::Receiver<Event>), Error> {
         config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::new(
@@ -208,7 +84,7 @@ impl Client {
             ));
         }
         let config = Arc::new(config);
-        let (events, first_receiver) = broadcast::channel(EVENT_CAPACITY);
+        let (emitter, first_receiver) = Emitter::new();
         let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -218,42 +94,31 @@ impl Client {
             maintenance: notices_tx,
         };
         let mut connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
-        if is_cluster_node && config.command.read_from == crate::config::ReadFrom::Replica {
+        if mode == NodeMode::ClusterNode
+            && config.command.read_from == crate::config::ReadFrom::Replica
+        {
             connector = connector.with_read_only_session();
         }
         let progress = Progress::default();
-        let (slot, reporter) = supervisor::spawn(
+        let link = supervisor::spawn(
             Arc::clone(&config),
             connector.clone(),
-            events.clone(),
+            emitter.clone(),
             cancel.clone(),
             &tasks,
             progress.clone(),
         );
         let shared = Arc::new(Shared {
+            timeouts: Timeouts::new(&config),
             queue: Semaphore::new(config.command.queue_capacity),
-            force: Mutex::new(ForcePolicy::new(
-                config.reconnect.force_after_errors_for,
-                config.reconnect.force_min_interval,
-            )),
-            is_in_error_spell: std::sync::atomic::AtomicBool::new(false),
-            is_cluster_node,
+            mode,
             stalled: tokio::sync::Notify::new(),
-            hot: Hot {
-                is_relaxed: std::sync::atomic::AtomicBool::new(false),
-                deadline: config.command.deadline,
-                relaxed_deadline: config
-                    .command
-                    .deadline
-                    .max(config.maintenance.relaxed_timeout),
-            },
             config,
-            slot,
-            reporter,
+            link,
+            emitter,
             progress,
             journal: connector.journal.clone(),
             connector: connector.clone(),
-            events,
             pushes,
             cancel: cancel.clone(),
             tasks: tasks.clone(),
@@ -371,7 +236,7 @@ impl Client {
 
     /// A receiver of every later [`Event`].
     pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
+        self.shared.emitter.subscribe()
     }
 
     /// A receiver of RESP3 push frames (any kind that is not a maintenance notification),
@@ -382,7 +247,7 @@ impl Client {
 
     /// Where the link stands now.
     pub fn state(&self) -> LinkState {
-        self.shared.slot.borrow().state
+        self.shared.link.published.borrow().state
     }
 
     /// Waits until a link serves commands, or `limit` passes.
@@ -391,9 +256,9 @@ impl Client {
     /// [`ErrorKind::DeadlineExceeded`] when no link came up in time;
     /// [`ErrorKind::Shutdown`] after shutdown.
     pub async fn wait_connected(&self, limit: Duration) -> Result<(), Error> {
-        let mut slot = self.shared.slot.clone();
-        let ready =
-            slot.wait_for(|s| matches!(s.state, LinkState::Connected { .. } | LinkState::Shutdown));
+        let mut published = self.shared.link.published.clone();
+        let ready = published
+            .wait_for(|s| matches!(s.state, LinkState::Connected { .. } | LinkState::Shutdown));
         match tokio::time::timeout(limit, ready).await {
             Ok(Ok(s)) if s.state != LinkState::Shutdown => Ok(()),
             Ok(_) => Err(Error::new(ErrorKind::Shutdown, "the client was shut down")),

@@ -66,8 +66,10 @@ pub mod metrics;
 pub mod bench_api;
 mod client;
 mod command;
+mod emitter;
 mod error;
 mod event;
+mod shared;
 mod supervisor;
 
 pub use client::Client;

@@ -101,6 +101,7 @@ use super::routing::{Replica, Routing};
 use super::topology::{View, choose};
 use crate::command::{Reply, Request};
 use crate::config::{Config, ExpectedRole, ReadFrom};
+use crate::emitter::Emitter;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Event, MaintenanceNotice};
 
@@ -152,7 +153,7 @@ struct Inner {
     /// Maintenance notices from the nodes' links and listeners, with the node they came from.
     notices: mpsc::Sender<(NodeAddress, MaintenanceNotice)>,
     refreshed: watch::Sender<u64>,
-    events: broadcast::Sender<Event>,
+    events: Emitter,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -184,7 +185,7 @@ impl ClusterClient {
                 port: a.port(),
             })
             .collect();
-        let (events, _) = broadcast::channel(128);
+        let (events, _) = Emitter::new();
         let (notices, notices_received) = mpsc::channel(NOTICES);
         let inner = Arc::new(Inner {
             config,
@@ -977,7 +978,7 @@ impl<'a> Ticket<'a> {
                 Event::ShardBreakerClosed { primary }
             }
         };
-        let _ = self.inner.events.send(event);
+        self.inner.events.emit(event);
     }
 }
 
@@ -1296,7 +1297,7 @@ impl Inner {
                             if matches!(event, Event::Disconnected { .. } | Event::RoleChanged { .. }) {
                                 trigger.notify_one();
                             }
-                            let _ = forward.send(event);
+                            forward.forward(event);
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {}
                         Err(broadcast::error::RecvError::Closed) => break,
@@ -1462,7 +1463,7 @@ impl Inner {
                 *self.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
                 if is_new {
                     debug!(?event, "topology");
-                    let _ = self.events.send(event);
+                    self.events.emit(event);
                     self.retire_departed();
                     self.dial_every_node(None).await;
                 }
@@ -1584,7 +1585,8 @@ async fn maintenance_watch(
             }
             recent.push_back(event.clone());
         }
-        let _ = inner.events.send(Event::Maintenance(notice.clone()));
+        // Recorded by the node that heard it.
+        inner.events.forward(Event::Maintenance(notice.clone()));
         match notice {
             MaintenanceNotice::Push {
                 notification: Notification::FailingOver { time, .. },

@@ -22,10 +22,10 @@ use redis::{Cmd, Pipeline, RedisError, Value};
 use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
-use crate::client::Shared;
 use crate::connect::Link;
 use crate::error::{Error, ErrorKind};
 use crate::event::{DisconnectReason, LinkState};
+use crate::shared::{NodeMode, Shared};
 use retry::Decision;
 use unblock::Unblock;
 
@@ -130,7 +130,7 @@ async fn run(
 ) -> Result<Reply, Error> {
     // A cluster node's requests come from the router, which refused what must not be sent
     // before routing, and builds some of its own (ASKING, MULTI ... EXEC) that are fine.
-    let plan = if shared.is_cluster_node {
+    let plan = if shared.is_cluster_node() {
         request
             .plan(effect::Destination::Cluster)
             .unwrap_or_default()
@@ -138,7 +138,7 @@ async fn run(
         request.plan(effect::Destination::SharedLink)?
     };
     let deadline_length = match Request::block_allowance(&plan) {
-        Some(block) => shared.deadline() + block,
+        Some(block) => shared.timeouts.deadline() + block,
         None => FOREVER,
     };
     let own = Instant::now() + deadline_length;
@@ -169,14 +169,14 @@ async fn run(
         let unblock = plan
             .block
             .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
-        let outcome = timeout_at(deadline, send(&link, request, shared.is_cluster_node)).await;
+        let outcome = timeout_at(deadline, send(&link, request, shared.mode)).await;
         drop(in_flight);
         if let (Some(unblock), Ok(_)) = (unblock, &outcome) {
             unblock.disarm();
         }
         let error = match outcome {
             Err(_elapsed) => {
-                shared.record_error(link.generation);
+                shared.link.record_error(link.generation);
                 return Err(Error::deadline(
                     deadline_length,
                     true,
@@ -186,7 +186,7 @@ async fn run(
             }
             Ok(Ok(reply)) => match refused_in_reply(&reply, request) {
                 None => {
-                    shared.record_success();
+                    shared.link.record_success();
                     if plan.is_journalled {
                         replace_if_outdated(shared, &link, request, &reply);
                     }
@@ -196,7 +196,7 @@ async fn run(
             },
             Ok(Err(error)) => error,
         };
-        let decision = if shared.is_cluster_node && retry::is_cluster_refusal(&error) {
+        let decision = if shared.is_cluster_node() && retry::is_cluster_refusal(&error) {
             // Not executed; the cluster router decides where to send it next.
             Decision::Fail
         } else {
@@ -204,7 +204,7 @@ async fn run(
         };
         match decision {
             Decision::Fail => {
-                shared.record_success();
+                shared.link.record_success();
                 return Err(Error::from_redis(
                     ErrorKind::Server,
                     &request.label(),
@@ -247,7 +247,7 @@ async fn run(
                 } else {
                     DisconnectReason::Closed(error.to_string())
                 };
-                shared.reporter.link_lost(link.generation, reason);
+                shared.link.reporter.link_lost(link.generation, reason);
                 last_error = Some(Error::from_redis(
                     ErrorKind::Connect,
                     &request.label(),
@@ -258,9 +258,10 @@ async fn run(
             Decision::Ambiguous => {
                 link.activity.mark_closed();
                 shared
+                    .link
                     .reporter
                     .link_lost(link.generation, DisconnectReason::Closed(error.to_string()));
-                shared.record_error(link.generation);
+                shared.link.record_error(link.generation);
                 let label = request.label();
                 if !(is_ambiguous_allowed
                     || shared.config.command.is_retry_ambiguous_allowed
@@ -284,16 +285,20 @@ async fn run(
     }
 }
 
-async fn send(link: &Link, request: Request<'_>, is_batched: bool) -> Result<Reply, RedisError> {
+/// Writes `request` on `link`; a cluster node's single commands are batched.
+async fn send(link: &Link, request: Request<'_>, mode: NodeMode) -> Result<Reply, RedisError> {
     let mut connection = link.connection.clone();
     match request {
         // Batching pays only when another command is in flight on the link: alone, its yield
         // and task would only delay the write.
-        Request::Single(cmd) if is_batched && link.activity.in_flight() > BATCH_FROM => link
-            .batcher
-            .send(&link.connection, cmd)
-            .await
-            .map(Reply::Single),
+        Request::Single(cmd)
+            if mode == NodeMode::ClusterNode && link.activity.in_flight() > BATCH_FROM =>
+        {
+            link.batcher
+                .send(&link.connection, cmd)
+                .await
+                .map(Reply::Single)
+        }
         Request::Single(cmd) => match connection.send_packed_command(cmd).await? {
             Value::ServerError(error) => Err(error.into()),
             value => Ok(Reply::Single(value)),
@@ -316,7 +321,7 @@ fn replace_if_outdated(shared: &Shared, link: &Link, request: Request<'_>, reply
     let Some(version) = journal::record(&shared.journal, link, request, reply) else {
         return;
     };
-    let current = shared.slot.borrow().link.clone();
+    let current = shared.link.current();
     if let Some(current) = current.filter(|c| journal::is_outdated(c, version)) {
         tracing::info!(
             generation = current.generation,
@@ -324,6 +329,7 @@ fn replace_if_outdated(shared: &Shared, link: &Link, request: Request<'_>, reply
         );
         current.activity.mark_closed();
         shared
+            .link
             .reporter
             .link_lost(current.generation, DisconnectReason::Outdated);
     }
@@ -368,7 +374,7 @@ enum WaitError {
 /// How long a command waits for a link. A cluster node waits briefly: the router may find the
 /// slot a new primary meanwhile, and it retries within the command's deadline.
 fn wait_bound(shared: &Shared, deadline: Instant) -> Instant {
-    if shared.is_cluster_node {
+    if shared.is_cluster_node() {
         deadline.min(Instant::now() + CLUSTER_NODE_WAIT)
     } else {
         deadline
@@ -390,7 +396,7 @@ pub(crate) const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The published link, if it is open: the happy path, no waiting.
 fn healthy_link(shared: &Shared) -> Option<Arc<Link>> {
-    let slot = shared.slot.borrow();
+    let slot = shared.link.published.borrow();
     slot.link.as_ref().filter(|link| !link.is_closed()).cloned()
 }
 
@@ -406,7 +412,7 @@ async fn wait_for_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, 
             ),
         )));
     };
-    let mut slot = shared.slot.clone();
+    let mut slot = shared.link.published.clone();
     loop {
         let last_failure = {
             let current = slot.borrow_and_update();
@@ -455,7 +461,7 @@ async fn wait_for_link(shared: &Shared, deadline: Instant) -> Result<Arc<Link>, 
 
 /// Waits until the link of `old` is no longer the published one, or the deadline.
 async fn await_replacement(shared: &Shared, old: &Link, deadline: Instant) {
-    let mut slot = shared.slot.clone();
+    let mut slot = shared.link.published.clone();
     let _ = timeout_at(
         deadline,
         slot.wait_for(|s| {

@@ -62,7 +62,7 @@ pub(crate) fn refresh_after(
 
 /// Keeps the current link authenticated with fresh credentials until the client ends.
 pub(crate) fn spawn_refresher(
-    shared: Weak<crate::client::Shared>,
+    shared: Weak<crate::shared::Shared>,
     provider: std::sync::Arc<dyn CredentialsProvider>,
     every: Duration,
     cancel: CancellationToken,
@@ -77,7 +77,7 @@ pub(crate) fn spawn_refresher(
 }
 
 async fn refresh(
-    shared: Weak<crate::client::Shared>,
+    shared: Weak<crate::shared::Shared>,
     provider: std::sync::Arc<dyn CredentialsProvider>,
     every: Duration,
 ) {
@@ -104,14 +104,14 @@ async fn refresh(
                 failures = failures.saturating_add(1);
                 wait = Duration::from_millis(200 << failures.min(6)).min(every);
                 warn!(%error, ?wait, "re-authentication failed; retrying");
-                shared.emit(Event::ReauthenticationFailed { error });
+                shared.emitter.emit(Event::ReauthenticationFailed { error });
             }
         }
     }
 }
 
-async fn reauthenticate(shared: &crate::client::Shared, fresh: &Credentials) -> Result<(), String> {
-    let Some(link) = shared.slot.borrow().link.clone() else {
+async fn reauthenticate(shared: &crate::shared::Shared, fresh: &Credentials) -> Result<(), String> {
+    let Some(link) = shared.link.current() else {
         return Ok(());
     };
     let mut auth = redis::cmd("AUTH");
@@ -124,7 +124,7 @@ async fn reauthenticate(shared: &crate::client::Shared, fresh: &Credentials) -> 
     match tokio::time::timeout(bound, connection.send_packed_command(&auth)).await {
         Ok(Ok(redis::Value::Okay | redis::Value::SimpleString(_))) => {
             debug!(generation = link.generation, "re-authenticated");
-            shared.emit(Event::Reauthenticated {
+            shared.emitter.emit(Event::Reauthenticated {
                 generation: link.generation,
             });
             Ok(())

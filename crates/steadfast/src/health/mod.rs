@@ -54,9 +54,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::client::Shared;
 use crate::connect::Connector;
 use crate::event::{DisconnectReason, Event};
+use crate::shared::Shared;
 
 /// What a probe on a fresh connection concluded about a stalled link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ async fn run(
         };
         let now = Instant::now();
         next_look = now + tick;
-        let Some(link) = shared.slot.borrow().link.clone() else {
+        let Some(link) = shared.link.current() else {
             ping = None;
             continue;
         };
@@ -178,6 +178,7 @@ async fn run(
             } else {
                 // Busy: it can first become suspect read_stall after its last progress.
                 now + shared
+                    .timeouts
                     .read_stall()
                     .saturating_sub(link.activity.stalled_for(now))
             };
@@ -204,13 +205,14 @@ async fn run(
         }
         if let Some(verdict) = verdict {
             debug!(generation = link.generation, ?verdict, "verdict");
-            shared.emit(Event::ProbeVerdict {
+            shared.emitter.emit(Event::ProbeVerdict {
                 generation: link.generation,
                 verdict: verdict.clone(),
             });
             if let Verdict::Dead(reason) = verdict {
                 warn!(generation = link.generation, %reason, "link judged dead");
                 shared
+                    .link
                     .reporter
                     .link_lost(link.generation, DisconnectReason::Dead(reason));
                 continue;
@@ -219,8 +221,8 @@ async fn run(
             probe_backoff = (probe_backoff * 2).min(PROBE_BACKOFF_MAX);
         }
         let stalled_for = link.activity.stalled_for(now);
-        if stalled_for >= shared.read_stall() {
-            if shared.is_cluster_node {
+        if stalled_for >= shared.timeouts.read_stall() {
+            if shared.is_cluster_node() {
                 shared.stalled.notify_waiters();
             }
             // Suspect: look at the name on every tick (cheap), probe with backoff (a connection).
@@ -236,7 +238,7 @@ async fn run(
                 }));
             }
             if probe.is_none() && now >= next_probe_at {
-                shared.emit(Event::HeartbeatMissed {
+                shared.emitter.emit(Event::HeartbeatMissed {
                     generation: link.generation,
                     stalled_for,
                 });

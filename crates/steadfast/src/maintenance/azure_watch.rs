@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::azure::{self, AzureEvent, AzureEventKind, CHANNEL};
-use crate::client::Shared;
 use crate::config::{AzureEvents, Config};
 use crate::connect::{Connector, Link, Target};
 use crate::event::{DisconnectReason, Event, MaintenanceNotice};
+use crate::shared::Shared;
 
 const AZURE_SUFFIXES: &[&str] = &[
     ".redis.cache.windows.net",
@@ -160,8 +160,10 @@ fn react(
     tasks: &tokio_util::task::TaskTracker,
 ) {
     info!(kind = ?event.kind, start = ?event.start_time, "Azure maintenance event");
-    shared.emit(Event::Maintenance(MaintenanceNotice::Azure(event.clone())));
-    if shared.is_cluster_node {
+    shared
+        .emitter
+        .emit(Event::Maintenance(MaintenanceNotice::Azure(event.clone())));
+    if shared.is_cluster_node() {
         // A cluster's router acts for the node the event names (it routes that shard's
         // commands around it); a node's own link is not the one to replace.
         return;
@@ -176,8 +178,11 @@ fn react(
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
                 .saturating_sub(lead);
-            let (reporter, slot, cancel) =
-                (shared.reporter.clone(), shared.slot.clone(), cancel.clone());
+            let (reporter, slot, cancel) = (
+                shared.link.reporter.clone(),
+                shared.link.published.clone(),
+                cancel.clone(),
+            );
             tasks.spawn(async move {
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {
@@ -193,8 +198,11 @@ fn react(
         AzureEventKind::FailoverComplete
         | AzureEventKind::ScaleComplete
         | AzureEventKind::Ended => {
-            let (reporter, slot, cancel) =
-                (shared.reporter.clone(), shared.slot.clone(), cancel.clone());
+            let (reporter, slot, cancel) = (
+                shared.link.reporter.clone(),
+                shared.link.published.clone(),
+                cancel.clone(),
+            );
             let bound = config.health.probe_timeout;
             tasks.spawn(async move {
                 let Some(link) = slot.borrow().link.clone() else {

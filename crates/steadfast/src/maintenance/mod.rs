@@ -37,7 +37,7 @@ pub(crate) const NOTICE_QUEUE: usize = 256;
 
 /// Starts the task that acts on RESP3 maintenance notifications; it ends with the client.
 pub(crate) fn spawn(
-    shared: std::sync::Weak<crate::client::Shared>,
+    shared: std::sync::Weak<crate::shared::Shared>,
     notices: tokio::sync::mpsc::Receiver<Notice>,
     connector: crate::connect::Connector,
     cancel: tokio_util::sync::CancellationToken,
@@ -48,7 +48,7 @@ pub(crate) fn spawn(
 }
 
 async fn run(
-    shared: std::sync::Weak<crate::client::Shared>,
+    shared: std::sync::Weak<crate::shared::Shared>,
     mut notices: tokio::sync::mpsc::Receiver<Notice>,
     connector: crate::connect::Connector,
     cancel: tokio_util::sync::CancellationToken,
@@ -84,10 +84,12 @@ async fn run(
         if let Some(notice) = notice.filter(|n| n.generation != 0) {
             tracing::info!(generation = notice.generation, notification = ?notice.notification,
                 during_handshake = notice.is_during_handshake, "maintenance notification");
-            shared.emit(Event::Maintenance(MaintenanceNotice::Push {
-                generation: notice.generation,
-                notification: notice.notification.clone(),
-            }));
+            shared
+                .emitter
+                .emit(Event::Maintenance(MaintenanceNotice::Push {
+                    generation: notice.generation,
+                    notification: notice.notification.clone(),
+                }));
             let reaction = reactor.react(
                 &notice.notification,
                 notice.is_during_handshake,
@@ -97,11 +99,12 @@ async fn run(
                 Reaction::MoveTo { endpoint, until } => {
                     connector.move_to(endpoint.clone(), until);
                     shared
+                        .link
                         .reporter
                         .replace(notice.generation, Target::Endpoint(endpoint));
                 }
                 Reaction::ReconnectAfter(after) => {
-                    let reporter = shared.reporter.clone();
+                    let reporter = shared.link.reporter.clone();
                     let cancel = cancel.clone();
                     tasks.spawn(async move {
                         tokio::select! {
@@ -118,6 +121,8 @@ async fn run(
                 | Reaction::Nothing => {}
             }
         }
-        shared.set_relaxed(reactor.is_relaxed(Instant::now()));
+        shared
+            .timeouts
+            .set_relaxed(reactor.is_relaxed(Instant::now()), &shared.emitter);
     }
 }

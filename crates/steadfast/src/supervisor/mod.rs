@@ -13,14 +13,19 @@
 
 pub(crate) mod backoff;
 pub(crate) mod force;
+mod handle;
 mod machine;
+
+pub(crate) use handle::Handle;
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::emitter::Emitter;
 
 use crate::config::Config;
 use crate::connect::{ConnectFailure, Connector, FailureClass, Link, Progress, Target};
@@ -28,9 +33,10 @@ use crate::event::{DisconnectReason, Event, LinkState};
 use backoff::Backoff;
 use machine::{Action, Input, Machine, State};
 
-/// What the command path sees: the link to use, if any, and the state to report.
+/// The published link: what the command path sees, the link to use, if any, and the state to
+/// report.
 #[derive(Clone, Debug)]
-pub(crate) struct Slot {
+pub(crate) struct Published {
     pub(crate) link: Option<Arc<Link>>,
     pub(crate) state: LinkState,
     /// Why the last attempt failed, while no link serves; shown to commands that wait.
@@ -72,16 +78,16 @@ impl Reporter {
     }
 }
 
-/// Starts the supervisor task; returns the slot the command path reads and the reporter.
+/// Starts the supervisor task; returns its handle.
 pub(crate) fn spawn(
     config: Arc<Config>,
     connector: Connector,
-    events: broadcast::Sender<Event>,
+    emitter: Emitter,
     cancel: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
     progress: Progress,
-) -> (watch::Receiver<Slot>, Reporter) {
-    let (slot_tx, slot_rx) = watch::channel(Slot {
+) -> Handle {
+    let (published_tx, published_rx) = watch::channel(Published {
         link: None,
         state: LinkState::Connecting,
         last_failure: None,
@@ -94,11 +100,11 @@ pub(crate) fn spawn(
         rand::random(),
     );
     let task = Task {
-        config,
+        config: Arc::clone(&config),
         connector,
-        events,
+        emitter: emitter.clone(),
         cancel,
-        slot: slot_tx,
+        published: published_tx,
         reports: reports_rx,
         tasks: tasks.clone(),
         dial: None,
@@ -111,12 +117,10 @@ pub(crate) fn spawn(
         progress,
     };
     tasks.spawn(task.run(backoff));
-    (
-        slot_rx,
-        Reporter {
-            reports: reports_tx,
-        },
-    )
+    let reporter = Reporter {
+        reports: reports_tx,
+    };
+    Handle::new(&config, published_rx, reporter, emitter)
 }
 
 enum Woke {
@@ -132,9 +136,9 @@ enum Woke {
 struct Task {
     config: Arc<Config>,
     connector: Connector,
-    events: broadcast::Sender<Event>,
+    emitter: Emitter,
     cancel: CancellationToken,
-    slot: watch::Sender<Slot>,
+    published: watch::Sender<Published>,
     reports: mpsc::Receiver<Report>,
     tasks: tokio_util::task::TaskTracker,
     dial: Option<JoinHandle<Result<Link, ConnectFailure>>>,
@@ -173,7 +177,7 @@ impl Task {
                 stale.close();
             }
         }
-        self.slot.send_replace(Slot {
+        self.published.send_replace(Published {
             link: None,
             state: LinkState::Shutdown,
             last_failure: None,
@@ -276,8 +280,8 @@ impl Task {
             }
             Ok(Err(failure)) => {
                 let error = failure.error.to_string();
-                self.slot
-                    .send_modify(|slot| slot.last_failure = Some(failure.error));
+                self.published
+                    .send_modify(|p| p.last_failure = Some(failure.error));
                 Input::DialFailed {
                     class: failure.class,
                     error,
@@ -304,14 +308,14 @@ impl Task {
                 }
                 Action::Hold { generation } => {
                     self.outgoing = self.current.clone();
-                    self.slot.send_modify(|slot| slot.link = None);
+                    self.published.send_modify(|p| p.link = None);
                     let limit = self.config.maintenance.hold_limit;
                     self.hold = Some((generation, Box::pin(tokio::time::sleep(limit))));
                 }
                 Action::Release => {
                     self.hold = None;
                     let current = self.current.clone();
-                    self.slot.send_modify(|slot| slot.link = current);
+                    self.published.send_modify(|p| p.link = current);
                 }
                 Action::Drain { generation } => {
                     self.hold = None;
@@ -330,9 +334,9 @@ impl Task {
                         debug_assert_eq!(link.generation, generation);
                         link.close();
                     }
-                    self.slot.send_modify(|slot| {
-                        slot.link = None;
-                        slot.state = LinkState::Connecting;
+                    self.published.send_modify(|p| {
+                        p.link = None;
+                        p.state = LinkState::Connecting;
                     });
                 }
                 Action::CancelDial => {
@@ -369,7 +373,7 @@ impl Task {
             is_maintenance_aware: link.is_maintenance_aware,
         });
         self.current = Some(Arc::clone(&link));
-        self.slot.send_replace(Slot {
+        self.published.send_replace(Published {
             link: Some(link),
             state: LinkState::Connected { generation },
             last_failure: None,
@@ -377,18 +381,6 @@ impl Task {
     }
 
     fn emit(&self, event: Event) {
-        match &event {
-            Event::Disconnected { generation, reason } => {
-                info!(generation, ?reason, "disconnected");
-            }
-            Event::ReconnectScheduled {
-                attempt,
-                delay,
-                error,
-            } => debug!(attempt, ?delay, %error, "reconnect scheduled"),
-            _ => {}
-        }
-        crate::metrics::record(&event);
-        let _ = self.events.send(event);
+        self.emitter.emit(event);
     }
 }

@@ -1,0 +1,78 @@
+//! The parts every clone of a client and its workers share.
+//!
+//! # Behaviour
+//! - [`Shared`] bundles them, each a named part: the supervisor's [`Handle`] (the published
+//!   link, reporting a lost one, the force-reconnect bookkeeping), the [`Timeouts`] in force, the
+//!   one [`Emitter`], the command queue, the link journal and the connector.
+//! - It lives as long as a clone of the client does. The workers (command path, health monitor,
+//!   maintenance listeners, re-authentication) hold it weakly: a worker must never keep a client
+//!   alive that the application has dropped. Dropping it cancels every worker.
+//! - Nothing here names `client.rs`: the client builds a `Shared` and hands it down; the
+//!   workers read the parts they use.
+//!
+//! [`Handle`]: crate::supervisor::Handle
+
+pub(crate) mod timeouts;
+
+use std::sync::Arc;
+
+use redis::PushInfo;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::connect::{Connector, Journal, Progress};
+use crate::emitter::Emitter;
+use crate::supervisor::Handle;
+pub(crate) use timeouts::Timeouts;
+
+/// Whether a client serves one endpoint or is one node of a cluster client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeMode {
+    /// An application's client of one endpoint.
+    Endpoint,
+    /// A node of a cluster client: cluster refusals (READONLY, MOVED, ASK, TRYAGAIN,
+    /// CLUSTERDOWN, MASTERDOWN) go back to the cluster router at once instead of being handled
+    /// on this link, and a stalled link is reported so the router can go elsewhere.
+    ClusterNode,
+}
+
+/// What every clone of a client shares. Workers hold it weakly.
+pub(crate) struct Shared {
+    /// First: what every command reads.
+    pub(crate) timeouts: Timeouts,
+    pub(crate) config: Arc<Config>,
+    /// The supervisor's handle: the published link, reports, force-reconnect bookkeeping.
+    pub(crate) link: Handle,
+    pub(crate) emitter: Emitter,
+    /// RESP3 push frames for the application (never maintenance notifications).
+    pub(crate) pushes: broadcast::Sender<PushInfo>,
+    /// What the supervisor's connection attempt under way waits for.
+    pub(crate) progress: Progress,
+    /// State commands the caller sent, replayed on every new link.
+    pub(crate) journal: Journal,
+    /// Makes the one-off connections that unblock abandoned blocking commands.
+    pub(crate) connector: Connector,
+    /// Room for commands waiting for a link.
+    pub(crate) queue: Semaphore,
+    pub(crate) mode: NodeMode,
+    /// Woken on every look of the health monitor at a stalled link (cluster nodes only), so
+    /// the router can take an idempotent command elsewhere instead of waiting out its deadline.
+    pub(crate) stalled: Notify,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Shared {
+    /// A node of a cluster client.
+    pub(crate) fn is_cluster_node(&self) -> bool {
+        self.mode == NodeMode::ClusterNode
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
