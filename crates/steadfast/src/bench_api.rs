@@ -10,9 +10,9 @@ use std::time::Duration;
 use redis::{Cmd, RedisError};
 use tokio::time::Instant;
 
-use crate::command::{idempotent, retry};
 use crate::connect::activity;
 use crate::health::{Verdict, probe};
+use crate::policy::{idempotent, retry};
 use crate::supervisor::{backoff, force};
 
 /// How a failed attempt is classified; the name of the decision.

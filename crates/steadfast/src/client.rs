@@ -140,7 +140,7 @@ impl Client {
             );
         }
         if let Some(provider) = shared.config.endpoint.credentials.clone() {
-            crate::connect::credentials::spawn_refresher(
+            crate::reauth::spawn_refresher(
                 Arc::downgrade(&shared),
                 provider,
                 shared.config.endpoint.credentials_refresh,

@@ -14,7 +14,7 @@ pub enum Event {
     /// A new link is serving commands.
     Connected {
         /// The address it reached (compares equal to a `SocketAddr` for TCP links).
-        address: crate::connect::Address,
+        address: crate::endpoint::Address,
         /// Increases by one with every new link; starts at 1.
         generation: u64,
         /// The server's `role`: `master` or `slave` (`replica`).
@@ -50,7 +50,7 @@ pub enum Event {
         /// Which link was judged.
         generation: u64,
         /// The verdict.
-        verdict: crate::health::Verdict,
+        verdict: crate::verdict::Verdict,
     },
     /// Errors went on for too long with no success: the link is replaced though it looks alive.
     ForcedReconnect {
@@ -141,10 +141,10 @@ pub enum MaintenanceNotice {
         /// The link it came on.
         generation: u64,
         /// What it said.
-        notification: crate::maintenance::push::Notification,
+        notification: crate::notices::push::Notification,
     },
     /// A message on Azure's `AzureRedisEvents` channel.
-    Azure(crate::maintenance::azure::AzureEvent),
+    Azure(crate::notices::azure::AzureEvent),
 }
 
 /// Where the client's link stands, from [`Client::state`](crate::Client::state).

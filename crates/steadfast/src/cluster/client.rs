@@ -432,7 +432,7 @@ impl ClusterClient {
                     || error.kind() == ErrorKind::Shutdown
                     || error
                         .redis_error()
-                        .is_some_and(crate::command::retry::is_cluster_refusal) =>
+                        .is_some_and(crate::policy::retry::is_cluster_refusal) =>
             {
                 if Instant::now() >= deadline {
                     return Err(error);
@@ -446,7 +446,7 @@ impl ClusterClient {
     async fn run(&self, job: Request<'_>) -> Result<Reply, Error> {
         // Refused commands are refused here, before any routing; blocking ones get their block
         // timeout on top of the deadline, as on a single endpoint.
-        let plan = job.plan(crate::command::effect::Destination::Cluster)?;
+        let plan = job.plan(crate::policy::effect::Destination::Cluster)?;
         let length = match Request::block_allowance(&plan) {
             Some(block) => self.inner.config.command.deadline + block,
             None => crate::command::FOREVER,
@@ -736,7 +736,7 @@ fn mark_suspect(
 impl Request<'_> {
     /// Whether a replica may serve it: every command only reads; never a transaction.
     fn is_read_only(&self) -> bool {
-        use crate::command::idempotent::is_read_only;
+        use crate::policy::idempotent::is_read_only;
         match self {
             Request::Single(cmd) => is_read_only(cmd),
             Request::Pipeline { pipeline, .. } => {
@@ -836,7 +836,7 @@ fn transaction_refusal(error: &Error) -> Option<redis::RedisError> {
     refusals
         .iter()
         .map(|(_, refusal)| redis::RedisError::from(refusal.clone()))
-        .find(crate::command::retry::is_cluster_refusal)
+        .find(crate::policy::retry::is_cluster_refusal)
 }
 
 /// What the cluster refused in a reply.
@@ -859,7 +859,7 @@ fn refusals_in(reply: &Reply, job: Request<'_>) -> Refused {
     for (index, value) in values.iter().enumerate() {
         if let Value::ServerError(error) = value {
             let error: redis::RedisError = error.clone().into();
-            if crate::command::retry::is_cluster_refusal(&error) {
+            if crate::policy::retry::is_cluster_refusal(&error) {
                 first.get_or_insert(error);
                 indexes.push(index);
             }

@@ -21,7 +21,7 @@
 use redis::{Arg, Cmd};
 
 use super::key_slot;
-use crate::command::name::{Name, Table};
+use crate::policy::name::{Name, Table};
 
 /// Where a command goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

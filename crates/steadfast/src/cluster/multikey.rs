@@ -14,8 +14,8 @@
 use redis::{Arg, Cmd, Pipeline, Value};
 
 use super::key_slot;
-use crate::command::name::{Name, Table};
 use crate::error::{Error, ErrorKind};
+use crate::policy::name::{Name, Table};
 
 /// How the parts' replies become one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

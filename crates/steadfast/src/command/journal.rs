@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 
 use redis::Value;
 
-use super::effect::{self, Effect};
 use super::{Reply, Request};
 use crate::connect::{Journal, Link};
+use crate::policy::effect::{self, Effect};
 
 /// Records the state commands of `request`, which succeeded on `link` with `reply`; returns the
 /// journal's new version if anything was recorded. The caller replaces the published link if

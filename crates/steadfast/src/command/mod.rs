@@ -10,11 +10,6 @@
 //!   again only if it is idempotent ([`idempotent`]) or the caller allowed it.
 //! - The happy path is one look at the current link, one in-flight count and the redis-rs call.
 
-pub(crate) mod effect;
-pub(crate) mod idempotent;
-pub(crate) mod name;
-pub(crate) mod retry;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +20,9 @@ use tracing::debug;
 use crate::connect::Link;
 use crate::error::{Error, ErrorKind};
 use crate::event::{DisconnectReason, LinkState};
+use crate::policy::retry::{self, Decision};
+use crate::policy::{effect, idempotent};
 use crate::shared::{NodeMode, Shared};
-use retry::Decision;
 use unblock::Unblock;
 
 mod journal;

@@ -21,8 +21,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::retry::is_not_ready;
 use crate::connect::Link;
+use crate::policy::retry::is_not_ready;
 
 /// Waits until the server behind `link` answers `PING`, polling every `poll`, or `deadline`,
 /// or the link closes. `refused_at` is when the caller's command was refused: a readiness seen

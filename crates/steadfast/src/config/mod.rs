@@ -19,7 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connect::resolve::{Resolver, SystemResolver};
+pub use crate::endpoint::credentials::Password;
+use crate::endpoint::resolve::{Resolver, SystemResolver};
 use crate::error::Error;
 
 /// Everything a [`Client`](crate::Client) needs to know. Build it with struct update syntax
@@ -69,7 +70,7 @@ pub struct EndpointConfig {
     pub password: Option<Password>,
     /// Where fresh credentials come from (rotating tokens, rotated ACL passwords); when set,
     /// `username` and `password` are unused. Default: `None`.
-    pub credentials: Option<Arc<dyn crate::connect::credentials::CredentialsProvider>>,
+    pub credentials: Option<Arc<dyn crate::endpoint::credentials::CredentialsProvider>>,
     /// Credentials without an expiry are refreshed (and live links re-authenticated) this often
     /// when a provider is set. Default: 5 min.
     pub credentials_refresh: Duration,
@@ -144,34 +145,6 @@ impl fmt::Debug for EndpointConfig {
             .field("resolver", &self.resolver)
             .field("role", &self.role)
             .finish()
-    }
-}
-
-/// A secret that prints as `***` everywhere.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself, for the handshake only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-impl fmt::Display for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
     }
 }
 

@@ -30,7 +30,7 @@ use super::activity::{Activity, MeteredStream};
 use super::{Address, ConnectFailure, Connector, FailureClass, Link, PushRoutes};
 use crate::config::{MaintenanceMode, MovingEndpointType, Protocol};
 use crate::error::{Error, ErrorKind};
-use crate::maintenance::{Notice, push};
+use crate::notices::{Notice, push};
 
 pub(super) async fn handshake<S>(
     connector: &Connector,
@@ -106,7 +106,7 @@ where
             } else {
                 ErrorKind::Connect
             };
-            let class = if crate::command::retry::is_not_ready(&e) {
+            let class = if crate::policy::retry::is_not_ready(&e) {
                 FailureClass::NotReady
             } else {
                 FailureClass::Rejected
@@ -145,7 +145,7 @@ where
     .await
     .map_err(|e| {
         driver_task.abort();
-        let class = if crate::command::retry::is_not_ready(&e) {
+        let class = if crate::policy::retry::is_not_ready(&e) {
             FailureClass::NotReady
         } else {
             FailureClass::Rejected
@@ -288,7 +288,7 @@ async fn session(
     for index in 0..session.replay.len() {
         if let Some(Value::ServerError(e)) = replies.next() {
             let reply = format!("{} {}", e.code(), e.details().unwrap_or(""));
-            let is_not_ready = crate::command::retry::is_not_ready(&e.into());
+            let is_not_ready = crate::policy::retry::is_not_ready(&e.into());
             replay_refused.get_or_insert(Refused {
                 index,
                 reply,

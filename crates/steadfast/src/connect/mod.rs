@@ -18,15 +18,12 @@
 //! - While a MOVING target applies, dials for the configured endpoint go to the target instead.
 
 pub(crate) mod activity;
-mod address;
 mod batch;
-pub mod credentials;
 mod diagnose;
 pub(crate) mod dial;
 mod handshake;
 mod journal;
 pub(crate) mod link;
-pub mod resolve;
 pub(crate) mod socket;
 mod tls;
 
@@ -42,10 +39,10 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+pub use crate::endpoint::{Address, credentials, resolve};
 use crate::error::{Error, ErrorKind};
-use crate::maintenance::Notice;
-use crate::maintenance::push::Endpoint;
-pub use address::Address;
+use crate::notices::Notice;
+use crate::notices::push::Endpoint;
 pub use diagnose::{Diagnosis, ServerFacts, diagnose};
 pub(crate) use journal::Journal;
 pub(crate) use link::Link;

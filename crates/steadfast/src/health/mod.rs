@@ -58,17 +58,7 @@ use crate::connect::Connector;
 use crate::event::{DisconnectReason, Event};
 use crate::shared::Shared;
 
-/// What a probe on a fresh connection concluded about a stalled link.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Verdict {
-    /// The link is dead; it is replaced. The text says how the probe knew.
-    Dead(String),
-    /// The server is alive and busy with our command; the link is kept.
-    Alive(String),
-    /// Nothing better could be reached; the link is kept and probed again later.
-    Unknown(String),
-}
+pub use crate::verdict::Verdict;
 
 const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 

@@ -17,23 +17,10 @@
 //!   - Azure: see the `AzureRedisEvents` listener below; `NodeMaintenanceStarting` replaces the link about
 //!     one second before the announced start.
 
-pub mod azure;
 pub(crate) mod azure_watch;
-pub mod push;
-pub(crate) mod reactor;
 
-/// A maintenance notification as received on one link.
-#[derive(Clone, Debug)]
-pub(crate) struct Notice {
-    /// The link it came on (0: a probe's connection, ignored).
-    pub(crate) generation: u64,
-    pub(crate) notification: push::Notification,
-    /// It arrived before the handshake finished (end frames then are replays).
-    pub(crate) is_during_handshake: bool,
-}
-
-/// How many notifications may wait for the reactor.
-pub(crate) const NOTICE_QUEUE: usize = 256;
+pub(crate) use crate::notices::{NOTICE_QUEUE, Notice, reactor};
+pub use crate::notices::{azure, push};
 
 /// Starts the task that acts on RESP3 maintenance notifications; it ends with the client.
 pub(crate) fn spawn(

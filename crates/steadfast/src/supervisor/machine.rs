@@ -510,7 +510,7 @@ mod tests {
     }
 
     fn moved_to() -> Target {
-        Target::Endpoint(crate::maintenance::push::Endpoint {
+        Target::Endpoint(crate::notices::push::Endpoint {
             host: "10.0.0.9".into(),
             port: 12000,
         })

@@ -1,50 +1,15 @@
-//! Credentials that change while the client runs: short-lived tokens (ElastiCache IAM, Entra ID)
-//! or rotated ACL passwords.
-//!
-//! # Behaviour
-//! - With a [`CredentialsProvider`] in `endpoint.credentials`, every connection attempt asks it
-//!   for credentials (fresh ones on every reconnect); `endpoint.username` / `password` are unused.
-//! - Live links are re-authenticated with `AUTH` before the credentials expire (at four fifths of
-//!   their remaining lifetime, at least one second ahead), on the same link: no reconnect, no
-//!   command disturbed. Credentials without an expiry are refreshed every `refresh_interval`.
-//! - A failed refresh is retried with backoff and reported; the link keeps working on its current
-//!   authentication until the server says otherwise.
+//! The re-auth worker: keeps the live link authenticated with fresh credentials from the
+//! configured [`CredentialsProvider`] (see [`crate::connect::credentials`] for the contract).
 
-use std::fmt::Debug;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Weak;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::Password;
+use crate::endpoint::credentials::{Credentials, CredentialsProvider};
 use crate::event::Event;
-
-/// Credentials for `AUTH` / `HELLO ... AUTH`.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    /// ACL user; `None` authenticates as `default`.
-    pub username: Option<String>,
-    /// The password or token; never printed.
-    pub password: Password,
-    /// When they stop working, if they do.
-    pub expires_at: Option<SystemTime>,
-}
-
-/// A boxed future returned by [`CredentialsProvider::credentials`].
-pub type CredentialsFuture = Pin<Box<dyn Future<Output = io::Result<Credentials>> + Send>>;
-
-/// Where fresh credentials come from.
-pub trait CredentialsProvider: Debug + Send + Sync + 'static {
-    /// The credentials to use now.
-    ///
-    /// # Errors
-    /// Any failure to obtain them; the connection attempt fails and is retried with backoff.
-    fn credentials(&self) -> CredentialsFuture;
-}
+use crate::shared::Shared;
 
 /// How long until credentials that expire at `expires_at` should be replaced.
 pub(crate) fn refresh_after(
@@ -62,7 +27,7 @@ pub(crate) fn refresh_after(
 
 /// Keeps the current link authenticated with fresh credentials until the client ends.
 pub(crate) fn spawn_refresher(
-    shared: Weak<crate::shared::Shared>,
+    shared: Weak<Shared>,
     provider: std::sync::Arc<dyn CredentialsProvider>,
     every: Duration,
     cancel: CancellationToken,
@@ -77,7 +42,7 @@ pub(crate) fn spawn_refresher(
 }
 
 async fn refresh(
-    shared: Weak<crate::shared::Shared>,
+    shared: Weak<Shared>,
     provider: std::sync::Arc<dyn CredentialsProvider>,
     every: Duration,
 ) {
@@ -110,7 +75,7 @@ async fn refresh(
     }
 }
 
-async fn reauthenticate(shared: &crate::shared::Shared, fresh: &Credentials) -> Result<(), String> {
+async fn reauthenticate(shared: &Shared, fresh: &Credentials) -> Result<(), String> {
     let Some(link) = shared.link.current() else {
         return Ok(());
     };

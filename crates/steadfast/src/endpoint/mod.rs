@@ -1,0 +1,12 @@
+//! What names a server and proves who the client is: an endpoint's address, how its name is
+//! resolved, credentials.
+//!
+//! Leaves: the config holds them, the connector uses them, events carry addresses; they use
+//! nothing of the crate's but errors. Public as `steadfast::connect::{Address, resolve,
+//! credentials}` and `steadfast::Password`.
+
+mod address;
+pub mod credentials;
+pub mod resolve;
+
+pub use address::Address;
