@@ -10,14 +10,20 @@ use std::time::Duration;
 use redis::{Cmd, RedisError};
 use tokio::time::Instant;
 
+use crate::backoff;
 use crate::connect::activity;
 use crate::health::{Verdict, probe};
 use crate::policy::{idempotent, retry};
-use crate::supervisor::{backoff, force};
+use crate::supervisor::force;
 
 /// How a failed attempt is classified; the name of the decision.
 pub fn classify(error: &RedisError, was_written: bool) -> &'static str {
-    match retry::decide(error, was_written) {
+    let handover = if was_written {
+        retry::Handover::Written
+    } else {
+        retry::Handover::Unsent
+    };
+    match retry::decide(error, handover) {
         retry::Decision::WaitAndRetry => "wait and retry",
         retry::Decision::ReconnectAndRetry { .. } => "reconnect and retry",
         retry::Decision::Ambiguous => "ambiguous",
@@ -38,12 +44,15 @@ impl Backoff {
     /// The backoff of `Config::default()`, seeded.
     pub fn with_defaults(seed: u64) -> Self {
         let reconnect = crate::Config::default().reconnect;
-        Self(backoff::Backoff::new(
-            reconnect.backoff_initial,
-            reconnect.backoff_max,
-            reconnect.refused_retry,
-            seed,
-        ))
+        Self(
+            backoff::Backoff::new(
+                reconnect.backoff_initial,
+                reconnect.backoff_max,
+                backoff::Jitter::Full,
+                seed,
+            )
+            .with_quick(reconnect.refused_retry),
+        )
     }
 
     /// The next delay after a failed attempt.

@@ -74,6 +74,7 @@ pub mod health;
 pub mod maintenance;
 pub mod metrics;
 
+mod backoff;
 #[doc(hidden)]
 pub mod bench_api;
 mod client;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::backoff::{Backoff, Jitter};
 use crate::endpoint::credentials::{Credentials, CredentialsProvider};
 use crate::event::Event;
 use crate::shared::Shared;
@@ -50,7 +51,13 @@ async fn refresh(
         Ok(current) => refresh_after(SystemTime::now(), current.expires_at, every),
         Err(_) => Duration::from_secs(1),
     };
-    let mut failures: u32 = 0;
+    // After a failed refresh: 400 ms, doubling to 12.8 s (never past the refresh interval).
+    let mut retry = Backoff::new(
+        Duration::from_millis(400),
+        Duration::from_millis(12_800).min(every),
+        Jitter::None,
+        0,
+    );
     loop {
         tokio::time::sleep(wait).await;
         let Some(shared) = shared.upgrade() else {
@@ -62,12 +69,11 @@ async fn refresh(
         };
         match outcome {
             Ok(fresh) => {
-                failures = 0;
+                retry.reset();
                 wait = refresh_after(SystemTime::now(), fresh.expires_at, every);
             }
             Err(error) => {
-                failures = failures.saturating_add(1);
-                wait = Duration::from_millis(200 << failures.min(6)).min(every);
+                wait = retry.next().unwrap_or(every);
                 warn!(%error, ?wait, "re-authentication failed; retrying");
                 shared.emitter.emit(Event::ReauthenticationFailed { error });
             }

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
+
 /// How one command on the shard's primary ended, as the breaker counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -47,25 +49,18 @@ pub(crate) enum Change {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    Closed {
-        failures: u32,
-    },
-    Open {
-        until: Instant,
-        open_for: Duration,
-    },
-    HalfOpen {
-        is_probing: bool,
-        open_for: Duration,
-    },
+    Closed { failures: u32 },
+    Open { until: Instant, open_for: Duration },
+    HalfOpen { is_probing: bool },
 }
 
 /// The breaker; see the module documentation.
 #[derive(Clone, Debug)]
 pub(crate) struct Breaker {
     threshold: u32,
-    open_min: Duration,
-    open_max: Duration,
+    /// How long each opening lasts: `open_min`, doubling on every failed probe up to
+    /// `open_max`; back to `open_min` once a probe succeeds.
+    open_times: Backoff,
     state: State,
 }
 
@@ -73,8 +68,7 @@ impl Breaker {
     pub(crate) fn new(threshold: u32, open_min: Duration, open_max: Duration) -> Self {
         Self {
             threshold: threshold.max(1),
-            open_min,
-            open_max: open_max.max(open_min),
+            open_times: Backoff::new(open_min, open_max.max(open_min), Jitter::None, 0),
             state: State::Closed { failures: 0 },
         }
     }
@@ -83,38 +77,29 @@ impl Breaker {
     pub(crate) fn admit(&mut self, now: Instant) -> Admission {
         match self.state {
             State::Closed { .. } => Admission::Pass,
-            State::Open { until, open_for } if now >= until => {
-                self.state = State::HalfOpen {
-                    is_probing: true,
-                    open_for,
-                };
+            State::Open { until, .. } if now >= until => {
+                self.state = State::HalfOpen { is_probing: true };
                 Admission::Probe
             }
             State::Open { .. }
             | State::HalfOpen {
                 is_probing: true, ..
             } => Admission::Refuse,
-            State::HalfOpen {
-                is_probing: false,
-                open_for,
-            } => {
-                self.state = State::HalfOpen {
-                    is_probing: true,
-                    open_for,
-                };
+            State::HalfOpen { is_probing: false } => {
+                self.state = State::HalfOpen { is_probing: true };
                 Admission::Probe
             }
         }
     }
 
-    /// Records how an admitted command ended; `was_probe` when [`admit`](Self::admit) said
-    /// [`Admission::Probe`].
+    /// Records how a command ended, with what [`admit`](Self::admit) said of it.
     pub(crate) fn record(
         &mut self,
         now: Instant,
         outcome: Outcome,
-        was_probe: bool,
+        admission: Admission,
     ) -> Option<Change> {
+        let was_probe = admission == Admission::Probe;
         match (self.state, outcome) {
             (State::Closed { .. }, Outcome::Answered) => {
                 self.state = State::Closed { failures: 0 };
@@ -123,7 +108,7 @@ impl Breaker {
             (State::Closed { failures }, Outcome::TransportFailure) => {
                 let failures = failures.saturating_add(1);
                 if failures >= self.threshold {
-                    self.open(now, self.open_min, failures)
+                    self.open(now, failures)
                 } else {
                     self.state = State::Closed { failures };
                     None
@@ -131,12 +116,10 @@ impl Breaker {
             }
             (State::HalfOpen { .. }, Outcome::Answered) if was_probe => {
                 self.state = State::Closed { failures: 0 };
+                self.open_times.reset();
                 Some(Change::Closed)
             }
-            (State::HalfOpen { open_for, .. }, Outcome::TransportFailure) if was_probe => {
-                let longer = open_for.saturating_mul(2).min(self.open_max);
-                self.open(now, longer, 1)
-            }
+            (State::HalfOpen { .. }, Outcome::TransportFailure) if was_probe => self.open(now, 1),
             // Outcomes of commands admitted before the breaker opened change nothing now.
             _ => None,
         }
@@ -144,11 +127,8 @@ impl Breaker {
 
     /// A probe that was admitted but never sent (its caller gave up): let another one through.
     pub(crate) fn probe_abandoned(&mut self) {
-        if let State::HalfOpen { open_for, .. } = self.state {
-            self.state = State::HalfOpen {
-                is_probing: false,
-                open_for,
-            };
+        if let State::HalfOpen { .. } = self.state {
+            self.state = State::HalfOpen { is_probing: false };
         }
     }
 
@@ -163,7 +143,8 @@ impl Breaker {
         self.state == State::Closed { failures: 0 }
     }
 
-    fn open(&mut self, now: Instant, open_for: Duration, failures: u32) -> Option<Change> {
+    fn open(&mut self, now: Instant, failures: u32) -> Option<Change> {
+        let open_for = self.open_times.next().unwrap_or_default();
         self.state = State::Open {
             until: now + open_for,
             open_for,
@@ -189,7 +170,7 @@ mod tests {
         let mut b = breaker();
         for _ in 0..100 {
             assert_eq!(b.admit(now), Admission::Pass);
-            assert_eq!(b.record(now, Outcome::Answered, false), None);
+            assert_eq!(b.record(now, Outcome::Answered, Admission::Pass), None);
         }
         assert!(!b.is_open());
     }
@@ -198,14 +179,14 @@ mod tests {
     fn failures_in_a_row_open_it_and_an_answer_resets_the_count() {
         let now = Instant::now();
         let mut b = breaker();
-        b.record(now, Outcome::TransportFailure, false);
-        b.record(now, Outcome::TransportFailure, false);
-        b.record(now, Outcome::Answered, false);
-        b.record(now, Outcome::TransportFailure, false);
-        b.record(now, Outcome::TransportFailure, false);
+        b.record(now, Outcome::TransportFailure, Admission::Pass);
+        b.record(now, Outcome::TransportFailure, Admission::Pass);
+        b.record(now, Outcome::Answered, Admission::Pass);
+        b.record(now, Outcome::TransportFailure, Admission::Pass);
+        b.record(now, Outcome::TransportFailure, Admission::Pass);
         assert!(!b.is_open());
         assert_eq!(
-            b.record(now, Outcome::TransportFailure, false),
+            b.record(now, Outcome::TransportFailure, Admission::Pass),
             Some(Change::Opened {
                 failures: 3,
                 open_for: MIN
@@ -219,12 +200,12 @@ mod tests {
         let now = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.record(now, Outcome::TransportFailure, false);
+            b.record(now, Outcome::TransportFailure, Admission::Pass);
         }
         assert_eq!(b.admit(now + MIN), Admission::Probe);
         assert_eq!(b.admit(now + MIN), Admission::Refuse, "one probe at a time");
         assert_eq!(
-            b.record(now + MIN, Outcome::Answered, true),
+            b.record(now + MIN, Outcome::Answered, Admission::Probe),
             Some(Change::Closed)
         );
         assert_eq!(b.admit(now + MIN), Admission::Pass);
@@ -235,13 +216,13 @@ mod tests {
         let mut now = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.record(now, Outcome::TransportFailure, false);
+            b.record(now, Outcome::TransportFailure, Admission::Pass);
         }
         let mut open_for = MIN;
         for expected in [1_000, 2_000, 4_000, 4_000] {
             now += open_for;
             assert_eq!(b.admit(now), Admission::Probe);
-            let change = b.record(now, Outcome::TransportFailure, true);
+            let change = b.record(now, Outcome::TransportFailure, Admission::Probe);
             open_for = Duration::from_millis(expected);
             assert_eq!(
                 change,
@@ -262,12 +243,15 @@ mod tests {
         let now = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.record(now, Outcome::TransportFailure, false);
+            b.record(now, Outcome::TransportFailure, Admission::Pass);
         }
-        assert_eq!(b.record(now, Outcome::Answered, false), None);
+        assert_eq!(b.record(now, Outcome::Answered, Admission::Pass), None);
         assert!(b.is_open());
         assert_eq!(b.admit(now + MIN), Admission::Probe);
-        assert_eq!(b.record(now + MIN, Outcome::TransportFailure, false), None);
+        assert_eq!(
+            b.record(now + MIN, Outcome::TransportFailure, Admission::Pass),
+            None
+        );
         assert_eq!(
             b.admit(now + MIN),
             Admission::Refuse,
@@ -280,7 +264,7 @@ mod tests {
         let now = Instant::now();
         let mut b = breaker();
         for _ in 0..3 {
-            b.record(now, Outcome::TransportFailure, false);
+            b.record(now, Outcome::TransportFailure, Admission::Pass);
         }
         assert_eq!(b.admit(now + MIN), Admission::Probe);
         b.probe_abandoned();

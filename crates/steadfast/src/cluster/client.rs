@@ -916,7 +916,8 @@ const BREAKER_OPEN_MAX: Duration = Duration::from_secs(8);
 struct Ticket<'a> {
     inner: &'a Inner,
     primary: NodeAddress,
-    was_probe: bool,
+    /// [`Admission::Pass`] or [`Admission::Probe`].
+    admission: Admission,
     is_recorded: bool,
 }
 
@@ -942,7 +943,7 @@ impl<'a> Ticket<'a> {
             Admission::Pass | Admission::Probe => Ok(Self {
                 inner,
                 primary,
-                was_probe: admission == Admission::Probe,
+                admission,
                 is_recorded: false,
             }),
         }
@@ -951,15 +952,15 @@ impl<'a> Ticket<'a> {
     fn record(mut self, outcome: Outcome) {
         self.is_recorded = true;
         if outcome == Outcome::Answered
-            && !self.was_probe
+            && self.admission != Admission::Probe
             && self.inner.troubled.load(Ordering::Acquire) == 0
         {
             return;
         }
-        let (was_probe, primary) = (self.was_probe, &self.primary);
+        let (admission, primary) = (self.admission, &self.primary);
         let change = self
             .inner
-            .with_breaker(primary, |b| b.record(Instant::now(), outcome, was_probe));
+            .with_breaker(primary, |b| b.record(Instant::now(), outcome, admission));
         let primary = self.primary.to_string();
         let event = match change {
             None => return,
@@ -984,7 +985,7 @@ impl<'a> Ticket<'a> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        if self.was_probe && !self.is_recorded {
+        if self.admission == Admission::Probe && !self.is_recorded {
             self.inner
                 .with_breaker(&self.primary, Breaker::probe_abandoned);
         }
@@ -1499,7 +1500,7 @@ impl Inner {
 /// every trigger.
 async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
     let mut gate = RefreshGate::new(REFRESH_COOLDOWN);
-    let mut next_periodic = Instant::now() + jittered(REFRESH_EVERY);
+    let mut next_periodic = Instant::now() + crate::backoff::spread(REFRESH_EVERY);
     // A trigger came since the last round: the next round is a full refresh.
     let mut is_triggered = false;
     loop {
@@ -1515,7 +1516,7 @@ async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if now >= next_periodic {
-                    next_periodic = now + jittered(REFRESH_EVERY);
+                    next_periodic = now + crate::backoff::spread(REFRESH_EVERY);
                     gate.trigger(now)
                 } else {
                     gate.poll(now)
@@ -1620,10 +1621,4 @@ async fn maintenance_watch(
             MaintenanceNotice::Push { .. } => {}
         }
     }
-}
-
-/// `base` give or take 10 %.
-fn jittered(base: Duration) -> Duration {
-    let spread = base / 10;
-    base - spread + spread.mul_f64(2.0 * rand::random::<f64>())
 }

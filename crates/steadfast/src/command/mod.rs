@@ -17,10 +17,11 @@ use redis::{Cmd, Pipeline, RedisError, Value};
 use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::connect::Link;
 use crate::error::{Error, ErrorKind};
 use crate::event::{DisconnectReason, LinkState};
-use crate::policy::retry::{self, Decision};
+use crate::policy::retry::{self, Decision, Handover};
 use crate::policy::{effect, idempotent};
 use crate::shared::{NodeMode, Shared};
 use unblock::Unblock;
@@ -141,7 +142,8 @@ async fn run(
     let deadline = until.map_or(own, |until| until.min(own));
     let mut may_be_applied = false;
     let mut last_error: Option<Error> = None;
-    let mut busy_waits: u32 = 0;
+    // Boxed and made on first use: a rare path, kept out of every command's future.
+    let mut busy: Option<Box<Backoff>> = None;
     loop {
         let link = match healthy_link(shared) {
             Some(link) => Ok(link),
@@ -196,7 +198,12 @@ async fn run(
             // Not executed; the cluster router decides where to send it next.
             Decision::Fail
         } else {
-            retry::decide(&error, !was_closed_before)
+            let handover = if was_closed_before {
+                Handover::Unsent
+            } else {
+                Handover::Written
+            };
+            retry::decide(&error, handover)
         };
         match decision {
             Decision::Fail => {
@@ -224,8 +231,10 @@ async fn run(
             }
             Decision::WaitAndRetry => {
                 crate::metrics::retry("busy");
-                busy_waits += 1;
-                let pause = busy_pause(busy_waits);
+                let pause = busy
+                    .get_or_insert_with(|| Box::new(busy_backoff()))
+                    .next()
+                    .unwrap_or_default();
                 debug!(generation = link.generation, ?pause, %error, "server busy; retrying");
                 last_error = Some(Error::from_redis(
                     ErrorKind::Server,
@@ -354,11 +363,16 @@ fn is_server_error(value: &Value) -> bool {
     matches!(value, Value::ServerError(_))
 }
 
-/// Pause before sending again to a cluster between states (TRYAGAIN, CLUSTERDOWN): 50 ms,
-/// doubling to 1 s. A server that is not ready (LOADING ...) is polled instead ([`ready`]).
-fn busy_pause(attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(5);
-    (Duration::from_millis(50) * factor).min(Duration::from_secs(1))
+/// Pauses before sending again to a cluster between states (TRYAGAIN, CLUSTERDOWN): 50 ms,
+/// doubling to 1 s; one command waits, so no jitter. A server that is not ready (LOADING ...)
+/// is polled instead ([`ready`]).
+fn busy_backoff() -> Backoff {
+    Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(1),
+        Jitter::None,
+        0,
+    )
 }
 
 enum WaitError {
@@ -476,9 +490,10 @@ mod tests {
 
     #[test]
     fn busy_pause_grows_to_one_second() {
-        assert_eq!(busy_pause(1), Duration::from_millis(50));
-        assert_eq!(busy_pause(2), Duration::from_millis(100));
-        assert_eq!(busy_pause(10), Duration::from_secs(1));
+        let pauses: Vec<Duration> = busy_backoff().take(10).collect();
+        assert_eq!(pauses[0], Duration::from_millis(50));
+        assert_eq!(pauses[1], Duration::from_millis(100));
+        assert_eq!(pauses[9], Duration::from_secs(1));
     }
 
     #[test]

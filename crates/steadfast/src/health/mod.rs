@@ -54,6 +54,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::backoff::{Backoff, Jitter};
 use crate::connect::Connector;
 use crate::event::{DisconnectReason, Event};
 use crate::shared::Shared;
@@ -101,7 +102,9 @@ async fn run(
     // Every address the name has listed since this link was made: a new one (a promoted
     // replica added beside the old primary) restarts a probe that may be stuck on the old.
     let mut listed: Vec<std::net::SocketAddr> = Vec::new();
-    let mut probe_backoff = health.read_stall;
+    // Between probes of a link that stays stalled: read_stall, doubling to 30 s; one monitor
+    // per client probes, at moments set by its own stall, so no jitter.
+    let mut probe_backoff = Backoff::new(health.read_stall, PROBE_BACKOFF_MAX, Jitter::None, 0);
     let mut next_probe_at = Instant::now();
     // The name is looked at once per tick: a lookup that answers at once (an IP address, a
     // cached name) must not turn the loop into a spin.
@@ -180,7 +183,7 @@ async fn run(
         if link.generation != watched {
             watched = link.generation;
             listed = link.address.tcp().into_iter().collect();
-            probe_backoff = health.read_stall;
+            probe_backoff.reset();
             next_probe_at = now;
             for stale in [
                 probe.take().map(|p| p.abort_handle()),
@@ -207,8 +210,7 @@ async fn run(
                     .link_lost(link.generation, DisconnectReason::Dead(reason));
                 continue;
             }
-            next_probe_at = now + probe_backoff;
-            probe_backoff = (probe_backoff * 2).min(PROBE_BACKOFF_MAX);
+            next_probe_at = now + probe_backoff.next().unwrap_or(PROBE_BACKOFF_MAX);
         }
         let stalled_for = link.activity.stalled_for(now);
         if stalled_for >= shared.timeouts.read_stall() {
@@ -246,7 +248,7 @@ async fn run(
             }
         } else if stalled_for.is_zero() {
             if link.activity.in_flight() == 0 {
-                probe_backoff = health.read_stall;
+                probe_backoff.reset();
             }
             let is_idle = link.activity.in_flight() == 0
                 && now.saturating_duration_since(link.activity.last_traffic())

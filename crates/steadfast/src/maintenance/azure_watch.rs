@@ -20,12 +20,12 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::azure::{self, AzureEvent, AzureEventKind, CHANNEL};
+use crate::backoff::{Backoff, Jitter};
 use crate::config::{AzureEvents, Config};
 use crate::connect::{Connector, Link, Target};
 use crate::event::{DisconnectReason, Event, MaintenanceNotice};
@@ -81,12 +81,19 @@ async fn listen(
     cancel: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 ) {
-    let mut failures: u32 = 0;
+    // Before subscribing again: uniform in [500 ms, 2 s], the ceiling doubling to 30 s; every
+    // client of a fleet resubscribes after the same event, so the jitter spreads them.
+    let mut retry = Backoff::new(
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+        Jitter::From(Duration::from_millis(500)),
+        rand::random(),
+    );
     loop {
         let mut received = messages.subscribe();
         match subscribe(&connector).await {
             Ok(link) => {
-                failures = 0;
+                retry.reset();
                 info!(channel = CHANNEL, "listening for Azure maintenance events");
                 loop {
                     let push = tokio::select! {
@@ -129,9 +136,7 @@ async fn listen(
         if shared.strong_count() == 0 {
             return;
         }
-        failures = failures.saturating_add(1);
-        let ceiling = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
-        let delay = rand::rng().random_range(Duration::from_millis(500)..=ceiling);
+        let delay = retry.next().unwrap_or(Duration::from_secs(30));
         tokio::time::sleep(delay).await;
     }
 }

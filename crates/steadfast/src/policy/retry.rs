@@ -28,9 +28,17 @@ pub(crate) enum Decision {
     Fail,
 }
 
-/// Classifies one failed attempt. `was_written` is false when the link was known closed before
-/// the command was handed to it.
-pub(crate) fn decide(error: &RedisError, was_written: bool) -> Decision {
+/// Whether a failed attempt's command may have reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handover {
+    /// Handed to the link: it may have been written, and applied.
+    Written,
+    /// The link was known closed before the command was handed to it: it was never written.
+    Unsent,
+}
+
+/// Classifies one failed attempt.
+pub(crate) fn decide(error: &RedisError, handover: Handover) -> Decision {
     match error.kind() {
         ErrorKind::Server(ServerErrorKind::ReadOnly) => {
             Decision::ReconnectAndRetry { is_read_only: true }
@@ -43,7 +51,7 @@ pub(crate) fn decide(error: &RedisError, was_written: bool) -> Decision {
         ) => Decision::WaitAndRetry,
         ErrorKind::Extension if error.code() == Some("BUSY") => Decision::WaitAndRetry,
         ErrorKind::Io | ErrorKind::Parse => {
-            if was_written {
+            if handover == Handover::Written {
                 Decision::Ambiguous
             } else {
                 Decision::ReconnectAndRetry {
@@ -52,7 +60,7 @@ pub(crate) fn decide(error: &RedisError, was_written: bool) -> Decision {
             }
         }
         _ if error.is_connection_dropped() || error.is_unrecoverable_error() => {
-            if was_written {
+            if handover == Handover::Written {
                 Decision::Ambiguous
             } else {
                 Decision::ReconnectAndRetry {
@@ -95,7 +103,7 @@ pub(crate) fn is_not_ready(error: &RedisError) -> bool {
 /// Whether a server error inside a pipeline reply means "this command was not executed".
 pub(crate) fn is_not_executed(error: &RedisError) -> bool {
     matches!(
-        decide(error, true),
+        decide(error, Handover::Written),
         Decision::WaitAndRetry | Decision::ReconnectAndRetry { .. }
     )
 }
@@ -120,17 +128,17 @@ mod tests {
     fn readonly_reply_from_the_wire_replaces_the_link() {
         let readonly = wire(b"-READONLY You can't write against a read only replica.\r\n");
         assert_eq!(
-            decide(&readonly, true),
+            decide(&readonly, Handover::Written),
             Decision::ReconnectAndRetry { is_read_only: true }
         );
         let loading = wire(b"-LOADING Redis is loading the dataset in memory\r\n");
-        assert_eq!(decide(&loading, true), Decision::WaitAndRetry);
+        assert_eq!(decide(&loading, Handover::Written), Decision::WaitAndRetry);
     }
 
     #[test]
     fn readonly_replaces_the_link_and_retries() {
         assert_eq!(
-            decide(&server(ServerErrorKind::ReadOnly), true),
+            decide(&server(ServerErrorKind::ReadOnly), Handover::Written),
             Decision::ReconnectAndRetry { is_read_only: true }
         );
     }
@@ -142,7 +150,10 @@ mod tests {
             ServerErrorKind::TryAgain,
             ServerErrorKind::MasterDown,
         ] {
-            assert_eq!(decide(&server(kind), true), Decision::WaitAndRetry);
+            assert_eq!(
+                decide(&server(kind), Handover::Written),
+                Decision::WaitAndRetry
+            );
         }
     }
 
@@ -171,15 +182,15 @@ mod tests {
     fn busy_script_is_recognised_by_its_code() {
         let busy = wire(b"-BUSY Redis is busy running a script\r\n");
         assert_eq!(busy.code(), Some("BUSY"));
-        assert_eq!(decide(&busy, true), Decision::WaitAndRetry);
+        assert_eq!(decide(&busy, Handover::Written), Decision::WaitAndRetry);
     }
 
     #[test]
     fn dropped_connection_after_write_is_ambiguous() {
         let io: RedisError = std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
-        assert_eq!(decide(&io, true), Decision::Ambiguous);
+        assert_eq!(decide(&io, Handover::Written), Decision::Ambiguous);
         assert_eq!(
-            decide(&io, false),
+            decide(&io, Handover::Unsent),
             Decision::ReconnectAndRetry {
                 is_read_only: false
             }
@@ -190,13 +201,13 @@ mod tests {
     fn wrongtype_and_noperm_are_final() {
         let wrongtype =
             wire(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
-        assert_eq!(decide(&wrongtype, true), Decision::Fail);
+        assert_eq!(decide(&wrongtype, Handover::Written), Decision::Fail);
         assert_eq!(
-            decide(&server(ServerErrorKind::NoPerm), true),
+            decide(&server(ServerErrorKind::NoPerm), Handover::Written),
             Decision::Fail
         );
         assert_eq!(
-            decide(&server(ServerErrorKind::ResponseError), true),
+            decide(&server(ServerErrorKind::ResponseError), Handover::Written),
             Decision::Fail
         );
     }

@@ -32,7 +32,7 @@
 
 use std::time::Duration;
 
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::connect::{FailureClass, Target};
 use crate::event::{DisconnectReason, Event};
 
@@ -331,12 +331,13 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::Jitter;
 
     fn machine() -> Machine {
         let backoff = Backoff::new(
             Duration::from_millis(100),
             Duration::from_secs(5),
-            Duration::from_millis(100),
+            Jitter::Full,
             7,
         );
         Machine::start(backoff).0
@@ -360,7 +361,7 @@ mod tests {
         let backoff = Backoff::new(
             Duration::from_millis(1),
             Duration::from_secs(1),
-            Duration::from_millis(1),
+            Jitter::Full,
             0,
         );
         let (m, actions) = Machine::start(backoff);

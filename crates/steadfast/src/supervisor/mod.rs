@@ -11,7 +11,6 @@
 //! - A dial that reaches a replica while the endpoint should be a primary counts as a failed
 //!   attempt (the name has not moved yet): the supervisor backs off and resolves again.
 
-pub(crate) mod backoff;
 pub(crate) mod force;
 mod handle;
 mod machine;
@@ -25,12 +24,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::{Backoff, Jitter};
 use crate::emitter::Emitter;
 
 use crate::config::Config;
 use crate::connect::{ConnectFailure, Connector, FailureClass, Link, Progress, Target};
 use crate::event::{DisconnectReason, Event, LinkState};
-use backoff::Backoff;
 use machine::{Action, Input, Machine, State};
 
 /// The published link: what the command path sees, the link to use, if any, and the state to
@@ -96,9 +95,10 @@ pub(crate) fn spawn(
     let backoff = Backoff::new(
         config.reconnect.backoff_initial,
         config.reconnect.backoff_max,
-        config.reconnect.refused_retry,
+        Jitter::Full,
         rand::random(),
-    );
+    )
+    .with_quick(config.reconnect.refused_retry);
     let task = Task {
         config: Arc::clone(&config),
         connector,
