@@ -95,7 +95,7 @@ impl Client {
         };
         let mut connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
         if mode == NodeMode::ClusterNode
-            && config.command.read_from == crate::config::ReadFrom::Replica
+            && config.cluster.read_from == crate::config::ReadFrom::Replica
         {
             connector = connector.with_read_only_session();
         }

@@ -92,9 +92,10 @@ mod verdict;
 
 pub use client::Client;
 pub use config::{
-    AzureEvents, ClientIdentity, CommandConfig, Config, ConnectConfig, EndpointConfig,
-    ExpectedRole, HealthConfig, MaintenanceConfig, MaintenanceMode, MovingEndpointType, Password,
-    Protocol, ReadFrom, ReconnectConfig, TlsConfig, TlsRoots, TlsVerification,
+    AzureEvents, ClientIdentity, ClusterConfig, CommandConfig, Config, ConnectConfig,
+    EndpointConfig, ExpectedRole, HealthConfig, MaintenanceConfig, MaintenanceMode,
+    MovingEndpointType, Password, Protocol, ReadFrom, ReconnectConfig, TlsConfig, TlsRoots,
+    TlsVerification,
 };
 pub use error::{Error, ErrorKind, RedisErrorExt};
 pub use event::{DisconnectReason, Event, LinkState, MaintenanceNotice};

@@ -926,7 +926,7 @@ async fn reset_stats(nodes: &[RedisServer]) {
 async fn replica_reading_client(nodes: &[RedisServer]) -> steadfast::cluster::ClusterClient {
     let config =
         steadfast::Config::from_url(&format!("{}?read_from=replica", nodes[0].url())).unwrap();
-    assert_eq!(config.command.read_from, steadfast::ReadFrom::Replica);
+    assert_eq!(config.cluster.read_from, steadfast::ReadFrom::Replica);
     steadfast::cluster::ClusterClient::connect(config)
         .await
         .unwrap()

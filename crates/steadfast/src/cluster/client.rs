@@ -23,21 +23,23 @@
 //!   the new owner. `ASK`: the command is sent once to the named node after `ASKING`; the table
 //!   is not touched. `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`: a refresh is
 //!   triggered, the command waits for it (at most 250 ms per round) and is sent again. All
-//!   within the command's one deadline, at most 16 redirections (`LOADING` rounds not counted).
+//!   within the command's one deadline, at most `cluster.redirect_limit` redirections (16;
+//!   `LOADING` rounds not counted).
 //! - Reads from replicas (opt-in: [`ReadFrom::Replica`], `read_from=replica` in the URL): every
 //!   node's link sends `READONLY` at handshake; a read-only command (or pipeline of them) goes
 //!   to the shard's replicas in turn, skipping one the cluster flags failing, one whose link is
 //!   down or stalled, and for 1 s one that answered `LOADING`; with none usable, to the primary.
 //! - A slot whose primary is unreachable (its link is down, or this command failed to reach
-//!   it): the command asks the shard's replicas (not flagged failing) in turn, every 25 ms. A
+//!   it): the command asks the shard's replicas (not flagged failing) in turn, every `cluster.takeover_poll`
+//!   (25 ms). A
 //!   replica that has not taken over answers `MOVED` to the old primary (not executed); one
 //!   that has serves the command, and the slot is re-pointed at it at once. Writes resume the
 //!   moment the replica promotes itself, without waiting for a refresh.
-//! - Topology: a check every 2 s (jittered): `CLUSTER NODES` from one node (each in turn),
+//! - Topology: a check every `cluster.refresh_interval` (2 s, jittered): `CLUSTER NODES` from one node (each in turn),
 //!   compared with the table. A refresh on every trigger, or when a check saw a change:
 //!   `CLUSTER NODES` from up to three nodes (nodes whose link is up first; done as soon as two
-//!   agree), the majority view ([`choose`]). Both through a trailing-edge gate (at most 5 a
-//!   second, no trigger dropped). A view with a lower epoch than the table's is refused. The
+//!   agree), the majority view ([`choose`]). Both through a trailing-edge gate (`cluster.refresh_min_interval`: at
+//!   most 5 a second, no trigger dropped). A view with a lower epoch than the table's is refused. The
 //!   table is swapped whole: commands never wait on a refresh unless their slot has no owner.
 //!   Every node in the table gets its link at once (`connect` waits for the primaries').
 //! - An idempotent command whose node's link stalls (the health monitor's read-stall verdict)
@@ -100,17 +102,13 @@ use super::refresh::RefreshGate;
 use super::routing::{Replica, Routing};
 use super::topology::{View, choose};
 use crate::command::{Reply, Request};
-use crate::config::{Config, ExpectedRole, ReadFrom};
+use crate::config::{ClusterConfig, Config, ExpectedRole, ReadFrom};
 use crate::emitter::Emitter;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Event, MaintenanceNotice};
 
-const MAX_REDIRECTS: usize = 16;
-const REFRESH_EVERY: Duration = Duration::from_secs(2);
-const REFRESH_COOLDOWN: Duration = Duration::from_millis(200);
+/// How long a command that asked for a refresh waits for it before going on.
 const REFRESH_WAIT: Duration = Duration::from_millis(250);
-/// How often a command whose primary is unreachable asks a replica whether it took over.
-const TAKEOVER_POLL: Duration = Duration::from_millis(25);
 /// How long a replica that answered `LOADING` gets no reads.
 const LOADING_AVOID: Duration = Duration::from_secs(1);
 const VIEW_TIMEOUT: Duration = Duration::from_secs(1);
@@ -219,13 +217,15 @@ impl ClusterClient {
                         ),
                     ));
                 }
-                tokio::time::sleep(REFRESH_COOLDOWN).await;
+                tokio::time::sleep(inner.config.cluster.refresh_min_interval).await;
             }
         }
         inner.dial_every_node(Some(deadline)).await;
-        inner
-            .tasks
-            .spawn(refresher(Arc::downgrade(&inner), inner.cancel.clone()));
+        inner.tasks.spawn(refresher(
+            Arc::downgrade(&inner),
+            inner.config.cluster.clone(),
+            inner.cancel.clone(),
+        ));
         inner.tasks.spawn(maintenance_watch(
             Arc::downgrade(&inner),
             notices_received,
@@ -459,10 +459,10 @@ impl ClusterClient {
         let length = inner.config.command.deadline;
         let slot = job.slot()?;
         let is_idempotent = job.is_idempotent();
-        // A read a replica may serve (`command.read_from`): replicas' links are in READONLY
+        // A read a replica may serve (`cluster.read_from`): replicas' links are in READONLY
         // mode, so a replica's answer to it says nothing about who the primary is.
         let reads_replica =
-            inner.config.command.read_from == ReadFrom::Replica && job.is_read_only();
+            inner.config.cluster.read_from == ReadFrom::Replica && job.is_read_only();
         let mut ask: Option<NodeAddress> = None;
         let mut last_error: Option<Error> = None;
         let mut redirects = 0;
@@ -470,7 +470,7 @@ impl ClusterClient {
         // command asks the shard's replicas, one of which may already have taken over.
         let mut unreachable: Vec<NodeAddress> = Vec::new();
         let mut turn = 0;
-        while redirects < MAX_REDIRECTS && Instant::now() < deadline {
+        while redirects < inner.config.cluster.redirect_limit && Instant::now() < deadline {
             let asked = ask.take();
             let route = match &asked {
                 Some(node) => Some(Route {
@@ -628,7 +628,9 @@ impl ClusterClient {
                         if inner.is_up(&to) {
                             unreachable.retain(|u| *u != to);
                         } else {
-                            inner.refresh_and_wait(deadline, TAKEOVER_POLL).await;
+                            inner
+                                .refresh_and_wait(deadline, inner.config.cluster.takeover_poll)
+                                .await;
                         }
                         continue;
                     }
@@ -677,7 +679,8 @@ impl ClusterClient {
         Err(Error::new(
             ErrorKind::DeadlineExceeded,
             format!(
-                "no node served the command within {length:?} ({MAX_REDIRECTS} redirections at most)"
+                "no node served the command within {length:?} ({} redirections at most)",
+                inner.config.cluster.redirect_limit
             ),
         ))
     }
@@ -904,12 +907,6 @@ struct Route {
     /// The target's node client, when the look found it (saves a second look).
     client: Option<crate::Client>,
 }
-
-/// Breaker settings: this many failures in a row open a shard's breaker for 1 s, doubling up to
-/// 8 s while its probes fail.
-const BREAKER_THRESHOLD: u32 = 3;
-const BREAKER_OPEN_MIN: Duration = Duration::from_secs(1);
-const BREAKER_OPEN_MAX: Duration = Duration::from_secs(8);
 
 /// A command admitted by its shard's breaker; reports how it ended (a probe abandoned by a
 /// caller who gave up lets the next command probe).
@@ -1165,9 +1162,14 @@ impl Inner {
     /// breakers that are not pristine.
     fn with_breaker<T>(&self, primary: &NodeAddress, f: impl FnOnce(&mut Breaker) -> T) -> T {
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        let breaker = breakers
-            .entry(primary.clone())
-            .or_insert_with(|| Breaker::new(BREAKER_THRESHOLD, BREAKER_OPEN_MIN, BREAKER_OPEN_MAX));
+        let breaker = breakers.entry(primary.clone()).or_insert_with(|| {
+            let cluster = &self.config.cluster;
+            Breaker::new(
+                cluster.breaker_threshold,
+                cluster.breaker_open_min,
+                cluster.breaker_open_max,
+            )
+        });
         let was_pristine = breaker.is_pristine();
         let result = f(breaker);
         match (was_pristine, breaker.is_pristine()) {
@@ -1496,11 +1498,11 @@ impl Inner {
     }
 }
 
-/// The background refresh, through the gate: a check every 2 s (jittered), a full refresh on
-/// every trigger.
-async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
-    let mut gate = RefreshGate::new(REFRESH_COOLDOWN);
-    let mut next_periodic = Instant::now() + crate::backoff::spread(REFRESH_EVERY);
+/// The background refresh, through the gate: a check every `cluster.refresh_interval`
+/// (jittered), a full refresh on every trigger.
+async fn refresher(inner: Weak<Inner>, cluster: ClusterConfig, cancel: CancellationToken) {
+    let mut gate = RefreshGate::new(cluster.refresh_min_interval);
+    let mut next_periodic = Instant::now() + crate::backoff::spread(cluster.refresh_interval);
     // A trigger came since the last round: the next round is a full refresh.
     let mut is_triggered = false;
     loop {
@@ -1516,7 +1518,7 @@ async fn refresher(inner: Weak<Inner>, cancel: CancellationToken) {
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if now >= next_periodic {
-                    next_periodic = now + crate::backoff::spread(REFRESH_EVERY);
+                    next_periodic = now + crate::backoff::spread(cluster.refresh_interval);
                     gate.trigger(now)
                 } else {
                     gate.poll(now)

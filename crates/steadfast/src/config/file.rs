@@ -2,7 +2,8 @@
 //!
 //! # Behaviour
 //! - The file names the endpoint with `url` or `connection_string`, and may set any group:
-//!   `[connect]`, `[command]`, `[health]`, `[reconnect]`, `[tls]`, `[maintenance]`. Durations are
+//!   `[connect]`, `[command]`, `[health]`, `[reconnect]`, `[tls]`, `[maintenance]`, `[cluster]`.
+//!   Durations are
 //!   strings with a unit (`"250ms"`, `"5s"`, `"2m"`). Unknown keys are errors that name the key.
 //! - [`Config::from_env`] reads `STEADFAST_CONFIG_FILE` (a TOML file), else `STEADFAST_URL`, else
 //!   `STEADFAST_CONNECTION_STRING`; then `STEADFAST_PASSWORD` (kept out of URLs and files),
@@ -42,6 +43,8 @@ struct File {
     tls: TlsSection,
     #[serde(default)]
     maintenance: MaintenanceSection,
+    #[serde(default)]
+    cluster: ClusterSection,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,7 +62,19 @@ struct ConnectSection {
 struct CommandSection {
     deadline: Option<String>,
     queue_capacity: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
     read_from: Option<String>,
+    refresh_interval: Option<String>,
+    refresh_min_interval: Option<String>,
+    breaker_threshold: Option<u32>,
+    breaker_open_min: Option<String>,
+    breaker_open_max: Option<String>,
+    takeover_poll: Option<String>,
+    redirect_limit: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -166,9 +181,6 @@ impl Config {
             "command.deadline",
             file.command.deadline.as_ref(),
         )?;
-        if let Some(choice) = &file.command.read_from {
-            config.command.read_from = super::parse_choice("command.read_from", choice)?;
-        }
         if let Some(capacity) = file.command.queue_capacity {
             config.command.queue_capacity = capacity;
         }
@@ -204,6 +216,7 @@ impl Config {
         )?;
         apply_tls(&mut config, file.tls)?;
         apply_maintenance(&mut config, file.maintenance)?;
+        apply_cluster(&mut config, file.cluster)?;
         config.validate()?;
         Ok(config)
     }
@@ -293,6 +306,49 @@ fn apply_tls(config: &mut Config, tls: TlsSection) -> Result<(), Error> {
     Ok(())
 }
 
+fn apply_cluster(config: &mut Config, section: ClusterSection) -> Result<(), Error> {
+    let cluster = &mut config.cluster;
+    if let Some(choice) = &section.read_from {
+        cluster.read_from = super::parse_choice("cluster.read_from", choice)?;
+    }
+    for (target, field, value) in [
+        (
+            &mut cluster.refresh_interval,
+            "cluster.refresh_interval",
+            &section.refresh_interval,
+        ),
+        (
+            &mut cluster.refresh_min_interval,
+            "cluster.refresh_min_interval",
+            &section.refresh_min_interval,
+        ),
+        (
+            &mut cluster.breaker_open_min,
+            "cluster.breaker_open_min",
+            &section.breaker_open_min,
+        ),
+        (
+            &mut cluster.breaker_open_max,
+            "cluster.breaker_open_max",
+            &section.breaker_open_max,
+        ),
+        (
+            &mut cluster.takeover_poll,
+            "cluster.takeover_poll",
+            &section.takeover_poll,
+        ),
+    ] {
+        set_duration(target, field, value.as_ref())?;
+    }
+    if let Some(threshold) = section.breaker_threshold {
+        cluster.breaker_threshold = threshold;
+    }
+    if let Some(limit) = section.redirect_limit {
+        cluster.redirect_limit = limit;
+    }
+    Ok(())
+}
+
 fn apply_maintenance(config: &mut Config, maintenance: MaintenanceSection) -> Result<(), Error> {
     if let Some(mode) = maintenance.mode {
         config.maintenance.mode = super::parse_choice("maintenance.mode", &mode)?;
@@ -324,7 +380,6 @@ mod tests {
             [command]
             deadline = "2s"
             queue_capacity = 50
-            read_from = "replica"
             [health]
             read_stall = "1500ms"
             [reconnect]
@@ -336,6 +391,15 @@ mod tests {
             mode = "disabled"
             azure_events = "on"
             relaxed_timeout = "20s"
+            [cluster]
+            read_from = "replica"
+            refresh_interval = "5s"
+            refresh_min_interval = "100ms"
+            breaker_threshold = 5
+            breaker_open_min = "500ms"
+            breaker_open_max = "4s"
+            takeover_poll = "50ms"
+            redirect_limit = 8
             "#,
         )
         .unwrap();
@@ -348,7 +412,6 @@ mod tests {
         assert_eq!(config.connect.connect_timeout, Duration::from_secs(3));
         assert_eq!(config.command.deadline, Duration::from_secs(2));
         assert_eq!(config.command.queue_capacity, 50);
-        assert_eq!(config.command.read_from, crate::config::ReadFrom::Replica);
         assert_eq!(config.health.read_stall, Duration::from_millis(1500));
         assert_eq!(config.reconnect.backoff_max, Duration::from_secs(2));
         assert_eq!(config.tls.server_name.as_deref(), Some("cache.internal"));
@@ -356,6 +419,29 @@ mod tests {
         assert_eq!(config.maintenance.mode, MaintenanceMode::Disabled);
         assert_eq!(config.maintenance.azure_events, AzureEvents::On);
         assert_eq!(config.maintenance.relaxed_timeout, Duration::from_secs(20));
+        let cluster = &config.cluster;
+        assert_eq!(cluster.read_from, crate::config::ReadFrom::Replica);
+        assert_eq!(cluster.refresh_interval, Duration::from_secs(5));
+        assert_eq!(cluster.refresh_min_interval, Duration::from_millis(100));
+        assert_eq!(cluster.breaker_threshold, 5);
+        assert_eq!(cluster.breaker_open_min, Duration::from_millis(500));
+        assert_eq!(cluster.breaker_open_max, Duration::from_secs(4));
+        assert_eq!(cluster.takeover_poll, Duration::from_millis(50));
+        assert_eq!(cluster.redirect_limit, 8);
+    }
+
+    #[test]
+    fn a_cluster_setting_out_of_range_is_named() {
+        let err =
+            Config::from_toml("url = \"redis://a:6379\"\n[cluster]\nbreaker_open_min = \"9s\"\n")
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.breaker_open_max"),
+            "{err}"
+        );
+        let err =
+            Config::from_toml("url = \"redis://a:6379\"\n[cluster]\nspeed = 3\n").unwrap_err();
+        assert!(err.to_string().contains("speed"), "{err}");
     }
 
     #[test]

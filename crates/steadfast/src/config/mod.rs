@@ -9,10 +9,12 @@
 //! - [`Config::from_toml`] and [`Config::from_env`] read a file and the environment.
 //! - [`Config::from_url`] reads a `redis://` URL (`redis://[[user]:password@]host[:port][/db][?protocol=resp2|resp3&client_name=NAME]`).
 
+mod cluster;
 mod connection_string;
 mod file;
 mod url;
 
+pub use cluster::{ClusterConfig, ReadFrom};
 pub use connection_string::{ConnectionString, parse as parse_connection_string};
 
 use std::fmt;
@@ -49,6 +51,9 @@ pub struct Config {
     pub command: CommandConfig,
     /// How announced maintenance is acted on.
     pub maintenance: MaintenanceConfig,
+    /// How a cluster client routes and keeps its slot table (a single-endpoint client ignores
+    /// it).
+    pub cluster: ClusterConfig,
 }
 
 /// The endpoint and the session settings sent at handshake.
@@ -338,35 +343,6 @@ pub struct CommandConfig {
     /// Send again every command whose outcome is unknown (written, then the link died), not only
     /// the idempotent ones. Default: `false`: a non-idempotent command is never applied twice.
     pub is_retry_ambiguous_allowed: bool,
-    /// Where a cluster client sends read-only commands ([`ReadFrom`]). Default: the primary.
-    /// A single-endpoint [`Client`](crate::Client) talks to its endpoint whatever this says.
-    pub read_from: ReadFrom,
-}
-
-/// Where a cluster client sends read-only commands (`GET`, `HGETALL`, `ZRANGE` ...; a pipeline
-/// only if every command in it is one; never a transaction).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReadFrom {
-    /// The slot's primary: every read sees every write acknowledged before it.
-    #[default]
-    Primary,
-    /// A replica of the slot's shard, in turn, when one is usable: its link is up, the cluster
-    /// does not flag it failing, and it did not answer `LOADING` in the last second; else the
-    /// primary. Replication is asynchronous: a read may miss a write acknowledged just before.
-    Replica,
-}
-
-impl std::str::FromStr for ReadFrom {
-    type Err = &'static str;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "primary" | "master" => Ok(Self::Primary),
-            "replica" | "prefer_replica" => Ok(Self::Replica),
-            _ => Err("expected primary or replica"),
-        }
-    }
 }
 
 impl Default for CommandConfig {
@@ -375,7 +351,6 @@ impl Default for CommandConfig {
             deadline: Duration::from_secs(5),
             queue_capacity: 10_000,
             is_retry_ambiguous_allowed: false,
-            read_from: ReadFrom::Primary,
         }
     }
 }
@@ -528,7 +503,7 @@ impl Config {
                 }
                 url::Setting::Maintenance(mode) => config.maintenance.mode = mode,
                 url::Setting::AzureEvents(choice) => config.maintenance.azure_events = choice,
-                url::Setting::ReadFrom(choice) => config.command.read_from = choice,
+                url::Setting::ReadFrom(choice) => config.cluster.read_from = choice,
             }
         }
         config.validate()?;
@@ -627,6 +602,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.cluster.validate()?;
         if self.command.queue_capacity == 0 {
             return Err(Error::invalid_config(
                 "command.queue_capacity",

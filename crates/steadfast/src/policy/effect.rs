@@ -82,7 +82,7 @@ const PROTOCOL: &str = "the protocol and the handshake belong in the config \
     (endpoint.protocol, endpoint.client_name), so that every new link is set up the same way";
 const RESET: &str = "it would silently undo the link's database, name and credentials for \
     every clone; change the config instead";
-const REPLICA_MODE: &str = "replica reads are a setting (command.read_from on a cluster \
+const REPLICA_MODE: &str = "replica reads are a setting (cluster.read_from on a cluster \
     client), kept on every node's link; sent as a command the mode would be lost on the next \
     reconnect";
 const MONITOR: &str = "it turns the link into a stream of every command the server runs; \

@@ -99,7 +99,7 @@ pub(crate) fn spawn(
         rand::random(),
     )
     .with_quick(config.reconnect.refused_retry);
-    let task = Task {
+    let task = Supervisor {
         config: Arc::clone(&config),
         connector,
         emitter: emitter.clone(),
@@ -123,7 +123,8 @@ pub(crate) fn spawn(
     Handle::new(&config, published_rx, reporter, emitter)
 }
 
-enum Woke {
+/// What woke the supervisor's loop, before it is turned into the machine's [`Input`].
+enum Wakeup {
     Shutdown,
     Report(Report),
     LinkClosed,
@@ -133,7 +134,8 @@ enum Woke {
     HoldExpired(u64),
 }
 
-struct Task {
+/// The supervisor's task: carries out what the [`Machine`] decides, owns the links.
+struct Supervisor {
     config: Arc<Config>,
     connector: Connector,
     emitter: Emitter,
@@ -165,7 +167,7 @@ async fn drain(link: Arc<Link>, limit: std::time::Duration) {
     link.close();
 }
 
-impl Task {
+impl Supervisor {
     async fn run(mut self, backoff: Backoff) {
         let (mut machine, actions) = Machine::start(backoff);
         self.apply(actions);
@@ -217,36 +219,36 @@ impl Task {
             };
             tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => Woke::Shutdown,
-                Some(report) = self.reports.recv() => Woke::Report(report),
-                () = link_closed => Woke::LinkClosed,
-                result = dial => Woke::Dialled(Box::new(result)),
-                () = wait => Woke::Waited,
-                generation = hold => Woke::HoldExpired(generation),
+                () = self.cancel.cancelled() => Wakeup::Shutdown,
+                Some(report) = self.reports.recv() => Wakeup::Report(report),
+                () = link_closed => Wakeup::LinkClosed,
+                result = dial => Wakeup::Dialled(Box::new(result)),
+                () = wait => Wakeup::Waited,
+                generation = hold => Wakeup::HoldExpired(generation),
             }
         };
         match woke {
-            Woke::Shutdown => Input::Shutdown,
-            Woke::Report(Report::Lost { generation, reason }) => {
+            Wakeup::Shutdown => Input::Shutdown,
+            Wakeup::Report(Report::Lost { generation, reason }) => {
                 Input::LinkLost { generation, reason }
             }
-            Woke::Report(Report::Replace { generation, target }) => {
+            Wakeup::Report(Report::Replace { generation, target }) => {
                 Input::Replace { generation, target }
             }
-            Woke::LinkClosed => Input::LinkLost {
+            Wakeup::LinkClosed => Input::LinkLost {
                 generation: current.as_ref().map_or(0, |l| l.generation),
                 reason: DisconnectReason::Closed("connection closed".into()),
             },
-            Woke::Dialled(result) => {
+            Wakeup::Dialled(result) => {
                 self.dial = None;
                 self.progress.clear();
                 self.dial_outcome(*result)
             }
-            Woke::Waited => {
+            Wakeup::Waited => {
                 self.wait = None;
                 Input::BackoffElapsed
             }
-            Woke::HoldExpired(generation) => {
+            Wakeup::HoldExpired(generation) => {
                 self.hold = None;
                 Input::HoldExpired { generation }
             }
