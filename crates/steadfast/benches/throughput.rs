@@ -17,7 +17,7 @@
 //! `cluster_async::ClusterConnection` (the reference of the ratios), both with their defaults;
 //! the 64 keys spread over the three shards. `STEADFAST_BENCH_JSON=FILE` also writes the rows as
 //! JSON;
-//! `STEADFAST_BENCH_TASKS=16` runs one concurrency only; `STEADFAST_BENCH_OP=GET` (or `SET`,
+//! `STEADFAST_BENCH_TASKS=64` runs one concurrency only (any number); `STEADFAST_BENCH_OP=GET` (or `SET`,
 //! `pipeline`) one operation only; `STEADFAST_BENCH_CLIENT=steadfast` runs
 //! one client only (for profiling; ratios are then meaningless).
 
@@ -281,10 +281,9 @@ fn run_all(runtime: &tokio::runtime::Runtime, clients: &[Under], seconds: Durati
         let only = std::env::var("STEADFAST_BENCH_TASKS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok());
-        for tasks in [1usize, 16, 256] {
-            if only.is_some_and(|only| only != tasks) {
-                continue;
-            }
+        // One concurrency only when asked, any number (the default three otherwise).
+        let all: Vec<usize> = only.map_or_else(|| vec![1, 16, 256], |only| vec![only]);
+        for tasks in all {
             let mut samples: Vec<Vec<Sample>> = clients.iter().map(|_| Vec::new()).collect();
             let only_client = std::env::var("STEADFAST_BENCH_CLIENT").ok();
             for round in 0..rounds {
