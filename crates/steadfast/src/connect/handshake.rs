@@ -106,13 +106,8 @@ where
             } else {
                 ErrorKind::Connect
             };
-            let class = if crate::policy::retry::is_not_ready(&e) {
-                FailureClass::NotReady
-            } else {
-                FailureClass::Rejected
-            };
             ConnectFailure {
-                class,
+                class: refusal_class(&e),
                 error: Error::from_redis(kind, &format!("handshake with {address}"), e),
             }
         })?;
@@ -145,13 +140,8 @@ where
     .await
     .map_err(|e| {
         driver_task.abort();
-        let class = if crate::policy::retry::is_not_ready(&e) {
-            FailureClass::NotReady
-        } else {
-            FailureClass::Rejected
-        };
         ConnectFailure {
-            class,
+            class: refusal_class(&e),
             error: Error::from_redis(ErrorKind::Connect, &format!("handshake with {address}"), e),
         }
     })?;
@@ -377,6 +367,16 @@ fn rejected(error: Error) -> ConnectFailure {
     ConnectFailure {
         class: FailureClass::Rejected,
         error,
+    }
+}
+
+/// A server that refused the handshake: one that is there and not ready yet (`LOADING` ...) is
+/// asked again soon; any other refusal backs off.
+fn refusal_class(error: &redis::RedisError) -> FailureClass {
+    if crate::policy::retry::is_not_ready(error) {
+        FailureClass::NotReady
+    } else {
+        FailureClass::Rejected
     }
 }
 
