@@ -15,6 +15,7 @@ pub mod accounting;
 pub mod client;
 pub mod report;
 pub mod scenario;
+pub mod shards;
 pub mod svg;
 pub mod workload;
 
@@ -306,7 +307,7 @@ async fn run_scenario(
             },
         ));
     }
-    report::judge_shards(scenario, fault_ms, &mut outcomes);
+    shards::judge_shards(scenario, fault_ms, &mut outcomes);
     Ok(ScenarioReport {
         scenario,
         description: scenario.description(timing),
