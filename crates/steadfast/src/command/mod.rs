@@ -168,10 +168,16 @@ async fn run(
             .block
             .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
         // A blocking command is never batched: the other replies of its batch would wait for it.
+        // The shared link of a single-endpoint client writes alone. Batching there was tried
+        // and dropped (2026-12-03, BENCHMARKS.md): from 33 in flight it gave 1.4x-1.7x
+        // throughput at 256, but in a quick drill's lossy link (30 % loss for 5 s) all 64
+        // concurrent tasks were still waiting 6 s later, where unbatched writes lost nothing
+        // in every run (fewer, larger writes leave TCP fewer segments in flight to trigger fast
+        // retransmit: a likely reading, not proven); from 2 in flight it halved 16-in-flight
+        // throughput. A blocking command is never batched: its batch's replies would wait.
         let writing = match (plan.block, shared.mode) {
-            (Some(_), _) => Writing::Alone,
             (None, NodeMode::ClusterNode) => Writing::BatchedAbove(CLUSTER_BATCH_FROM),
-            (None, NodeMode::Endpoint) => Writing::BatchedAbove(SHARED_BATCH_FROM),
+            (Some(_), _) | (None, NodeMode::Endpoint) => Writing::Alone,
         };
         let outcome = timeout_at(deadline, send(&link, request, writing)).await;
         drop(in_flight);
@@ -409,11 +415,6 @@ fn wait_bound(shared: &Shared, deadline: Instant) -> Instant {
 /// flight over 3 nodes): from 3, a node with 4 callers wrote one by one; from 1, client CPU
 /// per command fell to cluster_async's.
 const CLUSTER_BATCH_FROM: usize = 1;
-
-/// The same for the shared link of a single-endpoint client. Measured (throughput bench, one
-/// link): batching doubles throughput at 256 in flight and halves it at 16, where a batch's
-/// extra task hop costs more than the system calls it saves.
-const SHARED_BATCH_FROM: usize = 32;
 
 /// See [`wait_bound`].
 const CLUSTER_NODE_WAIT: Duration = Duration::from_millis(250);

@@ -2,10 +2,11 @@
 //! pipeline, so the connection's driver writes them with one system call instead of one each.
 //!
 //! # Behaviour
-//! - Used for single commands when enough others are in flight on the same link: on a cluster
-//!   node's link from 2, on a single-endpoint client's shared link from 33 (the command path's
-//!   `CLUSTER_BATCH_FROM` / `SHARED_BATCH_FROM` decide; below, a command is sent directly). A
-//!   blocking command is never batched: the other replies of its batch would wait for it.
+//! - Used for single commands on cluster nodes' links when another command is in flight on
+//!   the same link (`CLUSTER_BATCH_FROM` in the command path decides; alone, a command is sent
+//!   directly). A blocking command is never batched: the other replies of its batch would wait
+//!   for it. The shared link of a single-endpoint client does not batch (tried: see the command
+//!   path and BENCHMARKS.md).
 //! - A caller queues its command; the first caller to find no batch forming spawns the task
 //!   that sends it: the task puts itself once at the back of the scheduler's run queue, so that
 //!   every task already runnable (the callers a reply just woke) can queue too, then takes the
@@ -21,9 +22,8 @@
 //!   a refresh that stopped waiting for a third `CLUSTER NODES` dropped such a caller mid-yield
 //!   and stranded its node's queue: the cluster drill caught it.) The queue is bounded by the
 //!   callers waiting: each waits for its own reply.
-//! - Measured by the throughput benches (BENCHMARKS.md): it is what redis-rs `cluster_async`
-//!   gets from routing every request through one task; on the shared link, with 64-256
-//!   commands in flight, it cut client CPU per command to 0.55x of raw redis-rs.
+//! - Measured by the cluster throughput bench (BENCHMARKS.md): it is what redis-rs
+//!   `cluster_async` gets from routing every request through one task.
 
 use std::sync::{Arc, Mutex};
 
