@@ -5,8 +5,11 @@
 //!   drawn anew each time so that tasks do not fall into step and send in bursts).
 //! - Concurrent: 64 tasks, each doing the same, so up to 64 are in flight.
 //! - Both stop when told and return their records; times are relative to the scenario's origin.
-//!   An operation still waiting at the stop is recorded as failed ("Unfinished") if it had
-//!   waited 1 s or more, and dropped otherwise (a normal operation cut short).
+//!   At the stop no operation starts, and those in flight get up to [`GRACE`] to end with their
+//!   real outcome (steadfast's deadline is 5 s per command, an operation is two commands): the
+//!   end of the run must not turn a slow operation into a failure. One still waiting then is
+//!   recorded as failed ("Unfinished") if it had waited 1 s or more (a client that hangs, as one
+//!   without a response timeout does), and dropped otherwise.
 //! - On a cluster of `n` shards every operation is tagged with the shard its key belonged to
 //!   when the lab formed the cluster. The sequential task goes round one key per shard;
 //!   concurrent task `t` keeps one key on shard `t % n`. Keys of the sequential task and of
@@ -72,8 +75,10 @@ impl Op {
     }
 }
 
-/// An operation still waiting this long when the scenario ends is recorded as failed.
+/// An operation still waiting this long when it is abandoned is recorded as failed.
 const HUNG: Duration = Duration::from_secs(1);
+/// How long operations in flight at the stop may still take: past two steadfast deadlines.
+pub const GRACE: Duration = Duration::from_secs(11);
 /// Its error kind.
 pub const UNFINISHED: &str = "Unfinished";
 
@@ -83,7 +88,10 @@ const PACE: Duration = Duration::from_millis(10);
 /// A running workload.
 pub(crate) struct Running {
     ops: Arc<Mutex<Vec<Op>>>,
+    /// No new operation once cancelled.
     stop: CancellationToken,
+    /// Cancelled [`GRACE`] after `stop`: operations still waiting are abandoned.
+    abandon: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -96,10 +104,11 @@ impl Running {
         shards: Option<usize>,
     ) -> Self {
         let ops = Arc::new(Mutex::new(Vec::new()));
-        let stop = CancellationToken::new();
+        let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
         let tasks = (0..kind.tasks())
             .map(|task| {
                 let (ops, stop, client) = (Arc::clone(&ops), stop.clone(), Arc::clone(&client));
+                let abandon = abandon.clone();
                 let keys = task_keys(kind, tag, task, shards);
                 tokio::spawn(async move {
                     let mut value = 0u64;
@@ -111,10 +120,10 @@ impl Running {
                         let start = Instant::now();
                         let outcome = tokio::select! {
                             outcome = client.set_get(key, value) => outcome,
-                            () = stop.cancelled() => {
-                                // An operation still waiting when the scenario ends counts
-                                // as failed if it had waited long: a client that hangs must
-                                // not look like one that did nothing wrong.
+                            () = abandon.cancelled() => {
+                                // An operation still waiting GRACE after the scenario ended
+                                // counts as failed if it had waited long: a client that hangs
+                                // must not look like one that did nothing wrong.
                                 if start.elapsed() >= HUNG {
                                     Err(UNFINISHED.to_owned())
                                 } else {
@@ -130,19 +139,31 @@ impl Running {
                             shard: *shard,
                         };
                         ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+                        if stop.is_cancelled() {
+                            break;
+                        }
                         tokio::time::sleep(PACE / 2 + PACE.mul_f64(rand::random::<f64>())).await;
                     }
                 })
             })
             .collect();
-        Self { ops, stop, tasks }
+        Self {
+            ops,
+            stop,
+            abandon,
+            tasks,
+        }
     }
 
     /// Stops and returns the records, sorted by start.
     pub(crate) async fn stop(self) -> Vec<Op> {
         self.stop.cancel();
-        for task in self.tasks {
-            let _ = task.await;
+        let deadline = Instant::now() + GRACE;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                self.abandon.cancel();
+                let _ = task.await;
+            }
         }
         let mut ops = std::mem::take(&mut *self.ops.lock().unwrap_or_else(|e| e.into_inner()));
         ops.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
