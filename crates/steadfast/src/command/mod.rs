@@ -169,12 +169,10 @@ async fn run(
             .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
         // A blocking command is never batched: the other replies of its batch would wait for it.
         // The shared link of a single-endpoint client writes alone. Batching there was tried
-        // and dropped (2026-12-03, BENCHMARKS.md): from 33 in flight it gave 1.4x-1.7x
-        // throughput at 256, but in a quick drill's lossy link (30 % loss for 5 s) all 64
-        // concurrent tasks were still waiting 6 s later, where unbatched writes lost nothing
-        // in every run (fewer, larger writes leave TCP fewer segments in flight to trigger fast
-        // retransmit: a likely reading, not proven); from 2 in flight it halved 16-in-flight
-        // throughput. A blocking command is never batched: its batch's replies would wait.
+        // (2026-12-03, BENCHMARKS.md): from 33 in flight it gave 1.4x-1.7x throughput at 256
+        // for a p99 up to 2.4x at 64; from 2 in flight it halved 16-in-flight throughput. Off
+        // until the lossy-link stall seen that day is understood. A blocking command is never
+        // batched: its batch's other replies would wait for it.
         let writing = match (plan.block, shared.mode) {
             (None, NodeMode::ClusterNode) => Writing::BatchedAbove(CLUSTER_BATCH_FROM),
             (Some(_), _) | (None, NodeMode::Endpoint) => Writing::Alone,
