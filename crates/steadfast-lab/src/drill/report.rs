@@ -487,15 +487,7 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn op(start_ms: f64, end_ms: f64, error: Option<&str>) -> Op {
-        Op {
-            start_ms,
-            end_ms,
-            error: error.map(str::to_owned),
-            shard: None,
-        }
-    }
+    use crate::drill::workload::op;
 
     fn measured(client: ClientKind, ops: Vec<Op>, events: Vec<(f64, String)>) -> Measured {
         Measured {

@@ -198,15 +198,7 @@ pub(super) fn resumed(o: &Outcome, limit_ms: f64) -> Goal {
 mod tests {
     use super::*;
     use crate::drill::report::{Measured, measure};
-
-    fn op(start_ms: f64, end_ms: f64, error: Option<&str>) -> Op {
-        Op {
-            start_ms,
-            end_ms,
-            error: error.map(str::to_owned),
-            shard: None,
-        }
-    }
+    use crate::drill::workload::op;
 
     /// Operations on `shard`: 1,200 of `before_ms` each in the no-fault window, 1,200 of
     /// `after_ms` each after the fault at 10 s.

@@ -68,6 +68,17 @@ pub struct Op {
     pub shard: Option<usize>,
 }
 
+/// An operation on no shard, for tests of the report.
+#[cfg(test)]
+pub(crate) fn op(start_ms: f64, end_ms: f64, error: Option<&str>) -> Op {
+    Op {
+        start_ms,
+        end_ms,
+        error: error.map(str::to_owned),
+        shard: None,
+    }
+}
+
 impl Op {
     /// How long it took.
     pub fn duration_ms(&self) -> f64 {
