@@ -78,9 +78,16 @@ mod tests {
     }
 
     #[test]
-    fn emitting_with_no_receiver_left_is_harmless() {
+    fn an_event_emitted_with_no_receiver_is_dropped_and_later_ones_still_arrive() {
         let (emitter, first) = Emitter::new();
         drop(first);
         emitter.emit(Event::Relaxed { is_relaxed: true });
+        let mut later = emitter.subscribe();
+        emitter.emit(Event::Relaxed { is_relaxed: false });
+        assert!(matches!(
+            later.try_recv(),
+            Ok(Event::Relaxed { is_relaxed: false })
+        ));
+        assert!(later.try_recv().is_err(), "only the later event");
     }
 }
