@@ -144,8 +144,8 @@ async fn every_azure_notification_surfaces_as_an_event_and_scheduled_changes_not
 async fn a_server_that_refuses_the_opt_in_is_used_exactly_as_before() {
     init_tracing();
     let server = RedisServer::start().await;
-    let client = steadfast::Client::new(config_for(&server)).unwrap();
-    let mut events = client.events();
+    // Subscribed before anything starts: the first Connected cannot be missed.
+    let (client, mut events) = steadfast::Client::with_events(config_for(&server)).unwrap();
     client.wait_connected(Duration::from_secs(5)).await.unwrap();
     let pong: String = client.query(&redis::cmd("PING")).await.unwrap();
     assert_eq!(pong, "PONG");
