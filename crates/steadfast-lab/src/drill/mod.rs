@@ -264,6 +264,9 @@ async fn run_scenario(
     let marks = scenario.play(lab, timing).await;
     let mut outcomes = Vec::new();
     let mut recorded = Vec::new();
+    for run in &running {
+        run.halt();
+    }
     for run in running {
         recorded.push(run.stop().await);
     }

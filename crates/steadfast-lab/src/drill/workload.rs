@@ -166,6 +166,12 @@ impl Running {
         }
     }
 
+    /// Starts no new operation from now on. Every workload of a scenario is halted first and
+    /// then waited for, so that none keeps running through another's grace period.
+    pub(crate) fn halt(&self) {
+        self.stop.cancel();
+    }
+
     /// Stops and returns the records, sorted by start.
     pub(crate) async fn stop(self) -> Vec<Op> {
         self.stop.cancel();
