@@ -151,11 +151,8 @@ fn the_circle_finder_finds_a_circle_and_none_where_there_is_none() {
     );
 }
 
-/// Files still over the limit, to be split (issue 16). The list may only shrink.
-const STILL_LONG: &[&str] = &["cluster/client.rs"];
-
 #[test]
-fn no_source_file_is_longer_than_the_limit_but_those_still_to_be_split() {
+fn no_source_file_is_longer_than_the_limit() {
     let mut files = Vec::new();
     sources(&src(), &mut files);
     for file in files {
@@ -165,14 +162,9 @@ fn no_source_file_is_longer_than_the_limit_but_those_still_to_be_split() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let is_listed = STILL_LONG.contains(&name.as_str());
         assert!(
-            lines <= MOST_LINES || is_listed,
+            lines <= MOST_LINES,
             "{name}: {lines} lines, over {MOST_LINES}"
-        );
-        assert!(
-            !is_listed || lines > MOST_LINES,
-            "{name} is down to {lines} lines: take it off STILL_LONG"
         );
     }
 }

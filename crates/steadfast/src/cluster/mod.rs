@@ -1,15 +1,39 @@
-//! Redis Cluster building blocks: key slots, redirections and topology views.
+//! Redis Cluster: key slots, redirections, topology views, and the [`ClusterClient`] that
+//! routes over one core [`Client`](crate::Client) per node.
 //!
-//! These are the pure parts of cluster mode (issue 8): each reads what a server sends and never
-//! panics on it. The cluster client that uses them is built on the same link machinery as
-//! [`Client`](crate::Client).
+//! The pure parts read what a server sends and never panic on it; the router's decisions are
+//! pure functions with their own tables of tests; the tasks only carry them out.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `slot`, `keys`, `multikey` | key slots, a command's keys, multi-key commands split per slot |
+//! | `redirect`, `topology`, `routing` | `MOVED` / `ASK`, `CLUSTER NODES` views, the routing table |
+//! | `client` | [`ClusterClient`]: connect, `query`, `events`, `ConnectionLike` |
+//! | `router` | the router's parts and the loop that takes a command from slot to reply |
+//! | `route` | where an attempt goes: the primary, a replica to read from or to ask in a takeover |
+//! | `attempt` | what one attempt came to and the next step (pure, table-tested) |
+//! | `request` | a request's slot, whether a replica may serve it, `ASKING` |
+//! | `pipeline` | pipelines over several slots: split by node or slot, joined in order |
+//! | `nodes` | one node client per node, and the nodes routed around for a while |
+//! | `breaker`, `breakers` | one shard's circuit breaker (pure), and the table of them |
+//! | `refresh`, `refresher` | the refresh gate (pure), and the background refresh |
+//! | `maintenance` | a node announced for maintenance, routed around |
 
+mod attempt;
 mod breaker;
+mod breakers;
 mod client;
 mod keys;
+mod maintenance;
 mod multikey;
+mod nodes;
+mod pipeline;
 mod redirect;
 mod refresh;
+mod refresher;
+mod request;
+mod route;
+mod router;
 mod routing;
 mod slot;
 mod topology;

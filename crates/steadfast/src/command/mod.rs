@@ -90,6 +90,7 @@ impl Request<'_> {
 }
 
 /// The reply to a request: one value, or one per command of a pipeline.
+#[derive(Debug)]
 pub(crate) enum Reply {
     Single(Value),
     Pipeline(Vec<Value>),
