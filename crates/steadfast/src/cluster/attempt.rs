@@ -75,40 +75,41 @@ pub(super) enum Step {
     Ask(NodeAddress),
     /// A replica read met `LOADING`: read elsewhere for a while.
     AvoidLoading,
-    /// A refusal that passes (`READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, a primary's
-    /// `LOADING`): wait for a refresh and send it again.
+    /// A refusal that passes (`READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`): wait for a
+    /// refresh and send it again.
     AwaitRefresh,
+    /// The primary is loading its data (`LOADING`): wait for a refresh and send it again. It
+    /// may take longer than every redirection: the deadline bounds it.
+    AwaitLoading,
 }
 
 impl Step {
     /// Whether the step spends one of the command's redirections (`cluster.redirect_limit`).
     /// Waiting out a takeover or a node that loads its data is bounded by the deadline instead.
-    pub(super) fn is_redirection(&self, loading: bool) -> bool {
-        match self {
-            Self::Moved(_) | Self::Ask(_) | Self::AvoidLoading => true,
-            Self::AwaitRefresh => !loading,
-            _ => false,
-        }
+    pub(super) fn is_redirection(&self) -> bool {
+        matches!(
+            self,
+            Self::Moved(_) | Self::Ask(_) | Self::AvoidLoading | Self::AwaitRefresh
+        )
     }
 }
 
-/// The next step after an attempt that ended as `ended`. The second value tells whether the
-/// step came from a `LOADING` refusal (not counted as a redirection).
-pub(super) fn decide(ended: Ended, seen: &Seen<'_>) -> (Step, bool) {
+/// The next step after an attempt that ended as `ended`.
+pub(super) fn decide(ended: Ended, seen: &Seen<'_>) -> Step {
     let error = match ended {
-        Ended::Stalled => return (Step::LeaveStalled, false),
+        Ended::Stalled => return Step::LeaveStalled,
         Ended::Failed(error)
             if error.kind() == ErrorKind::DeadlineExceeded && seen.is_out_of_time =>
         {
             let is_ambiguous = error.is_ambiguous();
-            return (Step::OutOfTime { is_ambiguous }, false);
+            return Step::OutOfTime { is_ambiguous };
         }
         Ended::Replied(reply) => match refusals_in(&reply, seen.request) {
             Refused::Nothing if seen.is_replica && !seen.reads_replica => {
-                return (Step::TakenOver(reply), false);
+                return Step::TakenOver(reply);
             }
-            Refused::Nothing => return (Step::Done(reply), false),
-            Refused::Some(indexes) => return (Step::SendAgain { reply, indexes }, false),
+            Refused::Nothing => return Step::Done(reply),
+            Refused::Some(indexes) => return Step::SendAgain { reply, indexes },
             // Every command refused (the slot moved, the cluster is between states): handled
             // as the refusal of the whole pipeline.
             Refused::Whole(refusal) => Error::from_redis(ErrorKind::Server, "pipeline", refusal),
@@ -117,10 +118,10 @@ pub(super) fn decide(ended: Ended, seen: &Seen<'_>) -> (Step, bool) {
     };
     if is_unreachable(&error) || (error.kind() == ErrorKind::Shutdown && !seen.is_shutting_down) {
         if error.is_ambiguous() && !seen.is_idempotent {
-            return (Step::Fail(error), false);
+            return Step::Fail(error);
         }
         let again = seen.unreachable.contains(seen.target);
-        return (Step::Unreachable { error, again }, false);
+        return Step::Unreachable { error, again };
     }
     // A transaction the node aborted because it refused its commands (`MOVED`, `ASK` ...):
     // nothing ran; handled as that refusal, and the transaction sent again whole.
@@ -129,9 +130,9 @@ pub(super) fn decide(ended: Ended, seen: &Seen<'_>) -> (Step, bool) {
         None => error,
     };
     let Some(redis_error) = error.redis_error() else {
-        return (Step::Fail(error), false);
+        return Step::Fail(error);
     };
-    let step = match redis_error.kind() {
+    match redis_error.kind() {
         redis::ErrorKind::Server(ServerErrorKind::Moved) => {
             match redirect_target(redis_error, seen.target) {
                 Some(to) if seen.unreachable.contains(&to) => Step::NotTakenOver(to),
@@ -148,9 +149,7 @@ pub(super) fn decide(ended: Ended, seen: &Seen<'_>) -> (Step, bool) {
         redis::ErrorKind::Server(ServerErrorKind::BusyLoading) if seen.is_replica_read => {
             Step::AvoidLoading
         }
-        redis::ErrorKind::Server(ServerErrorKind::BusyLoading) => {
-            return (Step::AwaitRefresh, true);
-        }
+        redis::ErrorKind::Server(ServerErrorKind::BusyLoading) => Step::AwaitLoading,
         redis::ErrorKind::Server(
             ServerErrorKind::ReadOnly
             | ServerErrorKind::TryAgain
@@ -158,8 +157,7 @@ pub(super) fn decide(ended: Ended, seen: &Seen<'_>) -> (Step, bool) {
             | ServerErrorKind::MasterDown,
         ) => Step::AwaitRefresh,
         _ => Step::Fail(error),
-    };
-    (step, false)
+    }
 }
 
 /// What the shard's breaker learns from an attempt: `None` when it says nothing about the

@@ -225,3 +225,30 @@ impl Nodes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> NodeAddress {
+        NodeAddress {
+            host: Some("10.0.0.1".into()),
+            port,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspect_is_routed_around_until_its_mark_runs_out_and_a_shorter_mark_never_shortens_it()
+     {
+        let suspects = Suspects::default();
+        assert!(!suspects.contains(&node(7000)));
+        suspects.mark(&node(7000), Duration::from_secs(2));
+        suspects.mark(&node(7000), Duration::from_millis(100));
+        assert!(suspects.contains(&node(7000)));
+        assert!(!suspects.contains(&node(7001)), "only the node marked");
+        tokio::time::advance(Duration::from_millis(1900)).await;
+        assert!(suspects.contains(&node(7000)), "the longer mark holds");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(!suspects.contains(&node(7000)), "the mark ran out");
+    }
+}

@@ -193,8 +193,8 @@ impl Router {
                 is_replica_read: route.is_replica_read,
                 unreachable: &search.unreachable,
             };
-            let (step, loading) = attempt::decide(ended, &seen);
-            if step.is_redirection(loading) {
+            let step = attempt::decide(ended, &seen);
+            if step.is_redirection() {
                 redirects += 1;
             }
             match step {
@@ -254,8 +254,8 @@ impl Router {
                     debug!(?target, "replica loading; reading elsewhere");
                     self.nodes.suspect_for(&target, LOADING_AVOID);
                 }
-                Step::AwaitRefresh => {
-                    debug!(?target, "cluster refusal; waiting for a refresh");
+                Step::AwaitRefresh | Step::AwaitLoading => {
+                    debug!(?target, ?step, "cluster refusal; waiting for a refresh");
                     self.refresh_and_wait(deadline, REFRESH_WAIT).await;
                 }
             }

@@ -59,7 +59,7 @@ impl<'a> Case<'a> {
         }
     }
 
-    fn decide(&self, ended: Ended) -> (Step, bool) {
+    fn decide(&self, ended: Ended) -> Step {
         let seen = Seen {
             request: Request::Single(self.cmd),
             target: &self.target,
@@ -99,7 +99,7 @@ fn every_server_answer_leads_to_the_step_the_cluster_rules_ask_for() {
         ("MASTERDOWN Link with MASTER is down", "AwaitRefresh"),
         (
             "LOADING Redis is loading the dataset in memory",
-            "AwaitRefresh",
+            "AwaitLoading",
         ),
         (
             "WRONGTYPE Operation against a key holding the wrong kind of value",
@@ -108,11 +108,12 @@ fn every_server_answer_leads_to_the_step_the_cluster_rules_ask_for() {
         ("ERR unknown command", "Fail"),
     ];
     for (reply, expected) in table {
-        let (step, _) = case.decide(Ended::Failed(reply_error(reply)));
+        let step = case.decide(Ended::Failed(reply_error(reply)));
         let shown = match &step {
             Step::Moved(to) => format!("Moved({to})"),
             Step::Ask(to) => format!("Ask({to})"),
             Step::AwaitRefresh => "AwaitRefresh".into(),
+            Step::AwaitLoading => "AwaitLoading".into(),
             Step::Fail(_) => "Fail".into(),
             other => format!("{other:?}"),
         };
@@ -125,8 +126,8 @@ fn redirections_are_counted_but_waiting_for_a_loading_node_or_a_takeover_is_not(
     let cmd = get();
     let mut case = Case::new(&cmd);
     let counted = |case: &Case<'_>, reply: &str| {
-        let (step, loading) = case.decide(Ended::Failed(reply_error(reply)));
-        step.is_redirection(loading)
+        case.decide(Ended::Failed(reply_error(reply)))
+            .is_redirection()
     };
     assert!(counted(&case, "MOVED 1 10.0.0.2:7001"));
     assert!(counted(&case, "ASK 1 10.0.0.2:7001"));
@@ -145,7 +146,7 @@ fn a_moved_back_to_a_primary_found_unreachable_means_no_takeover_yet() {
     case.is_replica = true;
     case.target = node(7001);
     case.unreachable = vec![node(7000)];
-    let (step, _) = case.decide(Ended::Failed(reply_error("MOVED 3999 10.0.0.1:7000")));
+    let step = case.decide(Ended::Failed(reply_error("MOVED 3999 10.0.0.1:7000")));
     assert!(
         matches!(&step, Step::NotTakenOver(to) if *to == node(7000)),
         "{step:?}"
@@ -157,10 +158,10 @@ fn a_replica_that_serves_a_takeover_probe_is_the_new_primary_but_a_replica_read_
     let cmd = get();
     let mut case = Case::new(&cmd);
     case.is_replica = true;
-    let (step, _) = case.decide(Ended::Replied(Reply::Single(Value::Okay)));
+    let step = case.decide(Ended::Replied(Reply::Single(Value::Okay)));
     assert!(matches!(step, Step::TakenOver(_)), "{step:?}");
     case.reads_replica = true;
-    let (step, _) = case.decide(Ended::Replied(Reply::Single(Value::Okay)));
+    let step = case.decide(Ended::Replied(Reply::Single(Value::Okay)));
     assert!(matches!(step, Step::Done(_)), "{step:?}");
 }
 
@@ -169,15 +170,15 @@ fn a_loading_replica_read_is_read_elsewhere_while_a_loading_primary_is_waited_fo
     let cmd = get();
     let mut case = Case::new(&cmd);
     let loading = || Ended::Failed(reply_error("LOADING Redis is loading"));
-    assert!(matches!(case.decide(loading()).0, Step::AwaitRefresh));
+    assert!(matches!(case.decide(loading()), Step::AwaitLoading));
     case.reads_replica = true;
     assert!(
-        matches!(case.decide(loading()).0, Step::AwaitRefresh),
+        matches!(case.decide(loading()), Step::AwaitLoading),
         "a read replicas may serve that found none usable went to the primary"
     );
     case.is_replica_read = true;
     case.is_replica = true;
-    assert!(matches!(case.decide(loading()).0, Step::AvoidLoading));
+    assert!(matches!(case.decide(loading()), Step::AvoidLoading));
 }
 
 #[test]
@@ -186,19 +187,19 @@ fn an_unreachable_node_is_left_unless_the_command_may_have_been_applied_and_is_n
     let mut case = Case::new(&cmd);
     let refused = || Error::new(ErrorKind::Connect, "link down");
     let sent = || Error::deadline(std::time::Duration::from_secs(5), true, None, None);
-    let (step, _) = case.decide(Ended::Failed(refused()));
+    let step = case.decide(Ended::Failed(refused()));
     assert!(
         matches!(step, Step::Unreachable { again: false, .. }),
         "{step:?}"
     );
     case.is_idempotent = false;
-    let (step, _) = case.decide(Ended::Failed(sent()));
+    let step = case.decide(Ended::Failed(sent()));
     assert!(matches!(step, Step::Fail(_)), "{step:?}");
     case.is_idempotent = true;
-    let (step, _) = case.decide(Ended::Failed(sent()));
+    let step = case.decide(Ended::Failed(sent()));
     assert!(matches!(step, Step::Unreachable { .. }), "{step:?}");
     case.unreachable = vec![node(7000)];
-    let (step, _) = case.decide(Ended::Failed(refused()));
+    let step = case.decide(Ended::Failed(refused()));
     assert!(
         matches!(step, Step::Unreachable { again: true, .. }),
         "{step:?}"
@@ -211,7 +212,7 @@ fn a_deadline_that_ran_out_ends_the_command_and_says_whether_it_was_written() {
     let mut case = Case::new(&cmd);
     case.is_out_of_time = true;
     let late = Error::deadline(std::time::Duration::from_secs(5), true, None, None);
-    let (step, _) = case.decide(Ended::Failed(late));
+    let step = case.decide(Ended::Failed(late));
     assert!(
         matches!(step, Step::OutOfTime { is_ambiguous: true }),
         "{step:?}"
@@ -222,7 +223,7 @@ fn a_deadline_that_ran_out_ends_the_command_and_says_whether_it_was_written() {
 fn a_stalled_node_is_left() {
     let cmd = get();
     assert!(matches!(
-        Case::new(&cmd).decide(Ended::Stalled).0,
+        Case::new(&cmd).decide(Ended::Stalled),
         Step::LeaveStalled
     ));
 }
@@ -243,12 +244,9 @@ fn a_node_shutting_down_is_unreachable_unless_the_router_is_shutting_down_too() 
         unreachable: &[],
     };
     let closed = || Ended::Failed(Error::new(ErrorKind::Shutdown, "closed"));
-    assert!(matches!(
-        decide(closed(), &seen).0,
-        Step::Unreachable { .. }
-    ));
+    assert!(matches!(decide(closed(), &seen), Step::Unreachable { .. }));
     seen.is_shutting_down = true;
-    assert!(matches!(decide(closed(), &seen).0, Step::Fail(_)));
+    assert!(matches!(decide(closed(), &seen), Step::Fail(_)));
 }
 
 #[test]
@@ -276,20 +274,20 @@ fn a_pipeline_refused_in_part_sends_only_the_refused_commands_again() {
         is_replica_read: false,
         unreachable: &[],
     };
-    let (step, _) = decide(Ended::Replied(reply), &seen);
+    let step = decide(Ended::Replied(reply), &seen);
     assert!(
         matches!(&step, Step::SendAgain { indexes, .. } if *indexes == [1]),
         "{step:?}"
     );
     let whole = Reply::Pipeline(vec![server_error("MOVED 1 10.0.0.2:7001"); 3]);
-    let (step, _) = decide(Ended::Replied(whole), &seen);
+    let step = decide(Ended::Replied(whole), &seen);
     assert!(matches!(step, Step::Moved(_)), "{step:?}");
 }
 
 #[test]
 fn a_transaction_aborted_for_anything_but_a_cluster_refusal_fails() {
     let cmd = get();
-    let (step, _) = Case::new(&cmd).decide(Ended::Failed(reply_error(
+    let step = Case::new(&cmd).decide(Ended::Failed(reply_error(
         "EXECABORT Transaction discarded because of previous errors.",
     )));
     assert!(matches!(step, Step::Fail(_)), "{step:?}");
