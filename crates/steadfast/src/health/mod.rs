@@ -37,6 +37,11 @@
 //!     one has read nothing for longer than `read_stall` means the old one is dead.
 //! - The kernel's `TCP_USER_TIMEOUT` and keepalive, set by the connector, are the backstop.
 //!
+//! # Layout
+//! The decisions are a pure machine ([`machine`]: facts in, actions out, tested without
+//! sockets or timers); this module's loop is its driver: it gathers the facts, runs the PING,
+//! the name lookups and the probes ([`probe`]), and reports.
+//!
 //! # Why a probe and not a timeout
 //! From the client, a server busy with a slow command (`DEBUG SLEEP 3`, a big `KEYS`), a blocked
 //! `BLPOP` and a host that vanished look the same: nothing comes back. Dropping a link to a slow
@@ -44,250 +49,183 @@
 //! second opinion from a fresh connection may condemn a link. A server blocked by a slow command
 //! cannot answer the probe's handshake either, which keeps the verdict at `Unknown`.
 
+mod machine;
 pub(crate) mod probe;
 
-use std::sync::Weak;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
 
 use redis::Value;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::backoff::{Backoff, Jitter};
-use crate::connect::Connector;
+use crate::connect::{Connector, Link};
 use crate::event::{DisconnectReason, Event};
 use crate::shared::Shared;
+use machine::{Action, LinkFacts, Monitor, News};
 
 pub use crate::verdict::Verdict;
-
-const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Starts the monitor; it ends when `cancel` fires or the client is gone.
 pub(crate) fn spawn(
     shared: Weak<Shared>,
     connector: Connector,
     cancel: CancellationToken,
-    tasks: &tokio_util::task::TaskTracker,
+    tasks: &TaskTracker,
 ) {
     let tracker = tasks.clone();
     tasks.spawn(run(shared, connector, cancel, tracker));
 }
 
+/// A heartbeat `PING` waiting for its reply.
+type Heartbeat = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The driver: feeds the [`Monitor`] what happened and the link's facts, and carries out its
+/// actions. The PING is sent and awaited here (no task and no timer per PING, so 1,000 idle
+/// clients cost little); name lookups and probes run as tasks of the client's tracker.
 async fn run(
     shared: Weak<Shared>,
     connector: Connector,
     cancel: CancellationToken,
-    tasks: tokio_util::task::TaskTracker,
+    tasks: TaskTracker,
 ) {
-    let Some(config) = shared.upgrade().map(|s| std::sync::Arc::clone(&s.config)) else {
+    let Some(config) = shared.upgrade().map(|s| Arc::clone(&s.config)) else {
         return;
     };
-    let health = config.health.clone();
-    let tick = (health.ping_interval.min(health.read_stall) / 10).max(Duration::from_millis(20));
-    // Suspect links are looked at every tick, busy ones when they could first become suspect,
-    // idle ones when their heartbeat is due. A stall is measured from the first command in
-    // flight, not from the look, so a command that starts while the monitor sleeps is still
-    // judged within read_stall of being sent (plus one tick).
+    let mut monitor = Monitor::new(&config.health, config.command.deadline, Instant::now());
+    let tick = monitor.tick();
     let mut next_look = Instant::now() + tick;
     let sleep = tokio::time::sleep_until(next_look);
     let cancelled = cancel.cancelled();
     tokio::pin!(sleep, cancelled);
-    // The heartbeat PING in flight, driven here: no task and no timer per PING, so 1,000 idle
-    // clients cost little. It counts as in flight, so the watchdog judges it like any command.
     let mut ping: Option<Heartbeat> = None;
-    let mut watched: u64 = 0;
-    let mut probe: Option<tokio::task::JoinHandle<Verdict>> = None;
-    let mut name_check: Option<tokio::task::JoinHandle<probe::Name>> = None;
-    // Every address the name has listed since this link was made: a new one (a promoted
-    // replica added beside the old primary) restarts a probe that may be stuck on the old.
-    let mut listed: Vec<std::net::SocketAddr> = Vec::new();
-    // Between probes of a link that stays stalled: read_stall, doubling to 30 s; one monitor
-    // per client probes, at moments set by its own stall, so no jitter.
-    let mut probe_backoff = Backoff::new(health.read_stall, PROBE_BACKOFF_MAX, Jitter::None, 0);
-    let mut next_probe_at = Instant::now();
-    // The name is looked at once per tick: a lookup that answers at once (an IP address, a
-    // cached name) must not turn the loop into a spin.
-    let mut next_name_check_at = Instant::now();
+    let mut probe: Option<JoinHandle<Verdict>> = None;
+    let mut name_look: Option<JoinHandle<probe::Name>> = None;
     loop {
         sleep.as_mut().reset(next_look);
-        let verdict = tokio::select! {
+        let news = tokio::select! {
             () = &mut cancelled => break,
-            () = &mut sleep => None,
-            () = async { ping.as_mut().expect("guarded").reply.as_mut().await }, if ping.is_some() => {
+            () = &mut sleep => News::Timer,
+            () = async { ping.as_mut().expect("guarded").as_mut().await }, if ping.is_some() => {
                 ping = None;
-                None
+                News::PingAnswered
             }
             joined = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
                 probe = None;
-                joined.ok()
+                News::ProbeEnded(joined.ok())
             }
-            joined = async { name_check.as_mut().expect("guarded").await }, if name_check.is_some() => {
-                name_check = None;
-                match joined {
-                    Ok(probe::Name::Moved(reason)) => Some(Verdict::Dead(reason)),
-                    Ok(probe::Name::Lists(addresses)) => {
-                        let mut is_new = false;
-                        for address in addresses {
-                            if !listed.contains(&address) {
-                                listed.push(address);
-                                is_new = true;
-                            }
-                        }
-                        if is_new {
-                            // Judge again at once, with the new address to dial.
-                            if let Some(stale) = probe.take() {
-                                stale.abort();
-                            }
-                            next_probe_at = Instant::now();
-                        }
-                        None
-                    }
-                    Ok(probe::Name::Silent) | Err(_) => None,
-                }
+            joined = async { name_look.as_mut().expect("guarded").await }, if name_look.is_some() => {
+                name_look = None;
+                News::NameLooked(joined.ok())
             }
         };
         let Some(shared) = shared.upgrade() else {
             break;
         };
         let now = Instant::now();
-        next_look = now + tick;
-        let Some(link) = shared.link.current() else {
-            ping = None;
-            continue;
-        };
-        if ping
-            .as_ref()
-            .is_some_and(|p| p.generation != link.generation || now >= p.deadline)
-        {
-            // The link was replaced, or the PING outlived a command's deadline: give it up
-            // (the watchdog has judged the stall meanwhile).
-            ping = None;
-        }
-        if probe.is_none() && name_check.is_none() {
-            let due = if link.activity.in_flight() == 0 {
-                // Idle: nothing can stall; wake when the heartbeat is due.
-                link.activity.last_traffic() + health.ping_interval
-            } else {
-                // Busy: it can first become suspect read_stall after its last progress.
-                now + shared
-                    .timeouts
-                    .read_stall()
-                    .saturating_sub(link.activity.stalled_for(now))
-            };
-            // Never longer than read_stall: a command may start, or a relaxed threshold end,
-            // while the monitor sleeps. Never sooner than a tick: a suspect link is looked at
-            // every tick.
-            next_look = due.min(now + health.read_stall).max(now + tick);
-        }
-        if link.generation != watched {
-            watched = link.generation;
-            listed = link.address.tcp().into_iter().collect();
-            probe_backoff.reset();
-            next_probe_at = now;
-            for stale in [
-                probe.take().map(|p| p.abort_handle()),
-                name_check.take().map(|c| c.abort_handle()),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                stale.abort();
-            }
-            continue;
-        }
-        if let Some(verdict) = verdict {
-            debug!(generation = link.generation, ?verdict, "verdict");
-            shared.emitter.emit(Event::ProbeVerdict {
-                generation: link.generation,
-                verdict: verdict.clone(),
-            });
-            if let Verdict::Dead(reason) = verdict {
-                warn!(generation = link.generation, %reason, "link judged dead");
-                shared
-                    .link
-                    .reporter
-                    .link_lost(link.generation, DisconnectReason::Dead(reason));
-                continue;
-            }
-            next_probe_at = now + probe_backoff.next().unwrap_or(PROBE_BACKOFF_MAX);
-        }
-        let stalled_for = link.activity.stalled_for(now);
-        if stalled_for >= shared.timeouts.read_stall() {
-            if shared.is_cluster_node() {
-                shared.stalled.notify_waiters();
-            }
-            // Suspect: look at the name on every tick (cheap), probe with backoff (a connection).
-            if name_check.is_none() && now >= next_name_check_at {
-                next_name_check_at = now + tick;
-                let (config, link, cancel) =
-                    (std::sync::Arc::clone(&config), link.clone(), cancel.clone());
-                name_check = Some(tasks.spawn(async move {
-                    tokio::select! {
-                        name = probe::look_at_name(&config, &link) => name,
-                        () = cancel.cancelled() => probe::Name::Silent,
-                    }
-                }));
-            }
-            if probe.is_none() && now >= next_probe_at {
-                shared.emitter.emit(Event::HeartbeatMissed {
-                    generation: link.generation,
-                    stalled_for,
-                });
-                let (connector, config, cancel) = (
-                    connector.clone(),
-                    std::sync::Arc::clone(&config),
-                    cancel.clone(),
-                );
-                probe = Some(tasks.spawn(async move {
-                    tokio::select! {
-                        verdict = probe::judge(&connector, &config, &link) => verdict,
-                        () = cancel.cancelled() => Verdict::Unknown("client shut down".into()),
-                    }
-                }));
-            }
-        } else if stalled_for.is_zero() {
-            if link.activity.in_flight() == 0 {
-                probe_backoff.reset();
-            }
-            let is_idle = link.activity.in_flight() == 0
-                && now.saturating_duration_since(link.activity.last_traffic())
-                    >= health.ping_interval;
-            if is_idle && ping.is_none() {
-                ping = Some(Heartbeat::send(&link, now + config.command.deadline));
-            }
-        }
-    }
-    if let Some(task) = probe {
-        task.abort();
-    }
-    if let Some(task) = name_check {
-        task.abort();
-    }
-}
-
-/// A PING on an idle link. It counts as in flight until its reply, so the watchdog judges it.
-struct Heartbeat {
-    generation: u64,
-    deadline: Instant,
-    reply: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-}
-
-impl Heartbeat {
-    fn send(link: &std::sync::Arc<crate::connect::Link>, deadline: Instant) -> Self {
-        let in_flight = link.activity.begin();
-        let mut connection = link.connection.clone();
-        let reply = Box::pin(async move {
-            let reply = connection.send_packed_command(&redis::cmd("PING")).await;
-            if !matches!(reply, Ok(Value::SimpleString(_) | Value::Okay)) {
-                debug!(?reply, "heartbeat PING failed");
-            }
-            drop(in_flight);
-        });
-        Self {
+        let link = shared.link.current();
+        let facts = link.as_ref().map(|link| LinkFacts {
             generation: link.generation,
-            deadline,
-            reply,
+            in_flight: link.activity.in_flight(),
+            stalled_for: link.activity.stalled_for(now),
+            last_traffic: link.activity.last_traffic(),
+            read_stall: shared.timeouts.read_stall(),
+            address: link.address.tcp(),
+        });
+        let plan = monitor.step(news, facts.as_ref(), now);
+        next_look = plan.next_look.unwrap_or(now + tick);
+        for action in plan.actions {
+            let Some(link) = &link else {
+                // Without a link the only action is dropping the PING.
+                ping = None;
+                continue;
+            };
+            match action {
+                Action::Ping { .. } => ping = Some(heartbeat(link)),
+                Action::DropPing => ping = None,
+                Action::LookAtName => {
+                    let (config, link, cancel) =
+                        (Arc::clone(&config), Arc::clone(link), cancel.clone());
+                    name_look = Some(tasks.spawn(async move {
+                        tokio::select! {
+                            name = probe::look_at_name(&config, &link) => name,
+                            () = cancel.cancelled() => probe::Name::Silent,
+                        }
+                    }));
+                }
+                Action::Probe { stalled_for } => {
+                    shared.emitter.emit(Event::HeartbeatMissed {
+                        generation: link.generation,
+                        stalled_for,
+                    });
+                    let (connector, config, link, cancel) = (
+                        connector.clone(),
+                        Arc::clone(&config),
+                        Arc::clone(link),
+                        cancel.clone(),
+                    );
+                    probe = Some(tasks.spawn(async move {
+                        tokio::select! {
+                            verdict = probe::judge(&connector, &config, &link) => verdict,
+                            () = cancel.cancelled() => Verdict::Unknown("client shut down".into()),
+                        }
+                    }));
+                }
+                Action::AbandonProbe => {
+                    if let Some(stale) = probe.take() {
+                        stale.abort();
+                    }
+                }
+                Action::AbandonNameLook => {
+                    if let Some(stale) = name_look.take() {
+                        stale.abort();
+                    }
+                }
+                Action::Tell(verdict) => {
+                    debug!(generation = link.generation, ?verdict, "verdict");
+                    shared.emitter.emit(Event::ProbeVerdict {
+                        generation: link.generation,
+                        verdict,
+                    });
+                }
+                Action::ReportDead(reason) => {
+                    warn!(generation = link.generation, %reason, "link judged dead");
+                    shared
+                        .link
+                        .reporter
+                        .link_lost(link.generation, DisconnectReason::Dead(reason));
+                }
+                Action::WakeStallWaiters => {
+                    if shared.is_cluster_node() {
+                        shared.stalled.notify_waiters();
+                    }
+                }
+            }
         }
     }
+    for task in [
+        probe.map(|p| p.abort_handle()),
+        name_look.map(|n| n.abort_handle()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        task.abort();
+    }
+}
+
+/// A `PING` on an idle link. It counts as in flight until its reply, so the watchdog judges it
+/// like any command.
+fn heartbeat(link: &Arc<Link>) -> Heartbeat {
+    let in_flight = link.activity.begin();
+    let mut connection = link.connection.clone();
+    Box::pin(async move {
+        let reply = connection.send_packed_command(&redis::cmd("PING")).await;
+        if !matches!(reply, Ok(Value::SimpleString(_) | Value::Okay)) {
+            debug!(?reply, "heartbeat PING failed");
+        }
+        drop(in_flight);
+    })
 }
