@@ -109,10 +109,10 @@ impl Client {
             progress.clone(),
         );
         let shared = Arc::new(Shared {
-            timeouts: Timeouts::new(&config),
+            timeouts: Arc::new(Timeouts::new(&config)),
             queue: Semaphore::new(config.command.queue_capacity),
             mode,
-            stalled: tokio::sync::Notify::new(),
+            stalled: Arc::new(tokio::sync::Notify::new()),
             config,
             link,
             emitter,
@@ -124,7 +124,8 @@ impl Client {
             tasks: tasks.clone(),
         });
         maintenance::spawn(
-            Arc::downgrade(&shared),
+            shared.link_parts(),
+            Arc::clone(&shared.timeouts),
             notices_rx,
             connector.clone(),
             cancel.clone(),
@@ -132,8 +133,7 @@ impl Client {
         );
         if maintenance::azure_watch::is_wanted(&shared.config) {
             maintenance::azure_watch::spawn(
-                Arc::downgrade(&shared),
-                Arc::clone(&shared.config),
+                shared.link_parts(),
                 &connector,
                 cancel.clone(),
                 &tasks,
@@ -141,14 +141,23 @@ impl Client {
         }
         if let Some(provider) = shared.config.endpoint.credentials.clone() {
             crate::reauth::spawn_refresher(
-                Arc::downgrade(&shared),
+                shared.link_parts(),
                 provider,
                 shared.config.endpoint.credentials_refresh,
                 cancel.clone(),
                 &tasks,
             );
         }
-        health::spawn(Arc::downgrade(&shared), connector, cancel, &tasks);
+        health::spawn(
+            health::Watched {
+                link: shared.link_parts(),
+                timeouts: Arc::clone(&shared.timeouts),
+                stalled: Arc::clone(&shared.stalled),
+                connector,
+            },
+            cancel,
+            &tasks,
+        );
         let client = Self {
             shared,
             is_ambiguous_allowed: false,

@@ -1,7 +1,6 @@
 //! The re-auth worker: keeps the live link authenticated with fresh credentials from the
 //! configured [`CredentialsProvider`] (see [`crate::connect::credentials`] for the contract).
 
-use std::sync::Weak;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -10,7 +9,7 @@ use tracing::{debug, warn};
 use crate::backoff::{Backoff, Jitter};
 use crate::endpoint::credentials::{Credentials, CredentialsProvider};
 use crate::event::Event;
-use crate::shared::Shared;
+use crate::shared::LinkParts;
 
 /// How long until credentials that expire at `expires_at` should be replaced.
 pub(crate) fn refresh_after(
@@ -28,7 +27,7 @@ pub(crate) fn refresh_after(
 
 /// Keeps the current link authenticated with fresh credentials until the client ends.
 pub(crate) fn spawn_refresher(
-    shared: Weak<Shared>,
+    link: LinkParts,
     provider: std::sync::Arc<dyn CredentialsProvider>,
     every: Duration,
     cancel: CancellationToken,
@@ -36,14 +35,14 @@ pub(crate) fn spawn_refresher(
 ) {
     tasks.spawn(async move {
         tokio::select! {
-            () = refresh(shared, provider, every) => {}
+            () = refresh(link, provider, every) => {}
             () = cancel.cancelled() => {}
         }
     });
 }
 
 async fn refresh(
-    shared: Weak<Shared>,
+    link: LinkParts,
     provider: std::sync::Arc<dyn CredentialsProvider>,
     every: Duration,
 ) {
@@ -60,11 +59,8 @@ async fn refresh(
     );
     loop {
         tokio::time::sleep(wait).await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
         let outcome = match provider.credentials().await {
-            Ok(fresh) => reauthenticate(&shared, &fresh).await.map(|()| fresh),
+            Ok(fresh) => reauthenticate(&link, &fresh).await.map(|()| fresh),
             Err(e) => Err(format!("credentials provider: {e}")),
         };
         match outcome {
@@ -75,14 +71,14 @@ async fn refresh(
             Err(error) => {
                 wait = retry.next().unwrap_or(every);
                 warn!(%error, ?wait, "re-authentication failed; retrying");
-                shared.emitter.emit(Event::ReauthenticationFailed { error });
+                link.emitter.emit(Event::ReauthenticationFailed { error });
             }
         }
     }
 }
 
-async fn reauthenticate(shared: &Shared, fresh: &Credentials) -> Result<(), String> {
-    let Some(link) = shared.link.current() else {
+async fn reauthenticate(parts: &LinkParts, fresh: &Credentials) -> Result<(), String> {
+    let Some(link) = parts.current() else {
         return Ok(());
     };
     let mut auth = redis::cmd("AUTH");
@@ -91,11 +87,11 @@ async fn reauthenticate(shared: &Shared, fresh: &Credentials) -> Result<(), Stri
     }
     auth.arg(fresh.password.expose());
     let mut connection = link.connection.clone();
-    let bound = shared.config.connect.connect_timeout;
+    let bound = parts.config.connect.connect_timeout;
     match tokio::time::timeout(bound, connection.send_packed_command(&auth)).await {
         Ok(Ok(redis::Value::Okay | redis::Value::SimpleString(_))) => {
             debug!(generation = link.generation, "re-authenticated");
-            shared.emitter.emit(Event::Reauthenticated {
+            parts.emitter.emit(Event::Reauthenticated {
                 generation: link.generation,
             });
             Ok(())

@@ -52,7 +52,7 @@
 mod machine;
 pub(crate) mod probe;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use redis::Value;
 use tokio::task::JoinHandle;
@@ -63,20 +63,26 @@ use tracing::{debug, warn};
 
 use crate::connect::{Connector, Link};
 use crate::event::{DisconnectReason, Event};
-use crate::shared::Shared;
+use crate::shared::{LinkParts, Timeouts};
 use machine::{Action, LinkFacts, Monitor, News};
 
 pub use crate::verdict::Verdict;
 
-/// Starts the monitor; it ends when `cancel` fires or the client is gone.
-pub(crate) fn spawn(
-    shared: Weak<Shared>,
-    connector: Connector,
-    cancel: CancellationToken,
-    tasks: &TaskTracker,
-) {
+/// What the monitor watches and uses.
+pub(crate) struct Watched {
+    pub(crate) link: LinkParts,
+    /// The read-stall threshold in force.
+    pub(crate) timeouts: Arc<Timeouts>,
+    /// Woken on every look at a stalled link (cluster nodes: the router waits on it).
+    pub(crate) stalled: Arc<tokio::sync::Notify>,
+    /// Dials the probes' fresh connections.
+    pub(crate) connector: Connector,
+}
+
+/// Starts the monitor; it ends when `cancel` fires (the client's end).
+pub(crate) fn spawn(watched: Watched, cancel: CancellationToken, tasks: &TaskTracker) {
     let tracker = tasks.clone();
-    tasks.spawn(run(shared, connector, cancel, tracker));
+    tasks.spawn(run(watched, cancel, tracker));
 }
 
 /// A heartbeat `PING` waiting for its reply.
@@ -85,15 +91,14 @@ type Heartbeat = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 /// The driver: feeds the [`Monitor`] what happened and the link's facts, and carries out its
 /// actions. The PING is sent and awaited here (no task and no timer per PING, so 1,000 idle
 /// clients cost little); name lookups and probes run as tasks of the client's tracker.
-async fn run(
-    shared: Weak<Shared>,
-    connector: Connector,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let Some(config) = shared.upgrade().map(|s| Arc::clone(&s.config)) else {
-        return;
-    };
+async fn run(watched: Watched, cancel: CancellationToken, tasks: TaskTracker) {
+    let Watched {
+        link: parts,
+        timeouts,
+        stalled,
+        connector,
+    } = watched;
+    let config = Arc::clone(&parts.config);
     let mut monitor = Monitor::new(&config.health, config.command.deadline, Instant::now());
     let tick = monitor.tick();
     let mut next_look = Instant::now() + tick;
@@ -121,17 +126,14 @@ async fn run(
                 News::NameLooked(joined.ok())
             }
         };
-        let Some(shared) = shared.upgrade() else {
-            break;
-        };
         let now = Instant::now();
-        let link = shared.link.current();
+        let link = parts.current();
         let facts = link.as_ref().map(|link| LinkFacts {
             generation: link.generation,
             in_flight: link.activity.in_flight(),
             stalled_for: link.activity.stalled_for(now),
             last_traffic: link.activity.last_traffic(),
-            read_stall: shared.timeouts.read_stall(),
+            read_stall: timeouts.read_stall(),
             address: link.address.tcp(),
         });
         let plan = monitor.step(news, facts.as_ref(), now);
@@ -156,7 +158,7 @@ async fn run(
                     }));
                 }
                 Action::Probe { stalled_for } => {
-                    shared.emitter.emit(Event::HeartbeatMissed {
+                    parts.emitter.emit(Event::HeartbeatMissed {
                         generation: link.generation,
                         stalled_for,
                     });
@@ -185,21 +187,20 @@ async fn run(
                 }
                 Action::Tell(verdict) => {
                     debug!(generation = link.generation, ?verdict, "verdict");
-                    shared.emitter.emit(Event::ProbeVerdict {
+                    parts.emitter.emit(Event::ProbeVerdict {
                         generation: link.generation,
                         verdict,
                     });
                 }
                 Action::ReportDead(reason) => {
                     warn!(generation = link.generation, %reason, "link judged dead");
-                    shared
-                        .link
+                    parts
                         .reporter
                         .link_lost(link.generation, DisconnectReason::Dead(reason));
                 }
                 Action::WakeStallWaiters => {
-                    if shared.is_cluster_node() {
-                        shared.stalled.notify_waiters();
+                    if parts.is_cluster_node() {
+                        stalled.notify_waiters();
                     }
                 }
             }

@@ -17,7 +17,6 @@
 //!
 //! [`MaintenanceConfig::azure_lead`]: crate::MaintenanceConfig::azure_lead
 
-use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use redis::Value;
@@ -29,7 +28,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::config::{AzureEvents, Config};
 use crate::connect::{Connector, Link, Target};
 use crate::event::{DisconnectReason, Event, MaintenanceNotice};
-use crate::shared::Shared;
+use crate::shared::LinkParts;
 
 const AZURE_SUFFIXES: &[&str] = &[
     ".redis.cache.windows.net",
@@ -56,8 +55,7 @@ const MESSAGES: usize = 256;
 
 /// Starts the listener; it ends with the client.
 pub(crate) fn spawn(
-    shared: Weak<Shared>,
-    config: Arc<Config>,
+    parts: LinkParts,
     connector: &Connector,
     cancel: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
@@ -67,15 +65,14 @@ pub(crate) fn spawn(
     let connector = connector.for_listener(messages.clone());
     tasks.spawn(async move {
         tokio::select! {
-            () = listen(shared, config, connector, messages, cancel.clone(), tracker) => {}
+            () = listen(parts, connector, messages, cancel.clone(), tracker) => {}
             () = cancel.cancelled() => {}
         }
     });
 }
 
 async fn listen(
-    shared: Weak<Shared>,
-    config: Arc<Config>,
+    parts: LinkParts,
     connector: Connector,
     messages: tokio::sync::broadcast::Sender<redis::PushInfo>,
     cancel: CancellationToken,
@@ -117,11 +114,8 @@ async fn listen(
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
                     match azure::parse(&payload) {
-                        Some(event) => react(&shared, &config, event, &cancel, &tasks),
+                        Some(event) => react(&parts, event, &cancel, &tasks),
                         None => debug!(%payload, "not an Azure maintenance event"),
                     }
                 }
@@ -133,7 +127,7 @@ async fn listen(
             }
             Err(e) => warn!(error = %e, "cannot subscribe to Azure maintenance events"),
         }
-        if shared.strong_count() == 0 {
+        if cancel.is_cancelled() {
             return;
         }
         let delay = retry.next().unwrap_or(Duration::from_secs(30));
@@ -158,17 +152,16 @@ async fn subscribe(connector: &Connector) -> Result<Link, String> {
 }
 
 fn react(
-    shared: &Shared,
-    config: &Config,
+    parts: &LinkParts,
     event: AzureEvent,
     cancel: &CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) {
     info!(kind = ?event.kind, start = ?event.start_time, "Azure maintenance event");
-    shared
+    parts
         .emitter
         .emit(Event::Maintenance(MaintenanceNotice::Azure(event.clone())));
-    if shared.is_cluster_node() {
+    if parts.is_cluster_node() {
         // A cluster's router acts for the node the event names (it routes that shard's
         // commands around it); a node's own link is not the one to replace.
         return;
@@ -178,14 +171,14 @@ fn react(
             let Some(start) = event.start_time else {
                 return;
             };
-            let lead = config.maintenance.azure_lead;
+            let lead = parts.config.maintenance.azure_lead;
             let delay = start
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
                 .saturating_sub(lead);
             let (reporter, slot, cancel) = (
-                shared.link.reporter.clone(),
-                shared.link.published.clone(),
+                parts.reporter.clone(),
+                parts.published.clone(),
                 cancel.clone(),
             );
             tasks.spawn(async move {
@@ -204,11 +197,11 @@ fn react(
         | AzureEventKind::ScaleComplete
         | AzureEventKind::Ended => {
             let (reporter, slot, cancel) = (
-                shared.link.reporter.clone(),
-                shared.link.published.clone(),
+                parts.reporter.clone(),
+                parts.published.clone(),
                 cancel.clone(),
             );
-            let bound = config.health.probe_timeout;
+            let bound = parts.config.health.probe_timeout;
             tasks.spawn(async move {
                 let Some(link) = slot.borrow().link.clone() else {
                     return;

@@ -24,18 +24,20 @@ pub use crate::notices::{azure, push};
 
 /// Starts the task that acts on RESP3 maintenance notifications; it ends with the client.
 pub(crate) fn spawn(
-    shared: std::sync::Weak<crate::shared::Shared>,
+    link: crate::shared::LinkParts,
+    timeouts: std::sync::Arc<crate::shared::Timeouts>,
     notices: tokio::sync::mpsc::Receiver<Notice>,
     connector: crate::connect::Connector,
     cancel: tokio_util::sync::CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) {
     let tracker = tasks.clone();
-    tasks.spawn(run(shared, notices, connector, cancel, tracker));
+    tasks.spawn(run(link, timeouts, notices, connector, cancel, tracker));
 }
 
 async fn run(
-    shared: std::sync::Weak<crate::shared::Shared>,
+    link: crate::shared::LinkParts,
+    timeouts: std::sync::Arc<crate::shared::Timeouts>,
     mut notices: tokio::sync::mpsc::Receiver<Notice>,
     connector: crate::connect::Connector,
     cancel: tokio_util::sync::CancellationToken,
@@ -46,10 +48,7 @@ async fn run(
     use reactor::{Reaction, Reactor};
     use tokio::time::Instant;
 
-    let Some(cap) = shared.upgrade().map(|s| s.config.maintenance.relaxed_cap) else {
-        return;
-    };
-    let mut reactor = Reactor::new(cap);
+    let mut reactor = Reactor::new(link.config.maintenance.relaxed_cap);
     loop {
         let relaxed_until = reactor.relaxed_until();
         let notice = tokio::select! {
@@ -65,14 +64,10 @@ async fn run(
                 }
             } => None,
         };
-        let Some(shared) = shared.upgrade() else {
-            break;
-        };
         if let Some(notice) = notice.filter(|n| n.generation != 0) {
             tracing::info!(generation = notice.generation, notification = ?notice.notification,
                 during_handshake = notice.is_during_handshake, "maintenance notification");
-            shared
-                .emitter
+            link.emitter
                 .emit(Event::Maintenance(MaintenanceNotice::Push {
                     generation: notice.generation,
                     notification: notice.notification.clone(),
@@ -85,13 +80,11 @@ async fn run(
             match reaction {
                 Reaction::MoveTo { endpoint, until } => {
                     connector.move_to(endpoint.clone(), until);
-                    shared
-                        .link
-                        .reporter
+                    link.reporter
                         .replace(notice.generation, Target::Endpoint(endpoint));
                 }
                 Reaction::ReconnectAfter(after) => {
-                    let reporter = shared.link.reporter.clone();
+                    let reporter = link.reporter.clone();
                     let cancel = cancel.clone();
                     tasks.spawn(async move {
                         tokio::select! {
@@ -108,8 +101,6 @@ async fn run(
                 | Reaction::Nothing => {}
             }
         }
-        shared
-            .timeouts
-            .set_relaxed(reactor.is_relaxed(Instant::now()), &shared.emitter);
+        timeouts.set_relaxed(reactor.is_relaxed(Instant::now()), &link.emitter);
     }
 }
