@@ -38,9 +38,9 @@
 //! - The kernel's `TCP_USER_TIMEOUT` and keepalive, set by the connector, are the backstop.
 //!
 //! # Layout
-//! The decisions are a pure machine ([`machine`]: facts in, actions out, tested without
+//! The decisions are a pure machine (`machine`: facts in, actions out, tested without
 //! sockets or timers); this module's loop is its driver: it gathers the facts, runs the PING,
-//! the name lookups and the probes ([`probe`]), and reports.
+//! the name lookups and the probes (`probe`), and reports.
 //!
 //! # Why a probe and not a timeout
 //! From the client, a server busy with a slow command (`DEBUG SLEEP 3`, a big `KEYS`), a blocked
