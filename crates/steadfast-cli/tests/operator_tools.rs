@@ -3,6 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use steadfast_testkit::{Listen, ServerLine};
 use tokio::time::Instant;
 
 /// A redis-server on a private loopback address; killed on drop.
@@ -11,10 +12,9 @@ struct Server(std::process::Child, String);
 impl Server {
     async fn start(last_octet: u8, extra: &[&str]) -> Self {
         let ip = format!("127.214.{}.{last_octet}", std::process::id() % 250);
-        let child = Command::new("redis-server")
-            .args(["--bind", &ip, "--port", "6379", "--save", ""])
+        let child = ServerLine::new(Listen::Tcp(ip.parse().expect("an IP address")))
             .args(extra)
-            .stdout(Stdio::null())
+            .command("redis-server")
             .spawn()
             .expect("redis-server installed");
         let address = format!("{ip}:6379");

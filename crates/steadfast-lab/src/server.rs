@@ -8,9 +8,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
+use steadfast_testkit::{Listen, ServerLine};
 use tokio::time::Instant;
 
 use crate::LabError;
@@ -89,27 +90,12 @@ impl Server {
     /// # Errors
     /// When redis-server cannot be spawned.
     pub fn start(&mut self) -> Result<(), LabError> {
-        let ip = self.ip.to_string();
-        let child = self
-            .command("redis-server")
-            .args([
-                "--bind",
-                &ip,
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--protected-mode", "no", "--enable-debug-command", "yes"])
-            // A new replica's full sync starts at once (the default waits 5 s for others).
-            .args(["--repl-diskless-sync-delay", "0"])
-            .arg("--dir")
-            .arg(&self.dir)
+        let mut command = self.command("redis-server");
+        ServerLine::new(Listen::Tcp(self.ip.into()))
+            .dir(&self.dir)
             .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .add_to(&mut command);
+        let child = command
             .spawn()
             .map_err(|e| LabError::new(format!("redis-server {}: {e}", self.label)))?;
         self.child = Some(child);

@@ -7,12 +7,13 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use steadfast::Event;
+use steadfast_testkit::{Listen, ServerLine};
 use tokio::time::Instant;
 
 const ADDRESS: &str = "127.0.0.77";
@@ -21,19 +22,9 @@ struct Server(Option<Child>);
 
 impl Server {
     fn start() -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                ADDRESS,
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let ip = ADDRESS.parse().expect("an IP address");
+        let child = ServerLine::new(Listen::Tcp(ip))
+            .command("redis-server")
             .spawn()
             .expect("redis-server must be on PATH (apt-get install -y redis-server)");
         Self(Some(child))

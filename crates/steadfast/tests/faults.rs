@@ -285,10 +285,8 @@ async fn a_unix_socket_endpoint_serves_commands_and_rides_through_a_restart() {
     init_tracing();
     let socket = std::env::temp_dir().join(format!("steadfast-unix-{}.sock", std::process::id()));
     let start = || {
-        std::process::Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--unixsocket"])
-            .arg(&socket)
-            .stdout(std::process::Stdio::null())
+        steadfast_testkit::ServerLine::new(steadfast_testkit::Listen::Unix(socket.clone()))
+            .command("redis-server")
             .spawn()
             .expect("redis-server installed")
     };

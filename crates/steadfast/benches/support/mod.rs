@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
+
+use steadfast_testkit::{Listen, ServerLine};
 
 pub(crate) struct Server {
     child: Child,
@@ -135,20 +137,10 @@ pub(crate) fn cluster(runtime: &tokio::runtime::Runtime, octets: [u8; 3]) -> Vec
 }
 
 fn spawn(ip: &str, extra: &[String]) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--bind",
-            ip,
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+    let ip = ip.parse().expect("a loopback address");
+    ServerLine::new(Listen::Tcp(ip))
         .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .command("redis-server")
         .spawn()
         .expect("redis-server on PATH")
 }

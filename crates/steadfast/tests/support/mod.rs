@@ -9,13 +9,14 @@
 pub mod replies;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use steadfast::connect::resolve::StaticResolver;
 use steadfast::{Client, Config, Event};
+use steadfast_testkit::{Listen, ServerLine};
 use tokio::time::Instant;
 
 /// Default config pointed at `server`.
@@ -123,15 +124,10 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", &self.address.ip().to_string(), "--port", "6379"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .args(["--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(&self.dir)
+        let child = ServerLine::new(Listen::Tcp(self.address.ip()))
+            .dir(&self.dir)
             .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .command("redis-server")
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
