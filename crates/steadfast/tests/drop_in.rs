@@ -235,3 +235,40 @@ async fn a_blocking_command_its_caller_gave_up_on_is_unblocked_and_pops_nothing(
     let _: () = client.set("k", "v").await.unwrap();
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rs_commands_and_pipelines_work_unchanged() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let mut client = Client::open(&server.url()).unwrap();
+
+    let _: () = client.set("name", "steadfast").await.unwrap();
+    let name: String = client.get("name").await.unwrap();
+    assert_eq!(name, "steadfast");
+    let n: i64 = client.incr("hits", 5).await.unwrap();
+    assert_eq!(n, 5);
+
+    let (a, b): (i64, String) = redis::pipe()
+        .incr("hits", 1)
+        .get("name")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!((a, b.as_str()), (6, "steadfast"));
+
+    let (x,): (i64,) = redis::pipe()
+        .atomic()
+        .incr("hits", 1)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(x, 7);
+
+    let err = client.lpush::<_, _, i64>("name", "x").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some("WRONGTYPE"),
+        "final errors pass through as redis-rs errors"
+    );
+    client.shutdown().await;
+}

@@ -6,6 +6,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod replies;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
