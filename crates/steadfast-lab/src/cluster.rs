@@ -15,10 +15,24 @@ use steadfast::cluster::View;
 use tokio::time::Instant;
 
 use crate::LabError;
-use crate::lab::ClusterSpec;
 use crate::server::Server;
 
 const FORM_LIMIT: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster in the lab: the first `shards` servers are primaries, each serving an equal
+/// range of slots; the others are replicas, server `shards + k` of primary `k % shards`.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// How many primaries.
+    pub shards: usize,
+    /// `cluster-node-timeout`: how long before the cluster fails a silent node over (server
+    /// default 15 s; quick runs lower it).
+    pub node_timeout: Duration,
+    /// `cluster-require-full-coverage`: with `true` (the server's default) every node refuses
+    /// every command (`CLUSTERDOWN`) while any slot has no live owner, so one shard's outage
+    /// stops them all; with `false` only the uncovered slots are refused.
+    pub requires_full_coverage: bool,
+}
 
 /// Makes `servers` one cluster as `spec` says; see the module documentation.
 ///

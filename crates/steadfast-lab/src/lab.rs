@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use crate::LabError;
+use crate::cluster::ClusterSpec;
 use crate::dns::Dns;
 use crate::net::{self, CLIENT_IP, DNS_IP, Namespace};
 use crate::server::Server;
@@ -41,21 +42,6 @@ pub struct LabSpec {
     /// Make the servers a Redis Cluster instead of primary and replicas; the endpoint's name
     /// then answers with every node's address (a configuration endpoint).
     pub cluster: Option<ClusterSpec>,
-}
-
-/// A Redis Cluster in the lab: the first `shards` servers are primaries, each serving an equal
-/// range of slots; the others are replicas, server `shards + k` of primary `k % shards`.
-#[derive(Debug, Clone)]
-pub struct ClusterSpec {
-    /// How many primaries.
-    pub shards: usize,
-    /// `cluster-node-timeout`: how long before the cluster fails a silent node over (server
-    /// default 15 s; quick runs lower it).
-    pub node_timeout: Duration,
-    /// `cluster-require-full-coverage`: with `true` (the server's default) every node refuses
-    /// every command (`CLUSTERDOWN`) while any slot has no live owner, so one shard's outage
-    /// stops them all; with `false` only the uncovered slots are refused.
-    pub requires_full_coverage: bool,
 }
 
 /// A running lab. Fields drop in order: proxy, servers, DNS, then the bridge.

@@ -8,8 +8,9 @@ use std::time::Duration;
 use steadfast::cluster::{choose, key_slot};
 use steadfast::connect::resolve::{DnsResolver, Resolver};
 use steadfast_lab::LabError;
+use steadfast_lab::cluster::ClusterSpec;
 use steadfast_lab::cluster::view;
-use steadfast_lab::lab::{ClusterSpec, ENDPOINT_NAME, Lab, LabSpec};
+use steadfast_lab::lab::{ENDPOINT_NAME, Lab, LabSpec};
 use steadfast_lab::net::{self, DNS_IP, Namespace};
 use tokio::time::Instant;
 

@@ -1,6 +1,8 @@
 //! Planned maintenance end to end, as root: steadfast behind the lab's RESP proxy in front of a
 //! real redis-server, with a second real server as the MOVING target.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +13,15 @@ use steadfast_lab::net::{self, Namespace, PROXY_IP};
 use steadfast_lab::proxy::Proxy;
 use tokio::time::Instant;
 
-/// SET+GET every 10 ms; returns (operations, failures, longest).
-async fn workload(client: Client, until: Instant) -> (usize, Vec<String>, Duration) {
+/// What the workload did: operations, failures, the longest operation.
+struct Tally {
+    ops: usize,
+    failures: Vec<String>,
+    longest: Duration,
+}
+
+/// SET+GET every 10 ms until `until`.
+async fn workload(client: Client, until: Instant) -> Tally {
     let (mut ops, mut failures, mut longest) = (0, Vec::new(), Duration::ZERO);
     let mut i = 0u64;
     while Instant::now() < until {
@@ -34,19 +43,66 @@ async fn workload(client: Client, until: Instant) -> (usize, Vec<String>, Durati
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (ops, failures, longest)
+    Tally {
+        ops,
+        failures,
+        longest,
+    }
 }
 
-fn record(client: &Client) -> Arc<Mutex<Vec<Event>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut events = client.events();
-    let sink = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            sink.lock().expect("event log").push(event);
+/// The scenario every test here plays: a RESP3 client connected through `proxy`, its events
+/// recorded from the start, and (with [`Rehearsal::run_for`]) the workload running.
+struct Rehearsal<'p> {
+    proxy: &'p Proxy,
+    client: Client,
+    seen: Arc<Mutex<Vec<Event>>>,
+    workload: Option<tokio::task::JoinHandle<Tally>>,
+}
+
+impl<'p> Rehearsal<'p> {
+    /// Connects a client through `proxy` and records its events.
+    async fn connect(proxy: &'p Proxy) -> Self {
+        let (client, mut events) = Client::with_events(config_for(proxy.address)).unwrap();
+        client.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                sink.lock().expect("event log").push(event);
+            }
+        });
+        Self {
+            proxy,
+            client,
+            seen,
+            workload: None,
         }
-    });
-    seen
+    }
+
+    /// Starts the workload for `length`, then waits `settle` before the fault.
+    async fn run_for(&mut self, length: Duration, settle: Duration) {
+        let until = Instant::now() + length;
+        self.workload = Some(tokio::spawn(workload(self.client.clone(), until)));
+        tokio::time::sleep(settle).await;
+    }
+
+    /// Waits for the workload's end; what it did (printed under `label`) and every event.
+    async fn tally(&mut self, label: &str) -> (Tally, Vec<Event>) {
+        let tally = self
+            .workload
+            .take()
+            .expect("the workload was started")
+            .await
+            .unwrap();
+        eprintln!(
+            "{label}: {} ops, {} failed, longest {:?}",
+            tally.ops,
+            tally.failures.len(),
+            tally.longest
+        );
+        let seen = self.seen.lock().unwrap().clone();
+        (tally, seen)
+    }
 }
 
 fn in_lab<F>(test: &'static str, body: impl FnOnce(Lab) -> F + Send + 'static)
@@ -86,36 +142,28 @@ fn moving_to_a_new_node_moves_the_client_without_a_failed_or_slow_operation() {
         let upstream = lab.servers[0].address();
         let namespace = lab.attach("px", PROXY_IP)?;
         let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
-        let client = Client::new(config_for(proxy.address)).unwrap();
-        client.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let mut rehearsal = Rehearsal::connect(&proxy).await;
         assert_eq!(
-            proxy.opted_in(),
+            rehearsal.proxy.opted_in(),
             1,
             "the client opted in to maintenance notifications"
         );
-        let seen = record(&client);
-        let run = tokio::spawn(workload(
-            client.clone(),
-            Instant::now() + Duration::from_secs(3),
-        ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        rehearsal
+            .run_for(Duration::from_secs(3), Duration::from_millis(500))
+            .await;
 
         let target = lab.servers[1].address();
         lab.servers[1].promote().await?;
         let frame = format!(">4\r\n+MOVING\r\n:1\r\n:5\r\n+{target}\r\n");
-        assert_eq!(proxy.announce(frame.as_bytes()), 1);
-        let (ops, failures, longest) = run.await.unwrap();
-        proxy.close_existing();
+        assert_eq!(rehearsal.proxy.announce(frame.as_bytes()), 1);
+        let (tally, seen) = rehearsal.tally("MOVING").await;
+        rehearsal.proxy.close_existing();
 
-        let seen = seen.lock().unwrap().clone();
-        eprintln!(
-            "MOVING: {ops} ops, {} failed, longest {longest:?}",
-            failures.len()
-        );
-        assert!(failures.is_empty(), "{failures:?}");
+        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
         assert!(
-            longest < Duration::from_millis(100),
-            "the handoff cost {longest:?}"
+            tally.longest < Duration::from_millis(100),
+            "the handoff cost {:?}",
+            tally.longest
         );
         assert!(
             seen.iter()
@@ -132,12 +180,15 @@ fn moving_to_a_new_node_moves_the_client_without_a_failed_or_slow_operation() {
             )),
             "{seen:?}"
         );
-        let moves = seen
+        let connects = seen
             .iter()
             .filter(|e| matches!(e, Event::Connected { .. }))
             .count();
-        assert_eq!(moves, 1, "one move for one MOVING");
-        client.shutdown().await;
+        assert_eq!(
+            connects, 2,
+            "the first link, then one move for one MOVING: {seen:?}"
+        );
+        rehearsal.client.shutdown().await;
         Ok(())
     });
 }
@@ -148,34 +199,29 @@ fn failing_over_relaxes_deadlines_so_a_pause_longer_than_the_deadline_fails_noth
         let upstream = lab.servers[0].address();
         let namespace = lab.attach("px", PROXY_IP)?;
         let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
-        let client = Client::new(config_for(proxy.address)).unwrap();
-        client.wait_connected(Duration::from_secs(5)).await.unwrap();
-        let seen = record(&client);
-        let run = tokio::spawn(workload(
-            client.clone(),
-            Instant::now() + Duration::from_secs(8),
-        ));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut rehearsal = Rehearsal::connect(&proxy).await;
+        rehearsal
+            .run_for(Duration::from_secs(8), Duration::from_millis(300))
+            .await;
 
-        proxy.announce(b">4\r\n+FAILING_OVER\r\n:2\r\n:1\r\n+1\r\n");
+        rehearsal
+            .proxy
+            .announce(b">4\r\n+FAILING_OVER\r\n:2\r\n:1\r\n+1\r\n");
         tokio::time::sleep(Duration::from_millis(200)).await;
         {
             // Longer than the 5 s default deadline, shorter than the 10 s relaxed one.
             let _paused = steadfast_lab::fault::Paused::new(&lab.servers[0])?;
             tokio::time::sleep(Duration::from_secs(6)).await;
         }
-        proxy.announce(b">3\r\n+FAILED_OVER\r\n:2\r\n+1\r\n");
-        proxy.clear_pending();
-        let (ops, failures, longest) = run.await.unwrap();
+        rehearsal
+            .proxy
+            .announce(b">3\r\n+FAILED_OVER\r\n:2\r\n+1\r\n");
+        rehearsal.proxy.clear_pending();
+        let (tally, seen) = rehearsal.tally("FAILING_OVER").await;
 
-        let seen = seen.lock().unwrap().clone();
-        eprintln!(
-            "FAILING_OVER: {ops} ops, {} failed, longest {longest:?}",
-            failures.len()
-        );
-        assert!(failures.is_empty(), "{failures:?}");
+        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
         assert!(
-            longest > Duration::from_secs(5),
+            tally.longest > Duration::from_secs(5),
             "the pause outlasted the normal deadline"
         );
         assert!(
@@ -192,7 +238,7 @@ fn failing_over_relaxes_deadlines_so_a_pause_longer_than_the_deadline_fails_noth
             !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
             "a relaxed link is not suspected: {seen:?}"
         );
-        client.shutdown().await;
+        rehearsal.client.shutdown().await;
         Ok(())
     });
 }
@@ -200,11 +246,13 @@ fn failing_over_relaxes_deadlines_so_a_pause_longer_than_the_deadline_fails_noth
 #[test]
 fn unknown_push_frames_reach_the_application_untouched() {
     in_lab("up", |mut lab| async move {
-        let proxy = lab.start_proxy()?;
-        let client = Client::new(config_for(proxy.address)).unwrap();
-        client.wait_connected(Duration::from_secs(5)).await.unwrap();
-        let mut pushes = client.pushes();
-        assert!(proxy.inject_newest(b">3\r\n+SOMETHING_NEW\r\n:42\r\n$2\r\nhi\r\n"));
+        let rehearsal = Rehearsal::connect(lab.start_proxy()?).await;
+        let mut pushes = rehearsal.client.pushes();
+        assert!(
+            rehearsal
+                .proxy
+                .inject_newest(b">3\r\n+SOMETHING_NEW\r\n:42\r\n$2\r\nhi\r\n")
+        );
         let push = tokio::time::timeout(Duration::from_secs(2), pushes.recv())
             .await
             .expect("the frame arrived")
@@ -217,9 +265,9 @@ fn unknown_push_frames_reach_the_application_untouched() {
                 redis::Value::BulkString(b"hi".to_vec())
             ]
         );
-        let pong: String = client.query(&redis::cmd("PING")).await.unwrap();
+        let pong: String = rehearsal.client.query(&redis::cmd("PING")).await.unwrap();
         assert_eq!(pong, "PONG", "the link still works after an unknown push");
-        client.shutdown().await;
+        rehearsal.client.shutdown().await;
         Ok(())
     });
 }
@@ -227,18 +275,15 @@ fn unknown_push_frames_reach_the_application_untouched() {
 #[test]
 fn moving_without_an_endpoint_reconnects_to_the_configured_name_after_half_its_time() {
     in_lab("mn", |mut lab| async move {
-        let proxy = lab.start_proxy()?;
-        let client = Client::new(config_for(proxy.address)).unwrap();
-        client.wait_connected(Duration::from_secs(5)).await.unwrap();
-        let seen = record(&client);
-        let run = tokio::spawn(workload(
-            client.clone(),
-            Instant::now() + Duration::from_millis(2_500),
-        ));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut events = client.events();
+        let mut rehearsal = Rehearsal::connect(lab.start_proxy()?).await;
+        rehearsal
+            .run_for(Duration::from_millis(2_500), Duration::from_millis(200))
+            .await;
+        let mut events = rehearsal.client.events();
         let announced = Instant::now();
-        proxy.announce(b">4\r\n+MOVING\r\n:9\r\n:2\r\n_\r\n");
+        rehearsal
+            .proxy
+            .announce(b">4\r\n+MOVING\r\n:9\r\n:2\r\n_\r\n");
         let planned_after = loop {
             match tokio::time::timeout(Duration::from_secs(3), events.recv()).await {
                 Ok(Ok(Event::Disconnected {
@@ -249,19 +294,19 @@ fn moving_without_an_endpoint_reconnects_to_the_configured_name_after_half_its_t
                 other => panic!("no planned reconnect: {other:?}"),
             }
         };
-        let (ops, failures, longest) = run.await.unwrap();
-        proxy.clear_pending();
-        let seen = seen.lock().unwrap().clone();
-        eprintln!(
-            "MOVING null: reconnected after {planned_after:?}, {ops} ops, {} failed, longest {longest:?}",
-            failures.len()
-        );
+        let (tally, seen) = rehearsal.tally("MOVING null").await;
+        rehearsal.proxy.clear_pending();
+        eprintln!("MOVING null: reconnected {planned_after:?} after the frame");
         assert!(
             (Duration::from_millis(950)..Duration::from_millis(1_500)).contains(&planned_after),
             "time/2 = 1 s after the frame: {planned_after:?}"
         );
-        assert!(failures.is_empty(), "{failures:?}");
-        assert!(longest < Duration::from_millis(100), "{longest:?}");
+        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+        assert!(
+            tally.longest < Duration::from_millis(100),
+            "{:?}",
+            tally.longest
+        );
         let planned = seen
             .iter()
             .filter(|e| {
@@ -275,7 +320,7 @@ fn moving_without_an_endpoint_reconnects_to_the_configured_name_after_half_its_t
             })
             .count();
         assert_eq!(planned, 1, "one reconnect for one MOVING: {seen:?}");
-        client.shutdown().await;
+        rehearsal.client.shutdown().await;
         Ok(())
     });
 }
@@ -283,33 +328,27 @@ fn moving_without_an_endpoint_reconnects_to_the_configured_name_after_half_its_t
 #[test]
 fn moving_to_a_target_that_never_answers_costs_at_most_the_hold_limit_and_fails_nothing() {
     in_lab("md", |mut lab| async move {
-        let proxy = lab.start_proxy()?;
-        let client = Client::new(config_for(proxy.address)).unwrap();
-        client.wait_connected(Duration::from_secs(5)).await.unwrap();
-        let seen = record(&client);
-        let run = tokio::spawn(workload(
-            client.clone(),
-            Instant::now() + Duration::from_secs(2),
-        ));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut rehearsal = Rehearsal::connect(lab.start_proxy()?).await;
+        rehearsal
+            .run_for(Duration::from_secs(2), Duration::from_millis(200))
+            .await;
         // Nothing lives at .99 on the lab's bridge: the dial gets no answer.
-        proxy.announce(b">4\r\n+MOVING\r\n:3\r\n:30\r\n+10.213.0.99:6379\r\n");
-        let (ops, failures, longest) = run.await.unwrap();
-        let seen = seen.lock().unwrap().clone();
-        eprintln!(
-            "MOVING nowhere: {ops} ops, {} failed, longest {longest:?}",
-            failures.len()
-        );
-        assert!(failures.is_empty(), "{failures:?}");
+        rehearsal
+            .proxy
+            .announce(b">4\r\n+MOVING\r\n:3\r\n:30\r\n+10.213.0.99:6379\r\n");
+        let (tally, seen) = rehearsal.tally("MOVING nowhere").await;
+        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
         assert!(
-            longest < Duration::from_millis(650),
-            "held at most the 500 ms hold limit: {longest:?}"
+            tally.longest < Duration::from_millis(650),
+            "held at most the 500 ms hold limit: {:?}",
+            tally.longest
         );
-        assert!(
-            !seen.iter().any(|e| matches!(e, Event::Connected { .. })),
-            "no new link: {seen:?}"
-        );
-        client.shutdown().await;
+        let connects = seen
+            .iter()
+            .filter(|e| matches!(e, Event::Connected { .. }))
+            .count();
+        assert_eq!(connects, 1, "no new link after the first: {seen:?}");
+        rehearsal.client.shutdown().await;
         Ok(())
     });
 }

@@ -10,8 +10,9 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::LabError;
+use crate::cluster::ClusterSpec;
 use crate::fault;
-use crate::lab::{ClusterSpec, Lab};
+use crate::lab::Lab;
 use crate::net::CLIENT_IP;
 
 /// A drill scenario.
