@@ -35,7 +35,8 @@ fn server_error(text: &str) -> Value {
 }
 
 struct Case<'a> {
-    cmd: &'a redis::Cmd,
+    request: Request<'a>,
+    is_shutting_down: bool,
     target: NodeAddress,
     is_idempotent: bool,
     is_out_of_time: bool,
@@ -47,8 +48,13 @@ struct Case<'a> {
 
 impl<'a> Case<'a> {
     fn new(cmd: &'a redis::Cmd) -> Self {
+        Self::of(Request::Single(cmd))
+    }
+
+    fn of(request: Request<'a>) -> Self {
         Self {
-            cmd,
+            request,
+            is_shutting_down: false,
             target: node(7000),
             is_idempotent: true,
             is_out_of_time: false,
@@ -61,11 +67,11 @@ impl<'a> Case<'a> {
 
     fn decide(&self, ended: Ended) -> Step {
         let seen = Seen {
-            request: Request::Single(self.cmd),
+            request: self.request,
             target: &self.target,
             is_idempotent: self.is_idempotent,
             is_out_of_time: self.is_out_of_time,
-            is_shutting_down: false,
+            is_shutting_down: self.is_shutting_down,
             is_replica: self.is_replica,
             reads_replica: self.reads_replica,
             is_replica_read: self.is_replica_read,
@@ -231,22 +237,11 @@ fn a_stalled_node_is_left() {
 #[test]
 fn a_node_shutting_down_is_unreachable_unless_the_router_is_shutting_down_too() {
     let cmd = get();
-    let target = node(7000);
-    let mut seen = Seen {
-        request: Request::Single(&cmd),
-        target: &target,
-        is_idempotent: true,
-        is_out_of_time: false,
-        is_shutting_down: false,
-        is_replica: false,
-        reads_replica: false,
-        is_replica_read: false,
-        unreachable: &[],
-    };
+    let mut case = Case::new(&cmd);
     let closed = || Ended::Failed(Error::new(ErrorKind::Shutdown, "closed"));
-    assert!(matches!(decide(closed(), &seen), Step::Unreachable { .. }));
-    seen.is_shutting_down = true;
-    assert!(matches!(decide(closed(), &seen), Step::Fail(_)));
+    assert!(matches!(case.decide(closed()), Step::Unreachable { .. }));
+    case.is_shutting_down = true;
+    assert!(matches!(case.decide(closed()), Step::Fail(_)));
 }
 
 #[test]
@@ -257,30 +252,18 @@ fn a_pipeline_refused_in_part_sends_only_the_refused_commands_again() {
         server_error("TRYAGAIN Multiple keys request during rehashing of slot"),
         Value::Okay,
     ]);
-    let request = Request::Pipeline {
+    let case = Case::of(Request::Pipeline {
         pipeline: &pipeline,
         offset: 0,
         count: 3,
-    };
-    let target = node(7000);
-    let seen = Seen {
-        request,
-        target: &target,
-        is_idempotent: true,
-        is_out_of_time: false,
-        is_shutting_down: false,
-        is_replica: false,
-        reads_replica: false,
-        is_replica_read: false,
-        unreachable: &[],
-    };
-    let step = decide(Ended::Replied(reply), &seen);
+    });
+    let step = case.decide(Ended::Replied(reply));
     assert!(
         matches!(&step, Step::SendAgain { indexes, .. } if *indexes == [1]),
         "{step:?}"
     );
     let whole = Reply::Pipeline(vec![server_error("MOVED 1 10.0.0.2:7001"); 3]);
-    let step = decide(Ended::Replied(whole), &seen);
+    let step = case.decide(Ended::Replied(whole));
     assert!(matches!(step, Step::Moved(_)), "{step:?}");
 }
 
