@@ -17,8 +17,8 @@ pub enum Event {
         address: crate::endpoint::Address,
         /// Increases by one with every new link; starts at 1.
         generation: u64,
-        /// The server's `role`: `master` or `slave` (`replica`).
-        role: String,
+        /// The server's replication role.
+        role: Role,
         /// The server accepted maintenance notifications (`CLIENT MAINT_NOTIFICATIONS ON`).
         is_maintenance_aware: bool,
     },
@@ -82,14 +82,14 @@ pub enum Event {
         /// Which link saw it.
         generation: u64,
         /// The role now seen.
-        role: String,
+        role: Role,
     },
     /// No node of a cluster shard answered several commands in a row: the shard's commands are
     /// refused at once ([`ErrorKind::NotAttempted`](crate::ErrorKind::NotAttempted)) for
     /// `open_for`, then one command probes it.
     ShardBreakerOpened {
-        /// The shard's primary, `host:port`.
-        primary: String,
+        /// The shard's primary.
+        primary: crate::endpoint::NodeAddress,
         /// Failures in a row that opened it (1 after a failed probe).
         failures: u32,
         /// How long commands are refused before the next probe.
@@ -97,8 +97,8 @@ pub enum Event {
     },
     /// A probe got an answer: the shard's commands are sent again.
     ShardBreakerClosed {
-        /// The shard's primary, `host:port`.
-        primary: String,
+        /// The shard's primary.
+        primary: crate::endpoint::NodeAddress,
     },
     /// A cluster client took a new routing table.
     TopologyChanged {
@@ -109,6 +109,50 @@ pub enum Event {
         /// Slots no shard serves.
         uncovered: usize,
     },
+}
+
+/// A server's replication role, as `ROLE` answers it.
+///
+/// ```
+/// use steadfast::Role;
+/// assert_eq!(Role::from_role_reply("master"), Role::Primary);
+/// assert_eq!(Role::from_role_reply("slave"), Role::Replica);
+/// assert_eq!(Role::Replica.to_string(), "slave", "displayed as ROLE names it");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// `master`: takes writes.
+    Primary,
+    /// `slave` (or `replica`): a read-only copy of a primary.
+    Replica,
+    /// Anything else the server said (`sentinel` ...).
+    Other(String),
+    /// The server did not say (`ROLE` refused or failed).
+    Unknown,
+}
+
+impl Role {
+    /// The role named by the first word of a `ROLE` reply.
+    pub fn from_role_reply(word: &str) -> Self {
+        match word {
+            "master" => Self::Primary,
+            "slave" | "replica" => Self::Replica,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    /// As `ROLE` names it: `master`, `slave`, the server's own word, or `unknown`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Primary => f.write_str("master"),
+            Self::Replica => f.write_str("slave"),
+            Self::Other(word) => f.write_str(word),
+            Self::Unknown => f.write_str("unknown"),
+        }
+    }
 }
 
 /// Why a link was dropped.

@@ -152,9 +152,9 @@ async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
     while let Ok(event) = events.try_recv() {
         match event {
             Event::Connected { address, role, .. } => {
-                moved |= address == b.address && role == "master";
+                moved |= address == b.address && role == steadfast::Role::Primary;
             }
-            Event::RoleChanged { role, .. } => saw_demotion |= role == "slave",
+            Event::RoleChanged { role, .. } => saw_demotion |= role == steadfast::Role::Replica,
             _ => {}
         }
     }

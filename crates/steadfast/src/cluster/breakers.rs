@@ -125,7 +125,7 @@ impl<'a> Ticket<'a> {
         let change = breakers.with_breaker(&self.primary, |b| {
             b.record(Instant::now(), outcome, admission)
         });
-        let primary = self.primary.to_string();
+        let primary = self.primary.clone();
         let event = match change {
             None => return,
             Some(Change::Opened { failures, open_for }) => {

@@ -9,25 +9,7 @@
 //!   or `?` means "the node that answered" (Redis 7 with an unknown preferred endpoint).
 //! - Anything else is not a redirection: [`Redirect::parse`] returns `None`, never panics.
 
-/// Where a redirection points.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct NodeAddress {
-    /// Host name or IP address; `None` when the server left it out (use the answering node's).
-    pub host: Option<std::sync::Arc<str>>,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl std::fmt::Display for NodeAddress {
-    /// `host:port`, an IPv6 host in brackets, `?:port` without a host.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.host.as_deref() {
-            Some(host) if host.contains(':') => write!(f, "[{host}]:{}", self.port),
-            Some(host) => write!(f, "{host}:{}", self.port),
-            None => write!(f, "?:{}", self.port),
-        }
-    }
-}
+pub use crate::endpoint::NodeAddress;
 
 /// Which redirection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -117,7 +117,7 @@ async fn run(config: Config, trace: &mut Trace) -> Result<ServerFacts, (Step, Er
         _ => None,
     };
     let facts = ServerFacts {
-        role: link.role.clone(),
+        role: link.role.to_string(),
         version,
         protocol,
         is_maintenance_aware: link.is_maintenance_aware,

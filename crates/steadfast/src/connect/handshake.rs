@@ -30,6 +30,7 @@ use super::activity::{Activity, MeteredStream};
 use super::{Address, ConnectFailure, Connector, FailureClass, Link, PushRoutes};
 use crate::config::{MaintenanceMode, MovingEndpointType, Protocol};
 use crate::error::{Error, ErrorKind};
+use crate::event::Role;
 use crate::notices::{Notice, push};
 
 pub(super) async fn handshake<S>(
@@ -223,7 +224,7 @@ fn route_pushes(
 
 struct Facts {
     client_id: Option<i64>,
-    role: String,
+    role: Role,
     /// `None`: not asked; `Some(Err(reply))`: refused.
     maintenance: Option<Result<(), String>>,
     /// The first replayed journal command the server refused.
@@ -298,11 +299,13 @@ async fn session(
     };
     let role = match replies.next() {
         Some(Value::Array(items)) => match items.first() {
-            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-            Some(Value::SimpleString(s)) => s.clone(),
-            _ => "unknown".to_owned(),
+            Some(Value::BulkString(bytes)) => {
+                Role::from_role_reply(&String::from_utf8_lossy(bytes))
+            }
+            Some(Value::SimpleString(s)) => Role::from_role_reply(s),
+            _ => Role::Unknown,
         },
-        _ => "unknown".to_owned(),
+        _ => Role::Unknown,
     };
     Ok(Facts {
         client_id,

@@ -23,7 +23,7 @@ pub(crate) struct Link {
     pub(crate) activity: Arc<Activity>,
     /// `CLIENT ID` at handshake, for the health probe's `CLIENT LIST ID`.
     pub(crate) client_id: Option<i64>,
-    pub(crate) role: String,
+    pub(crate) role: crate::event::Role,
     /// The server accepted `CLIENT MAINT_NOTIFICATIONS ON`.
     pub(crate) is_maintenance_aware: bool,
     pub(super) closed: CancellationToken,
@@ -55,7 +55,7 @@ impl Link {
     }
 
     pub(crate) fn is_primary(&self) -> bool {
-        self.role == "master"
+        self.role == crate::event::Role::Primary
     }
 }
 

@@ -7,6 +7,8 @@
 
 mod address;
 pub mod credentials;
+mod node;
 pub mod resolve;
 
 pub use address::Address;
+pub use node::NodeAddress;

@@ -245,7 +245,7 @@ impl Machine {
                     // The server behind the link refused a write: it is a replica now.
                     actions.push(Action::Emit(Event::RoleChanged {
                         generation,
-                        role: "slave".to_owned(),
+                        role: crate::event::Role::Replica,
                     }));
                 }
                 actions.push(Action::Emit(Event::Disconnected { generation, reason }));
@@ -426,7 +426,7 @@ mod tests {
         });
         assert!(actions.iter().any(|a| matches!(
             a,
-            Action::Emit(Event::RoleChanged { generation: 1, role }) if role == "slave"
+            Action::Emit(Event::RoleChanged { generation: 1, role }) if *role == crate::event::Role::Replica
         )));
         assert_eq!(
             actions.last(),

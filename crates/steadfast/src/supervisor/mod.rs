@@ -29,7 +29,7 @@ use crate::emitter::Emitter;
 
 use crate::config::Config;
 use crate::connect::{ConnectFailure, Connector, FailureClass, Link, Progress, Target};
-use crate::event::{DisconnectReason, Event, LinkState};
+use crate::event::{DisconnectReason, Event, LinkState, Role};
 use machine::{Action, Input, Machine, State};
 
 /// The published link: what the command path sees, the link to use, if any, and the state to
@@ -152,7 +152,7 @@ struct Supervisor {
     /// While commands are held for a planned replacement: the link being dialled, and when the
     /// hold must end.
     hold: Option<(u64, std::pin::Pin<Box<tokio::time::Sleep>>)>,
-    last_role: Option<String>,
+    last_role: Option<Role>,
     /// What the dial under way waits for (read by commands whose deadline runs out).
     progress: Progress,
 }
@@ -263,7 +263,7 @@ impl Supervisor {
             Ok(Ok(link))
                 if self.config.endpoint.expects_primary()
                     && !link.is_primary()
-                    && link.role != "unknown" =>
+                    && link.role != Role::Unknown =>
             {
                 let error = format!(
                     "{} answered as a {}, not a primary",
