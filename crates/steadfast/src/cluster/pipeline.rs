@@ -5,11 +5,11 @@
 use redis::{Cmd, Pipeline, Value};
 use tokio::time::Instant;
 
-use super::attempt::{Refused, is_unreachable, refusals_in};
+use super::attempt::{Ended, Refused, is_unreachable, refusals_in};
 use super::keys::{Slot, command_slot};
 use super::redirect::NodeAddress;
 use super::request::cross_slot;
-use super::router::Router;
+use super::router::{Attempt, Router};
 use super::routing::Routing;
 use crate::command::{Reply, Request};
 use crate::error::{Error, ErrorKind};
@@ -136,24 +136,27 @@ impl Router {
         }
         let node = self.nodes.client(address)?;
         let is_idempotent = request.is_idempotent();
-        let stalled = node.stalled();
-        let outcome = tokio::select! {
-            biased;
-            outcome = node.execute_until(request, deadline) => Some(outcome),
-            () = stalled, if is_idempotent => None,
-        };
-        match outcome {
-            None => {
+        let ended = Attempt {
+            node: &node,
+            request,
+            is_asked: false,
+            may_leave: is_idempotent,
+            deadline,
+        }
+        .run()
+        .await;
+        match ended {
+            Ended::Stalled => {
                 self.nodes.suspect(address);
                 by_slot().await
             }
-            Some(Ok(reply)) => match refusals_in(&reply, request) {
+            Ended::Replied(reply) => match refusals_in(&reply, request) {
                 Refused::Nothing => Ok(reply),
                 Refused::Some(indexes) => self.send_again(request, reply, &indexes, deadline).await,
                 Refused::Whole(_) => by_slot().await,
             },
-            Some(Err(error)) if error.is_ambiguous() && !is_idempotent => Err(error),
-            Some(Err(error))
+            Ended::Failed(error) if error.is_ambiguous() && !is_idempotent => Err(error),
+            Ended::Failed(error)
                 if is_unreachable(&error)
                     || error.kind() == ErrorKind::Shutdown
                     || error
@@ -165,7 +168,7 @@ impl Router {
                 }
                 by_slot().await
             }
-            Some(Err(error)) => Err(error),
+            Ended::Failed(error) => Err(error),
         }
     }
 

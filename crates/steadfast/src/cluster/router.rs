@@ -287,19 +287,19 @@ impl Router {
 }
 
 /// One attempt of a request on one node.
-struct Attempt<'a> {
-    node: &'a crate::Client,
-    request: Request<'a>,
+pub(super) struct Attempt<'a> {
+    pub(super) node: &'a crate::Client,
+    pub(super) request: Request<'a>,
     /// Sent after `ASKING` (an `ASK` redirection).
-    is_asked: bool,
+    pub(super) is_asked: bool,
     /// Left as [`Ended::Stalled`] when the node's link stalls.
-    may_leave: bool,
+    pub(super) may_leave: bool,
     /// The node client gives up then: the one timer.
-    deadline: Instant,
+    pub(super) deadline: Instant,
 }
 
 impl Attempt<'_> {
-    async fn run(self) -> Ended {
+    pub(super) async fn run(self) -> Ended {
         let Self {
             node,
             request,
