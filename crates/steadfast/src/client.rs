@@ -18,13 +18,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::command::{self, Reply, Request};
 use crate::config::Config;
-use crate::connect::{Connector, Progress, PushRoutes};
+use crate::connect::{Connector, Journal, Progress, PushRoutes};
 use crate::emitter::Emitter;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Event, LinkState};
 use crate::health;
 use crate::maintenance;
-use crate::shared::{NodeMode, Shared, Timeouts};
+use crate::shared::{self, Dedicated, NodeMode, Shared, Timeouts};
 use crate::supervisor;
 
 /// Push frames a slow receiver may fall behind by before it is told it lagged (a broadcast
@@ -83,81 +83,7 @@ impl Client {
                 "steadfast::Client must be created inside a tokio runtime",
             ));
         }
-        let config = Arc::new(config);
-        let (emitter, first_receiver) = Emitter::new();
-        let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let (notices_tx, notices_rx) = tokio::sync::mpsc::channel(maintenance::NOTICE_QUEUE);
-        let routes = PushRoutes {
-            application: pushes.clone(),
-            maintenance: notices_tx,
-        };
-        let mut connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
-        if mode == NodeMode::ClusterNode
-            && config.cluster.read_from == crate::config::ReadFrom::Replica
-        {
-            connector = connector.with_read_only_session();
-        }
-        let progress = Progress::default();
-        let link = supervisor::spawn(
-            Arc::clone(&config),
-            connector.clone(),
-            emitter.clone(),
-            cancel.clone(),
-            &tasks,
-            progress.clone(),
-        );
-        let shared = Arc::new(Shared {
-            timeouts: Arc::new(Timeouts::new(&config)),
-            queue: Semaphore::new(config.command.queue_capacity),
-            mode,
-            stalled: Arc::new(tokio::sync::Notify::new()),
-            config,
-            link,
-            emitter,
-            progress,
-            journal: connector.journal.clone(),
-            connector: connector.clone(),
-            pushes,
-            cancel: cancel.clone(),
-            tasks: tasks.clone(),
-        });
-        maintenance::spawn(
-            shared.link_parts(),
-            Arc::clone(&shared.timeouts),
-            notices_rx,
-            connector.clone(),
-            cancel.clone(),
-            &tasks,
-        );
-        if maintenance::azure_watch::is_wanted(&shared.config) {
-            maintenance::azure_watch::spawn(
-                shared.link_parts(),
-                &connector,
-                cancel.clone(),
-                &tasks,
-            );
-        }
-        if let Some(provider) = shared.config.endpoint.credentials.clone() {
-            crate::reauth::spawn_refresher(
-                shared.link_parts(),
-                provider,
-                shared.config.endpoint.credentials_refresh,
-                cancel.clone(),
-                &tasks,
-            );
-        }
-        health::spawn(
-            health::Watched {
-                link: shared.link_parts(),
-                timeouts: Arc::clone(&shared.timeouts),
-                stalled: Arc::clone(&shared.stalled),
-                connector,
-            },
-            cancel,
-            &tasks,
-        );
+        let (shared, first_receiver) = start_core(Arc::new(config), mode, None)?;
         let client = Self {
             shared,
             is_ambiguous_allowed: false,
@@ -288,6 +214,120 @@ impl Client {
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
     }
+}
+
+/// What a dedicated core takes from the client that lends it.
+#[derive(Clone)]
+struct Parent {
+    journal: Journal,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Builds a client core: the shared parts, the supervisor and the workers. `parent` is `None`
+/// for the client the application holds, which gets dedicated cores of its own to lend
+/// (`shared::dedicated`); a dedicated core replays its parent's journal, ends with it, and
+/// has no Azure watch (the parent's tells the application of a planned switch).
+fn start_core(
+    config: Arc<Config>,
+    mode: NodeMode,
+    parent: Option<&Parent>,
+) -> Result<(Arc<Shared>, broadcast::Receiver<Event>), Error> {
+    let (emitter, first_receiver) = match parent {
+        None => Emitter::new(),
+        Some(_) => {
+            let quiet = Emitter::quiet();
+            let receiver = quiet.subscribe();
+            (quiet, receiver)
+        }
+    };
+    let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
+    let cancel = parent.map_or_else(CancellationToken::new, |p| p.cancel.child_token());
+    let tasks = parent.map_or_else(TaskTracker::new, |p| p.tasks.clone());
+    let (notices_tx, notices_rx) = tokio::sync::mpsc::channel(maintenance::NOTICE_QUEUE);
+    let routes = PushRoutes {
+        application: pushes.clone(),
+        maintenance: notices_tx,
+    };
+    let mut connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
+    if let Some(parent) = parent {
+        connector = connector.with_journal(parent.journal.clone());
+    } else if mode == NodeMode::ClusterNode
+        && config.cluster.read_from == crate::config::ReadFrom::Replica
+    {
+        connector = connector.with_read_only_session();
+    }
+    let dedicated = match parent {
+        Some(_) => None,
+        None => {
+            let parent = Parent {
+                journal: connector.journal.clone(),
+                cancel: cancel.clone(),
+                tasks: tasks.clone(),
+            };
+            let own = Arc::clone(&config);
+            let start: shared::dedicated::Start = Box::new(move || {
+                start_core(Arc::clone(&own), mode, Some(&parent)).map(|(core, _)| core)
+            });
+            Some(Dedicated::new(&config, start))
+        }
+    };
+    let progress = Progress::default();
+    let link = supervisor::spawn(
+        Arc::clone(&config),
+        connector.clone(),
+        emitter.clone(),
+        cancel.clone(),
+        &tasks,
+        progress.clone(),
+    );
+    let shared = Arc::new(Shared {
+        timeouts: Arc::new(Timeouts::new(&config)),
+        queue: Semaphore::new(config.command.queue_capacity),
+        mode,
+        stalled: Arc::new(tokio::sync::Notify::new()),
+        config,
+        link,
+        emitter,
+        progress,
+        journal: connector.journal.clone(),
+        connector: connector.clone(),
+        pushes,
+        cancel: cancel.clone(),
+        tasks: tasks.clone(),
+        dedicated,
+    });
+    maintenance::spawn(
+        shared.link_parts(),
+        Arc::clone(&shared.timeouts),
+        notices_rx,
+        connector.clone(),
+        cancel.clone(),
+        &tasks,
+    );
+    if parent.is_none() && maintenance::azure_watch::is_wanted(&shared.config) {
+        maintenance::azure_watch::spawn(shared.link_parts(), &connector, cancel.clone(), &tasks);
+    }
+    if let Some(provider) = shared.config.endpoint.credentials.clone() {
+        crate::reauth::spawn_refresher(
+            shared.link_parts(),
+            provider,
+            shared.config.endpoint.credentials_refresh,
+            cancel.clone(),
+            &tasks,
+        );
+    }
+    health::spawn(
+        health::Watched {
+            link: shared.link_parts(),
+            timeouts: Arc::clone(&shared.timeouts),
+            stalled: Arc::clone(&shared.stalled),
+            connector,
+        },
+        cancel,
+        &tasks,
+    );
+    Ok((shared, first_receiver))
 }
 
 impl std::fmt::Debug for Client {

@@ -19,16 +19,38 @@ const EVENT_CAPACITY: usize = 128;
 #[derive(Clone, Debug)]
 pub(crate) struct Emitter {
     events: broadcast::Sender<Event>,
+    /// A dedicated link's: its comings and goings are logged at debug level only, never
+    /// counted nor broadcast (the `steadfast_link_up` gauge is the shared link's).
+    is_quiet: bool,
 }
 
 impl Emitter {
     /// A new channel, and a receiver subscribed before anything is emitted.
     pub(crate) fn new() -> (Self, broadcast::Receiver<Event>) {
         let (events, first) = broadcast::channel(EVENT_CAPACITY);
-        (Self { events }, first)
+        (
+            Self {
+                events,
+                is_quiet: false,
+            },
+            first,
+        )
+    }
+
+    /// An emitter for a dedicated link: see `is_quiet`.
+    pub(crate) fn quiet() -> Self {
+        let (events, _) = broadcast::channel(1);
+        Self {
+            events,
+            is_quiet: true,
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {
+        if self.is_quiet {
+            debug!(?event, "dedicated link");
+            return;
+        }
         match &event {
             Event::Disconnected { generation, reason } => {
                 info!(generation, ?reason, "disconnected");

@@ -109,6 +109,53 @@ pub enum Event {
         /// Slots no shard serves.
         uncovered: usize,
     },
+    /// A command was written and its link died (or its deadline ran out) before the reply:
+    /// it may or may not have been applied, and it was not sent again. The caller got an error
+    /// with [`Error::is_ambiguous`](crate::Error::is_ambiguous).
+    OutcomeUnknown {
+        /// The command's name (`INCR`, `BLPOP`, `pipeline of 3`); never its arguments.
+        command: String,
+    },
+    /// The caller of a blocking command gave up (dropped it) while it waited on the server.
+    BlockingAbandoned {
+        /// The command's name.
+        command: String,
+        /// How its wait on the server ended.
+        outcome: Abandoned,
+    },
+    /// A [`Session`](crate::Session)'s link was replaced while a `WATCH` or a `MULTI` was
+    /// active: the guard (or the queued commands) died with the old link. The session's next
+    /// command of the transaction failed instead of running unguarded.
+    WatchLost {
+        /// What was active: `WATCH`, `MULTI`, or both.
+        state: String,
+    },
+}
+
+/// How the wait of an abandoned blocking command ended on the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Abandoned {
+    /// It was unblocked (`CLIENT UNBLOCK`) or ended with nothing taken: nothing was lost.
+    Unblocked,
+    /// Its reply carried data nobody received (an item popped just before the unblock): that
+    /// item is gone from the server and was not delivered. The application should treat it as
+    /// "outcome unknown", like a link that died.
+    ReplyLost,
+    /// No end was seen in time: its dedicated link was closed, which ends the wait on the
+    /// server; whether it took something first is unknown.
+    LinkClosed,
+}
+
+impl Abandoned {
+    /// The metric label: `unblocked`, `reply_lost`, `link_closed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unblocked => "unblocked",
+            Self::ReplyLost => "reply_lost",
+            Self::LinkClosed => "link_closed",
+        }
+    }
 }
 
 /// A server's replication role, as `ROLE` answers it.

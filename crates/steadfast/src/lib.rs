@@ -98,4 +98,4 @@ pub use config::{
     TlsVerification,
 };
 pub use error::{Error, ErrorKind, RedisErrorExt};
-pub use event::{DisconnectReason, Event, LinkState, MaintenanceNotice, Role};
+pub use event::{Abandoned, DisconnectReason, Event, LinkState, MaintenanceNotice, Role};

@@ -10,6 +10,9 @@
 //! | `steadfast_reconnect_failures_total` | counter | | connection attempts that failed |
 //! | `steadfast_heartbeats_missed_total` | counter | | stalls noticed by the watchdog |
 //! | `steadfast_maintenance_notifications_total` | counter | `source`: `push`, `azure` | maintenance notices |
+//! | `steadfast_outcomes_unknown_total` | counter | | commands that failed after they were written: may have been applied |
+//! | `steadfast_blocking_abandoned_total` | counter | `outcome`: `unblocked`, `reply_lost`, `link_closed` | blocking commands whose caller gave up while they waited |
+//! | `steadfast_watches_lost_total` | counter | | sessions whose `WATCH` / `MULTI` died with a replaced link |
 //! | `steadfast_link_up` | gauge | | 1 while a link serves commands |
 //! | `steadfast_relaxed` | gauge | | 1 while timeouts are relaxed for maintenance |
 
@@ -31,6 +34,12 @@ pub const RECONNECT_FAILURES: &str = "steadfast_reconnect_failures_total";
 pub const HEARTBEATS_MISSED: &str = "steadfast_heartbeats_missed_total";
 /// Maintenance notices.
 pub const MAINTENANCE_NOTIFICATIONS: &str = "steadfast_maintenance_notifications_total";
+/// Commands that failed after they were written (may have been applied).
+pub const OUTCOMES_UNKNOWN: &str = "steadfast_outcomes_unknown_total";
+/// Blocking commands whose caller gave up, by how their wait ended.
+pub const BLOCKING_ABANDONED: &str = "steadfast_blocking_abandoned_total";
+/// Sessions whose `WATCH` or `MULTI` died with a replaced link.
+pub const WATCHES_LOST: &str = "steadfast_watches_lost_total";
 /// 1 while a link serves commands.
 pub const LINK_UP: &str = "steadfast_link_up";
 /// 1 while timeouts are relaxed.
@@ -58,6 +67,11 @@ pub(crate) fn record(event: &Event) {
         }
         Event::ReconnectScheduled { .. } => metrics::counter!(RECONNECT_FAILURES).increment(1),
         Event::HeartbeatMissed { .. } => metrics::counter!(HEARTBEATS_MISSED).increment(1),
+        Event::OutcomeUnknown { .. } => metrics::counter!(OUTCOMES_UNKNOWN).increment(1),
+        Event::BlockingAbandoned { outcome, .. } => {
+            metrics::counter!(BLOCKING_ABANDONED, "outcome" => outcome.label()).increment(1);
+        }
+        Event::WatchLost { .. } => metrics::counter!(WATCHES_LOST).increment(1),
         Event::Maintenance(notice) => {
             let source = match notice {
                 MaintenanceNotice::Push { .. } => "push",

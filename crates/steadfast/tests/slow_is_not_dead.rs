@@ -43,6 +43,22 @@ async fn a_slow_command_is_not_mistaken_for_a_dead_link() {
     client.shutdown().await;
 }
 
+/// The id of the one connection blocked in `BLPOP`, if one is.
+async fn blocked_pop(admin: &mut redis::aio::MultiplexedConnection) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(admin)
+        .await
+        .unwrap();
+    list.lines()
+        .find(|line| line.contains(" flags=b ") && line.contains(" cmd=blpop"))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("id="))
+        })
+        .map(str::to_owned)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_command_is_judged_alive_and_keeps_its_link() {
     init_tracing();
@@ -51,6 +67,7 @@ async fn a_blocking_command_is_judged_alive_and_keeps_its_link() {
     config.command.deadline = Duration::from_secs(12);
     let client = connected(config).await;
     let mut events = client.events();
+    let mut admin = server.admin().await;
 
     let waiter = {
         let client = client.clone();
@@ -60,22 +77,27 @@ async fn a_blocking_command_is_judged_alive_and_keeps_its_link() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let _: u64 = server.admin().await.lpush("jobs", "job-1").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let blocked_at_first = blocked_pop(&mut admin).await.unwrap();
+    let connections_before = server.connections_received().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The dedicated link read nothing for 6 s: the watchdog suspected it, and a probe from a
+    // fresh connection found it blocked, so the same connection still waits.
+    // Each count opens one connection of its own; more than that are the probe's.
+    assert!(
+        server.connections_received().await > connections_before + 1,
+        "the stalled link was probed"
+    );
+    assert_eq!(
+        blocked_pop(&mut admin).await.as_deref(),
+        Some(blocked_at_first.as_str()),
+        "the blocked link was kept"
+    );
+    let _: u64 = admin.lpush("jobs", "job-1").await.unwrap();
     let popped = waiter.await.unwrap().unwrap();
     assert_eq!(popped, Some(("jobs".to_owned(), "job-1".to_owned())));
 
     let seen = drain(&mut events);
-    assert!(
-        seen.iter().any(|e| matches!(
-            e,
-            Event::ProbeVerdict {
-                verdict: steadfast::health::Verdict::Alive(_),
-                ..
-            }
-        )),
-        "the probe saw the connection blocked: {seen:?}"
-    );
     assert!(
         !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
         "{seen:?}"

@@ -24,8 +24,7 @@ use crate::event::{DisconnectReason, LinkState};
 use crate::policy::retry::{self, Decision, Handover};
 use crate::policy::{effect, idempotent};
 use crate::shared::{NodeMode, Shared};
-use unblock::Unblock;
-
+mod blocking;
 mod journal;
 mod ready;
 mod unblock;
@@ -117,6 +116,13 @@ pub(crate) async fn execute(
 ) -> Result<Reply, Error> {
     let outcome = run(shared, request, is_ambiguous_allowed, until).await;
     crate::metrics::command(outcome.is_ok());
+    if let Err(error) = &outcome
+        && error.is_ambiguous()
+    {
+        shared.emitter.emit(crate::event::Event::OutcomeUnknown {
+            command: request.label(),
+        });
+    }
     outcome
 }
 
@@ -135,17 +141,80 @@ async fn run(
     } else {
         request.plan(effect::Destination::SharedLink)?
     };
-    let deadline_length = match Request::block_allowance(&plan) {
-        Some(block) => shared.timeouts.deadline() + block,
-        None => FOREVER,
-    };
-    let own = Instant::now() + deadline_length;
-    let deadline = until.map_or(own, |until| until.min(own));
+    let sending = Sending::new(shared, plan, is_ambiguous_allowed, until);
+    if plan.block.is_some()
+        && let Some(dedicated) = &shared.dedicated
+    {
+        return blocking::run(shared, dedicated, request, sending).await;
+    }
+    run_here(shared, request, sending).await
+}
+
+/// How one request is sent: its plan, who allowed what, and its time.
+#[derive(Clone, Copy)]
+pub(crate) struct Sending {
+    plan: effect::Plan,
+    is_ambiguous_allowed: bool,
+    started: Instant,
+    /// The command deadline, plus what a blocking command may block.
+    deadline_length: Duration,
+    deadline: Instant,
+}
+
+impl Sending {
+    fn new(
+        shared: &Shared,
+        plan: effect::Plan,
+        is_ambiguous_allowed: bool,
+        until: Option<Instant>,
+    ) -> Self {
+        let deadline_length = match Request::block_allowance(&plan) {
+            Some(block) => shared.timeouts.deadline() + block,
+            None => FOREVER,
+        };
+        let started = Instant::now();
+        let own = started + deadline_length;
+        Self {
+            plan,
+            is_ambiguous_allowed,
+            started,
+            deadline_length,
+            deadline: until.map_or(own, |until| until.min(own)),
+        }
+    }
+}
+
+/// Sends `request` on `shared`'s own link, waiting and retrying as the policy says.
+async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Result<Reply, Error> {
+    let Sending {
+        plan,
+        is_ambiguous_allowed,
+        started,
+        deadline_length,
+        deadline,
+    } = sending;
+    let original = request;
     let mut may_be_applied = false;
     let mut last_error: Option<Error> = None;
     // Boxed and made on first use: a rare path, kept out of every command's future.
     let mut busy: Option<Box<Backoff>> = None;
+    let mut is_resend = false;
     loop {
+        // A blocking command sent again blocks only for what is left of its wait.
+        let rewritten;
+        let request = match (is_resend, plan.block, original) {
+            (true, Some(Some(block)), Request::Single(cmd)) => {
+                let left = block.saturating_sub(started.elapsed());
+                match effect::with_remaining_block(cmd, left) {
+                    Some(cmd) => {
+                        rewritten = cmd;
+                        Request::Single(&rewritten)
+                    }
+                    None => original,
+                }
+            }
+            _ => original,
+        };
         let link = match healthy_link(shared) {
             Some(link) => Ok(link),
             None => wait_for_link(shared, wait_bound(shared, deadline)).await,
@@ -165,9 +234,6 @@ async fn run(
         };
         let was_closed_before = link.is_closed();
         let in_flight = link.activity.begin();
-        let unblock = plan
-            .block
-            .and_then(|_| Unblock::arm(&shared.connector, &shared.tasks, &link));
         // A blocking command is never batched: its batch's other replies would wait for it.
         // The shared link of a single-endpoint client batches only under heavy load
         // (ENDPOINT_BATCH_FROM, BENCHMARKS.md "Write batching on the shared link").
@@ -178,9 +244,7 @@ async fn run(
         };
         let outcome = timeout_at(deadline, send(&link, request, writing)).await;
         drop(in_flight);
-        if let (Some(unblock), Ok(_)) = (unblock, &outcome) {
-            unblock.disarm();
-        }
+        is_resend = true;
         let error = match outcome {
             Err(_elapsed) => {
                 shared.link.record_error(link.generation);

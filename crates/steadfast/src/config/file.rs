@@ -62,6 +62,8 @@ struct ConnectSection {
 struct CommandSection {
     deadline: Option<String>,
     queue_capacity: Option<usize>,
+    blocking_links: Option<usize>,
+    session_links: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -183,6 +185,12 @@ impl Config {
         )?;
         if let Some(capacity) = file.command.queue_capacity {
             config.command.queue_capacity = capacity;
+        }
+        if let Some(links) = file.command.blocking_links {
+            config.command.blocking_links = links;
+        }
+        if let Some(links) = file.command.session_links {
+            config.command.session_links = links;
         }
         set_duration(
             &mut config.health.ping_interval,

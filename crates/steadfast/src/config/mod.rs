@@ -343,6 +343,15 @@ pub struct CommandConfig {
     /// Send again every command whose outcome is unknown (written, then the link died), not only
     /// the idempotent ones. Default: `false`: a non-idempotent command is never applied twice.
     pub is_retry_ambiguous_allowed: bool,
+    /// Dedicated links for blocking commands (`BLPOP`, `XREAD BLOCK`, `WAIT` ...), made on
+    /// first use and kept: a blocked command never sits on the shared link, where every other
+    /// command would queue behind it on the server. A blocking command waits, within its
+    /// deadline, while all of them are busy. Default: 16 (one per queue worker; raise it to the
+    /// number of callers that block at once).
+    pub blocking_links: usize,
+    /// Dedicated links lent to [`Session`](crate::Session)s (`WATCH` ... `EXEC`), one per
+    /// session while it is held. Default: 16.
+    pub session_links: usize,
 }
 
 impl Default for CommandConfig {
@@ -351,6 +360,8 @@ impl Default for CommandConfig {
             deadline: Duration::from_secs(5),
             queue_capacity: 10_000,
             is_retry_ambiguous_allowed: false,
+            blocking_links: 16,
+            session_links: 16,
         }
     }
 }
@@ -603,12 +614,13 @@ impl Config {
             ));
         }
         self.cluster.validate()?;
-        if self.command.queue_capacity == 0 {
-            return Err(Error::invalid_config(
-                "command.queue_capacity",
-                "0",
-                "must be at least 1",
-            ));
+        let counts = [
+            ("command.queue_capacity", self.command.queue_capacity),
+            ("command.blocking_links", self.command.blocking_links),
+            ("command.session_links", self.command.session_links),
+        ];
+        if let Some((field, _)) = counts.iter().find(|(_, count)| *count == 0) {
+            return Err(Error::invalid_config(field, "0", "must be at least 1"));
         }
         Ok(())
     }

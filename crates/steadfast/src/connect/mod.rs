@@ -198,6 +198,13 @@ impl Connector {
 
     /// This connector's links send `READONLY` at handshake (a cluster node's, when reads may go
     /// to replicas: a replica then serves reads of its primary's slots instead of `MOVED`).
+    /// A connector whose links replay `journal`: a dedicated link follows the state commands
+    /// sent through its client's shared link.
+    pub(crate) fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = journal;
+        self
+    }
+
     pub(crate) fn with_read_only_session(mut self) -> Self {
         self.is_read_only_session = true;
         self

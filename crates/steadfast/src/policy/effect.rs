@@ -254,6 +254,24 @@ fn client(cmd: &Cmd) -> Effect {
 }
 
 fn blocking(cmd: &Cmd, timeout: Timeout) -> Effect {
+    let Some(found) = find_timeout(cmd, timeout) else {
+        return Effect::None;
+    };
+    if found.seconds == 0.0 {
+        return Effect::Blocking(None);
+    }
+    Effect::Blocking(Some(Duration::from_secs_f64(found.seconds.min(1e9))))
+}
+
+/// Where a blocking command's timeout argument is, and what it says.
+struct FoundTimeout {
+    /// The argument's index (the name is 0).
+    index: usize,
+    seconds: f64,
+    is_millis: bool,
+}
+
+fn find_timeout(cmd: &Cmd, timeout: Timeout) -> Option<FoundTimeout> {
     let args: Vec<&[u8]> = cmd
         .args_iter()
         .filter_map(|arg| match arg {
@@ -261,34 +279,56 @@ fn blocking(cmd: &Cmd, timeout: Timeout) -> Effect {
             _ => None,
         })
         .collect();
-    let (text, is_millis) = match timeout {
-        Timeout::LastSeconds => (args.last().copied(), false),
-        Timeout::FirstSeconds => (args.get(1).copied(), false),
-        Timeout::AtMillis(index) => (args.get(index).copied(), true),
+    let (index, is_millis) = match timeout {
+        Timeout::LastSeconds => (args.len().checked_sub(1)?, false),
+        Timeout::FirstSeconds => (1, false),
+        Timeout::AtMillis(index) => (index, true),
         Timeout::BlockOption => {
             let at = args
                 .iter()
-                .position(|arg| arg.eq_ignore_ascii_case(b"BLOCK"));
-            match at {
-                Some(at) => (args.get(at + 1).copied(), true),
-                // XREAD without BLOCK answers at once.
-                None => return Effect::None,
-            }
+                .position(|arg| arg.eq_ignore_ascii_case(b"BLOCK"))?;
+            (at + 1, true)
         }
     };
-    let Some(seconds) = text
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .and_then(|t| t.trim().parse::<f64>().ok())
+    let seconds = std::str::from_utf8(args.get(index)?)
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
         .map(|n| if is_millis { n / 1000.0 } else { n })
-        .filter(|n| n.is_finite() && *n >= 0.0)
-    else {
-        // Not a number: the server refuses it at once, so the usual deadline fits.
-        return Effect::None;
+        .filter(|n| n.is_finite() && *n >= 0.0)?;
+    Some(FoundTimeout {
+        index,
+        seconds,
+        is_millis,
+    })
+}
+
+/// `cmd`, a blocking command with a timeout, rewritten to block for `remaining` at most: what
+/// is left of the caller's wait when a refused attempt is sent again. At least 1 ms, since 0
+/// would block forever. `None` when `cmd` has no timeout to rewrite or blocks forever.
+pub(crate) fn with_remaining_block(cmd: &Cmd, remaining: Duration) -> Option<Cmd> {
+    let name = Name::of(cmd)?;
+    let Class::Blocking(timeout) = CLASSES.get(&name)? else {
+        return None;
     };
-    if seconds == 0.0 {
-        return Effect::Blocking(None);
+    let found = find_timeout(cmd, timeout).filter(|found| found.seconds > 0.0)?;
+    let millis = remaining.as_millis().max(1);
+    let text = if found.is_millis {
+        millis.to_string()
+    } else {
+        format!("{}.{:03}", millis / 1000, millis % 1000)
+    };
+    let mut rewritten = Cmd::new();
+    for (index, arg) in cmd.args_iter().enumerate() {
+        match arg {
+            _ if index == found.index => rewritten.arg(text.as_str()),
+            Arg::Simple(bytes) => rewritten.arg(bytes),
+            // Blocking commands have no cursor, nor any other kind of argument.
+            _ => return None,
+        };
     }
-    Effect::Blocking(Some(Duration::from_secs_f64(seconds.min(1e9))))
+    Some(rewritten)
 }
 
 #[cfg(test)]
@@ -381,5 +421,71 @@ mod tests {
             "CLIENT SETINFO LIB-VER"
         );
         assert_eq!(key(&["CLIENT", "NO-EVICT", "on"]), "CLIENT NO-EVICT");
+    }
+
+    #[test]
+    fn a_blocking_command_sent_again_blocks_only_for_what_is_left_of_its_wait() {
+        let rewrite = |args: &[&str], left: Duration| {
+            let mut cmd = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                cmd.arg(*arg);
+            }
+            with_remaining_block(&cmd, left).map(|c| c.get_packed_command())
+        };
+        let packed = |args: &[&str]| {
+            let mut cmd = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                cmd.arg(*arg);
+            }
+            Some(cmd.get_packed_command())
+        };
+        let left = Duration::from_millis(2_345);
+        assert_eq!(
+            rewrite(&["BLPOP", "a", "b", "10"], left),
+            packed(&["BLPOP", "a", "b", "2.345"])
+        );
+        assert_eq!(
+            rewrite(&["BLMPOP", "10", "1", "a", "LEFT"], left),
+            packed(&["BLMPOP", "2.345", "1", "a", "LEFT"])
+        );
+        assert_eq!(
+            rewrite(
+                &[
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    "c",
+                    "BLOCK",
+                    "9000",
+                    "STREAMS",
+                    "s",
+                    ">"
+                ],
+                left
+            ),
+            packed(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "2345",
+                "STREAMS",
+                "s",
+                ">"
+            ])
+        );
+        assert_eq!(
+            rewrite(&["WAIT", "1", "5000"], Duration::ZERO),
+            packed(&["WAIT", "1", "1"]),
+            "a wait that ran out becomes the shortest, never 0 (forever)"
+        );
+        assert_eq!(
+            rewrite(&["BLPOP", "a", "0"], left),
+            None,
+            "forever stays forever"
+        );
+        assert_eq!(rewrite(&["GET", "a"], left), None);
+        assert_eq!(rewrite(&["XREAD", "STREAMS", "s", "0"], left), None);
     }
 }

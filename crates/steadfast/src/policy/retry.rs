@@ -3,8 +3,11 @@
 //! # Behaviour
 //! Every failure falls in one of three classes, decided here and nowhere else:
 //! - *not executed*: the server refused the command (`READONLY`, `LOADING`, `MASTERDOWN`,
-//!   `TRYAGAIN`, `CLUSTERDOWN`, `BUSY`), or it never left the client: always safe to send again;
-//!   `READONLY` also replaces the link, since the endpoint's primary moved;
+//!   `TRYAGAIN`, `CLUSTERDOWN`, `BUSY`), released a blocked one with nothing done because it
+//!   stopped being a primary (`UNBLOCKED ... master -> replica`, `REDIRECT`), or it never left
+//!   the client: always safe to send again; `READONLY`, `UNBLOCKED` and `REDIRECT` also replace
+//!   the link, since the endpoint's primary moved. An `UNBLOCKED` someone asked for with
+//!   `CLIENT UNBLOCK ... ERROR` is final: whoever sent it wanted the command to end;
 //! - *ambiguous*: written, then the link died before the reply: sent again only if idempotent or
 //!   allowed by the caller, otherwise reported as "may have been applied";
 //! - *final*: anything else the server said (`WRONGTYPE`, `NOPERM`, syntax ...): returned at once.
@@ -50,6 +53,9 @@ pub(crate) fn decide(error: &RedisError, handover: Handover) -> Decision {
             | ServerErrorKind::ClusterDown,
         ) => Decision::WaitAndRetry,
         ErrorKind::Extension if error.code() == Some("BUSY") => Decision::WaitAndRetry,
+        ErrorKind::Extension if is_released_by_role_change(error) => {
+            Decision::ReconnectAndRetry { is_read_only: true }
+        }
         ErrorKind::Io | ErrorKind::Parse => {
             if handover == Handover::Written {
                 Decision::Ambiguous
@@ -88,7 +94,20 @@ pub(crate) fn is_cluster_refusal(error: &RedisError) -> bool {
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::BusyLoading
         )
-    )
+    ) || is_released_by_role_change(error)
+}
+
+/// A blocked command the server released with nothing done because it is no primary any more:
+/// `-UNBLOCKED force unblock from blocking operation, instance state changed (master ->
+/// replica?)`, or `-REDIRECT host:port`; not an `UNBLOCKED` that `CLIENT UNBLOCK` asked for.
+fn is_released_by_role_change(error: &RedisError) -> bool {
+    match error.code() {
+        Some("REDIRECT") => true,
+        Some("UNBLOCKED") => !error
+            .detail()
+            .is_some_and(|detail| detail.contains("CLIENT UNBLOCK")),
+        _ => false,
+    }
 }
 
 /// Whether `error` says the server is there and not ready: `LOADING`, `MASTERDOWN`, `BUSY`
@@ -133,6 +152,25 @@ mod tests {
         );
         let loading = wire(b"-LOADING Redis is loading the dataset in memory\r\n");
         assert_eq!(decide(&loading, Handover::Written), Decision::WaitAndRetry);
+    }
+
+    #[test]
+    fn a_blocked_command_released_by_a_demotion_is_sent_again_on_a_new_link_and_one_released_by_request_is_final()
+     {
+        let demoted = wire(
+            b"-UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)\r\n",
+        );
+        let moved_on = wire(b"-REDIRECT 10.0.0.2:6379\r\n");
+        for released in [&demoted, &moved_on] {
+            assert_eq!(
+                decide(released, Handover::Written),
+                Decision::ReconnectAndRetry { is_read_only: true }
+            );
+            assert!(is_cluster_refusal(released));
+        }
+        let asked = wire(b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+        assert_eq!(decide(&asked, Handover::Written), Decision::Fail);
+        assert!(!is_cluster_refusal(&asked));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!
 //! [`Handle`]: crate::supervisor::Handle
 
+pub(crate) mod dedicated;
 pub(crate) mod timeouts;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::connect::Link;
 use crate::connect::{Connector, Journal, Progress};
 use crate::emitter::Emitter;
 use crate::supervisor::{Handle, Published, Reporter};
+pub(crate) use dedicated::{Dedicated, Lent, Use};
 pub(crate) use timeouts::Timeouts;
 
 /// Whether a client serves one endpoint or is one node of a cluster client.
@@ -66,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) stalled: Arc<Notify>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// Links of their own for blocking commands and sessions; `None` on a dedicated core.
+    pub(crate) dedicated: Option<dedicated::Dedicated>,
 }
 
 impl Shared {

@@ -1,0 +1,128 @@
+//! Dedicated links: client cores of their own, each lent to one caller at a time.
+//!
+//! # Behaviour
+//! - A core is a whole single-link client (its supervisor, health monitor, maintenance
+//!   listener and re-authentication), so a dedicated link follows failovers exactly as the
+//!   shared one does. It replays the shared client's journal (database, name ...), ends with
+//!   the client (its cancel token is a child of the client's) and tells its own link's comings
+//!   and goings to nobody: what a caller loses on it is told by whoever lent it.
+//! - Two bounded sets: one for blocking commands, one for sessions. A core is made on first
+//!   need and kept when given back; at most `command.blocking_links` (`session_links`) exist.
+//!   A caller that finds every one lent waits for one, until its deadline.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+
+/// Makes one core.
+pub(crate) type Start = Box<dyn Fn() -> Result<Arc<Shared>, Error> + Send + Sync>;
+
+/// What a dedicated link is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// One blocking command (`BLPOP`, `XREAD ... BLOCK`, `WAIT` ...).
+    Blocking,
+    /// A [`Session`](crate::Session), for as long as the caller holds it.
+    Session,
+}
+
+/// The client's dedicated cores.
+pub(crate) struct Dedicated {
+    blocking: Set,
+    sessions: Set,
+    start: Start,
+}
+
+struct Set {
+    idle: Arc<Mutex<Vec<Arc<Shared>>>>,
+    permits: Arc<Semaphore>,
+    size: usize,
+}
+
+impl Set {
+    fn new(size: usize) -> Self {
+        Self {
+            idle: Arc::default(),
+            permits: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+}
+
+impl Dedicated {
+    pub(crate) fn new(config: &Config, start: Start) -> Self {
+        Self {
+            blocking: Set::new(config.command.blocking_links),
+            sessions: Set::new(config.command.session_links),
+            start,
+        }
+    }
+
+    /// A core for `use_`, made if none is idle; waits until `deadline` while all are lent.
+    ///
+    /// # Errors
+    /// [`ErrorKind::DeadlineExceeded`] (not written) when none came free in time; the core's
+    /// own start errors.
+    pub(crate) async fn lend(&self, use_: Use, deadline: Instant) -> Result<Lent, Error> {
+        let set = match use_ {
+            Use::Blocking => &self.blocking,
+            Use::Session => &self.sessions,
+        };
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&set.permits).acquire_owned())
+            .await
+            .map_err(|_| {
+                let (what, field) = match use_ {
+                    Use::Blocking => ("blocking commands", "command.blocking_links"),
+                    Use::Session => ("sessions", "command.session_links"),
+                };
+                Error::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!(
+                        "all {} dedicated links for {what} stayed busy until the deadline \
+                         ({field}); nothing was sent",
+                        set.size
+                    ),
+                )
+            })?
+            .map_err(|_| Error::new(ErrorKind::Shutdown, "the client was shut down"))?;
+        let idle = set.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let core = match idle {
+            Some(core) => core,
+            None => (self.start)()?,
+        };
+        Ok(Lent {
+            core,
+            home: Arc::clone(&set.idle),
+            _permit: permit,
+        })
+    }
+}
+
+/// A core lent to one caller; given back when dropped.
+pub(crate) struct Lent {
+    core: Arc<Shared>,
+    home: Arc<Mutex<Vec<Arc<Shared>>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lent {
+    pub(crate) fn core(&self) -> &Arc<Shared> {
+        &self.core
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if !self.core.cancel.is_cancelled() {
+            self.home
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arc::clone(&self.core));
+        }
+    }
+}
