@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::command::session::Session;
 use crate::command::{self, Reply, Request};
 use crate::config::Config;
 use crate::connect::{Connector, Journal, Progress, PushRoutes};
@@ -167,6 +168,27 @@ impl Client {
             shared: Arc::clone(&self.shared),
             is_ambiguous_allowed: true,
         }
+    }
+
+    /// A [`Session`]: a link of the caller's own, for `WATCH` ... `MULTI` ... `EXEC` and other
+    /// sequences that need one connection, lent until the session is dropped. It follows
+    /// failovers like the client, and if its link is replaced while a `WATCH` or `MULTI` is
+    /// active, the transaction fails with [`ErrorKind::WatchLost`] instead of running
+    /// unguarded. Waits, within the command deadline, while all `command.session_links` are
+    /// lent.
+    ///
+    /// # Errors
+    /// [`ErrorKind::DeadlineExceeded`] when no session link came free in time;
+    /// [`ErrorKind::Shutdown`] after shutdown.
+    pub async fn session(&self) -> Result<Session, Error> {
+        let Some(dedicated) = &self.shared.dedicated else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a dedicated link lends no sessions",
+            ));
+        };
+        let deadline = Instant::now() + self.shared.timeouts.deadline();
+        Session::lend(dedicated, self.shared.emitter.clone(), deadline).await
     }
 
     /// A receiver of every later [`Event`].

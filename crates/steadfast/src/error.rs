@@ -50,6 +50,11 @@ pub enum ErrorKind {
     Unsupported,
     /// A cluster command or pipeline names keys in different slots; it was not sent.
     CrossSlot,
+    /// A [`Session`](crate::Session)'s link was replaced while a `WATCH` or a `MULTI` was
+    /// active: the guard (or the queued commands) died with the old connection, and the
+    /// command was not sent, so an `EXEC` never runs unguarded. Start the transaction again
+    /// (`WATCH`, read, `MULTI` ... `EXEC`).
+    WatchLost,
     /// The cluster shard that serves the command has no node answering (its circuit breaker is
     /// open): the command was refused at once, not sent. Safe to retry.
     NotAttempted,
@@ -207,6 +212,7 @@ impl From<Error> for redis::RedisError {
                 std::io::ErrorKind::NotConnected
             }
             ErrorKind::MayHaveBeenApplied => std::io::ErrorKind::ConnectionAborted,
+            ErrorKind::WatchLost => std::io::ErrorKind::ConnectionReset,
             ErrorKind::QueueFull => std::io::ErrorKind::WouldBlock,
             ErrorKind::InvalidConfig | ErrorKind::CrossSlot | ErrorKind::Unsupported => {
                 std::io::ErrorKind::InvalidInput

@@ -91,6 +91,7 @@ mod supervisor;
 mod verdict;
 
 pub use client::Client;
+pub use command::session::Session;
 pub use config::{
     AzureEvents, ClientIdentity, ClusterConfig, CommandConfig, Config, ConnectConfig,
     EndpointConfig, ExpectedRole, HealthConfig, MaintenanceConfig, MaintenanceMode,

@@ -27,6 +27,7 @@ use crate::shared::{NodeMode, Shared};
 mod blocking;
 mod journal;
 mod ready;
+pub(crate) mod session;
 mod unblock;
 
 /// What is being sent.
@@ -159,6 +160,10 @@ pub(crate) struct Sending {
     /// The command deadline, plus what a blocking command may block.
     deadline_length: Duration,
     deadline: Instant,
+    /// Only on the link of this generation (a session's `WATCH` or `MULTI` lives there): a
+    /// link replaced meanwhile fails the request with [`ErrorKind::WatchLost`], never sends it
+    /// on another link.
+    pin: Option<u64>,
 }
 
 impl Sending {
@@ -180,8 +185,17 @@ impl Sending {
             started,
             deadline_length,
             deadline: until.map_or(own, |until| until.min(own)),
+            pin: None,
         }
     }
+}
+
+/// The error of a request pinned to a link that is gone.
+fn pinned_link_gone(generation: u64) -> Error {
+    Error::new(
+        ErrorKind::WatchLost,
+        format!("the link (generation {generation}) that held this session's state was replaced"),
+    )
 }
 
 /// Sends `request` on `shared`'s own link, waiting and retrying as the policy says.
@@ -192,6 +206,7 @@ async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Re
         started,
         deadline_length,
         deadline,
+        pin,
     } = sending;
     let original = request;
     let mut may_be_applied = false;
@@ -215,9 +230,13 @@ async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Re
             }
             _ => original,
         };
-        let link = match healthy_link(shared) {
-            Some(link) => Ok(link),
-            None => wait_for_link(shared, wait_bound(shared, deadline)).await,
+        let link = match (healthy_link(shared), pin) {
+            (Some(link), Some(pin)) if link.generation != pin => {
+                return Err(pinned_link_gone(pin));
+            }
+            (None, Some(pin)) => return Err(pinned_link_gone(pin)),
+            (Some(link), _) => Ok(link),
+            (None, None) => wait_for_link(shared, wait_bound(shared, deadline)).await,
         };
         let link = match link {
             Ok(link) => link,
@@ -315,6 +334,27 @@ async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Re
                     error,
                 ));
                 tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+            }
+            Decision::ReconnectAndRetry { .. } | Decision::Ambiguous if pin.is_some() => {
+                // The state the request relied on dies with this link: never another link.
+                link.activity.mark_closed();
+                shared
+                    .link
+                    .reporter
+                    .link_lost(link.generation, DisconnectReason::Closed(error.to_string()));
+                let is_unsent = matches!(decision, Decision::ReconnectAndRetry { .. });
+                if is_unsent || request.is_idempotent() {
+                    return Err(pinned_link_gone(link.generation));
+                }
+                return Err(Error::new(
+                    ErrorKind::MayHaveBeenApplied,
+                    format!(
+                        "{} was written to {} and the link died before the reply: it may have been applied",
+                        request.label(),
+                        link.address
+                    ),
+                )
+                .with_source(error));
             }
             Decision::ReconnectAndRetry { is_read_only } => {
                 crate::metrics::retry("not_executed");

@@ -11,17 +11,20 @@
 //!   keep: the `SUBSCRIBE` family, `MONITOR`, `WATCH` / `MULTI` / `EXEC` / `DISCARD` /
 //!   `UNWATCH` sent one by one, `AUTH`, `HELLO`, `RESET`, `READONLY` / `READWRITE`,
 //!   `CLIENT REPLY`, `CLIENT TRACKING`. They are refused before anything is sent, with an
-//!   error that says what to use instead ([`Effect::Refused`]).
+//!   error that says what to use instead ([`Effect::Refused`]). The transaction commands
+//!   ([`Effect::Transaction`]) are fine on a [`Session`](crate::Session)'s link, where state
+//!   commands are refused instead (they belong to the client, replayed on every link).
 //! - *Blocking commands* (`BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`, `BLMPOP`, `BZPOPMIN`,
 //!   `BZPOPMAX`, `BZMPOP`, `XREAD`/`XREADGROUP` with `BLOCK`, `WAIT`, `WAITAOF`) get their
 //!   own block timeout on top of the command deadline ([`Effect::Blocking`]); a timeout of 0
-//!   (block forever) gets no deadline of ours.
+//!   (block forever) gets no deadline of ours. They run on dedicated links
+//!   (`command::blocking`).
 //!
 //! # Why refuse instead of emulate
 //! A subscriber or a `WATCH` on the shared link is state that every other clone's commands
 //! would break (RESP2 allows nothing but (P|S)SUBSCRIBE and PING in subscriber mode) and that
-//! a reconnect would drop without a word. Until they get links of their own, an error up front
-//! is the only honest answer.
+//! a reconnect would drop without a word. A `WATCH` has a link of its own in a session; for
+//! the rest, an error up front is the only honest answer.
 
 use std::time::Duration;
 
@@ -38,6 +41,9 @@ pub(crate) enum Effect {
     Journal,
     /// Must not be sent on the shared link; the text says what to use instead.
     Refused(&'static str),
+    /// `WATCH`, `MULTI`, `EXEC` ... sent one by one: per-connection state that only a
+    /// [`Session`](crate::Session) keeps; refused elsewhere with the text.
+    Transaction(&'static str),
     /// Blocks on the server for up to this long (`None`: forever).
     Blocking(Option<Duration>),
 }
@@ -59,6 +65,7 @@ enum Timeout {
 enum Class {
     Journal,
     Refused(&'static str),
+    Transaction(&'static str),
     Blocking(Timeout),
     /// `CLIENT`: depends on the subcommand.
     Client,
@@ -71,10 +78,10 @@ const SUBSCRIBER: &str = "puts the link in subscriber mode, which the client's s
 const TRANSACTION: &str = "sent on its own it would hold per-connection state on a link \
     that every clone of the client shares and a reconnect would drop; send \
     MULTI ... EXEC as one atomic pipeline (redis::pipe().atomic()), which steadfast sends \
-    whole and never splits";
+    whole and never splits, or use a session (Client::session), whose link is yours";
 const WATCH: &str = "a WATCH guards a transaction on one connection, and the shared link \
-    serves every clone and may be replaced; use an atomic pipeline, or a script (EVAL / FCALL) \
-    for check-and-set (WATCH sessions that tell when their guard was lost are planned)";
+    serves every clone and may be replaced; use a session (Client::session), which tells \
+    when its guard was lost, or a script (EVAL / FCALL) for check-and-set";
 const CREDENTIALS: &str = "credentials belong in the config (endpoint.username / password, or \
     a credentials provider), so that every new link authenticates; sent as a command they \
     would be lost on the next reconnect";
@@ -103,11 +110,11 @@ static CLASSES: Table<Class> = Table::new(|| {
         (b"PUNSUBSCRIBE", Class::Refused(SUBSCRIBER)),
         (b"SUNSUBSCRIBE", Class::Refused(SUBSCRIBER)),
         (b"MONITOR", Class::Refused(MONITOR)),
-        (b"MULTI", Class::Refused(TRANSACTION)),
-        (b"EXEC", Class::Refused(TRANSACTION)),
-        (b"DISCARD", Class::Refused(TRANSACTION)),
-        (b"WATCH", Class::Refused(WATCH)),
-        (b"UNWATCH", Class::Refused(WATCH)),
+        (b"MULTI", Class::Transaction(TRANSACTION)),
+        (b"EXEC", Class::Transaction(TRANSACTION)),
+        (b"DISCARD", Class::Transaction(TRANSACTION)),
+        (b"WATCH", Class::Transaction(WATCH)),
+        (b"UNWATCH", Class::Transaction(WATCH)),
         (b"AUTH", Class::Refused(CREDENTIALS)),
         (b"HELLO", Class::Refused(PROTOCOL)),
         (b"RESET", Class::Refused(RESET)),
@@ -139,6 +146,8 @@ pub(crate) struct Plan {
 
 const JOURNAL_IN_TRANSACTION: &str = "inside a transaction its effect cannot be told from the \
     reply; send it on its own, before the transaction";
+const JOURNAL_ON_SESSION: &str = "a session's link replays the client's state on every \
+    reconnect; send it on the client (or set it in the config) so that every link gets it";
 const JOURNAL_ON_CLUSTER: &str = "a cluster client keeps a link per node; set the name in the \
     config (endpoint.client_name) so that every node's link gets it (a cluster has only \
     database 0)";
@@ -159,6 +168,9 @@ pub(crate) enum Destination {
     SharedLink,
     /// A cluster's nodes (a link per node).
     Cluster,
+    /// A [`Session`](crate::Session)'s own link: transactions one command at a time are
+    /// fine; state commands are not (they belong to the client, replayed on every link).
+    Session,
 }
 
 /// The plan for `commands` (one, or a pipeline's), or why they must not be sent.
@@ -169,12 +181,16 @@ pub(crate) fn plan<'a>(
 ) -> Result<Plan, crate::Error> {
     let is_transaction = shape == Shape::Transaction;
     let is_cluster_node = destination == Destination::Cluster;
+    let is_session = destination == Destination::Session;
     let mut plan = Plan::default();
     for (index, cmd) in commands.enumerate() {
         let refusal = match effect(cmd) {
             Effect::None => continue,
             Effect::Refused(why) => why,
+            Effect::Transaction(_) if is_session => continue,
+            Effect::Transaction(why) => why,
             Effect::Journal if is_cluster_node => JOURNAL_ON_CLUSTER,
+            Effect::Journal if is_session => JOURNAL_ON_SESSION,
             Effect::Journal if is_transaction => JOURNAL_IN_TRANSACTION,
             Effect::Journal => {
                 plan.is_journalled = true;
@@ -214,6 +230,7 @@ pub(crate) fn effect(cmd: &Cmd) -> Effect {
     match class {
         Class::Journal => Effect::Journal,
         Class::Refused(why) => Effect::Refused(why),
+        Class::Transaction(why) => Effect::Transaction(why),
         Class::Blocking(timeout) => blocking(cmd, timeout),
         Class::Client => client(cmd),
     }
@@ -373,8 +390,6 @@ mod tests {
             &["SUBSCRIBE", "news"][..],
             &["psubscribe", "n*"],
             &["MONITOR"],
-            &["MULTI"],
-            &["WATCH", "k"],
             &["AUTH", "pw"],
             &["HELLO", "2"],
             &["RESET"],
@@ -387,6 +402,40 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    #[test]
+    fn transaction_commands_are_refused_on_the_shared_link_and_sent_in_a_session() {
+        for args in [
+            &["MULTI"][..],
+            &["WATCH", "k"],
+            &["exec"],
+            &["DISCARD"],
+            &["UNWATCH"],
+        ] {
+            let mut cmd = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                cmd.arg(*arg);
+            }
+            assert!(matches!(effect(&cmd), Effect::Transaction(why) if why.contains("session")));
+            let shape = Shape::Command;
+            let once = || std::iter::once(&cmd);
+            assert!(
+                plan(once(), shape, Destination::SharedLink).is_err(),
+                "{args:?}"
+            );
+            assert!(
+                plan(once(), shape, Destination::Session).is_ok(),
+                "{args:?}"
+            );
+        }
+        let select = redis::cmd("SELECT").arg(2).to_owned();
+        let refused = plan(
+            std::iter::once(&select),
+            Shape::Command,
+            Destination::Session,
+        );
+        assert!(refused.is_err_and(|e| e.to_string().contains("send it on the client")));
     }
 
     #[test]
