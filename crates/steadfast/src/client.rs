@@ -25,12 +25,16 @@ use crate::error::{Error, ErrorKind};
 use crate::event::{Event, LinkState};
 use crate::health;
 use crate::maintenance;
-use crate::shared::{self, Dedicated, NodeMode, Shared, Timeouts};
+use crate::pubsub::Subscriber;
+use crate::shared::{self, Dedicated, NodeMode, Shared, Timeouts, Use};
 use crate::supervisor;
 
 /// Push frames a slow receiver may fall behind by before it is told it lagged (a broadcast
 /// channel allocates every slot up front, per client).
 const PUSH_CAPACITY: usize = 128;
+
+/// Push frames a subscriber's link holds until its follower passes them on (`pubsub`).
+const SUBSCRIBER_PUSH_CAPACITY: usize = 4096;
 
 /// A Redis client that follows failovers by itself. Cheap to clone.
 ///
@@ -191,6 +195,24 @@ impl Client {
         Session::lend(dedicated, self.shared.emitter.clone(), deadline).await
     }
 
+    /// A [`Subscriber`]: Pub/Sub on a link of its own whose subscriptions are made again on
+    /// every new link, with a [`Gap`](crate::pubsub::Gap) in its stream wherever messages may
+    /// have been missed. Subscribe with its methods; read with [`Subscriber::next`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] on a dedicated link's core (never for the application's
+    /// client); TLS files that cannot be read.
+    pub fn subscriber(&self) -> Result<Subscriber, Error> {
+        let Some(dedicated) = &self.shared.dedicated else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a dedicated link makes no subscribers",
+            ));
+        };
+        let core = dedicated.start_subscriber()?;
+        Ok(Subscriber::start(core, self.shared.emitter.clone()))
+    }
+
     /// A receiver of every later [`Event`].
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.shared.emitter.subscribe()
@@ -263,7 +285,13 @@ fn start_core(
             (quiet, receiver)
         }
     };
-    let (pushes, _) = broadcast::channel(PUSH_CAPACITY);
+    let (pushes, _) = broadcast::channel(match parent {
+        // A subscriber's messages: its follower drains them at once.
+        Some(_) if config.endpoint.protocol == crate::config::Protocol::Resp3 => {
+            SUBSCRIBER_PUSH_CAPACITY
+        }
+        _ => PUSH_CAPACITY,
+    });
     let cancel = parent.map_or_else(CancellationToken::new, |p| p.cancel.child_token());
     let tasks = parent.map_or_else(TaskTracker::new, |p| p.tasks.clone());
     let (notices_tx, notices_rx) = tokio::sync::mpsc::channel(maintenance::NOTICE_QUEUE);
@@ -288,8 +316,17 @@ fn start_core(
                 tasks: tasks.clone(),
             };
             let own = Arc::clone(&config);
-            let start: shared::dedicated::Start = Box::new(move || {
-                start_core(Arc::clone(&own), mode, Some(&parent)).map(|(core, _)| core)
+            let start: shared::dedicated::Start = Box::new(move |use_| {
+                let config = match use_ {
+                    // Subscribed, a RESP2 link could carry nothing else, not even a PING.
+                    Use::Subscriber => {
+                        let mut config = (*own).clone();
+                        config.endpoint.protocol = crate::config::Protocol::Resp3;
+                        Arc::new(config)
+                    }
+                    Use::Blocking | Use::Session => Arc::clone(&own),
+                };
+                start_core(config, mode, Some(&parent)).map(|(core, _)| core)
             });
             Some(Dedicated::new(&config, start))
         }

@@ -123,6 +123,17 @@ pub enum Event {
         /// How its wait on the server ended.
         outcome: Abandoned,
     },
+    /// A [`Subscriber`](crate::pubsub::Subscriber) may have missed messages: its link was lost
+    /// and its subscriptions were made again on a new one, or its application did not keep
+    /// up. The subscriber's stream holds a [`Gap`](crate::pubsub::Gap) at that point.
+    SubscriptionGap {
+        /// How many subscriptions (channels, patterns, shard channels) it concerns.
+        subscriptions: usize,
+        /// How long messages may be missing for.
+        lasted: Duration,
+        /// The application did not keep up (messages dropped), rather than a lost link.
+        is_slow_consumer: bool,
+    },
     /// A [`Session`](crate::Session)'s link was replaced while a `WATCH` or a `MULTI` was
     /// active: the guard (or the queued commands) died with the old link. The session's next
     /// command of the transaction failed instead of running unguarded.

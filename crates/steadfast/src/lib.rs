@@ -38,11 +38,12 @@
 //! |---|---|---|
 //! | 6 | [`cluster`] | the cluster router over node clients: slots, redirections, a pure per-attempt decision, per-shard breakers, topology upkeep, maintenance per shard |
 //! | 5 | [`Client`] (`client`) | the handle: builds the parts, spawns the workers, commands in, events out, shutdown |
-//! | 4 | `command` | one deadline per command, waiting for a link, acting on the retry policy, the link journal's records, readiness polls, unblocking abandoned blocking commands |
+//! | 4 | `command` | one deadline per command, waiting for a link, acting on the retry policy, the link journal's records, readiness polls; blocking commands on dedicated links (unblocking abandoned ones); [`Session`]s for `WATCH` ... `EXEC` |
+//! | 4 | [`pubsub`] | [`pubsub::Subscriber`]: subscriptions made again on every new link, gap markers where messages may be missing |
 //! | 4 | [`health`] | heartbeat, read-progress watchdog, and the probe that tells slow from dead: a pure machine and its driver |
 //! | 4 | [`maintenance`] | acting on announced maintenance: the push listener, the Azure events watch |
 //! | 4 | `reauth` | re-authenticating the live link before its credentials expire |
-//! | 3 | `shared` | what a client's clones share (the supervisor's handle, the timeouts in force, the emitter, the queue), and the parts a worker gets (the published link, the reporter, the emitter) |
+//! | 3 | `shared` | what a client's clones share (the supervisor's handle, the timeouts in force, the emitter, the queue, the dedicated links it lends), and the parts a worker gets (the published link, the reporter, the emitter) |
 //! | 3 | `supervisor` | the only owner of the link: state machine, backoff, single-flight reconnect, force reconnect; its handle |
 //! | 2 | [`connect`] | resolving (every attempt), dialling with socket options, TLS, the handshake, the link |
 //! | 1 | [`config`] | plain-data settings with documented defaults; URL, TOML, environment, connection strings |
@@ -73,6 +74,7 @@ pub mod connect;
 pub mod health;
 pub mod maintenance;
 pub mod metrics;
+pub mod pubsub;
 
 mod backoff;
 #[doc(hidden)]

@@ -13,6 +13,7 @@
 //! | `steadfast_outcomes_unknown_total` | counter | | commands that failed after they were written: may have been applied |
 //! | `steadfast_blocking_abandoned_total` | counter | `outcome`: `unblocked`, `reply_lost`, `link_closed` | blocking commands whose caller gave up while they waited |
 //! | `steadfast_watches_lost_total` | counter | | sessions whose `WATCH` / `MULTI` died with a replaced link |
+//! | `steadfast_subscription_gaps_total` | counter | `cause`: `link_lost`, `slow_consumer` | gaps in a subscriber's stream |
 //! | `steadfast_link_up` | gauge | | 1 while a link serves commands |
 //! | `steadfast_relaxed` | gauge | | 1 while timeouts are relaxed for maintenance |
 
@@ -40,6 +41,8 @@ pub const OUTCOMES_UNKNOWN: &str = "steadfast_outcomes_unknown_total";
 pub const BLOCKING_ABANDONED: &str = "steadfast_blocking_abandoned_total";
 /// Sessions whose `WATCH` or `MULTI` died with a replaced link.
 pub const WATCHES_LOST: &str = "steadfast_watches_lost_total";
+/// Gaps in a subscriber's stream, by `cause`.
+pub const SUBSCRIPTION_GAPS: &str = "steadfast_subscription_gaps_total";
 /// 1 while a link serves commands.
 pub const LINK_UP: &str = "steadfast_link_up";
 /// 1 while timeouts are relaxed.
@@ -72,6 +75,16 @@ pub(crate) fn record(event: &Event) {
             metrics::counter!(BLOCKING_ABANDONED, "outcome" => outcome.label()).increment(1);
         }
         Event::WatchLost { .. } => metrics::counter!(WATCHES_LOST).increment(1),
+        Event::SubscriptionGap {
+            is_slow_consumer, ..
+        } => {
+            let cause = if *is_slow_consumer {
+                "slow_consumer"
+            } else {
+                "link_lost"
+            };
+            metrics::counter!(SUBSCRIPTION_GAPS, "cause" => cause).increment(1);
+        }
         Event::Maintenance(notice) => {
             let source = match notice {
                 MaintenanceNotice::Push { .. } => "push",

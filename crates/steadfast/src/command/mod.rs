@@ -151,6 +151,13 @@ async fn run(
     run_here(shared, request, sending).await
 }
 
+/// Sends `request`, subscription commands the subscriber built (`pubsub`), on `shared`'s own
+/// link: no plan to check, and sending one again is harmless.
+pub(crate) async fn subscribe(shared: &Shared, request: Request<'_>) -> Result<Reply, Error> {
+    let sending = Sending::new(shared, effect::Plan::default(), true, None);
+    run_here(shared, request, sending).await
+}
+
 /// How one request is sent: its plan, who allowed what, and its time.
 #[derive(Clone, Copy)]
 pub(crate) struct Sending {

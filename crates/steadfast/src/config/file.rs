@@ -64,6 +64,7 @@ struct CommandSection {
     queue_capacity: Option<usize>,
     blocking_links: Option<usize>,
     session_links: Option<usize>,
+    subscriber_buffer: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,6 +192,9 @@ impl Config {
         }
         if let Some(links) = file.command.session_links {
             config.command.session_links = links;
+        }
+        if let Some(buffer) = file.command.subscriber_buffer {
+            config.command.subscriber_buffer = buffer;
         }
         set_duration(
             &mut config.health.ping_interval,

@@ -352,6 +352,10 @@ pub struct CommandConfig {
     /// Dedicated links lent to [`Session`](crate::Session)s (`WATCH` ... `EXEC`), one per
     /// session while it is held. Default: 16.
     pub session_links: usize,
+    /// Deliveries a [`Subscriber`](crate::pubsub::Subscriber) keeps for an application that
+    /// has not read them yet; beyond that newer messages are dropped, counted, and told with a
+    /// slow-consumer gap in the stream. Default: 10 000.
+    pub subscriber_buffer: usize,
 }
 
 impl Default for CommandConfig {
@@ -362,6 +366,7 @@ impl Default for CommandConfig {
             is_retry_ambiguous_allowed: false,
             blocking_links: 16,
             session_links: 16,
+            subscriber_buffer: 10_000,
         }
     }
 }
@@ -618,6 +623,7 @@ impl Config {
             ("command.queue_capacity", self.command.queue_capacity),
             ("command.blocking_links", self.command.blocking_links),
             ("command.session_links", self.command.session_links),
+            ("command.subscriber_buffer", self.command.subscriber_buffer),
         ];
         if let Some((field, _)) = counts.iter().find(|(_, count)| *count == 0) {
             return Err(Error::invalid_config(field, "0", "must be at least 1"));

@@ -73,8 +73,8 @@ enum Class {
 
 const SUBSCRIBER: &str = "puts the link in subscriber mode, which the client's shared link \
     cannot be (every clone's commands go over it) and a reconnect would end without a word; \
-    use a redis-rs PubSub connection for now (steadfast's own Pub/Sub links that follow \
-    failovers are planned)";
+    use Client::subscriber, whose subscriptions are made again on every new link and whose \
+    stream tells where messages may be missing";
 const TRANSACTION: &str = "sent on its own it would hold per-connection state on a link \
     that every clone of the client shares and a reconnect would drop; send \
     MULTI ... EXEC as one atomic pipeline (redis::pipe().atomic()), which steadfast sends \

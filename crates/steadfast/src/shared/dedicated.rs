@@ -19,8 +19,8 @@ use super::Shared;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 
-/// Makes one core.
-pub(crate) type Start = Box<dyn Fn() -> Result<Arc<Shared>, Error> + Send + Sync>;
+/// Makes one core for a use.
+pub(crate) type Start = Box<dyn Fn(Use) -> Result<Arc<Shared>, Error> + Send + Sync>;
 
 /// What a dedicated link is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub(crate) enum Use {
     Blocking,
     /// A [`Session`](crate::Session), for as long as the caller holds it.
     Session,
+    /// A [`Subscriber`](crate::pubsub::Subscriber)'s, for as long as it lives: never lent
+    /// again, and not counted against either set.
+    Subscriber,
 }
 
 /// The client's dedicated cores.
@@ -70,14 +73,16 @@ impl Dedicated {
     /// own start errors.
     pub(crate) async fn lend(&self, use_: Use, deadline: Instant) -> Result<Lent, Error> {
         let set = match use_ {
-            Use::Blocking => &self.blocking,
+            Use::Blocking | Use::Subscriber => &self.blocking,
             Use::Session => &self.sessions,
         };
         let permit = tokio::time::timeout_at(deadline, Arc::clone(&set.permits).acquire_owned())
             .await
             .map_err(|_| {
                 let (what, field) = match use_ {
-                    Use::Blocking => ("blocking commands", "command.blocking_links"),
+                    Use::Blocking | Use::Subscriber => {
+                        ("blocking commands", "command.blocking_links")
+                    }
                     Use::Session => ("sessions", "command.session_links"),
                 };
                 Error::new(
@@ -93,13 +98,20 @@ impl Dedicated {
         let idle = set.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let core = match idle {
             Some(core) => core,
-            None => (self.start)()?,
+            None => (self.start)(use_)?,
         };
         Ok(Lent {
             core,
             home: Arc::clone(&set.idle),
             _permit: permit,
         })
+    }
+}
+
+impl Dedicated {
+    /// A core of its own for a subscriber (RESP3, a push queue of its own).
+    pub(crate) fn start_subscriber(&self) -> Result<Arc<Shared>, Error> {
+        (self.start)(Use::Subscriber)
     }
 }
 

@@ -1,0 +1,246 @@
+//! The task that keeps a subscriber's subscriptions on whatever link serves, and passes its
+//! messages on.
+//!
+//! # Behaviour
+//! - It reads the subscriber link's push frames and hands messages to the application's
+//!   bounded queue without ever waiting for room: a full queue drops the message and counts
+//!   it, and a slow-consumer [`Gap`] goes first once there is room again.
+//! - When a new link is published, it first passes on what the old link had delivered, then
+//!   makes every wanted subscription on the new link, then puts a [`Gap`] in the stream (from
+//!   the old link's last read to the new link's confirmation), so the gap sits exactly between
+//!   the old link's messages and the new one's. A first link has nothing to make up for.
+//! - A subscription that could not be made again (the new link died too) is tried again on the
+//!   next link, or after a short pause while the same link serves; the gap stays open and ends
+//!   when it is made.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use redis::PushInfo;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::frames::{self, Frame};
+use super::{Delivery, Gap, GapCause, Kind, Wanted};
+use crate::connect::Link;
+use crate::emitter::Emitter;
+use crate::event::Event;
+use crate::shared::Shared;
+
+/// The pause before making the subscriptions again on a link that refused or failed it.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(100);
+
+pub(super) struct Follower {
+    pub(super) core: Arc<Shared>,
+    pub(super) wanted: Arc<Mutex<Wanted>>,
+    pub(super) deliver: mpsc::Sender<Delivery>,
+    /// The lending client's: gaps are told where the application listens.
+    pub(super) emitter: Emitter,
+    pub(super) stop: CancellationToken,
+}
+
+/// Subscriptions down since `from`, not yet made again.
+struct Open {
+    from: SystemTime,
+    why: String,
+}
+
+pub(super) fn spawn(follower: Follower) {
+    let pushes = follower.core.pushes.subscribe();
+    let tasks = follower.core.tasks.clone();
+    tasks.spawn(follower.run(pushes));
+}
+
+/// `at` on the wall clock.
+fn wall(at: Instant) -> SystemTime {
+    SystemTime::now() - Instant::now().saturating_duration_since(at)
+}
+
+impl Follower {
+    async fn run(self, mut pushes: broadcast::Receiver<PushInfo>) {
+        let mut published = self.core.link.published.clone();
+        // The link the subscriptions were made on, while it serves.
+        let mut serving: Option<Arc<Link>> = None;
+        let mut open: Option<Open> = None;
+        let mut dropped = Dropped::default();
+        loop {
+            let retry = match (&serving, &open) {
+                (None, Some(_)) => Some(Instant::now() + RESUBSCRIBE_PAUSE),
+                _ => None,
+            };
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                changed = published.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = sleep_until(retry) => {}
+                push = pushes.recv() => {
+                    match push {
+                        Ok(push) => self.pass_on(&push, &mut dropped),
+                        Err(RecvError::Lagged(missed)) => dropped.add(missed),
+                        Err(RecvError::Closed) => return,
+                    }
+                    continue;
+                }
+            }
+            let current = published
+                .borrow_and_update()
+                .link
+                .clone()
+                .filter(|l| !l.is_closed());
+            if let Some(old) = &serving
+                && current.as_ref().map(|l| l.generation) != Some(old.generation)
+            {
+                // The subscriptions died with the old link: anything published after its last
+                // read may be missing. What it delivered goes before the gap.
+                if open.is_none() {
+                    open = Some(Open {
+                        from: wall(old.activity.last_read()),
+                        why: format!(
+                            "the subscribed link (generation {}) was lost",
+                            old.generation
+                        ),
+                    });
+                }
+                while let Ok(push) = pushes.try_recv() {
+                    self.pass_on(&push, &mut dropped);
+                }
+                serving = None;
+            }
+            let Some(link) = current else {
+                continue;
+            };
+            if serving.is_some() {
+                continue;
+            }
+            let wanted = self.snapshot();
+            if wanted.is_empty() {
+                (serving, open) = (Some(link), None);
+                continue;
+            }
+            if self.resubscribe(&wanted).await {
+                serving = Some(link);
+                if let Some(gap) = open.take() {
+                    self.tell_gap(gap, &wanted);
+                }
+            } else if open.is_none() {
+                open = Some(Open {
+                    from: SystemTime::now(),
+                    why: "the subscriptions could not be made on a new link".into(),
+                });
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(Kind, String)> {
+        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        wanted.0.iter().cloned().collect()
+    }
+
+    /// Makes every subscription in `wanted` on the link now serving.
+    async fn resubscribe(&self, wanted: &[(Kind, String)]) -> bool {
+        for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
+            let names: Vec<String> = wanted
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, n)| n.clone())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            if let Err(error) = super::send(&self.core, kind.subscribe(), &names).await {
+                tracing::warn!(%error, "subscriptions not made again yet");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn tell_gap(&self, open: Open, wanted: &[(Kind, String)]) {
+        let gap = gap_of(wanted, open.from, GapCause::LinkLost(open.why));
+        self.emitter.emit(Event::SubscriptionGap {
+            subscriptions: wanted.len(),
+            lasted: gap.until.duration_since(gap.from).unwrap_or_default(),
+            is_slow_consumer: false,
+        });
+        tracing::info!(?gap, "subscriptions made again after a gap");
+        if self.deliver.try_send(Delivery::Gap(gap)).is_err() {
+            // No room: the application is behind; the slow-consumer gap that follows covers it.
+            tracing::warn!("subscriber queue full: a gap marker was dropped");
+        }
+    }
+
+    /// Hands a message to the application, or counts it dropped.
+    fn pass_on(&self, push: &PushInfo, dropped: &mut Dropped) {
+        let Frame::Message(message) = frames::read(push) else {
+            return;
+        };
+        if let Some(since) = dropped.since {
+            let wanted = self.snapshot();
+            let gap = gap_of(
+                &wanted,
+                since,
+                GapCause::SlowConsumer {
+                    dropped: dropped.count,
+                },
+            );
+            if self.deliver.try_send(Delivery::Gap(gap)).is_err() {
+                dropped.add(1);
+                return;
+            }
+            self.emitter.emit(Event::SubscriptionGap {
+                subscriptions: wanted.len(),
+                lasted: since.elapsed().unwrap_or_default(),
+                is_slow_consumer: true,
+            });
+            *dropped = Dropped::default();
+        }
+        if self.deliver.try_send(Delivery::Message(message)).is_err() {
+            dropped.add(1);
+        }
+    }
+}
+
+/// Messages dropped for a slow consumer since the last slow-consumer gap.
+#[derive(Default)]
+struct Dropped {
+    count: u64,
+    since: Option<SystemTime>,
+}
+
+impl Dropped {
+    fn add(&mut self, count: u64) {
+        self.count += count;
+        self.since.get_or_insert_with(SystemTime::now);
+    }
+}
+
+/// A gap over `wanted`, from `from` until now.
+fn gap_of(wanted: &[(Kind, String)], from: SystemTime, cause: GapCause) -> Gap {
+    let names = |kind: Kind| -> Vec<String> {
+        wanted
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| n.clone())
+            .collect()
+    };
+    Gap {
+        channels: names(Kind::Channel),
+        patterns: names(Kind::Pattern),
+        shard_channels: names(Kind::Shard),
+        from,
+        until: SystemTime::now(),
+        cause,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
