@@ -266,6 +266,8 @@ struct Parent {
     journal: Journal,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// The client's shared link, which a dedicated link follows to a new address.
+    published: tokio::sync::watch::Receiver<supervisor::Published>,
 }
 
 /// Builds a client core: the shared parts, the supervisor and the workers. `parent` is `None`
@@ -307,6 +309,15 @@ fn start_core(
     {
         connector = connector.with_read_only_session();
     }
+    let progress = Progress::default();
+    let link = supervisor::spawn(
+        Arc::clone(&config),
+        connector.clone(),
+        emitter.clone(),
+        cancel.clone(),
+        &tasks,
+        progress.clone(),
+    );
     let dedicated = match parent {
         Some(_) => None,
         None => {
@@ -314,6 +325,7 @@ fn start_core(
                 journal: connector.journal.clone(),
                 cancel: cancel.clone(),
                 tasks: tasks.clone(),
+                published: link.published.clone(),
             };
             let own = Arc::clone(&config);
             let start: shared::dedicated::Start = Box::new(move |use_| {
@@ -331,15 +343,6 @@ fn start_core(
             Some(Dedicated::new(&config, start))
         }
     };
-    let progress = Progress::default();
-    let link = supervisor::spawn(
-        Arc::clone(&config),
-        connector.clone(),
-        emitter.clone(),
-        cancel.clone(),
-        &tasks,
-        progress.clone(),
-    );
     let shared = Arc::new(Shared {
         timeouts: Arc::new(Timeouts::new(&config)),
         queue: Semaphore::new(config.command.queue_capacity),
@@ -372,6 +375,14 @@ fn start_core(
             shared.link_parts(),
             provider,
             shared.config.endpoint.credentials_refresh,
+            cancel.clone(),
+            &tasks,
+        );
+    }
+    if let Some(parent) = parent {
+        shared::dedicated::follow(
+            parent.published.clone(),
+            shared.link_parts(),
             cancel.clone(),
             &tasks,
         );

@@ -283,3 +283,55 @@ async fn subscribing_on_the_shared_client_points_to_the_subscriber() {
     assert!(error.to_string().contains("Client::subscriber"), "{error}");
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_subscriber_follows_the_shared_link_to_the_new_primary_without_waiting_for_its_heartbeat()
+ {
+    init_tracing();
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let resolver = steadfast::connect::resolve::StaticResolver::new(vec![a.address]);
+    let client = connected(support::config_resolving(&resolver)).await;
+    let mut events = client.events();
+    let b_address = steadfast::connect::Address::Tcp(b.address);
+    let moved_at = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(Event::Connected { address, .. }) if address == b_address => {
+                    return Instant::now();
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    let mut subscriber = client.subscriber().unwrap();
+    subscriber.subscribe(&["ticks"]).await.unwrap();
+    let workload = support::Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A stops answering (no RST: a vanished host); the name now leads to B.
+    a.pause();
+    resolver.set(vec![b.address]);
+    let mut admin_b = b.admin().await;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let resumed = loop {
+        let _: i64 = admin_b.publish("ticks", "n:1").await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(10), subscriber.next()).await {
+            Ok(Some(Delivery::Message(_))) => break Instant::now(),
+            Ok(Some(Delivery::Gap(_))) | Err(_) => {}
+            Ok(other) => panic!("{other:?}"),
+        }
+        assert!(Instant::now() < deadline, "never subscribed on B");
+    };
+    workload.stop().await;
+    a.resume();
+    let moved_at = moved_at.await.unwrap();
+    // The shared link found A dead through its busy traffic (read stall, probe); the idle
+    // subscriber followed it at once. On its own heartbeat (a PING each second, then the
+    // same stall and probe) it would have taken a second or more longer.
+    let after = resumed.saturating_duration_since(moved_at);
+    eprintln!("subscriber back on B {after:?} after the shared link");
+    assert!(after < Duration::from_millis(500), "{after:?}");
+    client.shutdown().await;
+}

@@ -16,6 +16,7 @@ pub mod client;
 pub mod report;
 pub mod scenario;
 pub mod shards;
+pub mod stateful;
 pub mod svg;
 pub mod workload;
 
@@ -261,6 +262,16 @@ async fn run_scenario(
             (p.client, run)
         })
         .collect();
+    let mut stateful_runs = Vec::new();
+    if scenario.has_stateful() {
+        for client in [ClientKind::Steadfast, ClientKind::RedisRsManager] {
+            let tag = format!("{client:?}-stateful");
+            let run = stateful::Stateful::start(client, &url, &tag)
+                .await
+                .map_err(LabError::new)?;
+            stateful_runs.push(run);
+        }
+    }
     let marks = scenario.play(lab, timing).await;
     let mut outcomes = Vec::new();
     let mut recorded = Vec::new();
@@ -278,6 +289,11 @@ async fn run_scenario(
     let mut accountings = Vec::new();
     for (client, run) in counting {
         accountings.push(run.stop(client, &servers, scenario).await);
+    }
+    let restored = marks.as_ref().map_or(origin, |m| m.restored);
+    let mut stateful_reports = Vec::new();
+    for run in stateful_runs {
+        stateful_reports.push(run.stop(scenario, &servers, restored).await);
     }
     stop.cancel();
     for participant in &participants {
@@ -319,6 +335,7 @@ async fn run_scenario(
         dns_ttl_ms: crate::dns::TTL.as_secs_f64() * 1e3,
         outcomes,
         accounting: accountings,
+        stateful: stateful_reports,
     })
 }
 

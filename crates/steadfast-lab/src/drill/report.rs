@@ -99,6 +99,8 @@ pub struct ScenarioReport {
     pub outcomes: Vec<Outcome>,
     /// The non-idempotent workload's accounting, per client.
     pub accounting: Vec<super::accounting::Accounting>,
+    /// The stateful workloads (Pub/Sub, queue, `WATCH`), per client.
+    pub stateful: Vec<super::stateful::StatefulReport>,
 }
 
 impl ScenarioReport {
@@ -108,6 +110,7 @@ impl ScenarioReport {
             .iter()
             .flat_map(|o| &o.goals)
             .chain(self.accounting.iter().flat_map(|a| &a.goals))
+            .chain(self.stateful.iter().flat_map(|s| &s.goals))
             .all(|g| g.is_met)
     }
 }
@@ -255,6 +258,35 @@ impl DrillReport {
                 );
             }
         }
+        if self.scenarios.iter().any(|s| !s.stateful.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\n{:<26} {:<23} {:>22} {:>30} {:>8} {:>22}",
+                "stateful",
+                "client",
+                "pubsub missing/outside",
+                "queue produced/lost/twice/unk",
+                "stopped",
+                "watch counter/applied",
+            );
+        }
+        for scenario in &self.scenarios {
+            for r in &scenario.stateful {
+                let _ = writeln!(
+                    out,
+                    "{:<26} {:<23} {:>22} {:>30} {:>8} {:>22}",
+                    scenario.scenario.name(),
+                    r.client.label(),
+                    format!("{}/{}", r.pubsub.missing, r.pubsub.missing_outside_gaps),
+                    format!(
+                        "{}/{}/{}/{}",
+                        r.queue.produced, r.queue.lost, r.queue.twice, r.queue.pop_unknown
+                    ),
+                    format!("{}/{}", r.queue.stopped_workers, r.queue.workers),
+                    format!("{}/{}", r.watch.counter, r.watch.applied),
+                );
+            }
+        }
         for skipped in &self.skipped {
             let _ = writeln!(
                 out,
@@ -273,7 +305,11 @@ impl DrillReport {
                 .outcomes
                 .iter()
                 .flat_map(|o| o.goals.iter().map(|g| (o.workload.label(), g)));
-            for (workload, goal) in counting.chain(outcomes) {
+            let stateful = scenario
+                .stateful
+                .iter()
+                .flat_map(|s| s.goals.iter().map(|g| ("stateful", g)));
+            for (workload, goal) in counting.chain(outcomes).chain(stateful) {
                 let _ = writeln!(
                     out,
                     "  [{}] {:<18} {:<14} {} (measured: {})",

@@ -203,6 +203,26 @@ impl Scenario {
             )
     }
 
+    /// Whether the stateful workloads (Pub/Sub, queue, `WATCH`) run through it: the
+    /// single-endpoint faults that end or move links.
+    pub fn has_stateful(self) -> bool {
+        matches!(
+            self,
+            Self::Restart
+                | Self::ClientKill
+                | Self::Demotion
+                | Self::FailoverDnsFlip
+                | Self::Blackhole
+                | Self::AzureMaintenance
+        )
+    }
+
+    /// Whether the event was planned: the servers handed over in order, and a client has no
+    /// reason to leave any outcome unknown.
+    pub fn is_planned(self) -> bool {
+        matches!(self, Self::Demotion)
+    }
+
     /// Whether the fault is one instant (a kill, a restart, a failover, a notice), after which
     /// a client has no reason to leave more outcomes unknown than it had commands in flight;
     /// spells that last (a blackhole, packet loss, a pause, a migration) are not, nor is Azure

@@ -6,18 +6,26 @@
 //!   shared one does. It replays the shared client's journal (database, name ...), ends with
 //!   the client (its cancel token is a child of the client's) and tells its own link's comings
 //!   and goings to nobody: what a caller loses on it is told by whoever lent it.
+//! - A dedicated link follows the client's shared link ([`follow`]): when the shared link is
+//!   replaced by one to another address (a failover found by its busy traffic, a moved name,
+//!   a demotion), a dedicated link still on the old address is replaced at once, instead of
+//!   waiting for its own heartbeat to find out (an idle subscriber's link would take seconds).
 //! - Two bounded sets: one for blocking commands, one for sessions. A core is made on first
 //!   need and kept when given back; at most `command.blocking_links` (`session_links`) exist.
 //!   A caller that finds every one lent waits for one, until its deadline.
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::Shared;
+use super::{LinkParts, Shared};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::event::DisconnectReason;
+use crate::supervisor::Published;
 
 /// Makes one core for a use.
 pub(crate) type Start = Box<dyn Fn(Use) -> Result<Arc<Shared>, Error> + Send + Sync>;
@@ -137,4 +145,48 @@ impl Drop for Lent {
                 .push(Arc::clone(&self.core));
         }
     }
+}
+
+/// Replaces `core`'s link whenever the client's shared link (`parent`) moves to another
+/// address while `core`'s link is still on the old one; ends with `cancel`.
+pub(crate) fn follow(
+    mut parent: watch::Receiver<Published>,
+    core: LinkParts,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = parent.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            let Some(moved_to) = parent.borrow_and_update().link.clone() else {
+                continue;
+            };
+            let Some(own) = core.current() else {
+                continue;
+            };
+            if own.address != moved_to.address && !own.is_closed() {
+                tracing::info!(
+                    generation = own.generation,
+                    from = %own.address,
+                    to = %moved_to.address,
+                    "the shared link moved: a dedicated link follows"
+                );
+                own.activity.mark_closed();
+                core.reporter.link_lost(
+                    own.generation,
+                    DisconnectReason::Closed(format!(
+                        "the client's shared link moved to {}",
+                        moved_to.address
+                    )),
+                );
+            }
+        }
+    });
 }

@@ -1,0 +1,212 @@
+//! Stateful workloads beside the request/response ones: Pub/Sub, a queue consumed with blocking
+//! pops, and optimistic transactions under `WATCH`, each done by steadfast and by redis-rs the
+//! way a redis-rs user would (its `PubSub`, a dedicated connection per blocking worker, a
+//! `ConnectionManager` per `WATCH` task), then accounted for.
+//!
+//! # Behaviour
+//! - They run through the single-endpoint scenarios that [`Scenario::has_stateful`] names, on
+//!   keys and channels of their own, started with the other workloads and stopped with them.
+//! - *pubsub*: a publisher sends a numbered message every 5 ms on a channel (through the
+//!   client's command path); the subscriber (a channel and a pattern matching it) counts what
+//!   arrived and what is missing, and whether each missing message was published inside a gap
+//!   the subscriber reported. steadfast's goals: nothing missing outside a gap; messages again
+//!   within 250 ms of the service being back.
+//! - *queue*: a producer `LPUSH`es uniquely numbered items every 5 ms; three workers `BLPOP`
+//!   and one `BLMOVE`s into a list of its own, each with a 1 s timeout. At the end every
+//!   acknowledged item is consumed once or still queued, or it is lost; steadfast's goals:
+//!   nothing consumed twice, no more lost than pops reported "outcome unknown", no worker
+//!   stopped, and after a planned event no unknown outcome at all.
+//! - *watch*: four tasks increment one counter with `WATCH` / `GET` / `MULTI` `SET` `EXEC`,
+//!   starting over when the transaction aborts or its guard was lost. Goal: the counter equals
+//!   the committed transactions (plus at most those whose `EXEC` outcome is unknown).
+
+mod pubsub;
+mod queue;
+mod watch;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::client::ClientKind;
+use super::report::Goal;
+use super::scenario::Scenario;
+
+/// The pause between a producer's or a publisher's sends.
+const PACE: Duration = Duration::from_millis(5);
+
+/// How long a stopped workload's last commands may take (past steadfast's 5 s deadline).
+const GRACE: Duration = Duration::from_secs(6);
+
+/// Who does the work: steadfast, or redis-rs as its user would.
+#[derive(Clone)]
+pub(crate) enum Doer {
+    Steadfast(steadfast::Client),
+    RedisRs(redis::Client),
+}
+
+impl Doer {
+    fn kind(&self) -> ClientKind {
+        match self {
+            Self::Steadfast(_) => ClientKind::Steadfast,
+            Self::RedisRs(_) => ClientKind::RedisRsManager,
+        }
+    }
+}
+
+/// The three workloads of one client, running.
+pub(crate) struct Stateful {
+    doer: Doer,
+    stop: CancellationToken,
+    pubsub: pubsub::Running,
+    queue: queue::Running,
+    watch: watch::Running,
+}
+
+impl Stateful {
+    /// Starts the three workloads for `kind` against `url`, on keys tagged `tag`.
+    pub(crate) async fn start(kind: ClientKind, url: &str, tag: &str) -> Result<Self, String> {
+        let doer = match kind {
+            ClientKind::Steadfast => {
+                let config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
+                Doer::Steadfast(steadfast::Client::new(config).map_err(|e| e.to_string())?)
+            }
+            _ => Doer::RedisRs(redis::Client::open(url).map_err(|e| e.to_string())?),
+        };
+        let stop = CancellationToken::new();
+        Ok(Self {
+            pubsub: pubsub::Running::start(&doer, tag, &stop).await,
+            queue: queue::Running::start(&doer, tag, &stop).await,
+            watch: watch::Running::start(&doer, tag, &stop).await,
+            doer,
+            stop,
+        })
+    }
+
+    /// Stops the workloads and accounts for what they did, reading the servers at `servers`.
+    pub(crate) async fn stop(
+        self,
+        scenario: Scenario,
+        servers: &[std::net::SocketAddr],
+        restored: Instant,
+    ) -> StatefulReport {
+        self.stop.cancel();
+        let pubsub = self.pubsub.stop(restored).await;
+        let queue = self.queue.stop(servers, restored).await;
+        let watch = self.watch.stop(servers).await;
+        let client = self.doer.kind();
+        if let Doer::Steadfast(client) = &self.doer {
+            client.shutdown().await;
+        }
+        let mut report = StatefulReport {
+            client,
+            pubsub,
+            queue,
+            watch,
+            goals: Vec::new(),
+        };
+        if client == ClientKind::Steadfast {
+            report.goals = goals(scenario, &report);
+        }
+        report
+    }
+}
+
+/// One client's stateful workloads in one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatefulReport {
+    /// Which client.
+    pub client: ClientKind,
+    /// Pub/Sub.
+    pub pubsub: pubsub::PubSubCount,
+    /// The queue.
+    pub queue: queue::QueueCount,
+    /// `WATCH` transactions.
+    pub watch: watch::WatchCount,
+    /// steadfast's goals (empty for the others).
+    pub goals: Vec<Goal>,
+}
+
+fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
+    let (p, q, w) = (&r.pubsub, &r.queue, &r.watch);
+    let mut goals = vec![
+        Goal {
+            goal: "pubsub: 0 messages missing outside a reported gap".into(),
+            measured: format!(
+                "published {}, received {}, missing {} ({} outside gaps), {} gaps",
+                p.published, p.received, p.missing, p.missing_outside_gaps, p.gaps
+            ),
+            is_met: p.missing_outside_gaps == 0 && p.received > 0,
+        },
+        Goal {
+            goal: "pubsub: messages again within 250 ms of the service being back".into(),
+            measured: p
+                .resumed_ms
+                .map_or("never".to_owned(), |ms| format!("{ms:.1} ms")),
+            is_met: p.resumed_ms.is_some_and(|ms| ms <= 250.0),
+        },
+        Goal {
+            goal: "queue: nothing consumed twice, lost <= pops told \"outcome unknown\"".into(),
+            measured: format!(
+                "produced {} (unknown {}), consumed {}, left {}, twice {}, lost {}, unknown pops {}",
+                q.produced, q.produce_unknown, q.consumed, q.left, q.twice, q.lost, q.pop_unknown
+            ),
+            is_met: q.twice == 0 && q.lost <= q.pop_unknown,
+        },
+        Goal {
+            goal: "queue: no worker stopped".into(),
+            measured: format!("{} of {} stopped", q.stopped_workers, q.workers),
+            is_met: q.stopped_workers == 0,
+        },
+        Goal {
+            goal: "watch: counter == transactions applied (no lost update), applied <= committed + unknown".into(),
+            measured: format!(
+                "counter {}, applied {}, committed {}, unknown {}, guards lost {}, dropped by the servers {}",
+                w.counter, w.applied, w.committed, w.unknown, w.lost_guards, w.dropped_by_servers
+            ),
+            is_met: w.counter == w.applied && w.applied <= w.committed + w.unknown,
+        },
+    ];
+    if scenario.is_planned() {
+        goals.push(Goal {
+            goal: "queue: a planned event leaves no outcome unknown".into(),
+            measured: format!(
+                "{} unknown pops, {} unknown pushes",
+                q.pop_unknown, q.produce_unknown
+            ),
+            is_met: q.pop_unknown == 0 && q.produce_unknown == 0,
+        });
+    }
+    goals
+}
+
+/// Sleeps 2.5-7.5 ms, drawn anew, so that tasks do not fall into step.
+async fn pace() {
+    tokio::time::sleep(PACE / 2 + PACE.mul_f64(rand::random::<f64>())).await;
+}
+
+/// Reads `read` from every server (a replica's copy too) and keeps the largest answer.
+async fn most_complete<T, F, Fut>(servers: &[std::net::SocketAddr], read: F) -> Option<T>
+where
+    T: Ord,
+    F: Fn(redis::aio::MultiplexedConnection) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let mut best = None;
+    for server in servers {
+        let attempt = async {
+            let connection = redis::Client::open(format!("redis://{server}/"))
+                .ok()?
+                .get_multiplexed_async_connection()
+                .await
+                .ok()?;
+            read(connection).await
+        };
+        if let Ok(Some(found)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            best = best.max(Some(found));
+        }
+    }
+    best
+}
