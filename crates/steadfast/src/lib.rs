@@ -102,3 +102,8 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, RedisErrorExt};
 pub use event::{Abandoned, DisconnectReason, Event, LinkState, MaintenanceNotice, Role};
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
