@@ -19,7 +19,10 @@
 //! JSON;
 //! `STEADFAST_BENCH_TASKS=64` runs one concurrency only (any number); `STEADFAST_BENCH_OP=GET` (or `SET`,
 //! `pipeline`) one operation only; `STEADFAST_BENCH_CLIENT=steadfast` runs
-//! one client only (for profiling; ratios are then meaningless).
+//! one client only (for profiling; ratios are then meaningless). `STEADFAST_BENCH_BLOCKERS=8`
+//! adds a second steadfast client whose clones keep 8 `BLPOP`s blocked on an empty list all
+//! along (1 s timeout, sent again): its row, `steadfast + 8 blocked`, against the plain
+//! steadfast row, shows whether blocked commands hold up the shared link.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -36,6 +39,8 @@ enum Under {
     Raw(MultiplexedConnection),
     Manager(ConnectionManager),
     Steadfast(steadfast::Client),
+    /// A steadfast client whose clones keep blocking commands waiting meanwhile.
+    SteadfastBlocked(steadfast::Client),
     Cluster(redis::cluster_async::ClusterConnection),
     SteadfastCluster(steadfast::cluster::ClusterClient),
 }
@@ -46,6 +51,7 @@ impl Under {
             Self::Raw(_) => "redis-rs multiplexed",
             Self::Manager(_) => "redis-rs manager",
             Self::Steadfast(_) | Self::SteadfastCluster(_) => "steadfast",
+            Self::SteadfastBlocked(_) => "steadfast + 8 blocked",
             Self::Cluster(_) => "redis-rs cluster_async",
         }
     }
@@ -129,7 +135,9 @@ async fn run(under: &Under, op: Op, tasks: usize, seconds: Duration) -> Sample {
                     match &under {
                         Under::Raw(c) => once(&mut c.clone(), op, &key, &value).await,
                         Under::Manager(c) => once(&mut c.clone(), op, &key, &value).await,
-                        Under::Steadfast(c) => once(&mut c.clone(), op, &key, &value).await,
+                        Under::Steadfast(c) | Under::SteadfastBlocked(c) => {
+                            once(&mut c.clone(), op, &key, &value).await
+                        }
                         Under::Cluster(c) => once(&mut c.clone(), op, &key, &value).await,
                         Under::SteadfastCluster(c) => {
                             once(&mut c.clone(), op, &key, &value).await;
@@ -200,7 +208,9 @@ fn main() {
     run_all(&runtime, &clients, seconds, rounds);
     for client in &clients {
         match client {
-            Under::Steadfast(client) => runtime.block_on(client.shutdown()),
+            Under::Steadfast(client) | Under::SteadfastBlocked(client) => {
+                runtime.block_on(client.shutdown());
+            }
             Under::SteadfastCluster(client) => runtime.block_on(client.shutdown()),
             _ => {}
         }
@@ -233,11 +243,24 @@ fn single_endpoint(runtime: &tokio::runtime::Runtime) -> (Vec<support::Server>, 
             .await
             .unwrap();
         seed(&mut raw.clone()).await;
-        vec![
+        let mut clients = vec![
             Under::Raw(raw),
             Under::Manager(manager),
             Under::Steadfast(steadfast),
-        ]
+        ];
+        let blockers = support::env_number("STEADFAST_BENCH_BLOCKERS", 0);
+        if blockers > 0 {
+            let blocked = steadfast::Client::open(&url).unwrap();
+            for _ in 0..blockers {
+                let worker = blocked.clone();
+                tokio::spawn(async move {
+                    let pop = redis::cmd("BLPOP").arg("bench:empty").arg(1).clone();
+                    while worker.query::<redis::Value>(&pop).await.is_ok() {}
+                });
+            }
+            clients.push(Under::SteadfastBlocked(blocked));
+        }
+        clients
     });
     (vec![server], clients)
 }

@@ -11,7 +11,7 @@ use super::breaker;
 use super::redirect::{NodeAddress, parse_address};
 use crate::command::{Reply, Request};
 use crate::error::{Error, ErrorKind};
-use crate::policy::retry::is_cluster_refusal;
+use crate::policy::retry::{self, is_cluster_refusal};
 
 /// How one attempt on one node ended.
 #[derive(Debug)]
@@ -156,6 +156,8 @@ pub(super) fn decide(ended: Ended, seen: &Seen<'_>) -> Step {
             | ServerErrorKind::ClusterDown
             | ServerErrorKind::MasterDown,
         ) => Step::AwaitRefresh,
+        // A blocked command the node released when it became a replica: nothing was done.
+        _ if retry::is_released_by_role_change(redis_error) => Step::AwaitRefresh,
         _ => Step::Fail(error),
     }
 }

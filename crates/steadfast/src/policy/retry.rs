@@ -100,7 +100,7 @@ pub(crate) fn is_cluster_refusal(error: &RedisError) -> bool {
 /// A blocked command the server released with nothing done because it is no primary any more:
 /// `-UNBLOCKED force unblock from blocking operation, instance state changed (master ->
 /// replica?)`, or `-REDIRECT host:port`; not an `UNBLOCKED` that `CLIENT UNBLOCK` asked for.
-fn is_released_by_role_change(error: &RedisError) -> bool {
+pub(crate) fn is_released_by_role_change(error: &RedisError) -> bool {
     match error.code() {
         Some("REDIRECT") => true,
         Some("UNBLOCKED") => !error

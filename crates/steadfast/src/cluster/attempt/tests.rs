@@ -102,6 +102,11 @@ fn every_server_answer_leads_to_the_step_the_cluster_rules_ask_for() {
             "AwaitRefresh",
         ),
         ("CLUSTERDOWN The cluster is down", "AwaitRefresh"),
+        (
+            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+            "AwaitRefresh",
+        ),
+        ("UNBLOCKED client unblocked via CLIENT UNBLOCK", "Fail"),
         ("MASTERDOWN Link with MASTER is down", "AwaitRefresh"),
         (
             "LOADING Redis is loading the dataset in memory",
