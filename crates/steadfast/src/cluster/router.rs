@@ -131,7 +131,21 @@ impl Router {
         let mut ask: Option<NodeAddress> = None;
         let mut last_error: Option<Error> = None;
         let mut redirects = 0;
+        let started = Instant::now();
+        let mut is_resend = false;
         while redirects < self.config.cluster.redirect_limit && Instant::now() < deadline {
+            // A blocking command sent again blocks only for what is left of its wait.
+            let rewritten;
+            let request = match request {
+                Request::Single(cmd) if is_resend => match remaining_block(cmd, started) {
+                    Some(cmd) => {
+                        rewritten = cmd;
+                        Request::Single(&rewritten)
+                    }
+                    None => request,
+                },
+                _ => request,
+            };
             let asked = ask.take();
             let route = match &asked {
                 Some(node) => Some(Route {
@@ -165,6 +179,7 @@ impl Router {
             // harmless); any other waits for its reply or its deadline.
             let may_leave = asked.is_none() && is_idempotent;
             let sent_at = Instant::now();
+            is_resend = true;
             let ended = Attempt {
                 node: &node,
                 request,
@@ -324,4 +339,14 @@ impl Attempt<'_> {
             () = stalled, if may_leave => Ended::Stalled,
         }
     }
+}
+
+/// `cmd`, if it blocks with a timeout, rewritten to block only for what is left of it since
+/// `started`.
+fn remaining_block(cmd: &redis::Cmd, started: Instant) -> Option<redis::Cmd> {
+    use crate::policy::effect::{self, Effect};
+    let Effect::Blocking(Some(block)) = effect::effect(cmd) else {
+        return None;
+    };
+    effect::with_remaining_block(cmd, block.saturating_sub(started.elapsed()))
 }
