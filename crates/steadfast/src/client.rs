@@ -203,6 +203,15 @@ impl Client {
     /// [`ErrorKind::Unsupported`] on a dedicated link's core (never for the application's
     /// client); TLS files that cannot be read.
     pub fn subscriber(&self) -> Result<Subscriber, Error> {
+        self.subscriber_telling(None)
+    }
+
+    /// [`Client::subscriber`], telling `unsolicited` of subscriptions the server ends unasked
+    /// (a cluster node's shard channels; the cluster subscriber places them again).
+    pub(crate) fn subscriber_telling(
+        &self,
+        unsolicited: Option<crate::pubsub::Unsolicited>,
+    ) -> Result<Subscriber, Error> {
         let Some(dedicated) = &self.shared.dedicated else {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -210,7 +219,11 @@ impl Client {
             ));
         };
         let core = dedicated.start_subscriber()?;
-        Ok(Subscriber::start(core, self.shared.emitter.clone()))
+        Ok(Subscriber::start(
+            core,
+            self.shared.emitter.clone(),
+            unsolicited,
+        ))
     }
 
     /// A receiver of every later [`Event`].

@@ -14,8 +14,8 @@ use steadfast::{Client, ErrorKind, Event, Protocol};
 use support::{RedisServer, config_for, connected, init_tracing};
 use tokio::time::Instant;
 
-/// Publishes `n:<number>` to `channel` every 2 ms until told to stop; returns when each number
-/// was published.
+/// Publishes `n:<number>` to `channel` every 2 ms until told to stop; returns, for each number,
+/// when it was sent and when its publication was confirmed.
 fn publisher(server: &RedisServer, channel: &'static str) -> Publisher {
     let stop = tokio_util::sync::CancellationToken::new();
     let url = server.url();
@@ -34,7 +34,7 @@ fn publisher(server: &RedisServer, channel: &'static str) -> Publisher {
                     if sent.is_err() {
                         break;
                     }
-                    published.insert(number, at);
+                    published.insert(number, (at, SystemTime::now()));
                     number += 1;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
@@ -48,11 +48,11 @@ fn publisher(server: &RedisServer, channel: &'static str) -> Publisher {
 
 struct Publisher {
     stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<BTreeMap<u64, SystemTime>>,
+    task: tokio::task::JoinHandle<BTreeMap<u64, (SystemTime, SystemTime)>>,
 }
 
 impl Publisher {
-    async fn stop(self) -> BTreeMap<u64, SystemTime> {
+    async fn stop(self) -> BTreeMap<u64, (SystemTime, SystemTime)> {
         self.stop.cancel();
         self.task.await.unwrap()
     }
@@ -77,7 +77,7 @@ async fn read_for(subscriber: &mut Subscriber, lasting: Duration) -> (Vec<u64>, 
 
 /// Every number published but not received was published inside a reported gap.
 fn missing_outside_gaps(
-    published: &BTreeMap<u64, SystemTime>,
+    published: &BTreeMap<u64, (SystemTime, SystemTime)>,
     received: &[u64],
     gaps: &[Gap],
 ) -> Vec<u64> {
@@ -86,7 +86,7 @@ fn missing_outside_gaps(
     published
         .iter()
         .filter(|(n, _)| **n >= first && **n <= last && !received.contains(n))
-        .filter(|(_, at)| !gaps.iter().any(|g| g.from <= **at && **at <= g.until))
+        .filter(|(_, (sent, acked))| !gaps.iter().any(|g| g.from <= *acked && *sent <= g.until))
         .map(|(n, _)| *n)
         .collect()
 }

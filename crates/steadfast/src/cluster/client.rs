@@ -187,6 +187,16 @@ impl ClusterClient {
             .map_err(|e| Error::from_redis(ErrorKind::Server, "converting the reply", e.into()))
     }
 
+    /// A [`ClusterSubscriber`](super::ClusterSubscriber): Pub/Sub whose subscriptions follow
+    /// failovers and slot migrations (shard channels on their slot's primary), with a gap in
+    /// its stream wherever messages may have been missed.
+    ///
+    /// # Errors
+    /// None yet; kept for links that cannot be made up front.
+    pub fn subscriber(&self) -> Result<super::ClusterSubscriber, Error> {
+        Ok(super::ClusterSubscriber::start(Arc::clone(&self.router)))
+    }
+
     /// Topology changes and every node's link events.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.router.events.subscribe()

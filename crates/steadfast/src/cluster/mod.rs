@@ -18,6 +18,7 @@
 //! | `breaker`, `breakers` | one shard's circuit breaker (pure), and the table of them |
 //! | `refresh`, `refresher` | the refresh gate (pure), and the background refresh |
 //! | `maintenance` | a node announced for maintenance, routed around |
+//! | `subscriber` | [`ClusterSubscriber`]: each subscription on the node that serves it, moved with the cluster |
 
 mod attempt;
 mod breaker;
@@ -36,10 +37,12 @@ mod route;
 mod router;
 mod routing;
 mod slot;
+mod subscriber;
 mod topology;
 
 pub use client::ClusterClient;
 pub use keys::{Slot, command_keys, command_slot};
 pub use redirect::{NodeAddress, Redirect, RedirectKind};
 pub use slot::{SLOTS, hashed_part, key_slot};
+pub use subscriber::ClusterSubscriber;
 pub use topology::{Node, ParseError, View, choose};

@@ -39,6 +39,11 @@ pub(super) struct Follower {
     /// The lending client's: gaps are told where the application listens.
     pub(super) emitter: Emitter,
     pub(super) stop: CancellationToken,
+    /// Told of subscriptions the server ended unasked (`None`: made again on the next link).
+    pub(super) unsolicited: Option<super::Unsolicited>,
+    /// When the frame before the one at hand was read: the server ended a subscription after
+    /// it had sent that frame, so messages published since may be missing.
+    pub(super) last_frame: Mutex<Option<SystemTime>>,
 }
 
 /// Subscriptions down since `from`, not yet made again.
@@ -176,8 +181,17 @@ impl Follower {
 
     /// Hands a message to the application, or counts it dropped.
     fn pass_on(&self, push: &PushInfo, dropped: &mut Dropped) {
-        let Frame::Message(message) = frames::read(push) else {
-            return;
+        let before = self
+            .last_frame
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(SystemTime::now());
+        let message = match frames::read(push) {
+            Frame::Message(message) => message,
+            Frame::Unsubscribed { kind, channel } => {
+                return self.unsubscribed(kind, channel, before.unwrap_or_else(SystemTime::now));
+            }
+            Frame::Other => return,
         };
         if let Some(since) = dropped.since {
             let wanted = self.snapshot();
@@ -201,6 +215,39 @@ impl Follower {
         }
         if self.deliver.try_send(Delivery::Message(message)).is_err() {
             dropped.add(1);
+        }
+    }
+}
+
+impl Follower {
+    /// The server ended the subscription of `kind` to `channel`: unasked if it is still
+    /// wanted (a shard channel whose slot moved away). It is handed to whoever places
+    /// subscriptions (the cluster subscriber), and the link is replaced: the server's
+    /// unsolicited confirmation may have been taken as the reply to a command in flight.
+    fn unsubscribed(&self, kind: Kind, channel: String, since: SystemTime) {
+        let Some(unsolicited) = &self.unsolicited else {
+            return;
+        };
+        let key = (kind, channel);
+        let was_wanted = self
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .remove(&key);
+        if !was_wanted {
+            return;
+        }
+        tracing::info!(channel = %key.1, "the server ended a subscription: placed again");
+        let _ = unsolicited.send((key.0, key.1, since));
+        if let Some(link) = self.core.link.current() {
+            link.activity.mark_closed();
+            self.core.link.reporter.link_lost(
+                link.generation,
+                crate::event::DisconnectReason::Closed(
+                    "the server ended a subscription unasked".into(),
+                ),
+            );
         }
     }
 }

@@ -146,15 +146,30 @@ pub(crate) struct Wanted(BTreeSet<(Kind, String)>);
 /// # Ok(()) }
 /// ```
 pub struct Subscriber {
+    control: Control,
+    deliveries: mpsc::Receiver<Delivery>,
+}
+
+/// What changes a subscriber's subscriptions; dropping it closes the subscriber's link.
+pub(crate) struct Control {
     core: Arc<Shared>,
     wanted: Arc<Mutex<Wanted>>,
-    deliveries: mpsc::Receiver<Delivery>,
     stop: CancellationToken,
 }
 
+/// A subscription the server ended without being asked (`SUNSUBSCRIBE` when a shard channel's
+/// slot moved away), and when: messages published to it since may be missing.
+pub(crate) type Unsolicited = mpsc::UnboundedSender<(Kind, String, SystemTime)>;
+
 impl Subscriber {
-    /// Starts a subscriber on `core`, a dedicated core of its own (RESP3).
-    pub(crate) fn start(core: Arc<Shared>, emitter: crate::emitter::Emitter) -> Self {
+    /// Starts a subscriber on `core`, a dedicated core of its own (RESP3). `unsolicited` hears
+    /// of subscriptions the server ended (a cluster's shard channels); without it they are made
+    /// again on the next link.
+    pub(crate) fn start(
+        core: Arc<Shared>,
+        emitter: crate::emitter::Emitter,
+        unsolicited: Option<Unsolicited>,
+    ) -> Self {
         let wanted = Arc::new(Mutex::new(Wanted::default()));
         let buffer = core.config.command.subscriber_buffer;
         let (deliver, deliveries) = mpsc::channel(buffer);
@@ -165,13 +180,18 @@ impl Subscriber {
             deliver,
             emitter,
             stop: stop.clone(),
+            unsolicited,
+            last_frame: Mutex::new(None),
         });
         Self {
-            core,
-            wanted,
+            control: Control { core, wanted, stop },
             deliveries,
-            stop,
         }
+    }
+
+    /// Its two halves: what changes the subscriptions, and the stream.
+    pub(crate) fn into_parts(self) -> (Control, mpsc::Receiver<Delivery>) {
+        (self.control, self.deliveries)
     }
 
     /// Subscribes to `channels`; returns once the server confirmed every one.
@@ -179,7 +199,7 @@ impl Subscriber {
     /// # Errors
     /// As for any command (no link within the deadline ...); the channels are then not kept.
     pub async fn subscribe(&mut self, channels: &[&str]) -> Result<(), Error> {
-        self.change(Kind::Channel, channels, true).await
+        self.control.change(Kind::Channel, channels, true).await
     }
 
     /// Subscribes to `patterns` (`PSUBSCRIBE`).
@@ -187,7 +207,7 @@ impl Subscriber {
     /// # Errors
     /// As [`Subscriber::subscribe`].
     pub async fn psubscribe(&mut self, patterns: &[&str]) -> Result<(), Error> {
-        self.change(Kind::Pattern, patterns, true).await
+        self.control.change(Kind::Pattern, patterns, true).await
     }
 
     /// Subscribes to shard `channels` (`SSUBSCRIBE`, Redis 7 or later).
@@ -195,7 +215,7 @@ impl Subscriber {
     /// # Errors
     /// As [`Subscriber::subscribe`].
     pub async fn ssubscribe(&mut self, channels: &[&str]) -> Result<(), Error> {
-        self.change(Kind::Shard, channels, true).await
+        self.control.change(Kind::Shard, channels, true).await
     }
 
     /// Ends the subscriptions to `channels`.
@@ -203,7 +223,7 @@ impl Subscriber {
     /// # Errors
     /// As [`Subscriber::subscribe`]; they are not made again on a new link either way.
     pub async fn unsubscribe(&mut self, channels: &[&str]) -> Result<(), Error> {
-        self.change(Kind::Channel, channels, false).await
+        self.control.change(Kind::Channel, channels, false).await
     }
 
     /// Ends the subscriptions to `patterns`.
@@ -211,7 +231,7 @@ impl Subscriber {
     /// # Errors
     /// As [`Subscriber::unsubscribe`].
     pub async fn punsubscribe(&mut self, patterns: &[&str]) -> Result<(), Error> {
-        self.change(Kind::Pattern, patterns, false).await
+        self.control.change(Kind::Pattern, patterns, false).await
     }
 
     /// Ends the subscriptions to shard `channels`.
@@ -219,7 +239,7 @@ impl Subscriber {
     /// # Errors
     /// As [`Subscriber::unsubscribe`].
     pub async fn sunsubscribe(&mut self, channels: &[&str]) -> Result<(), Error> {
-        self.change(Kind::Shard, channels, false).await
+        self.control.change(Kind::Shard, channels, false).await
     }
 
     /// The next message or gap; `None` once the subscriber's client was shut down.
@@ -229,12 +249,47 @@ impl Subscriber {
 
     /// The subscriptions in force (made again on every new link).
     pub fn subscriptions(&self) -> Vec<(Kind, String)> {
+        self.control.subscriptions()
+    }
+}
+
+impl Control {
+    /// The subscriptions in force.
+    pub(crate) fn subscriptions(&self) -> Vec<(Kind, String)> {
         let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
         wanted.0.iter().cloned().collect()
     }
 
-    async fn change(
-        &mut self,
+    /// When the link serving now last read anything (`None`: no link serves).
+    pub(crate) fn last_read(&self) -> Option<SystemTime> {
+        let link = self.core.link.current().filter(|l| !l.is_closed())?;
+        let since =
+            tokio::time::Instant::now().saturating_duration_since(link.activity.last_read());
+        Some(SystemTime::now() - since)
+    }
+
+    /// Ends the subscription of `kind` to `name` at once (it is not made again on a new link)
+    /// and returns the future that tells the server, to run in the background: its node may be
+    /// gone.
+    pub(crate) fn detached_end(
+        &self,
+        kind: Kind,
+        name: String,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .remove(&(kind, name.clone()));
+        let core = Arc::clone(&self.core);
+        async move {
+            let _ = send(&core, kind.unsubscribe(), &[name]).await;
+        }
+    }
+
+    /// Subscribes (or ends the subscriptions) of `kind` to `names`, one confirmation each.
+    pub(crate) async fn change(
+        &self,
         kind: Kind,
         names: &[&str],
         is_subscribe: bool,
@@ -304,7 +359,7 @@ impl std::fmt::Debug for Subscriber {
     }
 }
 
-impl Drop for Subscriber {
+impl Drop for Control {
     fn drop(&mut self) {
         self.stop.cancel();
         self.core.cancel.cancel();

@@ -21,7 +21,8 @@ pub struct PubSubCount {
     pub received: u64,
     /// Published but never received.
     pub missing: u64,
-    /// Missing and published outside every reported gap: lost without a word.
+    /// Missing, and published (between its send and its confirmation) outside every reported
+    /// gap: lost without a word.
     pub missing_outside_gaps: u64,
     /// Gaps the subscriber reported.
     pub gaps: u64,
@@ -40,7 +41,7 @@ struct Seen {
 }
 
 pub(super) struct Running {
-    published: tokio::task::JoinHandle<BTreeMap<u64, SystemTime>>,
+    published: tokio::task::JoinHandle<BTreeMap<u64, (SystemTime, SystemTime)>>,
     seen: Arc<Mutex<Seen>>,
     subscriber: tokio::task::JoinHandle<()>,
     stop_reading: CancellationToken,
@@ -153,8 +154,9 @@ impl Running {
                             }
                         }
                     };
+                    // The server published it between the send and the confirmation.
                     if is_sent {
-                        published.insert(n, at);
+                        published.insert(n, (at, SystemTime::now()));
                     }
                     pace().await;
                 }
@@ -180,18 +182,19 @@ impl Running {
         self.stop_reading.cancel();
         let _ = tokio::time::timeout(GRACE, self.subscriber).await;
         let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
-        let missing: Vec<SystemTime> = published
+        let missing: Vec<(SystemTime, SystemTime)> = published
             .iter()
             .filter(|(n, _)| !seen.received.contains_key(n))
             .map(|(_, at)| *at)
             .collect();
         let outside = missing
             .iter()
-            .filter(|at| {
+            // Published between its send and its confirmation: explained by a gap it overlaps.
+            .filter(|(sent, acked)| {
                 !seen
                     .gaps
                     .iter()
-                    .any(|(from, until)| from <= *at && *at <= until)
+                    .any(|(from, until)| from <= acked && sent <= until)
             })
             .count();
         let resumed_ms = seen
