@@ -266,7 +266,7 @@ async fn run_scenario(
     if scenario.has_stateful() {
         for client in [ClientKind::Steadfast, ClientKind::RedisRsManager] {
             let tag = format!("{client:?}-stateful");
-            let run = stateful::Stateful::start(client, &url, &tag)
+            let run = stateful::Stateful::start(client, &url, &tag, shards)
                 .await
                 .map_err(LabError::new)?;
             stateful_runs.push(run);

@@ -283,7 +283,9 @@ impl DrillReport {
                         r.queue.produced, r.queue.lost, r.queue.twice, r.queue.pop_unknown
                     ),
                     format!("{}/{}", r.queue.stopped_workers, r.queue.workers),
-                    format!("{}/{}", r.watch.counter, r.watch.applied),
+                    r.watch
+                        .as_ref()
+                        .map_or("-".to_owned(), |w| format!("{}/{}", w.counter, w.applied)),
                 );
             }
         }

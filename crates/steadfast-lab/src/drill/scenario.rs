@@ -204,7 +204,8 @@ impl Scenario {
     }
 
     /// Whether the stateful workloads (Pub/Sub, queue, `WATCH`) run through it: the
-    /// single-endpoint faults that end or move links.
+    /// single-endpoint faults that end or move links, a planned cluster failover and a
+    /// resharding.
     pub fn has_stateful(self) -> bool {
         matches!(
             self,
@@ -214,13 +215,15 @@ impl Scenario {
                 | Self::FailoverDnsFlip
                 | Self::Blackhole
                 | Self::AzureMaintenance
+                | Self::ClusterFailover
+                | Self::ClusterReshard
         )
     }
 
     /// Whether the event was planned: the servers handed over in order, and a client has no
     /// reason to leave any outcome unknown.
     pub fn is_planned(self) -> bool {
-        matches!(self, Self::Demotion)
+        matches!(self, Self::Demotion | Self::ClusterFailover)
     }
 
     /// Whether the fault is one instant (a kill, a restart, a failover, a notice), after which

@@ -47,6 +47,37 @@ pub(super) struct Running {
     stop_reading: CancellationToken,
 }
 
+/// steadfast's subscriber, on one endpoint or a cluster (shard channel).
+enum AnySubscriber {
+    One(steadfast::pubsub::Subscriber),
+    Cluster(steadfast::cluster::ClusterSubscriber),
+}
+
+impl AnySubscriber {
+    async fn start(doer: &Doer, channel: &str) -> Option<Self> {
+        match doer {
+            Doer::Steadfast(client) => {
+                let mut subscriber = client.subscriber().ok()?;
+                subscriber.subscribe(&[channel]).await.ok()?;
+                Some(Self::One(subscriber))
+            }
+            Doer::SteadfastCluster(client) => {
+                let mut subscriber = client.subscriber().ok()?;
+                subscriber.ssubscribe(&[channel]).await.ok()?;
+                Some(Self::Cluster(subscriber))
+            }
+            Doer::RedisRs(_) | Doer::RedisRsCluster(..) => None,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Delivery> {
+        match self {
+            Self::One(subscriber) => subscriber.next().await,
+            Self::Cluster(subscriber) => subscriber.next().await,
+        }
+    }
+}
+
 fn number(payload: &[u8]) -> Option<u64> {
     std::str::from_utf8(payload).ok()?.parse().ok()
 }
@@ -57,11 +88,8 @@ impl Running {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop_reading = CancellationToken::new();
         let subscriber = match doer {
-            Doer::Steadfast(client) => {
-                let mut subscriber = client.subscriber().ok();
-                if let Some(subscriber) = &mut subscriber {
-                    let _ = subscriber.subscribe(&[channel.as_str()]).await;
-                }
+            Doer::Steadfast(_) | Doer::SteadfastCluster(_) => {
+                let subscriber = AnySubscriber::start(doer, &channel).await;
                 let (seen, until) = (Arc::clone(&seen), stop_reading.clone());
                 tokio::spawn(async move {
                     let Some(mut subscriber) = subscriber else {
@@ -84,6 +112,43 @@ impl Running {
                             Some(Delivery::Gap(gap)) => seen.gaps.push((gap.from, gap.until)),
                             Some(_) => {}
                             None => return,
+                        }
+                    }
+                })
+            }
+            Doer::RedisRsCluster(_, url) => {
+                // As a redis-rs user would: a RESP3 cluster connection with a push sender, and
+                // SSUBSCRIBE on it.
+                let (pushes, mut pushed) = tokio::sync::mpsc::unbounded_channel();
+                let built = redis::cluster::ClusterClientBuilder::new(vec![url.as_str()])
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(pushes)
+                    .build();
+                let mut connection = match built {
+                    Ok(built) => built.get_async_connection().await.ok(),
+                    Err(_) => None,
+                };
+                if let Some(connection) = &mut connection {
+                    let _ = connection.ssubscribe(&channel).await;
+                }
+                let (seen, until) = (Arc::clone(&seen), stop_reading.clone());
+                tokio::spawn(async move {
+                    let _held = connection;
+                    loop {
+                        let push = tokio::select! {
+                            () = until.cancelled() => return,
+                            push = pushed.recv() => push,
+                        };
+                        let Some(push) = push else { return };
+                        if push.kind != redis::PushKind::SMessage {
+                            continue;
+                        }
+                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(redis::Value::BulkString(payload)) = push.data.get(1)
+                            && let Some(n) = number(payload)
+                            && seen.received.insert(n, Instant::now()).is_some()
+                        {
+                            seen.twice += 1;
                         }
                     }
                 })
@@ -134,25 +199,43 @@ impl Running {
             tokio::spawn(async move {
                 let mut published = BTreeMap::new();
                 let mut manager = None;
+                let mut cluster = None;
                 for n in 0u64.. {
                     if stop.is_cancelled() {
                         break;
                     }
                     let at = SystemTime::now();
                     let cmd = redis::cmd("PUBLISH").arg(&channel).arg(n).clone();
-                    let is_sent = match &doer {
-                        Doer::Steadfast(client) => client.query::<i64>(&cmd).await.is_ok(),
-                        Doer::RedisRs(client) => {
-                            if manager.is_none() {
-                                manager = redis::aio::ConnectionManager::new(client.clone())
-                                    .await
-                                    .ok();
+                    let cmd = if doer.is_cluster() {
+                        redis::cmd("SPUBLISH").arg(&channel).arg(n).clone()
+                    } else {
+                        cmd
+                    };
+                    let is_sent = match doer.steadfast_query::<i64>(&cmd).await {
+                        Some(sent) => sent.is_ok(),
+                        None => match &doer {
+                            Doer::RedisRs(client) => {
+                                if manager.is_none() {
+                                    manager = redis::aio::ConnectionManager::new(client.clone())
+                                        .await
+                                        .ok();
+                                }
+                                match &mut manager {
+                                    Some(manager) => cmd.query_async::<i64>(manager).await.is_ok(),
+                                    None => false,
+                                }
                             }
-                            match &mut manager {
-                                Some(manager) => cmd.query_async::<i64>(manager).await.is_ok(),
-                                None => false,
+                            Doer::RedisRsCluster(client, _) => {
+                                if cluster.is_none() {
+                                    cluster = client.get_async_connection().await.ok();
+                                }
+                                match &mut cluster {
+                                    Some(cluster) => cmd.query_async::<i64>(cluster).await.is_ok(),
+                                    None => false,
+                                }
                             }
-                        }
+                            Doer::Steadfast(_) | Doer::SteadfastCluster(_) => false,
+                        },
                     };
                     // The server published it between the send and the confirmation.
                     if is_sent {

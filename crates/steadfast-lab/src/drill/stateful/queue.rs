@@ -88,34 +88,34 @@ impl Running {
                 tokio::spawn(async move {
                     // redis-rs: a dedicated connection per worker, made again when it fails.
                     let mut own: Option<redis::aio::MultiplexedConnection> = None;
+                    let mut own_cluster: Option<redis::cluster_async::ClusterConnection> = None;
                     while !until.is_cancelled() {
-                        let popped = match &doer {
-                            Doer::Steadfast(client) => client
-                                .query::<redis::Value>(&cmd)
-                                .await
-                                .map_err(|e| e.is_ambiguous()),
-                            Doer::RedisRs(client) => {
-                                if own.is_none() {
-                                    own = client.get_multiplexed_async_connection().await.ok();
-                                }
-                                match &mut own {
-                                    Some(connection) => {
-                                        let popped =
-                                            cmd.query_async::<redis::Value>(connection).await;
-                                        if popped.is_err() {
-                                            own = None;
-                                        }
-                                        popped.map_err(|e| e.may_have_been_applied())
+                        let popped = match doer.steadfast_query::<redis::Value>(&cmd).await {
+                            Some(popped) => popped.map_err(|e| e.is_ambiguous()),
+                            None => match &doer {
+                                Doer::RedisRs(client) => {
+                                    if own.is_none() {
+                                        own = client.get_multiplexed_async_connection().await.ok();
                                     }
-                                    None => Err(false),
+                                    pop_on(&mut own, &cmd).await
                                 }
-                            }
+                                Doer::RedisRsCluster(client, _) => {
+                                    if own_cluster.is_none() {
+                                        own_cluster = client.get_async_connection().await.ok();
+                                    }
+                                    pop_on(&mut own_cluster, &cmd).await
+                                }
+                                Doer::Steadfast(_) | Doer::SteadfastCluster(_) => Err(false),
+                            },
                         };
                         record(&consumed, worker, popped);
                         if until.is_cancelled() {
                             break;
                         }
-                        if matches!(&doer, Doer::RedisRs(_)) && own.is_none() {
+                        if !matches!(&doer, Doer::Steadfast(_) | Doer::SteadfastCluster(_))
+                            && own.is_none()
+                            && own_cluster.is_none()
+                        {
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         }
                     }
@@ -127,30 +127,31 @@ impl Running {
             tokio::spawn(async move {
                 let (mut produced, mut unknown) = (BTreeSet::new(), 0);
                 let mut manager = None;
+                let mut cluster = None;
                 for n in 0u64.. {
                     if stop.is_cancelled() {
                         break;
                     }
                     let cmd = redis::cmd("LPUSH").arg(&queue).arg(n).clone();
-                    let pushed = match &doer {
-                        Doer::Steadfast(client) => client
-                            .query::<i64>(&cmd)
-                            .await
-                            .map_err(|e| e.is_ambiguous()),
-                        Doer::RedisRs(client) => {
-                            if manager.is_none() {
-                                manager = redis::aio::ConnectionManager::new(client.clone())
-                                    .await
-                                    .ok();
+                    let pushed = match doer.steadfast_query::<i64>(&cmd).await {
+                        Some(pushed) => pushed.map(drop).map_err(|e| e.is_ambiguous()),
+                        None => match &doer {
+                            Doer::RedisRs(client) => {
+                                if manager.is_none() {
+                                    manager = redis::aio::ConnectionManager::new(client.clone())
+                                        .await
+                                        .ok();
+                                }
+                                send_on(&mut manager, &cmd).await
                             }
-                            match &mut manager {
-                                Some(manager) => cmd
-                                    .query_async::<i64>(manager)
-                                    .await
-                                    .map_err(|e| e.may_have_been_applied()),
-                                None => Err(false),
+                            Doer::RedisRsCluster(client, _) => {
+                                if cluster.is_none() {
+                                    cluster = client.get_async_connection().await.ok();
+                                }
+                                send_on(&mut cluster, &cmd).await
                             }
-                        }
+                            Doer::Steadfast(_) | Doer::SteadfastCluster(_) => Err(false),
+                        },
                     };
                     match pushed {
                         Ok(_) => {
@@ -221,6 +222,38 @@ impl Running {
             .filter(|at| at.is_none_or(|at| at < restored))
             .count();
         count
+    }
+}
+
+/// A pop on a redis-rs connection of the worker's own, dropped when it fails (made again next
+/// time, as its user would); `Err(true)` when it may have taken an item.
+async fn pop_on<C: redis::aio::ConnectionLike>(
+    connection: &mut Option<C>,
+    cmd: &redis::Cmd,
+) -> Result<redis::Value, bool> {
+    let Some(held) = connection else {
+        return Err(false);
+    };
+    let popped = cmd.query_async::<redis::Value>(held).await;
+    if popped.is_err() {
+        *connection = None;
+    }
+    popped.map_err(|e| e.may_have_been_applied())
+}
+
+/// One command on a redis-rs connection, made on first use; `Err(true)` when it may have been
+/// applied.
+async fn send_on<C: redis::aio::ConnectionLike>(
+    connection: &mut Option<C>,
+    cmd: &redis::Cmd,
+) -> Result<(), bool> {
+    match connection {
+        Some(held) => cmd
+            .query_async::<i64>(held)
+            .await
+            .map(drop)
+            .map_err(|e| e.may_have_been_applied()),
+        None => Err(false),
     }
 }
 

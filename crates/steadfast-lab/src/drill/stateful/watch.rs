@@ -157,6 +157,8 @@ impl Running {
                                     None => Attempt::Failed,
                                 }
                             }
+                            // Not run on a cluster (no sessions there yet).
+                            Doer::SteadfastCluster(_) | Doer::RedisRsCluster(..) => break,
                         };
                         let column = match outcome {
                             Attempt::Committed => &tally.committed,
