@@ -292,6 +292,9 @@ async fn run_scenario(
     }
     let restored = marks.as_ref().map_or(origin, |m| m.restored);
     let mut stateful_reports = Vec::new();
+    for run in &stateful_runs {
+        run.halt();
+    }
     for run in stateful_runs {
         stateful_reports.push(run.stop(scenario, &servers, restored).await);
     }

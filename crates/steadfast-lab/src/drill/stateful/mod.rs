@@ -16,12 +16,16 @@
 //!   acknowledged item is consumed once or still queued, or it is lost; steadfast's goals:
 //!   nothing consumed twice, no more lost than pops reported "outcome unknown", no worker
 //!   stopped, and after a planned event no blocked pop left with an unknown outcome.
+//! - *stream*: a producer `XADD`s numbered entries every 5 ms; a worker reads them with
+//!   `XREADGROUP ... BLOCK 1000` and `XACK`s each. Goals: no entry read twice, the worker never
+//!   stopped; entries a read delivered to a link that died stay pending (claimable), counted.
 //! - *watch*: four tasks increment one counter with `WATCH` / `GET` / `MULTI` `SET` `EXEC`,
 //!   starting over when the transaction aborts or its guard was lost. Goal: the counter equals
 //!   the committed transactions (plus at most those whose `EXEC` outcome is unknown).
 
 mod pubsub;
 mod queue;
+mod stream;
 mod watch;
 
 use std::time::Duration;
@@ -83,6 +87,7 @@ pub(crate) struct Stateful {
     stop: CancellationToken,
     pubsub: pubsub::Running,
     queue: queue::Running,
+    stream: stream::Running,
     /// Not on a cluster: sessions are single-endpoint for now.
     watch: Option<watch::Running>,
 }
@@ -138,10 +143,17 @@ impl Stateful {
         Ok(Self {
             pubsub: pubsub::Running::start(&doer, &tag, &stop).await,
             queue: queue::Running::start(&doer, &tag, &stop).await,
+            stream: stream::Running::start(&doer, &tag, &stop).await,
             watch,
             doer,
             stop,
         })
+    }
+
+    /// Starts nothing new from now on (every client's workloads are halted before any is
+    /// waited for, so that none runs on through another's grace period).
+    pub(crate) fn halt(&self) {
+        self.stop.cancel();
     }
 
     /// Stops the workloads and accounts for what they did, reading the servers at `servers`.
@@ -154,6 +166,7 @@ impl Stateful {
         self.stop.cancel();
         let pubsub = self.pubsub.stop(restored).await;
         let queue = self.queue.stop(servers, restored).await;
+        let stream = self.stream.stop(servers, restored).await;
         let watch = match self.watch {
             Some(running) => Some(running.stop(servers).await),
             None => None,
@@ -168,6 +181,7 @@ impl Stateful {
             client,
             pubsub,
             queue,
+            stream,
             watch,
             goals: Vec::new(),
         };
@@ -187,6 +201,8 @@ pub struct StatefulReport {
     pub pubsub: pubsub::PubSubCount,
     /// The queue.
     pub queue: queue::QueueCount,
+    /// The stream read with `XREADGROUP ... BLOCK`.
+    pub stream: stream::StreamCount,
     /// `WATCH` transactions (not on a cluster).
     pub watch: Option<watch::WatchCount>,
     /// steadfast's goals (empty for the others).
@@ -225,6 +241,15 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
             is_met: q.stopped_workers == 0,
         },
     ];
+    let st = &r.stream;
+    goals.push(Goal {
+        goal: "stream: no entry read twice, the XREADGROUP worker did not stop".into(),
+        measured: format!(
+            "added {}, read {}, twice {}, pending (claimable) {}, unknown reads {}, stopped {}",
+            st.produced, st.consumed, st.twice, st.pending, st.read_unknown, st.is_stopped
+        ),
+        is_met: st.twice == 0 && !st.is_stopped && st.consumed > 0,
+    });
     if let Some(w) = &r.watch {
         goals.push(Goal {
             goal: "watch: counter == transactions applied (no lost update), applied <= committed + unknown".into(),
