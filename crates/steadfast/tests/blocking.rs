@@ -16,15 +16,15 @@ use tokio::time::Instant;
 
 /// `CLIENT LIST` lines of the connections blocked in `command`.
 async fn blocked_in(admin: &mut redis::aio::MultiplexedConnection, command: &str) -> Vec<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(admin)
-        .await
-        .unwrap();
-    list.lines()
-        .filter(|line| line.contains(" flags=b ") && line.contains(&format!(" cmd={command}")))
-        .map(str::to_owned)
-        .collect()
+    RedisServer::blocked_in(admin, command).await
+}
+
+/// The steadfast error a redis-rs error carries (the test fails if it carries none).
+fn steadfast_error(error: &redis::RedisError) -> steadfast::Error {
+    error
+        .steadfast_error()
+        .cloned()
+        .unwrap_or_else(|| panic!("{error}"))
 }
 
 /// Waits until `count` connections are blocked in `command`.
@@ -132,16 +132,7 @@ async fn a_blocked_pop_released_by_a_demotion_waits_on_the_new_primary_for_what_
     init_tracing();
     let a = RedisServer::start().await;
     let b = RedisServer::start().await;
-    let replicaof = |primary: &RedisServer| {
-        redis::cmd("REPLICAOF")
-            .arg(primary.address.ip().to_string())
-            .arg(primary.address.port())
-            .to_owned()
-    };
-    let _: () = replicaof(&a)
-        .query_async(&mut b.admin().await)
-        .await
-        .unwrap();
+    b.replicate(&a).await;
     let resolver = StaticResolver::new(vec![a.address]);
     let client = connected(config_resolving(&resolver)).await;
     let mut events = client.events();
@@ -155,17 +146,9 @@ async fn a_blocked_pop_released_by_a_demotion_waits_on_the_new_primary_for_what_
     until_blocked(&mut a.admin().await, "blpop", 1).await;
 
     // Failover: B promoted, the name moved to B, A demoted (it releases the BLPOP: UNBLOCKED).
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut b.admin().await)
-        .await
-        .unwrap();
+    b.promote().await;
     resolver.set(vec![b.address]);
-    let _: () = replicaof(&b)
-        .query_async(&mut a.admin().await)
-        .await
-        .unwrap();
+    a.replicate(&b).await;
     let mut admin_b = b.admin().await;
     until_blocked(&mut admin_b, "blpop", 1).await;
     let timeout_there: String = blocked_in(&mut admin_b, "blpop").await.join("\n");
@@ -195,14 +178,9 @@ async fn a_blocked_pop_released_by_a_demotion_waits_on_the_new_primary_for_what_
     });
     until_blocked(&mut admin_b, "blpop", 1).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut a.admin().await)
-        .await
-        .unwrap();
+    a.promote().await;
     resolver.set(vec![a.address]);
-    let _: () = replicaof(&a).query_async(&mut admin_b).await.unwrap();
+    b.replicate(&a).await;
     assert_eq!(blocked.await.unwrap().unwrap(), None);
     let waited = started.elapsed();
     assert!(
@@ -241,10 +219,7 @@ async fn a_pop_whose_link_dies_while_blocked_is_an_unknown_outcome_and_not_sent_
         .map(|_: i64| ())
         .unwrap();
     let error = blocked.await.unwrap().unwrap_err();
-    let error = error
-        .steadfast_error()
-        .cloned()
-        .unwrap_or_else(|| panic!("{error}"));
+    let error = steadfast_error(&error);
     assert!(error.is_ambiguous(), "{error}");
     assert_eq!(error.kind(), ErrorKind::MayHaveBeenApplied, "{error}");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -320,10 +295,7 @@ async fn blocking_commands_beyond_the_dedicated_links_wait_for_one_within_their_
         .blpop::<_, Option<(String, String)>>("b", 0.5)
         .await
         .unwrap_err();
-    let error = error
-        .steadfast_error()
-        .cloned()
-        .unwrap_or_else(|| panic!("{error}"));
+    let error = steadfast_error(&error);
     assert_eq!(error.kind(), ErrorKind::DeadlineExceeded, "{error}");
     assert!(!error.is_ambiguous(), "never sent: {error}");
     assert!(

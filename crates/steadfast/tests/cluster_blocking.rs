@@ -49,21 +49,8 @@ async fn a_pop_blocked_on_a_shard_that_fails_over_as_planned_pops_on_the_new_pri
         .unwrap_or(());
     assert!(started.elapsed() < Duration::from_millis(500));
 
+    fail_over_to(&nodes[3]).await;
     let mut replica = nodes[3].admin().await;
-    let _: () = redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .query_async(&mut replica)
-        .await
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut replica).await.unwrap();
-        if matches!(role.first(), Some(redis::Value::BulkString(b)) if b.as_slice() == b"master") {
-            break;
-        }
-        assert!(Instant::now() < until, "the replica did not take over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _: i64 = replica.lpush(&key, "job-1").await.unwrap();
     let popped = waiter.await.unwrap().unwrap();

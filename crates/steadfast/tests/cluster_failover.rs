@@ -247,21 +247,7 @@ async fn an_announced_maintenance_routes_around_its_node_ahead_and_loses_nothing
     reset_stats(&nodes[..1]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sets_while_avoided = command_calls(&nodes[0], "set").await;
-    let mut replica = nodes[3].admin().await;
-    let _: () = redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .query_async(&mut replica)
-        .await
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut replica).await.unwrap();
-        if matches!(role.first(), Some(redis::Value::BulkString(b)) if b.as_slice() == b"master") {
-            break;
-        }
-        assert!(Instant::now() < until, "the replica did not take over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fail_over_to(&nodes[3]).await;
     // The held writer reaches the new primary, and writes there a while.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();

@@ -120,12 +120,7 @@ async fn a_shard_channel_follows_a_planned_failover_with_every_missing_message_i
     let (mut received, mut gaps) =
         read_until(&mut subscriber, Instant::now() + Duration::from_millis(300)).await;
 
-    let mut replica = nodes[3].admin().await;
-    let _: () = redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .query_async(&mut replica)
-        .await
-        .unwrap();
+    fail_over_to(&nodes[3]).await;
     let (more, more_gaps) =
         read_until(&mut subscriber, Instant::now() + Duration::from_secs(3)).await;
     received.extend(more);

@@ -114,16 +114,7 @@ async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
     init_tracing();
     let a = RedisServer::start().await;
     let b = RedisServer::start().await;
-    let replicaof = |primary: &RedisServer| {
-        redis::cmd("REPLICAOF")
-            .arg(primary.address.ip().to_string())
-            .arg(primary.address.port())
-            .to_owned()
-    };
-    let _: () = replicaof(&a)
-        .query_async(&mut b.admin().await)
-        .await
-        .unwrap();
+    b.replicate(&a).await;
 
     let resolver = StaticResolver::new(vec![a.address]);
     let client = connected(config_resolving(&resolver)).await;
@@ -133,17 +124,9 @@ async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
 
     // Failover: B promoted, the name moved to B, A demoted to a replica of B and still reachable.
     let fault = Instant::now();
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut b.admin().await)
-        .await
-        .unwrap();
+    b.promote().await;
     resolver.set(vec![b.address]);
-    let _: () = replicaof(&b)
-        .query_async(&mut a.admin().await)
-        .await
-        .unwrap();
+    a.replicate(&b).await;
     let restored = Instant::now();
     tokio::time::sleep(Duration::from_millis(700)).await;
 

@@ -45,13 +45,9 @@ async fn a_slow_command_is_not_mistaken_for_a_dead_link() {
 
 /// The id of the one connection blocked in `BLPOP`, if one is.
 async fn blocked_pop(admin: &mut redis::aio::MultiplexedConnection) -> Option<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(admin)
+    RedisServer::blocked_in(admin, "blpop")
         .await
-        .unwrap();
-    list.lines()
-        .find(|line| line.contains(" flags=b ") && line.contains(" cmd=blpop"))
+        .first()
         .and_then(|line| {
             line.split_whitespace()
                 .find_map(|kv| kv.strip_prefix("id="))

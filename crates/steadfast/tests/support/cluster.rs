@@ -330,3 +330,22 @@ pub fn writer(
         (failures, slowest)
     })
 }
+
+/// `CLUSTER FAILOVER` on `replica`; returns once it calls itself a primary (at most 10 s).
+pub async fn fail_over_to(replica: &RedisServer) {
+    let mut admin = replica.admin().await;
+    let _: () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut admin).await.unwrap();
+        if matches!(role.first(), Some(redis::Value::BulkString(b)) if b.as_slice() == b"master") {
+            return;
+        }
+        assert!(Instant::now() < until, "the replica did not take over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -259,6 +259,42 @@ impl RedisServer {
         info_field(&info, "total_connections_received")
     }
 
+    /// Makes this server a replica of `primary` (`REPLICAOF host port`).
+    pub async fn replicate(&self, primary: &RedisServer) {
+        let _: () = redis::cmd("REPLICAOF")
+            .arg(primary.address.ip().to_string())
+            .arg(primary.address.port())
+            .query_async(&mut self.admin().await)
+            .await
+            .unwrap();
+    }
+
+    /// Makes this server a primary again (`REPLICAOF NO ONE`).
+    pub async fn promote(&self) {
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async(&mut self.admin().await)
+            .await
+            .unwrap();
+    }
+
+    /// `CLIENT LIST` lines of the connections blocked in `command` (`blpop` ...) now.
+    pub async fn blocked_in(
+        admin: &mut redis::aio::MultiplexedConnection,
+        command: &str,
+    ) -> Vec<String> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(admin)
+            .await
+            .unwrap();
+        list.lines()
+            .filter(|line| line.contains(" flags=b ") && line.contains(&format!(" cmd={command}")))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Client connections named `name` the server has open now, asked on `admin`.
     pub async fn clients_named(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
         let list: String = redis::cmd("CLIENT")

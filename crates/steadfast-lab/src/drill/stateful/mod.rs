@@ -280,26 +280,38 @@ async fn pace() {
     tokio::time::sleep(PACE / 2 + PACE.mul_f64(rand::random::<f64>())).await;
 }
 
-/// Reads `read` from every server (a replica's copy too) and keeps the largest answer.
+/// What `read` finds on each server of the lab that answers within 2 s (a replica's copy
+/// too: `READONLY` is sent first, which anything but a cluster replica refuses harmlessly).
+async fn on_each_server<T, F, Fut>(servers: &[std::net::SocketAddr], read: F) -> Vec<T>
+where
+    F: Fn(redis::aio::MultiplexedConnection) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let mut found = Vec::new();
+    for server in servers {
+        let attempt = async {
+            let mut connection = redis::Client::open(format!("redis://{server}/"))
+                .ok()?
+                .get_multiplexed_async_connection()
+                .await
+                .ok()?;
+            let _: redis::RedisResult<()> =
+                redis::cmd("READONLY").query_async(&mut connection).await;
+            read(connection).await
+        };
+        if let Ok(Some(answer)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            found.push(answer);
+        }
+    }
+    found
+}
+
+/// The largest answer of [`on_each_server`].
 async fn most_complete<T, F, Fut>(servers: &[std::net::SocketAddr], read: F) -> Option<T>
 where
     T: Ord,
     F: Fn(redis::aio::MultiplexedConnection) -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let mut best = None;
-    for server in servers {
-        let attempt = async {
-            let connection = redis::Client::open(format!("redis://{server}/"))
-                .ok()?
-                .get_multiplexed_async_connection()
-                .await
-                .ok()?;
-            read(connection).await
-        };
-        if let Ok(Some(found)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            best = best.max(Some(found));
-        }
-    }
-    best
+    on_each_server(servers, read).await.into_iter().max()
 }

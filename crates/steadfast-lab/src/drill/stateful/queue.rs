@@ -283,26 +283,19 @@ fn record(consumed: &Mutex<Consumed>, worker: usize, popped: Result<redis::Value
 /// The numbers in `list` on any server of the lab (a copy on a replica or an old primary
 /// counts: what the servers lost is not the client's doing).
 async fn left_on(servers: &[std::net::SocketAddr], list: &str) -> BTreeSet<u64> {
-    let mut found = BTreeSet::new();
-    for server in servers {
-        let read = async {
-            let mut connection = redis::Client::open(format!("redis://{server}/"))
-                .ok()?
-                .get_multiplexed_async_connection()
-                .await
-                .ok()?;
-            redis::cmd("LRANGE")
-                .arg(list)
-                .arg(0)
-                .arg(-1)
-                .query_async::<Vec<String>>(&mut connection)
-                .await
-                .ok()
-        };
-        if let Ok(Some(items)) = tokio::time::timeout(std::time::Duration::from_secs(2), read).await
-        {
-            found.extend(items.iter().filter_map(|item| item.parse::<u64>().ok()));
-        }
-    }
-    found
+    let lists = super::on_each_server(servers, |mut connection| async move {
+        redis::cmd("LRANGE")
+            .arg(list)
+            .arg(0)
+            .arg(-1)
+            .query_async::<Vec<String>>(&mut connection)
+            .await
+            .ok()
+    })
+    .await;
+    lists
+        .iter()
+        .flatten()
+        .filter_map(|item| item.parse::<u64>().ok())
+        .collect()
 }

@@ -284,45 +284,39 @@ impl Running {
 /// The numbers every server's copy of `stream` holds, and the most entries any server lists as
 /// pending in the group.
 async fn held_on(servers: &[std::net::SocketAddr], stream: &str) -> (BTreeSet<u64>, u64) {
-    let (mut held, mut pending) = (BTreeSet::new(), 0);
-    for server in servers {
-        let read = async {
-            let mut connection = redis::Client::open(format!("redis://{server}/"))
-                .ok()?
-                .get_multiplexed_async_connection()
-                .await
-                .ok()?;
-            let _: redis::RedisResult<()> =
-                redis::cmd("READONLY").query_async(&mut connection).await;
-            let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                .arg(stream)
-                .arg("-")
-                .arg("+")
-                .query_async(&mut connection)
-                .await
-                .ok()?;
-            let summary: redis::Value = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg("workers")
-                .query_async(&mut connection)
-                .await
-                .ok()?;
-            let count = match &summary {
-                redis::Value::Array(parts) => parts
-                    .first()
-                    .and_then(|c| redis::from_redis_value_ref::<u64>(c).ok())
-                    .unwrap_or(0),
-                _ => 0,
-            };
-            let numbers: Vec<u64> = range.ids.iter().filter_map(|e| e.get("n")).collect();
-            Some((numbers, count))
+    let copies = super::on_each_server(servers, |mut connection| async move {
+        let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut connection)
+            .await
+            .ok()?;
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg("workers")
+            .query_async(&mut connection)
+            .await
+            .ok()?;
+        let pending = match &summary {
+            redis::Value::Array(parts) => parts
+                .first()
+                .and_then(|c| redis::from_redis_value_ref::<u64>(c).ok())
+                .unwrap_or(0),
+            _ => 0,
         };
-        if let Ok(Some((numbers, count))) =
-            tokio::time::timeout(std::time::Duration::from_secs(2), read).await
-        {
-            held.extend(numbers);
-            pending = pending.max(count);
-        }
-    }
+        let numbers: Vec<u64> = range.ids.iter().filter_map(|e| e.get("n")).collect();
+        Some((numbers, pending))
+    })
+    .await;
+    let held = copies
+        .iter()
+        .flat_map(|(numbers, _)| numbers.iter().copied())
+        .collect();
+    let pending = copies
+        .iter()
+        .map(|(_, pending)| *pending)
+        .max()
+        .unwrap_or(0);
     (held, pending)
 }
