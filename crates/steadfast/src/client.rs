@@ -381,7 +381,14 @@ fn start_core(
         &tasks,
     );
     if parent.is_none() && maintenance::azure_watch::is_wanted(&shared.config) {
-        maintenance::azure_watch::spawn(shared.link_parts(), &connector, cancel.clone(), &tasks);
+        let hold = shared.dedicated.as_ref().map(|d| d.hold.clone());
+        maintenance::azure_watch::spawn(
+            shared.link_parts(),
+            &connector,
+            hold,
+            cancel.clone(),
+            &tasks,
+        );
     }
     if let Some(provider) = shared.config.endpoint.credentials.clone() {
         crate::reauth::spawn_refresher(

@@ -309,3 +309,70 @@ async fn blocking_commands_beyond_the_dedicated_links_wait_for_one_within_their_
     );
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_blocked_on_a_server_announced_for_maintenance_steps_off_it_and_pops_on_the_new_primary()
+ {
+    init_tracing();
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    b.replicate(&a).await;
+    let resolver = StaticResolver::new(vec![a.address]);
+    let mut config = config_resolving(&resolver);
+    config.maintenance.azure_events = steadfast::AzureEvents::On;
+    let client = connected(config).await;
+    let mut events = client.events();
+    let mut admin_a = a.admin().await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("AzureRedisEvents")
+            .query_async(&mut admin_a)
+            .await
+            .unwrap();
+        if counts.first().is_some_and(|(_, n)| *n > 0) {
+            break;
+        }
+        assert!(Instant::now() < until, "no Azure listener");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut worker = client.clone();
+    let blocked = tokio::spawn(async move {
+        worker
+            .blpop::<_, Option<(String, String)>>("jobs", 20.0)
+            .await
+    });
+    until_blocked(&mut admin_a, "blpop", 1).await;
+
+    // Announced 3 s ahead (whole seconds); from 1 s before the start the pop holds off A.
+    let message = format!(
+        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
+        support::utc_in(Duration::from_secs(3)),
+        a.address.ip()
+    );
+    let _: i64 = admin_a.publish("AzureRedisEvents", &message).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while !blocked_in(&mut admin_a, "blpop").await.is_empty() {
+        assert!(Instant::now() < until, "the pop never stepped off A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The maintenance: A stops answering, B is promoted, the name moves to B.
+    a.pause();
+    b.promote().await;
+    resolver.set(vec![b.address]);
+    let mut admin_b = b.admin().await;
+    until_blocked(&mut admin_b, "blpop", 1).await;
+    let _: i64 = admin_b.lpush("jobs", "after-maintenance").await.unwrap();
+    let popped = blocked.await.unwrap().unwrap();
+    a.resume();
+    assert_eq!(popped, Some(("jobs".into(), "after-maintenance".into())));
+    let seen = support::drain(&mut events);
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::OutcomeUnknown { .. })),
+        "the pop never died with A: {seen:?}"
+    );
+    client.shutdown().await;
+}

@@ -266,7 +266,14 @@ async fn run_scenario(
     if scenario.has_stateful() {
         for client in [ClientKind::Steadfast, ClientKind::RedisRsManager] {
             let tag = format!("{client:?}-stateful");
-            let run = stateful::Stateful::start(client, &url, &tag, shards)
+            let opt_in = OptIn {
+                is_azure_events: matches!(
+                    scenario,
+                    Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
+                ),
+                is_resp3: false,
+            };
+            let run = stateful::Stateful::start(client, &url, &tag, shards, opt_in)
                 .await
                 .map_err(LabError::new)?;
             stateful_runs.push(run);

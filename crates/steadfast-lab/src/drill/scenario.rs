@@ -223,7 +223,10 @@ impl Scenario {
     /// Whether the event was planned: the servers handed over in order, and a client has no
     /// reason to leave any outcome unknown.
     pub fn is_planned(self) -> bool {
-        matches!(self, Self::Demotion | Self::ClusterFailover)
+        matches!(
+            self,
+            Self::Demotion | Self::AzureMaintenance | Self::ClusterFailover
+        )
     }
 
     /// Whether the fault is one instant (a kill, a restart, a failover, a notice), after which

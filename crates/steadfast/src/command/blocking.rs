@@ -18,6 +18,10 @@
 //!   popped just before: [`Abandoned::ReplyLost`]), or not within [`UNBLOCK_LIMIT`], when the
 //!   link is closed, which ends the wait on the server ([`Abandoned::LinkClosed`]). Each is an
 //!   event and a metric.
+//! - Announced maintenance (Azure `NodeMaintenanceStarting`): from shortly before the start,
+//!   a command blocked on the announced server is unblocked (it took nothing) and, like any new
+//!   one, waits until the client's shared link has moved to another address (or the hold's end),
+//!   then is sent again for what is left of its wait: it does not die with the server.
 //! - A command whose deadline ran out while written (the server did not answer within its own
 //!   timeout and the command deadline) closes its dedicated link for the same reason: nothing
 //!   may stay blocked on the server for a caller that has gone.
@@ -25,14 +29,18 @@
 use std::sync::Arc;
 
 use redis::{Cmd, Pipeline, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use super::unblock::{UNBLOCK_LIMIT, unblock};
 use super::{Reply, Request, Sending};
 use crate::emitter::Emitter;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Abandoned, DisconnectReason, Event};
+use crate::policy::effect;
+use crate::shared::dedicated::Hold;
 use crate::shared::{Dedicated, Lent, Shared, Use};
+use crate::supervisor::Published;
 
 /// Runs `request`, which blocks, on a dedicated link of `shared`'s, until `deadline`.
 pub(super) async fn run(
@@ -48,6 +56,8 @@ pub(super) async fn run(
         request: Owned::from(request),
         sending,
         emitter: shared.emitter.clone(),
+        hold: dedicated.hold.subscribe(),
+        shared_link: shared.link.published.clone(),
     };
     shared.tasks.spawn(job.serve(tell));
     told.await
@@ -104,27 +114,118 @@ struct Job {
     sending: Sending,
     /// The lending client's: what a caller lost is told where the application listens.
     emitter: Emitter,
+    /// Announced maintenance: hold off the server it names.
+    hold: watch::Receiver<Option<Hold>>,
+    /// The lending client's shared link: a hold ends when it has moved.
+    shared_link: watch::Receiver<Published>,
+}
+
+/// How one send of the job ended.
+enum Ended {
+    Done(Result<Reply, Error>),
+    CallerGone,
+    /// A hold began while the command was on its way.
+    Held,
+}
+
+/// The hold in force now, if any: until its time, while the shared link is still on the
+/// announced server.
+fn hold_in_force(
+    hold: &watch::Receiver<Option<Hold>>,
+    shared_link: &watch::Receiver<Published>,
+) -> Option<Hold> {
+    let held = hold.borrow().clone()?;
+    let on = shared_link
+        .borrow()
+        .link
+        .as_ref()
+        .map(|l| l.address.clone());
+    (Instant::now() < held.until && on.as_ref().is_none_or(|a| *a == held.address)).then_some(held)
 }
 
 impl Job {
-    async fn serve(self, tell: oneshot::Sender<Result<Reply, Error>>) {
+    async fn serve(mut self, tell: oneshot::Sender<Result<Reply, Error>>) {
         let mut tell = tell;
         let core = Arc::clone(self.lent.core());
-        let request = self.request.as_request();
-        let mut running = Box::pin(super::run_here(&core, request, self.sending));
-        let outcome = tokio::select! {
-            outcome = &mut running => Some(outcome),
-            () = tell.closed() => None,
-        };
-        if let Some(outcome) = outcome {
-            if matches!(&outcome, Err(e) if e.kind() == ErrorKind::DeadlineExceeded && e.is_ambiguous())
-            {
-                close_link(&core, "a blocking command's deadline ran out");
+        let original = self.request.as_request();
+        let mut is_resend = false;
+        loop {
+            let deadline = self.sending.deadline;
+            if !wait_out_hold(&mut self.hold, &mut self.shared_link, deadline, &mut tell).await {
+                return; // the caller left while it was held: nothing was sent
             }
-            let _ = tell.send(outcome);
-            return;
+            // Sent again after a hold: only for what is left of its wait.
+            let rewritten;
+            let request = match (is_resend, original, self.sending.plan.block) {
+                (true, Request::Single(cmd), Some(Some(block))) => {
+                    let left = block.saturating_sub(self.sending.started.elapsed());
+                    match effect::with_remaining_block(cmd, left) {
+                        Some(cmd) => {
+                            rewritten = cmd;
+                            Request::Single(&rewritten)
+                        }
+                        None => original,
+                    }
+                }
+                _ => original,
+            };
+            let mut running = Box::pin(super::run_here(&core, request, self.sending));
+            let ended = tokio::select! {
+                outcome = &mut running => Ended::Done(outcome),
+                () = tell.closed() => Ended::CallerGone,
+                () = hold_begins(&mut self.hold, &self.shared_link) => Ended::Held,
+            };
+            match ended {
+                Ended::Done(outcome) => {
+                    if matches!(&outcome, Err(e) if e.kind() == ErrorKind::DeadlineExceeded && e.is_ambiguous())
+                    {
+                        close_link(&core, "a blocking command's deadline ran out");
+                    }
+                    let _ = tell.send(outcome);
+                    return;
+                }
+                Ended::CallerGone => {
+                    self.abandoned(&core, request, running).await;
+                    return;
+                }
+                Ended::Held => {
+                    // Off the announced server before it goes: unblocked, it took nothing and
+                    // is sent again once the hold ends; what it took meanwhile is delivered.
+                    if let Some(link) = core.link.current() {
+                        unblock(&core.connector, &core.tasks, link);
+                    }
+                    match tokio::time::timeout(UNBLOCK_LIMIT, running).await {
+                        Ok(Ok(reply)) if is_empty(&reply) => is_resend = true,
+                        Ok(outcome) => {
+                            let _ = tell.send(outcome);
+                            return;
+                        }
+                        Err(_) => {
+                            close_link(&core, "a held blocking command did not end");
+                            let _ = tell.send(Err(Error::new(
+                                ErrorKind::MayHaveBeenApplied,
+                                format!(
+                                    "{} was blocked on a server announced for maintenance and did not end when unblocked: it may have taken something",
+                                    request.label()
+                                ),
+                            )));
+                            return;
+                        }
+                    }
+                }
+            }
         }
-        // The caller gave up while the command was on its way or blocked.
+    }
+
+    /// The caller gave up while the command was on its way or blocked.
+    async fn abandoned<F>(
+        &self,
+        core: &Shared,
+        request: Request<'_>,
+        running: std::pin::Pin<Box<F>>,
+    ) where
+        F: std::future::Future<Output = Result<Reply, Error>>,
+    {
         if let Some(link) = core.link.current() {
             unblock(&core.connector, &core.tasks, link);
         }
@@ -135,7 +236,7 @@ impl Job {
             Ok(Err(error)) if !error.is_ambiguous() => Abandoned::Unblocked,
             Ok(Err(_)) => Abandoned::LinkClosed,
             Err(_) => {
-                close_link(&core, "an abandoned blocking command did not end");
+                close_link(core, "an abandoned blocking command did not end");
                 Abandoned::LinkClosed
             }
         };
@@ -144,6 +245,48 @@ impl Job {
             command: request.label(),
             outcome,
         });
+    }
+}
+
+/// Waits while a hold is in force (until `deadline`); false when the caller left.
+async fn wait_out_hold(
+    hold: &mut watch::Receiver<Option<Hold>>,
+    shared_link: &mut watch::Receiver<Published>,
+    deadline: Instant,
+    tell: &mut oneshot::Sender<Result<Reply, Error>>,
+) -> bool {
+    loop {
+        // Seen now: `changed` below waits for the next change of either.
+        drop(hold.borrow_and_update());
+        drop(shared_link.borrow_and_update());
+        let Some(held) = hold_in_force(hold, shared_link) else {
+            return true;
+        };
+        let until = held.until.min(deadline);
+        if Instant::now() >= until {
+            return true;
+        }
+        tokio::select! {
+            _ = hold.changed() => {}
+            _ = shared_link.changed() => {}
+            () = tokio::time::sleep_until(until) => return true,
+            () = tell.closed() => return false,
+        }
+    }
+}
+
+/// Resolves when a hold begins that concerns the server the shared link is on.
+async fn hold_begins(
+    hold: &mut watch::Receiver<Option<Hold>>,
+    shared_link: &watch::Receiver<Published>,
+) {
+    loop {
+        if hold.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if hold_in_force(hold, shared_link).is_some() {
+            return;
+        }
     }
 }
 

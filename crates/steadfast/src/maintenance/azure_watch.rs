@@ -9,7 +9,10 @@
 //! - Every message becomes an [`Event::Maintenance`], `Scheduled` and unknown types included.
 //! - `NodeMaintenanceStarting`: about [`MaintenanceConfig::azure_lead`] before `StartTimeInUTC`
 //!   the command link is replaced, made before broken (held commands, fresh connection, the old
-//!   one drained): the load balancer routes the fresh connection to the healthy node.
+//!   one drained): the load balancer routes the fresh connection to the healthy node. At the
+//!   same moment blocking commands hold off the announced server (`shared::dedicated::Hold`):
+//!   one blocked there is unblocked and sent again once the shared link has moved to another
+//!   address (or 10 s after the start), so it does not die with the server.
 //! - `FailoverComplete`, `ScaleComplete`, `Ended`: the role behind the link is checked again with
 //!   `ROLE`; a link that no longer reaches a primary is replaced.
 //! - A cluster node's client only reports the event: the cluster router acts on it for the node
@@ -29,6 +32,10 @@ use crate::config::{AzureEvents, Config};
 use crate::connect::{Connector, Link, Target};
 use crate::event::{DisconnectReason, Event, MaintenanceNotice};
 use crate::shared::LinkParts;
+use crate::shared::dedicated::BLOCKING_HOLD;
+
+/// Where blocking commands are told to hold off the announced server.
+type Hold = tokio::sync::watch::Sender<Option<crate::shared::dedicated::Hold>>;
 
 const AZURE_SUFFIXES: &[&str] = &[
     ".redis.cache.windows.net",
@@ -57,6 +64,7 @@ const MESSAGES: usize = 256;
 pub(crate) fn spawn(
     parts: LinkParts,
     connector: &Connector,
+    hold: Option<Hold>,
     cancel: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) {
@@ -65,7 +73,7 @@ pub(crate) fn spawn(
     let connector = connector.for_listener(messages.clone());
     tasks.spawn(async move {
         tokio::select! {
-            () = listen(parts, connector, messages, cancel.clone(), tracker) => {}
+            () = listen(parts, connector, hold, messages, cancel.clone(), tracker) => {}
             () = cancel.cancelled() => {}
         }
     });
@@ -74,6 +82,7 @@ pub(crate) fn spawn(
 async fn listen(
     parts: LinkParts,
     connector: Connector,
+    hold: Option<Hold>,
     messages: tokio::sync::broadcast::Sender<redis::PushInfo>,
     cancel: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -115,7 +124,7 @@ async fn listen(
                         continue;
                     };
                     match azure::parse(&payload) {
-                        Some(event) => react(&parts, event, &cancel, &tasks),
+                        Some(event) => react(&parts, hold.as_ref(), event, &cancel, &tasks),
                         None => debug!(%payload, "not an Azure maintenance event"),
                     }
                 }
@@ -153,6 +162,7 @@ async fn subscribe(connector: &Connector) -> Result<Link, String> {
 
 fn react(
     parts: &LinkParts,
+    hold: Option<&Hold>,
     event: AzureEvent,
     cancel: &CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
@@ -181,11 +191,22 @@ fn react(
                 parts.published.clone(),
                 cancel.clone(),
             );
+            let hold = hold.cloned();
+            let until = tokio::time::Instant::now()
+                + start.duration_since(SystemTime::now()).unwrap_or_default()
+                + BLOCKING_HOLD;
             tasks.spawn(async move {
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {
                         if let Some(link) = slot.borrow().link.clone() {
                             info!(generation = link.generation, "draining ahead of Azure maintenance");
+                            if let Some(hold) = &hold {
+                                // Blocking commands step off the server until the link moved.
+                                hold.send_replace(Some(crate::shared::dedicated::Hold {
+                                    address: link.address.clone(),
+                                    until,
+                                }));
+                            }
                             reporter.replace(link.generation, Target::Configured);
                         }
                     }

@@ -47,7 +47,25 @@ pub(crate) struct Dedicated {
     blocking: Set,
     sessions: Set,
     start: Start,
+    /// Announced maintenance: blocking commands step off the server it names (see [`Hold`]).
+    pub(crate) hold: watch::Sender<Option<Hold>>,
 }
+
+/// Blocking commands hold off a server announced for maintenance: from shortly before the
+/// announced start until the client's shared link has moved to another address, or `until`.
+/// One blocked there is unblocked (it took nothing) and sent again, with what is left of its
+/// wait, once the hold ends, instead of dying with the server ("outcome unknown").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Hold {
+    /// The server the shared link was on when the hold began.
+    pub(crate) address: crate::endpoint::Address,
+    /// The hold ends here at the latest.
+    pub(crate) until: Instant,
+}
+
+/// How long after an announced start blocking commands hold off at the most (a maintenance
+/// that keeps the address, behind a load balancer, ends the hold this way).
+pub(crate) const BLOCKING_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Set {
     idle: Arc<Mutex<Vec<Arc<Shared>>>>,
@@ -71,6 +89,7 @@ impl Dedicated {
             blocking: Set::new(config.command.blocking_links),
             sessions: Set::new(config.command.session_links),
             start,
+            hold: watch::channel(None).0,
         }
     }
 

@@ -95,19 +95,28 @@ pub(crate) struct Stateful {
 impl Stateful {
     /// Starts the workloads for `kind` against `url`, on keys tagged `tag`; on a cluster of
     /// `shards`, every key and channel in one slot of shard 0 (the shard the faults touch).
+    /// `opt_in` as for the scenario's other steadfast clients (the Azure events listener).
     pub(crate) async fn start(
         kind: ClientKind,
         url: &str,
         tag: &str,
         shards: Option<usize>,
+        opt_in: super::client::OptIn,
     ) -> Result<Self, String> {
+        let config = || -> Result<steadfast::Config, String> {
+            let mut config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
+            if opt_in.is_azure_events {
+                config.maintenance.azure_events = steadfast::AzureEvents::On;
+            }
+            Ok(config)
+        };
         let doer = match (kind, shards) {
             (ClientKind::Steadfast, None) => {
-                let config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
+                let config = config()?;
                 Doer::Steadfast(steadfast::Client::new(config).map_err(|e| e.to_string())?)
             }
             (ClientKind::Steadfast, Some(_)) => {
-                let config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
+                let config = config()?;
                 let client = steadfast::cluster::ClusterClient::connect(config)
                     .await
                     .map_err(|e| e.to_string())?;
