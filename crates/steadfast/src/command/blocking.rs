@@ -151,8 +151,23 @@ impl Job {
         let mut is_resend = false;
         loop {
             let deadline = self.sending.deadline;
-            if !wait_out_hold(&mut self.hold, &mut self.shared_link, deadline, &mut tell).await {
+            let Some(waited_out) =
+                wait_out_hold(&mut self.hold, &mut self.shared_link, deadline, &mut tell).await
+            else {
                 return; // the caller left while it was held: nothing was sent
+            };
+            // The shared link has left the announced server: this link leaves it too before
+            // anything is sent (`follow` does the same, perhaps a moment later).
+            if let Some(held) = waited_out
+                && let Some(link) = core.link.current()
+                && link.address == held.address
+                && !link.is_closed()
+            {
+                link.activity.mark_closed();
+                core.link.reporter.link_lost(
+                    link.generation,
+                    DisconnectReason::Closed("it is on a server announced for maintenance".into()),
+                );
             }
             // Sent again after a hold: only for what is left of its wait.
             let rewritten;
@@ -248,29 +263,32 @@ impl Job {
     }
 }
 
-/// Waits while a hold is in force (until `deadline`); false when the caller left.
+/// Waits while a hold is in force (until `deadline`): `Some(the hold waited out, if any)`;
+/// `None` when the caller left.
 async fn wait_out_hold(
     hold: &mut watch::Receiver<Option<Hold>>,
     shared_link: &mut watch::Receiver<Published>,
     deadline: Instant,
     tell: &mut oneshot::Sender<Result<Reply, Error>>,
-) -> bool {
+) -> Option<Option<Hold>> {
+    let mut waited_out = None;
     loop {
         // Seen now: `changed` below waits for the next change of either.
         drop(hold.borrow_and_update());
         drop(shared_link.borrow_and_update());
         let Some(held) = hold_in_force(hold, shared_link) else {
-            return true;
+            return Some(waited_out);
         };
         let until = held.until.min(deadline);
         if Instant::now() >= until {
-            return true;
+            return Some(waited_out);
         }
+        waited_out = Some(held);
         tokio::select! {
             _ = hold.changed() => {}
             _ = shared_link.changed() => {}
-            () = tokio::time::sleep_until(until) => return true,
-            () = tell.closed() => return false,
+            () = tokio::time::sleep_until(until) => return Some(waited_out),
+            () = tell.closed() => return None,
         }
     }
 }
