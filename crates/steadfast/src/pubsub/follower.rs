@@ -59,7 +59,7 @@ pub(super) fn spawn(follower: Follower) {
 }
 
 /// `at` on the wall clock.
-fn wall(at: Instant) -> SystemTime {
+pub(super) fn wall(at: Instant) -> SystemTime {
     SystemTime::now() - Instant::now().saturating_duration_since(at)
 }
 

@@ -263,9 +263,7 @@ impl Control {
     /// When the link serving now last read anything (`None`: no link serves).
     pub(crate) fn last_read(&self) -> Option<SystemTime> {
         let link = self.core.link.current().filter(|l| !l.is_closed())?;
-        let since =
-            tokio::time::Instant::now().saturating_duration_since(link.activity.last_read());
-        Some(SystemTime::now() - since)
+        Some(follower::wall(link.activity.last_read()))
     }
 
     /// Ends the subscription of `kind` to `name` at once (it is not made again on a new link)
