@@ -69,6 +69,33 @@ fn lost_silently(
         .collect()
 }
 
+/// Publishes to `channel` all along while 300 ms of reading, then `fault`, then `after` of
+/// reading, then the publisher's stop and 300 ms more: what was published (sent, confirmed),
+/// the numbers received and the gaps.
+async fn through<T>(
+    client: &ClusterClient,
+    subscriber: &mut ClusterSubscriber,
+    channel: &str,
+    fault: impl std::future::Future<Output = T>,
+    after: Duration,
+) -> (BTreeMap<u64, (SystemTime, SystemTime)>, Vec<u64>, Vec<Gap>) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let publishing = publisher(client.clone(), channel.to_owned(), stop.clone());
+    let (mut received, mut gaps) =
+        read_until(subscriber, Instant::now() + Duration::from_millis(300)).await;
+    fault.await;
+    let (more, more_gaps) = read_until(subscriber, Instant::now() + after).await;
+    received.extend(more);
+    gaps.extend(more_gaps);
+    stop.cancel();
+    let published = publishing.await.unwrap();
+    let (tail, tail_gaps) =
+        read_until(subscriber, Instant::now() + Duration::from_millis(300)).await;
+    received.extend(tail);
+    gaps.extend(tail_gaps);
+    (published, received, gaps)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_channels_and_channels_deliver_from_every_shard() {
     let nodes = three_node_cluster().await;
@@ -115,22 +142,14 @@ async fn a_shard_channel_follows_a_planned_failover_with_every_missing_message_i
     let mut subscriber = client.subscriber().unwrap();
     let channel = key_on_shard(0);
     subscriber.ssubscribe(&[channel.as_str()]).await.unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let publishing = publisher(client.clone(), channel.clone(), stop.clone());
-    let (mut received, mut gaps) =
-        read_until(&mut subscriber, Instant::now() + Duration::from_millis(300)).await;
-
-    fail_over_to(&nodes[3]).await;
-    let (more, more_gaps) =
-        read_until(&mut subscriber, Instant::now() + Duration::from_secs(3)).await;
-    received.extend(more);
-    gaps.extend(more_gaps);
-    stop.cancel();
-    let published = publishing.await.unwrap();
-    let (tail, tail_gaps) =
-        read_until(&mut subscriber, Instant::now() + Duration::from_millis(300)).await;
-    received.extend(tail);
-    gaps.extend(tail_gaps);
+    let (published, received, gaps) = through(
+        &client,
+        &mut subscriber,
+        &channel,
+        fail_over_to(&nodes[3]),
+        Duration::from_secs(3),
+    )
+    .await;
 
     let silent = lost_silently(&published, &received, &gaps);
     let origin = published.values().next().unwrap().0;
@@ -181,24 +200,20 @@ async fn a_shard_channel_follows_its_slot_to_another_shard() {
     let channel = key_on_shard(0);
     let slot = key_slot(channel.as_bytes());
     subscriber.ssubscribe(&[channel.as_str()]).await.unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let publishing = publisher(client.clone(), channel.clone(), stop.clone());
-    let (mut received, mut gaps) =
-        read_until(&mut subscriber, Instant::now() + Duration::from_millis(300)).await;
-
     // The slot holds no keys: it is handed over at once.
     let old = owner_of(&nodes, slot).await;
-    let new = hand_over(&nodes, old, slot).await;
-    let (more, more_gaps) =
-        read_until(&mut subscriber, Instant::now() + Duration::from_secs(2)).await;
-    received.extend(more);
-    gaps.extend(more_gaps);
-    stop.cancel();
-    let published = publishing.await.unwrap();
-    let (tail, tail_gaps) =
-        read_until(&mut subscriber, Instant::now() + Duration::from_millis(300)).await;
-    received.extend(tail);
-    gaps.extend(tail_gaps);
+    let hand = async {
+        hand_over(&nodes, old, slot).await;
+    };
+    let (published, received, gaps) = through(
+        &client,
+        &mut subscriber,
+        &channel,
+        hand,
+        Duration::from_secs(2),
+    )
+    .await;
+    let new_address = owner_of(&nodes, slot).await.address;
 
     let silent = lost_silently(&published, &received, &gaps);
     assert!(silent.is_empty(), "lost without a gap: {silent:?}");
@@ -206,8 +221,7 @@ async fn a_shard_channel_follows_its_slot_to_another_shard() {
     let last = *published.keys().last().unwrap();
     assert!(
         received.contains(&last),
-        "delivered from {} after the move",
-        new.address
+        "delivered from {new_address} after the move"
     );
     client.shutdown().await;
 }
