@@ -31,6 +31,7 @@ mod watch;
 use std::time::Duration;
 
 use serde::Serialize;
+use steadfast::RedisErrorExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -282,6 +283,76 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
         });
     }
     goals
+}
+
+/// One command through whichever client: steadfast's command path, or a redis-rs connection
+/// made on first use (`held`). `Err(true)`: may have been applied.
+pub(super) async fn run<C: redis::aio::ConnectionLike>(
+    doer: &Doer,
+    held: &mut Option<C>,
+    make: impl std::future::Future<Output = Option<C>>,
+    cmd: &redis::Cmd,
+) -> Result<redis::Value, bool> {
+    if let Some(result) = doer.steadfast_query::<redis::Value>(cmd).await {
+        return result.map_err(|e| e.is_ambiguous());
+    }
+    if held.is_none() {
+        *held = make.await;
+    }
+    let Some(connection) = held else {
+        return Err(false);
+    };
+    // Kept after an error: both kinds reconnect by themselves, and their users keep them.
+    cmd.query_async::<redis::Value>(connection)
+        .await
+        .map_err(|e| e.may_have_been_applied())
+}
+
+/// A redis-rs connection of the doer's kind (the cluster client or a reconnecting manager).
+pub(super) enum Own {
+    Manager(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Own {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Manager(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Manager(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+pub(super) async fn make(doer: &Doer) -> Option<Own> {
+    match doer {
+        Doer::RedisRs(client) => redis::aio::ConnectionManager::new(client.clone())
+            .await
+            .ok()
+            .map(Own::Manager),
+        Doer::RedisRsCluster(client, _) => {
+            client.get_async_connection().await.ok().map(Own::Cluster)
+        }
+        Doer::Steadfast(_) | Doer::SteadfastCluster(_) => None,
+    }
 }
 
 /// Sleeps 2.5-7.5 ms, drawn anew, so that tasks do not fall into step.

@@ -10,7 +10,7 @@ use steadfast::pubsub::Delivery;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Doer, GRACE, pace};
+use super::{Doer, GRACE, Own, make, pace, run};
 
 /// What was published, received and reported missing.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -198,8 +198,7 @@ impl Running {
             let (doer, stop) = (doer.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut published = BTreeMap::new();
-                let mut manager = None;
-                let mut cluster = None;
+                let mut own: Option<Own> = None;
                 for n in 0u64.. {
                     if stop.is_cancelled() {
                         break;
@@ -211,32 +210,7 @@ impl Running {
                     } else {
                         cmd
                     };
-                    let is_sent = match doer.steadfast_query::<i64>(&cmd).await {
-                        Some(sent) => sent.is_ok(),
-                        None => match &doer {
-                            Doer::RedisRs(client) => {
-                                if manager.is_none() {
-                                    manager = redis::aio::ConnectionManager::new(client.clone())
-                                        .await
-                                        .ok();
-                                }
-                                match &mut manager {
-                                    Some(manager) => cmd.query_async::<i64>(manager).await.is_ok(),
-                                    None => false,
-                                }
-                            }
-                            Doer::RedisRsCluster(client, _) => {
-                                if cluster.is_none() {
-                                    cluster = client.get_async_connection().await.ok();
-                                }
-                                match &mut cluster {
-                                    Some(cluster) => cmd.query_async::<i64>(cluster).await.is_ok(),
-                                    None => false,
-                                }
-                            }
-                            Doer::Steadfast(_) | Doer::SteadfastCluster(_) => false,
-                        },
-                    };
+                    let is_sent = run(&doer, &mut own, make(&doer), &cmd).await.is_ok();
                     // The server published it between the send and the confirmation.
                     if is_sent {
                         published.insert(n, (at, SystemTime::now()));

@@ -9,7 +9,7 @@ use steadfast::RedisErrorExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Doer, GRACE, pace};
+use super::{Doer, GRACE, Own, make, pace, run};
 
 /// Workers popping with `BLPOP`; one more moves with `BLMOVE`.
 const POPPERS: usize = 3;
@@ -126,33 +126,13 @@ impl Running {
             let (doer, stop, queue) = (doer.clone(), stop.clone(), queue.clone());
             tokio::spawn(async move {
                 let (mut produced, mut unknown) = (BTreeSet::new(), 0);
-                let mut manager = None;
-                let mut cluster = None;
+                let mut own: Option<Own> = None;
                 for n in 0u64.. {
                     if stop.is_cancelled() {
                         break;
                     }
                     let cmd = redis::cmd("LPUSH").arg(&queue).arg(n).clone();
-                    let pushed = match doer.steadfast_query::<i64>(&cmd).await {
-                        Some(pushed) => pushed.map(drop).map_err(|e| e.is_ambiguous()),
-                        None => match &doer {
-                            Doer::RedisRs(client) => {
-                                if manager.is_none() {
-                                    manager = redis::aio::ConnectionManager::new(client.clone())
-                                        .await
-                                        .ok();
-                                }
-                                send_on(&mut manager, &cmd).await
-                            }
-                            Doer::RedisRsCluster(client, _) => {
-                                if cluster.is_none() {
-                                    cluster = client.get_async_connection().await.ok();
-                                }
-                                send_on(&mut cluster, &cmd).await
-                            }
-                            Doer::Steadfast(_) | Doer::SteadfastCluster(_) => Err(false),
-                        },
-                    };
+                    let pushed = run(&doer, &mut own, make(&doer), &cmd).await.map(drop);
                     match pushed {
                         Ok(_) => {
                             produced.insert(n);
@@ -239,22 +219,6 @@ async fn pop_on<C: redis::aio::ConnectionLike>(
         *connection = None;
     }
     popped.map_err(|e| e.may_have_been_applied())
-}
-
-/// One command on a redis-rs connection, made on first use; `Err(true)` when it may have been
-/// applied.
-async fn send_on<C: redis::aio::ConnectionLike>(
-    connection: &mut Option<C>,
-    cmd: &redis::Cmd,
-) -> Result<(), bool> {
-    match connection {
-        Some(held) => cmd
-            .query_async::<i64>(held)
-            .await
-            .map(drop)
-            .map_err(|e| e.may_have_been_applied()),
-        None => Err(false),
-    }
 }
 
 /// Records what one pop of `worker` gave.

@@ -9,11 +9,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use steadfast::RedisErrorExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Doer, GRACE, pace};
+use super::{Doer, GRACE, Own, make, pace, run};
 
 /// The stream workload's accounting.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -47,77 +46,6 @@ pub(super) struct Running {
     worker: tokio::task::JoinHandle<()>,
     read: Arc<Mutex<Read>>,
     stop_reading: CancellationToken,
-}
-
-/// One command through whichever client: steadfast's command path, or a redis-rs connection
-/// made on first use (`held`). `Err(true)`: may have been applied.
-async fn run<C: redis::aio::ConnectionLike>(
-    doer: &Doer,
-    held: &mut Option<C>,
-    make: impl std::future::Future<Output = Option<C>>,
-    cmd: &redis::Cmd,
-) -> Result<redis::Value, bool> {
-    if let Some(result) = doer.steadfast_query::<redis::Value>(cmd).await {
-        return result.map_err(|e| e.is_ambiguous());
-    }
-    if held.is_none() {
-        *held = make.await;
-    }
-    let Some(connection) = held else {
-        return Err(false);
-    };
-    let result = cmd.query_async::<redis::Value>(connection).await;
-    if result.is_err() {
-        *held = None;
-    }
-    result.map_err(|e| e.may_have_been_applied())
-}
-
-/// A redis-rs connection of the doer's kind (the cluster client or a reconnecting manager).
-enum Own {
-    Manager(redis::aio::ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Own {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Manager(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Manager(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        0
-    }
-}
-
-async fn make(doer: &Doer) -> Option<Own> {
-    match doer {
-        Doer::RedisRs(client) => redis::aio::ConnectionManager::new(client.clone())
-            .await
-            .ok()
-            .map(Own::Manager),
-        Doer::RedisRsCluster(client, _) => {
-            client.get_async_connection().await.ok().map(Own::Cluster)
-        }
-        Doer::Steadfast(_) | Doer::SteadfastCluster(_) => None,
-    }
 }
 
 /// The numbers in the entries of an `XREADGROUP` reply.
