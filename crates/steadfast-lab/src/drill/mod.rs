@@ -263,7 +263,7 @@ async fn run_scenario(
         })
         .collect();
     let mut stateful_runs = Vec::new();
-    if scenario.has_stateful() {
+    if scenario.has_stateful() && (!scenario.is_cluster() || timing.is_stateful_on_cluster) {
         for client in [ClientKind::Steadfast, ClientKind::RedisRsManager] {
             let tag = format!("{client:?}-stateful");
             let opt_in = OptIn {

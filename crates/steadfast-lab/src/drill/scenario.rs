@@ -600,6 +600,9 @@ pub struct Timing {
     pub cluster_warmup: Duration,
     /// The cluster's `cluster-node-timeout`.
     pub node_timeout: Duration,
+    /// Whether the stateful workloads also run through the cluster scenarios that have them:
+    /// on the 2-core CI machine their load alone moved the other shards' p99 goal.
+    pub is_stateful_on_cluster: bool,
 }
 
 impl Timing {
@@ -612,6 +615,7 @@ impl Timing {
             loss: Duration::from_secs(10),
             cluster_warmup: Duration::from_secs(4),
             node_timeout: Duration::from_secs(15),
+            is_stateful_on_cluster: true,
         }
     }
 
@@ -624,6 +628,7 @@ impl Timing {
             loss: Duration::from_secs(5),
             cluster_warmup: Duration::from_secs(4),
             node_timeout: Duration::from_secs(2),
+            is_stateful_on_cluster: false,
         }
     }
 }
