@@ -100,8 +100,12 @@ impl<'p> Rehearsal<'p> {
             tally.failures.len(),
             tally.longest
         );
-        let seen = self.seen.lock().unwrap().clone();
-        (tally, seen)
+        (tally, self.events())
+    }
+
+    /// Every event so far.
+    fn events(&self) -> Vec<Event> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
@@ -348,6 +352,123 @@ fn moving_to_a_target_that_never_answers_costs_at_most_the_hold_limit_and_fails_
             .filter(|e| matches!(e, Event::Connected { .. }))
             .count();
         assert_eq!(connects, 1, "no new link after the first: {seen:?}");
+        rehearsal.client.shutdown().await;
+        Ok(())
+    });
+}
+
+/// Polls `server`'s `CLIENT LIST` until `count` clients are blocked in `BLPOP` (10 s at most);
+/// their `CLIENT LIST` lines.
+async fn until_popping(
+    server: &steadfast_lab::server::Server,
+    count: usize,
+) -> Result<Vec<String>, LabError> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = server.cli(&["CLIENT", "LIST"]).await?;
+        let popping: Vec<String> = list
+            .lines()
+            .filter(|l| l.contains("cmd=blpop") && l.contains("flags=b"))
+            .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+            .collect();
+        let blocked = popping.len();
+        if blocked == count {
+            return Ok(popping);
+        }
+        if Instant::now() > until {
+            return Err(LabError::new(format!(
+                "{blocked} clients blocked in BLPOP, not {count}:\n{list}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker blocked in `BLPOP jobs 0` (no timeout of its own) through the rehearsal's client.
+fn pop_forever(
+    client: &Client,
+) -> tokio::task::JoinHandle<Result<Option<(String, String)>, steadfast::Error>> {
+    let worker = client.clone();
+    tokio::spawn(async move { worker.query(redis::cmd("BLPOP").arg("jobs").arg(0)).await })
+}
+
+fn outcomes_unknown(seen: &[Event]) -> Vec<&Event> {
+    seen.iter()
+        .filter(|e| matches!(e, Event::OutcomeUnknown { .. }))
+        .collect()
+}
+
+#[test]
+fn a_pop_blocked_when_moving_arrives_steps_off_the_old_node_and_pops_on_the_new_one() {
+    in_lab("mvb", |mut lab| async move {
+        let upstream = lab.servers[0].address();
+        let namespace = lab.attach("px", PROXY_IP)?;
+        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
+        let rehearsal = Rehearsal::connect(&proxy).await;
+        let blocked = pop_forever(&rehearsal.client);
+        until_popping(&lab.servers[0], 1).await?;
+
+        let target = lab.servers[1].address();
+        lab.servers[1].promote().await?;
+        let frame = format!(">4\r\n+MOVING\r\n:1\r\n:5\r\n+{target}\r\n");
+        assert_eq!(
+            rehearsal.proxy.announce(frame.as_bytes()),
+            2,
+            "the shared link and the pop's dedicated link both hear it"
+        );
+        rehearsal.proxy.clear_pending();
+        until_popping(&lab.servers[1], 1).await?;
+        until_popping(&lab.servers[0], 0).await?;
+        // The old node goes: nothing may have stayed on it.
+        rehearsal.proxy.close_existing();
+        lab.servers[1]
+            .cli(&["LPUSH", "jobs", "after-the-move"])
+            .await?;
+        let popped = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("the pop ended")
+            .unwrap()
+            .expect("the pop did not fail");
+        assert_eq!(popped, Some(("jobs".into(), "after-the-move".into())));
+        let seen = rehearsal.events();
+        assert!(outcomes_unknown(&seen).is_empty(), "{seen:?}");
+        rehearsal.client.shutdown().await;
+        Ok(())
+    });
+}
+
+#[test]
+fn a_pop_blocked_when_moving_without_an_endpoint_arrives_pops_on_the_link_made_again() {
+    in_lab("mnb", |mut lab| async move {
+        let upstream = lab.servers[0].address();
+        let namespace = lab.attach("px", PROXY_IP)?;
+        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
+        let rehearsal = Rehearsal::connect(&proxy).await;
+        let blocked = pop_forever(&rehearsal.client);
+        let before = until_popping(&lab.servers[0], 1).await?;
+        // Made again on the same name after time/2 = 1 s: the same proxy, the same server.
+        assert_eq!(
+            rehearsal
+                .proxy
+                .announce(b">4\r\n+MOVING\r\n:9\r\n:2\r\n_\r\n"),
+            2
+        );
+        rehearsal.proxy.clear_pending();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // Not left on the link made before the notice, which closes once drained.
+        let after = until_popping(&lab.servers[0], 1).await?;
+        assert_ne!(before, after, "the pop moved to the new link");
+        lab.servers[0]
+            .cli(&["LPUSH", "jobs", "after-the-move"])
+            .await?;
+        let popped = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("the pop ended")
+            .unwrap()
+            .expect("the pop did not fail");
+        assert_eq!(popped, Some(("jobs".into(), "after-the-move".into())));
+        let seen = rehearsal.events();
+        assert!(outcomes_unknown(&seen).is_empty(), "{seen:?}");
         rehearsal.client.shutdown().await;
         Ok(())
     });

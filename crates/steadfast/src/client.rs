@@ -377,6 +377,7 @@ fn start_core(
         Arc::clone(&shared.timeouts),
         notices_rx,
         connector.clone(),
+        shared.dedicated.as_ref().map(|d| d.hold.clone()),
         cancel.clone(),
         &tasks,
     );

@@ -85,6 +85,8 @@ mod emitter;
 mod endpoint;
 mod error;
 mod event;
+#[doc(hidden)]
+pub mod fuzz_api;
 mod notices;
 mod policy;
 mod reauth;

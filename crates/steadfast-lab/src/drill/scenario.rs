@@ -215,6 +215,8 @@ impl Scenario {
                 | Self::FailoverDnsFlip
                 | Self::Blackhole
                 | Self::AzureMaintenance
+                | Self::Moving
+                | Self::FailingOver
                 | Self::ClusterFailover
                 | Self::ClusterReshard
         )
@@ -225,7 +227,11 @@ impl Scenario {
     pub fn is_planned(self) -> bool {
         matches!(
             self,
-            Self::Demotion | Self::AzureMaintenance | Self::ClusterFailover
+            Self::Demotion
+                | Self::AzureMaintenance
+                | Self::Moving
+                | Self::FailingOver
+                | Self::ClusterFailover
         )
     }
 

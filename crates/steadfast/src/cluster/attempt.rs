@@ -245,7 +245,7 @@ pub(super) fn refusals_in(reply: &Reply, request: Request<'_>) -> Refused {
 
 /// The cluster refusal that made a node abort a transaction (`EXECABORT` listing a `MOVED`,
 /// `ASK` ... for its commands), if that is why.
-fn transaction_refusal(error: &Error) -> Option<redis::RedisError> {
+pub(super) fn transaction_refusal(error: &Error) -> Option<redis::RedisError> {
     let aborted = error
         .redis_error()
         .filter(|e| e.kind() == redis::ErrorKind::Server(ServerErrorKind::ExecAbort))?;
@@ -257,7 +257,10 @@ fn transaction_refusal(error: &Error) -> Option<redis::RedisError> {
 }
 
 /// The node a `MOVED` / `ASK` names, with the answering node's host when it left it out.
-fn redirect_target(error: &redis::RedisError, answering: &NodeAddress) -> Option<NodeAddress> {
+pub(super) fn redirect_target(
+    error: &redis::RedisError,
+    answering: &NodeAddress,
+) -> Option<NodeAddress> {
     // redis-rs gives the node as "host:port" and the slot.
     let (node, _slot) = error.redirect_node()?;
     let parsed = parse_address(node)?;

@@ -197,6 +197,14 @@ impl ClusterClient {
         Ok(super::ClusterSubscriber::start(Arc::clone(&self.router)))
     }
 
+    /// A [`ClusterSession`](super::ClusterSession) for the slot of `key`: `WATCH` ... `MULTI`
+    /// ... `EXEC` on the node that serves it, refused with [`ErrorKind::WatchLost`] instead of
+    /// running unguarded when a failover, a resharding or a replaced link took the guard.
+    /// Makes nothing up front: the node's session link is lent at the first `WATCH` or `MULTI`.
+    pub fn session(&self, key: impl AsRef<[u8]>) -> super::ClusterSession {
+        super::ClusterSession::new(Arc::clone(&self.router), super::key_slot(key.as_ref()))
+    }
+
     /// Topology changes and every node's link events.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.router.events.subscribe()

@@ -19,6 +19,7 @@
 //! | `refresh`, `refresher` | the refresh gate (pure), and the background refresh |
 //! | `maintenance` | a node announced for maintenance, routed around |
 //! | `subscriber` | [`ClusterSubscriber`]: each subscription on the node that serves it, moved with the cluster |
+//! | `session` | [`ClusterSession`]: `WATCH` / `MULTI` / `EXEC` for one slot, on the node that serves it |
 
 mod attempt;
 mod breaker;
@@ -36,6 +37,7 @@ mod request;
 mod route;
 mod router;
 mod routing;
+mod session;
 mod slot;
 mod subscriber;
 mod topology;
@@ -43,6 +45,7 @@ mod topology;
 pub use client::ClusterClient;
 pub use keys::{Slot, command_keys, command_slot};
 pub use redirect::{NodeAddress, Redirect, RedirectKind};
+pub use session::ClusterSession;
 pub use slot::{SLOTS, hashed_part, key_slot};
 pub use subscriber::ClusterSubscriber;
 pub use topology::{Node, ParseError, View, choose};

@@ -91,7 +91,7 @@ impl Router {
     }
 
     /// Re-points `slot` at `to` in the table at once (`MOVED`, a takeover seen).
-    fn moved(&self, slot: u16, to: NodeAddress) {
+    pub(super) fn moved(&self, slot: u16, to: NodeAddress) {
         let mut guard = self.routing.write().unwrap_or_else(|e| e.into_inner());
         let mut patched = Routing::clone(&guard);
         patched.moved(slot, to);

@@ -18,10 +18,11 @@
 //!   popped just before: [`Abandoned::ReplyLost`]), or not within [`UNBLOCK_LIMIT`], when the
 //!   link is closed, which ends the wait on the server ([`Abandoned::LinkClosed`]). Each is an
 //!   event and a metric.
-//! - Announced maintenance (Azure `NodeMaintenanceStarting`): from shortly before the start,
-//!   a command blocked on the announced server is unblocked (it took nothing) and, like any new
-//!   one, waits until the client's shared link has moved to another address (or the hold's end),
-//!   then is sent again for what is left of its wait: it does not die with the server.
+//! - Announced maintenance (Azure `NodeMaintenanceStarting` from shortly before the start, a
+//!   RESP3 `MOVING` as the shared link moves): a command blocked on the announced server is
+//!   unblocked (it took nothing) and, like any new one, waits until the client's shared link
+//!   has left that server (or the hold's end), then is sent again for what is left of its
+//!   wait: it does not die with the server.
 //! - A command whose deadline ran out while written (the server did not answer within its own
 //!   timeout and the command deadline) closes its dedicated link for the same reason: nothing
 //!   may stay blocked on the server for a caller that has gone.
@@ -128,19 +129,16 @@ enum Ended {
     Held,
 }
 
-/// The hold in force now, if any: until its time, while the shared link is still on the
+/// The hold in force now, if any: until its time, while the shared link has not left the
 /// announced server.
 fn hold_in_force(
     hold: &watch::Receiver<Option<Hold>>,
     shared_link: &watch::Receiver<Published>,
 ) -> Option<Hold> {
     let held = hold.borrow().clone()?;
-    let on = shared_link
-        .borrow()
-        .link
-        .as_ref()
-        .map(|l| l.address.clone());
-    (Instant::now() < held.until && on.as_ref().is_none_or(|a| *a == held.address)).then_some(held)
+    let on = shared_link.borrow().link.clone();
+    held.is_in_force(on.as_deref(), Instant::now())
+        .then_some(held)
 }
 
 impl Job {
@@ -149,6 +147,8 @@ impl Job {
         let core = Arc::clone(self.lent.core());
         let original = self.request.as_request();
         let mut is_resend = false;
+        // The hold that last made the command step off its server.
+        let mut stepped_off: Option<Hold> = None;
         loop {
             let deadline = self.sending.deadline;
             let Some(waited_out) =
@@ -157,10 +157,10 @@ impl Job {
                 return; // the caller left while it was held: nothing was sent
             };
             // The shared link has left the announced server: this link leaves it too before
-            // anything is sent (`follow` does the same, perhaps a moment later).
-            if let Some(held) = waited_out
+            // anything is sent (`follow` or its own notice do the same, perhaps a moment later).
+            if let Some(held) = waited_out.or(stepped_off.take())
                 && let Some(link) = core.link.current()
-                && link.address == held.address
+                && held.is_stale(&link, self.shared_link.borrow().link.as_deref())
                 && !link.is_closed()
             {
                 link.activity.mark_closed();
@@ -184,11 +184,18 @@ impl Job {
                 }
                 _ => original,
             };
+            // The link it goes on (its core's own notice may replace the link while it is
+            // blocked there: a hold and an unblock concern this one). A new core's first link
+            // is waited for here, so that it is known.
+            let on = match core.link.current() {
+                Some(link) => Some(link),
+                None => super::wait_for_link(&core, deadline).await.ok(),
+            };
             let mut running = Box::pin(super::run_here(&core, request, self.sending));
             let ended = tokio::select! {
                 outcome = &mut running => Ended::Done(outcome),
                 () = tell.closed() => Ended::CallerGone,
-                () = hold_begins(&mut self.hold, &self.shared_link) => Ended::Held,
+                () = hold_begins(&mut self.hold, &core, on.as_deref()) => Ended::Held,
             };
             match ended {
                 Ended::Done(outcome) => {
@@ -206,9 +213,10 @@ impl Job {
                 Ended::Held => {
                     // Off the announced server before it goes: unblocked, it took nothing and
                     // is sent again once the hold ends; what it took meanwhile is delivered.
-                    if let Some(link) = core.link.current() {
+                    if let Some(link) = on.clone().or_else(|| core.link.current()) {
                         unblock(&core.connector, &core.tasks, link);
                     }
+                    stepped_off = self.hold.borrow().clone();
                     match tokio::time::timeout(UNBLOCK_LIMIT, running).await {
                         Ok(Ok(reply)) if is_empty(&reply) => is_resend = true,
                         Ok(outcome) => {
@@ -216,6 +224,9 @@ impl Job {
                             return;
                         }
                         Err(_) => {
+                            if let Some(link) = &on {
+                                link.close();
+                            }
                             close_link(&core, "a held blocking command did not end");
                             let _ = tell.send(Err(Error::new(
                                 ErrorKind::MayHaveBeenApplied,
@@ -293,16 +304,27 @@ async fn wait_out_hold(
     }
 }
 
-/// Resolves when a hold begins that concerns the server the shared link is on.
+/// Resolves when a hold begins for the server the command is on (`on`, else `core`'s link
+/// now), whether or not the shared link has already moved off it: a `MOVING` moves it within
+/// a millisecond.
 async fn hold_begins(
     hold: &mut watch::Receiver<Option<Hold>>,
-    shared_link: &watch::Receiver<Published>,
+    core: &Shared,
+    on: Option<&crate::connect::Link>,
 ) {
     loop {
         if hold.changed().await.is_err() {
             return std::future::pending().await;
         }
-        if hold_in_force(hold, shared_link).is_some() {
+        let held = hold.borrow_and_update().clone();
+        let address = match on {
+            Some(link) => Some(link.address.clone()),
+            None => core.link.current().map(|link| link.address.clone()),
+        };
+        if let (Some(held), Some(address)) = (held, address)
+            && Instant::now() < held.until
+            && address == held.address
+        {
             return;
         }
     }

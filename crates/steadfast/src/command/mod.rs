@@ -78,7 +78,7 @@ impl Request<'_> {
         }
     }
 
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Self::Single(cmd) => match cmd.args_iter().next() {
                 Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_uppercase(),

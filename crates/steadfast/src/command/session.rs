@@ -81,9 +81,13 @@ enum Guard {
         is_watching: bool,
         is_in_multi: bool,
     },
-    /// The link that held it was replaced; told once, refused until the caller starts over.
+    /// The link that held it was replaced (or, in a cluster, its slot moved to another
+    /// node): refused until the caller starts over. `is_told` once the caller got a
+    /// [`ErrorKind::WatchLost`]: only then may a new `WATCH` start over (a second `WATCH`
+    /// sent while the first one's guard died must not go on as if both held).
     Lost {
         was_in_multi: bool,
+        is_told: bool,
     },
 }
 
@@ -183,7 +187,9 @@ impl Guard {
             Self::Active {
                 is_in_multi: true, ..
             }
-            | Self::Lost { was_in_multi: true } => "a MULTI",
+            | Self::Lost {
+                was_in_multi: true, ..
+            } => "a MULTI",
             Self::Active { .. } | Self::Lost { .. } | Self::None => "a WATCH",
         }
     }
@@ -208,7 +214,8 @@ fn plan(guard: Guard, steps: &[Step], current: Option<u64>) -> Plan {
             pin: Some(generation),
         },
         Guard::Active { .. } | Guard::Lost { .. } => {
-            if steps.first() == Some(&Step::Watch) {
+            let is_told = matches!(guard, Guard::Lost { is_told: true, .. });
+            if steps.first() == Some(&Step::Watch) && is_told {
                 // Starting over.
                 Plan::Send { pin: current }
             } else if steps.iter().all(|s| *s == Step::Unwatch) || steps == [Step::Discard] {
@@ -281,7 +288,7 @@ impl Session {
         })
     }
 
-    async fn send(&mut self, request: Request<'_>) -> Result<Reply, Error> {
+    pub(crate) async fn send(&mut self, request: Request<'_>) -> Result<Reply, Error> {
         let core = Arc::clone(self.core()?);
         let effects = request.plan(Destination::Session)?;
         let steps = steps(request);
@@ -322,13 +329,7 @@ impl Session {
                         }
                     });
                 }
-                Plan::Refuse { ends } => {
-                    let error = lost(request, self.guard.what(), ends);
-                    if ends {
-                        self.guard = Guard::None;
-                    }
-                    return Err(error);
-                }
+                Plan::Refuse { ends } => return Err(self.refuse(request, ends)),
                 Plan::Send { pin } => pin,
             };
             sending.pin = pin;
@@ -348,10 +349,9 @@ impl Session {
                     } else if let Guard::Active { generation, .. } = self.guard
                         && (error.kind() == ErrorKind::WatchLost || error.is_ambiguous())
                     {
-                        let what = self.guard.what();
                         self.lose(generation);
                         if error.kind() == ErrorKind::WatchLost {
-                            return Err(lost(request, what, false));
+                            return Err(self.refuse(request, false));
                         }
                     }
                     return Err(error);
@@ -375,12 +375,145 @@ impl Session {
         };
         let what = self.guard.what();
         tracing::info!(generation, what, "a session's guard died with its link");
+        self.tell_lost(what);
+        self.guard = Guard::Lost {
+            was_in_multi: is_in_multi,
+            is_told: false,
+        };
+    }
+
+    /// Tells the application (an event, counted) that the guard `what` was lost.
+    fn tell_lost(&self, what: &str) {
         self.emitter.emit(Event::WatchLost {
             state: what.trim_start_matches("a ").replace(" and a ", " and "),
         });
-        self.guard = Guard::Lost {
-            was_in_multi: is_in_multi,
+    }
+
+    /// Refuses `request` because the guard was lost, and notes that the caller was told;
+    /// `ends`: the request ends the failed transaction.
+    fn refuse(&mut self, request: Request<'_>, ends: bool) -> Error {
+        let error = lost(request, self.guard.what(), ends);
+        self.guard = match self.guard {
+            _ if ends => Guard::None,
+            Guard::Lost { was_in_multi, .. } => Guard::Lost {
+                was_in_multi,
+                is_told: true,
+            },
+            other => other,
         };
+        error
+    }
+
+    /// Whether the session's link holds a `WATCH` or a `MULTI`, or held one whose loss the
+    /// caller has to hear of: a cluster session sends such a session's commands to its node.
+    pub(crate) fn is_guarding(&self) -> bool {
+        !matches!(self.guard, Guard::None)
+    }
+
+    /// Whether `request` starts a `WATCH` or a `MULTI` (an atomic pipeline included).
+    pub(crate) fn starts_guard(request: Request<'_>) -> bool {
+        steps(request).iter().any(|s| s.starts_state())
+    }
+
+    /// Takes over the guard `from` held (a cluster session moving to another node): an
+    /// active one is lost (told as an event; `from`'s link is cleaned when it is dropped), a
+    /// lost one stays lost, so this session refuses the transaction as `from` would have.
+    pub(crate) fn inherit_loss(&mut self, from: &Self) {
+        match from.guard {
+            Guard::Active { is_in_multi, .. } => {
+                self.guard = from.guard;
+                self.lose_told(false);
+                self.guard = Guard::Lost {
+                    was_in_multi: is_in_multi,
+                    is_told: false,
+                };
+            }
+            Guard::Lost { .. } => self.guard = from.guard,
+            Guard::None => {}
+        }
+    }
+
+    /// Tells the loss of the active guard (an event), then marks it lost.
+    fn lose_told(&mut self, is_told: bool) {
+        if let Guard::Active {
+            generation,
+            is_in_multi,
+            ..
+        } = self.guard
+        {
+            self.lose(generation);
+            self.guard = Guard::Lost {
+                was_in_multi: is_in_multi,
+                is_told,
+            };
+        }
+    }
+
+    /// The answer when the node refused `request` because the slot moved (nothing ran) while
+    /// this session's guard was active: the link's `WATCH` / `MULTI` is undone (the link is
+    /// closed if that fails), the guard is lost and the caller told; `ends`: the request
+    /// ended the transaction (an aborted `EXEC`).
+    pub(crate) async fn refuse_moved(&mut self, request: Request<'_>, ends: bool) -> Error {
+        let what = match self.guard {
+            Guard::None => "a MULTI",
+            guard => guard.what(),
+        };
+        if let (
+            Guard::Active {
+                generation,
+                is_in_multi,
+                ..
+            },
+            Some(lent),
+        ) = (self.guard, self.lent.as_ref())
+            && !ends
+        {
+            undo(lent.core(), generation, is_in_multi).await;
+        }
+        if matches!(self.guard, Guard::Active { .. }) {
+            self.lose_told(true);
+        } else {
+            // An aborted EXEC already ended the guard: its loss is told here.
+            tracing::info!(
+                what,
+                "a cluster session's transaction was refused: the slot moved"
+            );
+            self.tell_lost(what);
+        }
+        if ends {
+            self.guard = Guard::None;
+        }
+        let then = if ends { "" } else { " (or DISCARD / UNWATCH)" };
+        Error::new(
+            ErrorKind::WatchLost,
+            format!(
+                "{} did not run: the slot moved to another node while {what} was active on \
+                 the old one, which refused it; start the transaction again with WATCH{then}",
+                request.label()
+            ),
+        )
+    }
+}
+
+/// Ends the `WATCH` / `MULTI` the link of `generation` holds (`DISCARD` / `UNWATCH`), if it is
+/// still `core`'s link; closes it if that fails, so no later user inherits the state.
+async fn undo(core: &crate::shared::Shared, generation: u64, is_in_multi: bool) {
+    let undo = if is_in_multi { "DISCARD" } else { "UNWATCH" };
+    let Some(link) = core.link.current().filter(|l| l.generation == generation) else {
+        return;
+    };
+    let mut connection = link.connection.clone();
+    let undone = tokio::time::timeout(
+        core.timeouts.deadline(),
+        redis::cmd(undo).query_async::<()>(&mut connection),
+    )
+    .await;
+    if !matches!(undone, Ok(Ok(()))) {
+        link.close();
+        core.link.reporter.link_lost(
+            generation,
+            DisconnectReason::Closed(format!("a session's {undo} failed")),
+        );
     }
 }
 
@@ -447,24 +580,7 @@ impl Drop for Session {
         // task holds the lent core until then).
         let core = Arc::clone(lent.core());
         core.tasks.clone().spawn(async move {
-            let undo = if is_in_multi { "DISCARD" } else { "UNWATCH" };
-            let link = core.link.current().filter(|l| l.generation == generation);
-            let Some(link) = link else {
-                return drop(lent);
-            };
-            let mut connection = link.connection.clone();
-            let undone = tokio::time::timeout(
-                core.timeouts.deadline(),
-                redis::cmd(undo).query_async::<()>(&mut connection),
-            )
-            .await;
-            if !matches!(undone, Ok(Ok(()))) {
-                link.close();
-                core.link.reporter.link_lost(
-                    generation,
-                    DisconnectReason::Closed(format!("a dropped session's {undo} failed")),
-                );
-            }
+            undo(&core, generation, is_in_multi).await;
             drop(lent);
         });
     }
@@ -508,6 +624,7 @@ mod tests {
     fn after_the_link_is_replaced_the_transaction_is_refused_until_the_caller_starts_over() {
         let lost = Guard::Lost {
             was_in_multi: false,
+            is_told: true,
         };
         assert_eq!(
             plan(lost, &[Step::Other], Some(4)),
@@ -534,6 +651,19 @@ mod tests {
             plan(WATCHING_ON_3, &[Step::Other], Some(4)),
             Plan::Refuse { ends: false },
             "a guard whose link is not the one serving now is as good as lost"
+        );
+        let untold = Guard::Lost {
+            was_in_multi: false,
+            is_told: false,
+        };
+        assert_eq!(
+            plan(untold, &[Step::Watch], Some(4)),
+            Plan::Refuse { ends: false },
+            "a second WATCH while the first one's guard died is refused, not a silent restart"
+        );
+        assert_eq!(
+            plan(WATCHING_ON_3, &[Step::Watch], Some(4)),
+            Plan::Refuse { ends: false }
         );
     }
 

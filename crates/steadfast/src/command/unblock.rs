@@ -30,7 +30,15 @@ pub(super) fn unblock(
     let connector = connector.clone();
     tasks.spawn(async move {
         let attempt = async {
-            let fresh = connector.connect(0, &Target::Configured).await.ok()?;
+            // To the very server the link is on, wherever the name (or a MOVING) points now.
+            let target = match link.address.tcp() {
+                Some(address) => Target::Endpoint(crate::maintenance::push::Endpoint {
+                    host: address.ip().to_string(),
+                    port: address.port(),
+                }),
+                None => Target::Configured,
+            };
+            let fresh = connector.connect(0, &target).await.ok()?;
             if fresh.address != link.address {
                 fresh.close();
                 return None;

@@ -44,6 +44,11 @@ impl Activity {
         })
     }
 
+    /// When the link this records was made.
+    pub(crate) fn opened_at(&self) -> Instant {
+        self.origin
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }

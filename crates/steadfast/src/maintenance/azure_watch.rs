@@ -204,6 +204,7 @@ fn react(
                                 // Blocking commands step off the server until the link moved.
                                 hold.send_replace(Some(crate::shared::dedicated::Hold {
                                     address: link.address.clone(),
+                                    generation: None,
                                     until,
                                 }));
                             }

@@ -13,6 +13,9 @@
 //!     and the old link closed once its replies are in; new connections go to the endpoint until
 //!     `time` has passed. MOVING with a null endpoint: the same, to the configured name (resolved
 //!     again) after `time / 2`.
+//!   - MOVING also makes blocking commands on dedicated links step off the old server
+//!     (`shared::dedicated::Hold`): unblocked there, they wait for the shared link's move and
+//!     go again on the new one, instead of ending "outcome unknown" when the old link closes.
 //!   - De-duplicated by (type, seq); end frames replayed during the handshake are ignored.
 //!   - Azure: see the `AzureRedisEvents` listener below; `NodeMaintenanceStarting` replaces the link about
 //!     one second before the announced start.
@@ -22,17 +25,36 @@ pub(crate) mod azure_watch;
 pub(crate) use crate::notices::{NOTICE_QUEUE, Notice, reactor};
 pub use crate::notices::{azure, push};
 
+/// Blocking commands' hold (the client's dedicated links), set on a move.
+pub(crate) type HoldSender = tokio::sync::watch::Sender<Option<crate::shared::dedicated::Hold>>;
+
 /// Starts the task that acts on RESP3 maintenance notifications; it ends with the client.
 pub(crate) fn spawn(
     link: crate::shared::LinkParts,
     timeouts: std::sync::Arc<crate::shared::Timeouts>,
     notices: tokio::sync::mpsc::Receiver<Notice>,
     connector: crate::connect::Connector,
+    hold: Option<HoldSender>,
     cancel: tokio_util::sync::CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) {
     let tracker = tasks.clone();
-    tasks.spawn(run(link, timeouts, notices, connector, cancel, tracker));
+    tasks.spawn(run(
+        link, timeouts, notices, connector, hold, cancel, tracker,
+    ));
+}
+
+/// Blocking commands step off the server the shared link is on until it has moved (at most
+/// [`BLOCKING_HOLD`](crate::shared::dedicated::BLOCKING_HOLD)).
+fn hold_blocking(hold: Option<&HoldSender>, link: &crate::shared::LinkParts) {
+    let (Some(hold), Some(on)) = (hold, link.current()) else {
+        return;
+    };
+    hold.send_replace(Some(crate::shared::dedicated::Hold {
+        address: on.address.clone(),
+        generation: Some(on.generation),
+        until: tokio::time::Instant::now() + crate::shared::dedicated::BLOCKING_HOLD,
+    }));
 }
 
 async fn run(
@@ -40,6 +62,7 @@ async fn run(
     timeouts: std::sync::Arc<crate::shared::Timeouts>,
     mut notices: tokio::sync::mpsc::Receiver<Notice>,
     connector: crate::connect::Connector,
+    hold: Option<HoldSender>,
     cancel: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 ) {
@@ -80,16 +103,18 @@ async fn run(
             match reaction {
                 Reaction::MoveTo { endpoint, until } => {
                     connector.move_to(endpoint.clone(), until);
+                    hold_blocking(hold.as_ref(), &link);
                     link.reporter
                         .replace(notice.generation, Target::Endpoint(endpoint));
                 }
                 Reaction::ReconnectAfter(after) => {
-                    let reporter = link.reporter.clone();
+                    let (parts, hold) = (link.clone(), hold.clone());
                     let cancel = cancel.clone();
                     tasks.spawn(async move {
                         tokio::select! {
                             () = tokio::time::sleep(after) => {
-                                reporter.replace(notice.generation, Target::Configured);
+                                hold_blocking(hold.as_ref(), &parts);
+                                parts.reporter.replace(notice.generation, Target::Configured);
                             }
                             () = cancel.cancelled() => {}
                         }

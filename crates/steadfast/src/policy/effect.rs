@@ -78,10 +78,11 @@ const SUBSCRIBER: &str = "puts the link in subscriber mode, which the client's s
 const TRANSACTION: &str = "sent on its own it would hold per-connection state on a link \
     that every clone of the client shares and a reconnect would drop; send \
     MULTI ... EXEC as one atomic pipeline (redis::pipe().atomic()), which steadfast sends \
-    whole and never splits, or use a session (Client::session), whose link is yours";
+    whole and never splits, or use a session (Client::session; ClusterClient::session on a \
+    cluster), whose link is yours";
 const WATCH: &str = "a WATCH guards a transaction on one connection, and the shared link \
-    serves every clone and may be replaced; use a session (Client::session), which tells \
-    when its guard was lost, or a script (EVAL / FCALL) for check-and-set";
+    serves every clone and may be replaced; use a session (Client::session; \
+    ClusterClient::session on a cluster), which tells when its guard was lost, or a script (EVAL / FCALL) for check-and-set";
 const CREDENTIALS: &str = "credentials belong in the config (endpoint.username / password, or \
     a credentials provider), so that every new link authenticates; sent as a command they \
     would be lost on the next reconnect";

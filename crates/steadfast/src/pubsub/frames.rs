@@ -6,7 +6,7 @@ use super::{Kind, Message};
 
 /// What one push frame on a subscriber link says.
 #[derive(Debug, PartialEq)]
-pub(super) enum Frame {
+pub(crate) enum Frame {
     /// A published message.
     Message(Message),
     /// The server ended a subscription we did not ask to end (`SUNSUBSCRIBE` when a shard
@@ -35,7 +35,7 @@ fn bytes(value: &Value) -> Option<Vec<u8>> {
 }
 
 /// Reads a push frame; malformed frames are [`Frame::Other`].
-pub(super) fn read(frame: &PushInfo) -> Frame {
+pub(crate) fn read(frame: &PushInfo) -> Frame {
     let data = &frame.data;
     let message = |kind, pattern: Option<&Value>, channel: Option<&Value>, payload| {
         let channel = text(channel?)?;

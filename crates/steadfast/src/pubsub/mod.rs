@@ -21,7 +21,7 @@
 //! - Dropping the subscriber closes its link.
 
 mod follower;
-mod frames;
+pub(crate) mod frames;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -51,16 +51,48 @@ pub(crate) struct Dedicated {
     pub(crate) hold: watch::Sender<Option<Hold>>,
 }
 
-/// Blocking commands hold off a server announced for maintenance: from shortly before the
-/// announced start until the client's shared link has moved to another address, or `until`.
-/// One blocked there is unblocked (it took nothing) and sent again, with what is left of its
-/// wait, once the hold ends, instead of dying with the server ("outcome unknown").
+/// Blocking commands hold off a server announced for maintenance (Azure's
+/// `NodeMaintenanceStarting` shortly before its start, a RESP3 `MOVING` as the shared link
+/// moves) until the client's shared link has left it, or `until`. One blocked there is
+/// unblocked (it took nothing) and sent again, with what is left of its wait, once the hold
+/// ends, instead of dying with the server ("outcome unknown").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Hold {
     /// The server the shared link was on when the hold began.
     pub(crate) address: crate::endpoint::Address,
+    /// `MOVING` without an endpoint may bring the link back to the same address: the hold
+    /// also ends once the shared link is newer than this generation. `None` (Azure: the link
+    /// is made again on the same server ahead of time, the name moves at the start): only a
+    /// move to another address ends it.
+    pub(crate) generation: Option<u64>,
     /// The hold ends here at the latest.
     pub(crate) until: Instant,
+}
+
+impl Hold {
+    /// Whether the hold is still in force, the shared link being `shared` now.
+    pub(crate) fn is_in_force(&self, shared: Option<&crate::connect::Link>, now: Instant) -> bool {
+        let is_left = shared.is_some_and(|link| {
+            link.address != self.address
+                || self.generation.is_some_and(|held| link.generation > held)
+        });
+        now < self.until && !is_left
+    }
+
+    /// Whether a dedicated link (`own`) must be made again before anything is sent on it, once
+    /// the hold has ended with the shared link at `shared`: it is on the held server, and either
+    /// the shared link left that server or `own` is older than the shared link now in use.
+    pub(crate) fn is_stale(
+        &self,
+        own: &crate::connect::Link,
+        shared: Option<&crate::connect::Link>,
+    ) -> bool {
+        own.address == self.address
+            && shared.is_none_or(|shared| {
+                shared.address != self.address
+                    || own.activity.opened_at() < shared.activity.opened_at()
+            })
+    }
 }
 
 /// How long after an announced start blocking commands hold off at the most (a maintenance

@@ -146,10 +146,7 @@ impl Stateful {
             None => tag.to_owned(),
         };
         let stop = CancellationToken::new();
-        let watch = match shards {
-            Some(_) => None,
-            None => Some(watch::Running::start(&doer, &tag, &stop).await),
-        };
+        let watch = Some(watch::Running::start(&doer, &tag, &stop).await);
         Ok(Self {
             pubsub: pubsub::Running::start(&doer, &tag, &stop).await,
             queue: queue::Running::start(&doer, &tag, &stop).await,

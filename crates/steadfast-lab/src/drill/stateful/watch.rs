@@ -120,8 +120,18 @@ async fn attempt<C: redis::aio::ConnectionLike>(
 
 impl Running {
     pub(super) async fn start(doer: &Doer, tag: &str, stop: &CancellationToken) -> Self {
-        let counter = format!("{{{tag}:watched}}:counter");
-        let log = format!("{{{tag}:watched}}:log");
+        // On a cluster `tag` is a hash tag already (the key of the shard that fails over).
+        let (counter, log) = if doer.is_cluster() {
+            (
+                format!("{tag}:watched:counter"),
+                format!("{tag}:watched:log"),
+            )
+        } else {
+            (
+                format!("{{{tag}:watched}}:counter"),
+                format!("{{{tag}:watched}}:log"),
+            )
+        };
         let tally = Arc::new(Tally::default());
         let tasks = (0..TASKS)
             .map(|task| {
@@ -129,7 +139,9 @@ impl Running {
                 let (counter, log) = (counter.clone(), log.clone());
                 tokio::spawn(async move {
                     let mut session = None;
+                    let mut cluster_session = None;
                     let mut manager = None;
+                    let mut cluster_connection = None;
                     for n in 0u64.. {
                         if stop.is_cancelled() {
                             break;
@@ -157,8 +169,24 @@ impl Running {
                                     None => Attempt::Failed,
                                 }
                             }
-                            // Not run on a cluster (no sessions there yet).
-                            Doer::SteadfastCluster(_) | Doer::RedisRsCluster(..) => break,
+                            Doer::SteadfastCluster(client) => {
+                                let session =
+                                    cluster_session.get_or_insert_with(|| client.session(&counter));
+                                attempt(session, &counter, &log, &entry).await
+                            }
+                            // As a redis-rs user would: a cluster connection per task, which
+                            // sends WATCH to the slot's node on its link to it.
+                            Doer::RedisRsCluster(client, _) => {
+                                if cluster_connection.is_none() {
+                                    cluster_connection = client.get_async_connection().await.ok();
+                                }
+                                match &mut cluster_connection {
+                                    Some(connection) => {
+                                        attempt(connection, &counter, &log, &entry).await
+                                    }
+                                    None => Attempt::Failed,
+                                }
+                            }
                         };
                         let column = match outcome {
                             Attempt::Committed => &tally.committed,
