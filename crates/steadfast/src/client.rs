@@ -277,6 +277,10 @@ impl Client {
 #[derive(Clone)]
 struct Parent {
     journal: Journal,
+    /// Its connector: a dedicated core shares its MOVING target.
+    connector: Connector,
+    /// Blocking commands' hold: a dedicated link busy under one is moved by its command.
+    hold: tokio::sync::watch::Receiver<Option<shared::dedicated::Hold>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// The client's shared link, which a dedicated link follows to a new address.
@@ -316,7 +320,9 @@ fn start_core(
     };
     let mut connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
     if let Some(parent) = parent {
-        connector = connector.with_journal(parent.journal.clone());
+        connector = connector
+            .with_journal(parent.journal.clone())
+            .with_moves_of(&parent.connector);
     } else if mode == NodeMode::ClusterNode
         && config.cluster.read_from == crate::config::ReadFrom::Replica
     {
@@ -334,8 +340,11 @@ fn start_core(
     let dedicated = match parent {
         Some(_) => None,
         None => {
+            let hold = tokio::sync::watch::Sender::new(None);
             let parent = Parent {
                 journal: connector.journal.clone(),
+                connector: connector.clone(),
+                hold: hold.subscribe(),
                 cancel: cancel.clone(),
                 tasks: tasks.clone(),
                 published: link.published.clone(),
@@ -353,7 +362,7 @@ fn start_core(
                 };
                 start_core(config, mode, Some(&parent)).map(|(core, _)| core)
             });
-            Some(Dedicated::new(&config, start))
+            Some(Dedicated::new(&config, start, hold))
         }
     };
     let shared = Arc::new(Shared {
@@ -403,6 +412,7 @@ fn start_core(
     if let Some(parent) = parent {
         shared::dedicated::follow(
             parent.published.clone(),
+            parent.hold.clone(),
             shared.link_parts(),
             cancel.clone(),
             &tasks,

@@ -271,7 +271,8 @@ async fn run_scenario(
                     scenario,
                     Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
                 ),
-                is_resp3: false,
+                // The maintenance pushes' scenarios: as for the other workloads.
+                is_resp3: scenario.needs_proxy(),
             };
             let run = stateful::Stateful::start(client, &url, &tag, shards, opt_in)
                 .await

@@ -42,8 +42,8 @@ pub enum Scenario {
     LossyLink,
     /// The server is down when the clients start, and comes up 2 s later.
     DownAtStart,
-    /// Redis Software moves the node: MOVING to server B (behind the lab's RESP proxy), old
-    /// connections closed 5 s later.
+    /// Redis Software moves the node: MOVING to server B (behind the lab's RESP proxy); 5 s
+    /// later the name points at B and old connections close.
     Moving,
     /// FAILING_OVER, then the server stalls for 6 s (past the 5 s deadline), then FAILED_OVER.
     FailingOver,
@@ -152,7 +152,7 @@ impl Scenario {
             Self::LossyLink => format!("30 % packet loss both ways for {:?}", timing.loss),
             Self::DownAtStart => "no server when the clients start; it starts 2 s later".into(),
             Self::Moving => {
-                "MOVING to server B (RESP proxy in front of A); old connections closed 5 s later"
+                "MOVING to server B (RESP proxy in front of A); 5 s later the name points at B and old connections close"
                     .into()
             }
             Self::FailingOver => {
@@ -410,6 +410,9 @@ impl Scenario {
                 let proxy = lab.proxy()?;
                 proxy.announce(format!(">4\r\n+MOVING\r\n:1\r\n:5\r\n+{target}\r\n").as_bytes());
                 sleep(Duration::from_secs(5)).await;
+                // The move is done: the endpoint's name leads to B from now on (as the
+                // database's DNS record does after a node move), and A's connections close.
+                lab.dns()?.point_at(lab.servers[1].ip)?;
                 proxy.close_existing();
                 proxy.clear_pending();
                 Instant::now()

@@ -197,6 +197,35 @@ impl Sending {
     }
 }
 
+/// Waits for `reply` until `deadline`. A request's own deadline (not a caller's bound) follows
+/// the command deadline in force while it waits: relaxed by an announced migration or
+/// failover (`FAILING_OVER` ...), a command already written, a blocked `BLPOP` among them,
+/// gets the relaxed deadline too instead of failing "outcome unknown" in the announced stall.
+async fn until_deadline<F: std::future::Future>(
+    shared: &Shared,
+    plan: &effect::Plan,
+    started: Instant,
+    deadline: Instant,
+    reply: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let own = |now_in_force: Duration| {
+        Request::block_allowance(plan).map(|block| started + now_in_force + block)
+    };
+    let is_own = own(shared.timeouts.deadline()).is_some_and(|d| d == deadline)
+        || own(shared.config.command.deadline).is_some_and(|d| d == deadline);
+    let mut reply = std::pin::pin!(reply);
+    let mut deadline = deadline;
+    loop {
+        match timeout_at(deadline, &mut reply).await {
+            Ok(output) => return Ok(output),
+            Err(elapsed) => match own(shared.timeouts.deadline()) {
+                Some(relaxed) if is_own && relaxed > deadline => deadline = relaxed,
+                _ => return Err(elapsed),
+            },
+        }
+    }
+}
+
 /// The error of a request pinned to a link that is gone.
 fn pinned_link_gone(generation: u64) -> Error {
     Error::new(
@@ -268,7 +297,14 @@ async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Re
             (None, NodeMode::Endpoint) => Writing::BatchedAbove(ENDPOINT_BATCH_FROM),
             (Some(_), _) => Writing::Alone,
         };
-        let outcome = timeout_at(deadline, send(&link, request, writing)).await;
+        let outcome = until_deadline(
+            shared,
+            &plan,
+            started,
+            deadline,
+            send(&link, request, writing),
+        )
+        .await;
         drop(in_flight);
         is_resend = true;
         let error = match outcome {

@@ -205,6 +205,13 @@ impl Connector {
         self
     }
 
+    /// A connector whose MOVING target is `parent`'s: a move heard on any link of a client
+    /// sends every one of its links (shared and dedicated) to the new node.
+    pub(crate) fn with_moves_of(mut self, parent: &Self) -> Self {
+        self.moved_to = Arc::clone(&parent.moved_to);
+        self
+    }
+
     pub(crate) fn with_read_only_session(mut self) -> Self {
         self.is_read_only_session = true;
         self

@@ -116,12 +116,12 @@ impl Set {
 }
 
 impl Dedicated {
-    pub(crate) fn new(config: &Config, start: Start) -> Self {
+    pub(crate) fn new(config: &Config, start: Start, hold: watch::Sender<Option<Hold>>) -> Self {
         Self {
             blocking: Set::new(config.command.blocking_links),
             sessions: Set::new(config.command.session_links),
             start,
-            hold: watch::channel(None).0,
+            hold,
         }
     }
 
@@ -199,9 +199,13 @@ impl Drop for Lent {
 }
 
 /// Replaces `core`'s link whenever the client's shared link (`parent`) moves to another
-/// address while `core`'s link is still on the old one; ends with `cancel`.
+/// address while `core`'s link is still on the old one; ends with `cancel`. A link busy
+/// while a `hold` covers its server is left to its blocking command, which steps off the
+/// server itself (closing the link now would end the command "outcome unknown"): it is
+/// replaced once idle, if still there, or when the hold ends.
 pub(crate) fn follow(
     mut parent: watch::Receiver<Published>,
+    hold: watch::Receiver<Option<Hold>>,
     core: LinkParts,
     cancel: CancellationToken,
     tasks: &TaskTracker,
@@ -222,7 +226,25 @@ pub(crate) fn follow(
             let Some(own) = core.current() else {
                 continue;
             };
-            if own.address != moved_to.address && !own.is_closed() {
+            if own.address == moved_to.address || own.is_closed() {
+                continue;
+            }
+            // Busy under a hold for its server: wait for its command to step off (bounded by
+            // the hold), then replace it if it is still there.
+            let held_until = hold
+                .borrow()
+                .as_ref()
+                .filter(|h| h.address == own.address)
+                .map(|h| h.until);
+            if let Some(until) = held_until {
+                while own.activity.in_flight() > 0 && Instant::now() < until && !own.is_closed() {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+                    }
+                }
+            }
+            if !own.is_closed() {
                 tracing::info!(
                     generation = own.generation,
                     from = %own.address,

@@ -109,6 +109,9 @@ impl Stateful {
             if opt_in.is_azure_events {
                 config.maintenance.azure_events = steadfast::AzureEvents::On;
             }
+            if opt_in.is_resp3 {
+                config.endpoint.protocol = steadfast::Protocol::Resp3;
+            }
             Ok(config)
         };
         let doer = match (kind, shards) {
