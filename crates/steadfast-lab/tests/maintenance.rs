@@ -392,10 +392,28 @@ fn pop_forever(
     tokio::spawn(async move { worker.query(redis::cmd("BLPOP").arg("jobs").arg(0)).await })
 }
 
-fn outcomes_unknown(seen: &[Event]) -> Vec<&Event> {
-    seen.iter()
+/// Pushes an item on `server` and checks that the blocked pop took it, with no outcome left
+/// unknown on the way; shuts the client down.
+async fn pops_what_is_pushed(
+    server: &steadfast_lab::server::Server,
+    blocked: tokio::task::JoinHandle<Result<Option<(String, String)>, steadfast::Error>>,
+    rehearsal: &Rehearsal<'_>,
+) -> Result<(), LabError> {
+    server.cli(&["LPUSH", "jobs", "after-the-move"]).await?;
+    let popped = tokio::time::timeout(Duration::from_secs(5), blocked)
+        .await
+        .expect("the pop ended")
+        .unwrap()
+        .expect("the pop did not fail");
+    assert_eq!(popped, Some(("jobs".into(), "after-the-move".into())));
+    let seen = rehearsal.events();
+    let unknown: Vec<&Event> = seen
+        .iter()
         .filter(|e| matches!(e, Event::OutcomeUnknown { .. }))
-        .collect()
+        .collect();
+    assert!(unknown.is_empty(), "{seen:?}");
+    rehearsal.client.shutdown().await;
+    Ok(())
 }
 
 #[test]
@@ -421,19 +439,7 @@ fn a_pop_blocked_when_moving_arrives_steps_off_the_old_node_and_pops_on_the_new_
         until_popping(&lab.servers[0], 0).await?;
         // The old node goes: nothing may have stayed on it.
         rehearsal.proxy.close_existing();
-        lab.servers[1]
-            .cli(&["LPUSH", "jobs", "after-the-move"])
-            .await?;
-        let popped = tokio::time::timeout(Duration::from_secs(5), blocked)
-            .await
-            .expect("the pop ended")
-            .unwrap()
-            .expect("the pop did not fail");
-        assert_eq!(popped, Some(("jobs".into(), "after-the-move".into())));
-        let seen = rehearsal.events();
-        assert!(outcomes_unknown(&seen).is_empty(), "{seen:?}");
-        rehearsal.client.shutdown().await;
-        Ok(())
+        pops_what_is_pushed(&lab.servers[1], blocked, &rehearsal).await
     });
 }
 
@@ -458,18 +464,6 @@ fn a_pop_blocked_when_moving_without_an_endpoint_arrives_pops_on_the_link_made_a
         // Not left on the link made before the notice, which closes once drained.
         let after = until_popping(&lab.servers[0], 1).await?;
         assert_ne!(before, after, "the pop moved to the new link");
-        lab.servers[0]
-            .cli(&["LPUSH", "jobs", "after-the-move"])
-            .await?;
-        let popped = tokio::time::timeout(Duration::from_secs(5), blocked)
-            .await
-            .expect("the pop ended")
-            .unwrap()
-            .expect("the pop did not fail");
-        assert_eq!(popped, Some(("jobs".into(), "after-the-move".into())));
-        let seen = rehearsal.events();
-        assert!(outcomes_unknown(&seen).is_empty(), "{seen:?}");
-        rehearsal.client.shutdown().await;
-        Ok(())
+        pops_what_is_pushed(&lab.servers[0], blocked, &rehearsal).await
     });
 }

@@ -204,8 +204,8 @@ impl Scenario {
     }
 
     /// Whether the stateful workloads (Pub/Sub, queue, `WATCH`) run through it: the
-    /// single-endpoint faults that end or move links, a planned cluster failover and a
-    /// resharding.
+    /// single-endpoint faults that end or move links (announced moves and failovers included),
+    /// a planned cluster failover and a resharding.
     pub fn has_stateful(self) -> bool {
         matches!(
             self,
