@@ -279,8 +279,9 @@ struct Parent {
     journal: Journal,
     /// Its connector: a dedicated core shares its MOVING target.
     connector: Connector,
-    /// Blocking commands' hold: a dedicated link busy under one is moved by its command.
-    hold: tokio::sync::watch::Receiver<Option<shared::dedicated::Hold>>,
+    /// Blocking commands' hold: a blocking link busy under one is moved by its command
+    /// (`None` for other dedicated links, which follow at once).
+    hold: Option<tokio::sync::watch::Receiver<Option<shared::dedicated::Hold>>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// The client's shared link, which a dedicated link follows to a new address.
@@ -344,7 +345,7 @@ fn start_core(
             let parent = Parent {
                 journal: connector.journal.clone(),
                 connector: connector.clone(),
-                hold: hold.subscribe(),
+                hold: Some(hold.subscribe()),
                 cancel: cancel.clone(),
                 tasks: tasks.clone(),
                 published: link.published.clone(),
@@ -360,6 +361,10 @@ fn start_core(
                     }
                     Use::Blocking | Use::Session => Arc::clone(&own),
                 };
+                let mut parent = parent.clone();
+                if use_ != Use::Blocking {
+                    parent.hold = None;
+                }
                 start_core(config, mode, Some(&parent)).map(|(core, _)| core)
             });
             Some(Dedicated::new(&config, start, hold))

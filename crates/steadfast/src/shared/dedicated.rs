@@ -199,13 +199,13 @@ impl Drop for Lent {
 }
 
 /// Replaces `core`'s link whenever the client's shared link (`parent`) moves to another
-/// address while `core`'s link is still on the old one; ends with `cancel`. A link busy
-/// while a `hold` covers its server is left to its blocking command, which steps off the
-/// server itself (closing the link now would end the command "outcome unknown"): it is
-/// replaced once idle, if still there, or when the hold ends.
+/// address while `core`'s link is still on the old one; ends with `cancel`. A blocking link
+/// (`hold` given) busy while a hold covers its server is left to its blocking command, which
+/// steps off the server itself (closing the link now would end the command "outcome
+/// unknown"): it is replaced once idle, if still there, or when the hold ends.
 pub(crate) fn follow(
     mut parent: watch::Receiver<Published>,
-    hold: watch::Receiver<Option<Hold>>,
+    hold: Option<watch::Receiver<Option<Hold>>>,
     core: LinkParts,
     cancel: CancellationToken,
     tasks: &TaskTracker,
@@ -231,11 +231,12 @@ pub(crate) fn follow(
             }
             // Busy under a hold for its server: wait for its command to step off (bounded by
             // the hold), then replace it if it is still there.
-            let held_until = hold
-                .borrow()
-                .as_ref()
-                .filter(|h| h.address == own.address)
-                .map(|h| h.until);
+            let held_until = hold.as_ref().and_then(|hold| {
+                hold.borrow()
+                    .as_ref()
+                    .filter(|h| h.address == own.address)
+                    .map(|h| h.until)
+            });
             if let Some(until) = held_until {
                 while own.activity.in_flight() > 0 && Instant::now() < until && !own.is_closed() {
                     tokio::select! {
