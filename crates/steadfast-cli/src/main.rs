@@ -24,6 +24,7 @@ fn config_for(target: Option<&str>) -> Result<steadfast::Config, steadfast::Erro
 }
 mod drill;
 mod ping;
+mod proxy;
 mod watch;
 
 #[derive(Parser)]
@@ -54,6 +55,9 @@ enum Command {
     /// A steady low-rate workload through steadfast with the live event stream and latency
     /// percentiles each second; a summary on Ctrl-C.
     Watch(watch::WatchArgs),
+    /// A local RESP server that gives any Redis client steadfast's failover behaviour: point
+    /// the application at it instead of the server.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Options of `steadfast drill`.
@@ -92,5 +96,6 @@ async fn main() -> ExitCode {
         Command::Ping { target } => ping::ping(target.as_deref()).await,
         Command::Drill(args) => drill::drill_command(args).await,
         Command::Watch(args) => watch::watch(args).await,
+        Command::Proxy(args) => proxy::proxy(args).await,
     }
 }

@@ -3,35 +3,13 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use steadfast_testkit::{Listen, ServerLine};
+use steadfast_testkit::TestServer;
 use tokio::time::Instant;
 
 /// A redis-server on a private loopback address; killed on drop.
-struct Server(std::process::Child, String);
-
-impl Server {
-    async fn start(last_octet: u8, extra: &[&str]) -> Self {
-        let ip = format!("127.214.{}.{last_octet}", std::process::id() % 250);
-        let child = ServerLine::new(Listen::Tcp(ip.parse().expect("an IP address")))
-            .args(extra)
-            .command("redis-server")
-            .spawn()
-            .expect("redis-server installed");
-        let address = format!("{ip}:6379");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(&address).await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server never listened");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Self(child, address)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+async fn start_server(last_octet: u8, extra: &[&str]) -> TestServer {
+    let ip = std::net::IpAddr::from([127, 214, (std::process::id() % 250) as u8, last_octet]);
+    TestServer::start(ip, extra).await
 }
 
 fn ping(target: &str) -> (i32, String) {
@@ -49,8 +27,8 @@ fn ping(target: &str) -> (i32, String) {
 
 #[tokio::test]
 async fn ping_times_every_step_and_says_what_the_server_is() {
-    let server = Server::start(2, &[]).await;
-    let (code, text) = ping(&format!("redis://{}", server.1));
+    let server = start_server(2, &[]).await;
+    let (code, text) = ping(&format!("redis://{}", server.address));
     assert_eq!(code, 0, "{text}");
     for step in ["resolve", "tcp", "tls", "handshake", "ping"] {
         assert!(
@@ -70,17 +48,17 @@ async fn ping_times_every_step_and_says_what_the_server_is() {
 
 #[tokio::test]
 async fn ping_accepts_a_stackexchange_connection_string() {
-    let server = Server::start(3, &[]).await;
+    let server = start_server(3, &[]).await;
     let (code, text) = ping(&format!(
         "{},abortConnect=False,connectTimeout=2000",
-        server.1
+        server.address
     ));
     assert_eq!(code, 0, "{text}");
 }
 
 #[tokio::test]
 async fn without_a_target_the_environment_names_the_server_and_the_password() {
-    let server = Server::start(6, &["--requirepass", "env-ENVSECRET"]).await;
+    let server = start_server(6, &["--requirepass", "env-ENVSECRET"]).await;
     let run = |envs: &[(&str, String)]| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_steadfast"));
         command.arg("ping");
@@ -104,7 +82,7 @@ async fn without_a_target_the_environment_names_the_server_and_the_password() {
         (output.status.code().unwrap_or(-1), text)
     };
     let (code, text) = run(&[
-        ("STEADFAST_URL", format!("redis://{}", server.1)),
+        ("STEADFAST_URL", format!("redis://{}", server.address)),
         ("STEADFAST_PASSWORD", "env-ENVSECRET".to_owned()),
     ]);
     assert_eq!(code, 0, "{text}");
@@ -115,7 +93,7 @@ async fn without_a_target_the_environment_names_the_server_and_the_password() {
         &file,
         format!(
             "url = \"redis://{}\"\npassword = \"env-ENVSECRET\"\n[command]\ndeadline = \"2s\"\n",
-            server.1
+            server.address
         ),
     )
     .unwrap();
@@ -140,8 +118,8 @@ async fn each_failing_step_has_its_exit_code() {
     let (code, text) = ping("redis://host:notaport");
     assert_eq!(code, 2, "{text}");
 
-    let server = Server::start(4, &["--requirepass", "right"]).await;
-    let (code, text) = ping(&format!("redis://:wrong-PINGSECRET@{}", server.1));
+    let server = start_server(4, &["--requirepass", "right"]).await;
+    let (code, text) = ping(&format!("redis://:wrong-PINGSECRET@{}", server.address));
     assert_eq!(code, 13, "{text}");
     assert!(
         !text.contains("wrong-PINGSECRET"),
@@ -151,11 +129,11 @@ async fn each_failing_step_has_its_exit_code() {
 
 #[tokio::test]
 async fn watch_prints_json_lines_and_a_summary_with_no_failure() {
-    let server = Server::start(5, &[]).await;
+    let server = start_server(5, &[]).await;
     let output = Command::new(env!("CARGO_BIN_EXE_steadfast"))
         .args([
             "watch",
-            &format!("redis://{}", server.1),
+            &format!("redis://{}", server.address),
             "--duration",
             "2",
             "--rate",
@@ -191,12 +169,12 @@ async fn watch_prints_json_lines_and_a_summary_with_no_failure() {
 #[tokio::test]
 async fn watch_serves_the_library_metrics_for_prometheus() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::start(7, &[]).await;
+    let server = start_server(7, &[]).await;
     let metrics_at = format!("127.214.{}.8:9187", std::process::id() % 250);
     let mut watch = Command::new(env!("CARGO_BIN_EXE_steadfast"))
         .args([
             "watch",
-            &format!("redis://{}", server.1),
+            &format!("redis://{}", server.address),
             "--duration",
             "4",
             "--prometheus",
@@ -256,7 +234,7 @@ async fn ping_over_tls_verifies_the_certificate_and_names_the_failing_step() {
     certificates(&good, "good CA");
     certificates(&other, "other CA");
     let path = |name: &str| good.join(name).display().to_string();
-    let server = Server::start(
+    let server = start_server(
         9,
         &[
             "--port",
@@ -277,7 +255,7 @@ async fn ping_over_tls_verifies_the_certificate_and_names_the_failing_step() {
     let url = |ca: &std::path::Path| {
         format!(
             "rediss://{}?tls_server_name=localhost&tls_ca_file={}",
-            server.1,
+            server.address,
             ca.join("ca.pem").display()
         )
     };

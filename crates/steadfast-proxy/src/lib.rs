@@ -2,8 +2,22 @@
 //! steadfast's failover behaviour.
 //!
 //! Each downstream connection is served by the library's own machinery (supervisor, health,
-//! retry policy, maintenance reactions), whose links carry its state (database, name,
-//! protocol ...) onto every new upstream link; what cannot be carried over is told, never
-//! hidden.
+//! retry policy, maintenance reactions) through a client of its own, whose links carry the
+//! connection's state (protocol, database, name) onto every new upstream link; what cannot be
+//! carried over is told, never hidden.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let upstream = steadfast::Config::from_url("redis://primary.example.internal:6379")?;
+//! let proxy = steadfast_proxy::Proxy::start(steadfast_proxy::ProxyConfig::new(upstream)).await?;
+//! // Applications connect to 127.0.0.1:6379 with any client.
+//! tokio::signal::ctrl_c().await?;
+//! proxy.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod connection;
 pub mod resp;
+mod server;
+
+pub use server::{Listen, Proxy, ProxyConfig, StartError};

@@ -117,6 +117,74 @@ impl ServerLine {
     }
 }
 
+/// A redis-server on a private loopback address with the shared settings, for tests of the
+/// crates that need just one (the CLI's, the proxy's); killed when dropped.
+pub struct TestServer {
+    child: Option<std::process::Child>,
+    line: ServerLine,
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+}
+
+impl TestServer {
+    /// Starts a server on `ip` (a loopback address of the caller's choice, so that tests
+    /// running at once do not meet) with `extra` arguments, and waits (10 s at most) until it
+    /// accepts connections.
+    ///
+    /// # Panics
+    /// When redis-server is not installed or never listens: a test cannot go on.
+    pub async fn start(ip: IpAddr, extra: &[&str]) -> Self {
+        let mut server = Self {
+            child: None,
+            line: ServerLine::new(Listen::Tcp(ip)).args(extra),
+            address: std::net::SocketAddr::new(ip, PORT),
+        };
+        server.restart().await;
+        server
+    }
+
+    /// Starts it again (after [`TestServer::kill`]) and waits until it accepts connections.
+    ///
+    /// # Panics
+    /// As [`TestServer::start`].
+    pub async fn restart(&mut self) {
+        let child = self
+            .line
+            .command("redis-server")
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(self.address).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server on {} never listened",
+                self.address
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `kill -9`, and waits for the process to end.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `redis://ADDRESS`.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.address)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,77 @@
+//! `steadfast proxy`: the sidecar, run until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+
+use steadfast_proxy::{Listen, Proxy, ProxyConfig};
+
+/// Options of `steadfast proxy`.
+#[derive(clap::Args)]
+pub(crate) struct ProxyArgs {
+    /// Where to listen (repeatable): HOST:PORT, loopback unless --open-to-network, or
+    /// unix:PATH. Default: 127.0.0.1:6379.
+    #[arg(long = "listen", value_name = "ADDRESS")]
+    listen: Vec<Listen>,
+    /// Ask downstream clients for this password (AUTH). Read from the environment variable
+    /// STEADFAST_PROXY_PASSWORD when not given here (a command line is visible to every user
+    /// of the machine).
+    #[arg(long, value_name = "PASSWORD")]
+    password: Option<String>,
+    /// Allow a listen address that is not loopback: whoever reaches it uses the upstream with
+    /// the proxy's credentials.
+    #[arg(long)]
+    open_to_network: bool,
+    /// The most downstream connections at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+    /// The upstream: a `redis://` / `rediss://` URL or a StackExchange.Redis connection
+    /// string. Without it: the environment (`STEADFAST_CONFIG_FILE`, `STEADFAST_URL` or
+    /// `STEADFAST_CONNECTION_STRING`, and `STEADFAST_PASSWORD`).
+    target: Option<String>,
+}
+
+pub(crate) async fn proxy(args: ProxyArgs) -> ExitCode {
+    let upstream = match crate::config_for(args.target.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = ProxyConfig::new(upstream);
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.password = args
+        .password
+        .or_else(|| std::env::var("STEADFAST_PROXY_PASSWORD").ok());
+    config.is_open_to_network = args.open_to_network;
+    config.max_connections = args.max_connections;
+    let proxy = match Proxy::start(config).await {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for listen in proxy.addresses() {
+        match listen {
+            Listen::Tcp(address) => println!("steadfast proxy listening on {address}"),
+            Listen::Unix(path) => println!("steadfast proxy listening on unix:{}", path.display()),
+        }
+    }
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                eprintln!("error: cannot watch for SIGTERM: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    println!("stopping: finishing running commands");
+    proxy.shutdown().await;
+    ExitCode::SUCCESS
+}

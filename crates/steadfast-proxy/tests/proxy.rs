@@ -1,0 +1,262 @@
+//! The proxy against real redis-server processes, with clients that know nothing of
+//! steadfast: redis-rs with its defaults, and raw RESP over TCP.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use steadfast_proxy::{Listen, Proxy, ProxyConfig};
+use steadfast_testkit::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// A private loopback address for each server of this test binary.
+fn ip(n: u8) -> IpAddr {
+    IpAddr::from([127, 215, (std::process::id() % 250) as u8, n])
+}
+
+/// A proxy for `server` on a free loopback port; `password` asked of clients.
+async fn proxy_for(server: &TestServer, password: Option<&str>) -> (Proxy, SocketAddr) {
+    let upstream = steadfast::Config::from_url(&server.url()).unwrap();
+    let mut config = ProxyConfig::new(upstream);
+    config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
+    config.password = password.map(str::to_owned);
+    let proxy = Proxy::start(config).await.unwrap();
+    let Listen::Tcp(address) = proxy.addresses()[0].clone() else {
+        unreachable!("a TCP listener was asked for")
+    };
+    (proxy, address)
+}
+
+/// Sends raw bytes on `stream` and reads what comes back within 2 s (until `until` is seen
+/// at the end, or the connection closes).
+async fn exchange(stream: &mut TcpStream, request: &[u8], until: &[u8]) -> Vec<u8> {
+    stream.write_all(request).await.unwrap();
+    let mut reply = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut chunk = [0u8; 4096];
+    while !reply.ends_with(until) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => reply.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => panic!("{e}"),
+        }
+    }
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_rs_client_with_its_defaults_works_through_the_proxy() {
+    let server = TestServer::start(ip(1), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let client = redis::Client::open(format!("redis://{address}/2")).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = connection.set("k", "v").await.unwrap();
+    let value: String = connection.get("k").await.unwrap();
+    assert_eq!(value, "v");
+    let n: i64 = connection.incr("n", 5).await.unwrap();
+    assert_eq!(n, 5);
+    let _: () = connection.hset("h", "f", 1).await.unwrap();
+    let all: std::collections::HashMap<String, i64> = connection.hgetall("h").await.unwrap();
+    assert_eq!(all.get("f"), Some(&1));
+    let (a, b): (String, i64) = redis::pipe()
+        .get("k")
+        .get("n")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!((a.as_str(), b), ("v", 5));
+    // The database the client chose (2) is the one written on the server.
+    let mut direct = redis::Client::open(format!("{}/2", server.url()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let seen: String = direct.get("k").await.unwrap();
+    assert_eq!(seen, "v");
+    // A server error comes through as the server wrote it.
+    let wrong: redis::RedisResult<i64> = connection.incr("k", 1).await;
+    assert!(wrong.unwrap_err().to_string().contains("not an integer"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp3_client_gets_resp3_replies_and_a_resp2_one_resp2_replies() {
+    let server = TestServer::start(ip(2), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    let hello = exchange(&mut raw, b"HELLO 3\r\n", b"*0\r\n").await;
+    assert!(
+        hello.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    exchange(&mut raw, b"HSET h f 1\r\n", b"\r\n").await;
+    let map = exchange(&mut raw, b"HGETALL h\r\n", b"$1\r\n1\r\n").await;
+    assert_eq!(map, b"%1\r\n$1\r\nf\r\n$1\r\n1\r\n");
+    let mut raw2 = TcpStream::connect(address).await.unwrap();
+    let flat = exchange(&mut raw2, b"HGETALL h\r\n", b"$1\r\n1\r\n").await;
+    assert_eq!(flat, b"*2\r\n$1\r\nf\r\n$1\r\n1\r\n");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_fails_no_command_and_the_clients_connection_stays() {
+    let mut server = TestServer::start(ip(3), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let client = redis::Client::open(format!("redis://{address}")).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let id_before: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let worker = {
+        let mut connection = connection.clone();
+        tokio::spawn(async move {
+            let (mut done, mut failed) = (0u64, Vec::new());
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                match connection.incr::<_, _, i64>("counter", 1).await {
+                    Ok(_) => done += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (done, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart().await;
+    let (done, failed) = worker.await.unwrap();
+    // A kill loses what was in flight: "outcome unknown" (never resent), nothing else.
+    assert!(
+        failed.iter().all(|e| e.contains("UNKNOWNOUTCOME")),
+        "{failed:?}"
+    );
+    assert!(
+        failed.len() <= 1,
+        "at most the one command in flight: {failed:?}"
+    );
+    assert!(done > 200, "{done} increments");
+    let id_after: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(id_before, id_after, "the client's connection never broke");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_lost_with_its_link_aborts_exec_with_the_null_reply() {
+    let server = TestServer::start(ip(4), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    exchange(&mut raw, b"SET balance 10\r\n", b"+OK\r\n").await;
+    exchange(&mut raw, b"WATCH balance\r\n", b"+OK\r\n").await;
+    exchange(&mut raw, b"GET balance\r\n", b"10\r\n").await;
+    // The session's link dies (every normal client of the server is killed); another writer
+    // changes the key meanwhile: the WATCH that would have caught it is gone.
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = admin.set("balance", 99).await.unwrap();
+    // As the server answers when a watched key changed: MULTI OK, QUEUED, EXEC null.
+    let reply = exchange(&mut raw, b"MULTI\r\nSET balance 11\r\nEXEC\r\n", b"*-1\r\n").await;
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+        "EXEC aborted"
+    );
+    let balance: i64 = admin.get("balance").await.unwrap();
+    assert_eq!(balance, 99, "the unguarded SET never ran");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_password_is_asked_and_the_connection_state_is_the_clients_own() {
+    let server = TestServer::start(ip(5), &[]).await;
+    let (proxy, address) = proxy_for(&server, Some("s3cret")).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    let refused = exchange(&mut raw, b"GET k\r\n", b"\r\n").await;
+    assert_eq!(refused, b"-NOAUTH Authentication required.\r\n");
+    let wrong = exchange(&mut raw, b"AUTH nope\r\n", b"\r\n").await;
+    assert!(wrong.starts_with(b"-WRONGPASS"));
+    assert_eq!(
+        exchange(&mut raw, b"AUTH s3cret\r\n", b"\r\n").await,
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        exchange(&mut raw, b"CLIENT SETNAME worker-7\r\n", b"\r\n").await,
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        exchange(&mut raw, b"CLIENT GETNAME\r\n", b"worker-7\r\n").await,
+        b"$8\r\nworker-7\r\n"
+    );
+    exchange(&mut raw, b"SET k 1\r\n", b"+OK\r\n").await;
+    // The upstream link carries the client's name.
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(list.contains("name=worker-7"), "{list}");
+    assert_eq!(exchange(&mut raw, b"QUIT\r\n", b"\r\n").await, b"+OK\r\n");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_oversized_request_closes_that_connection_and_no_other() {
+    let server = TestServer::start(ip(6), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let mut good = TcpStream::connect(address).await.unwrap();
+    assert_eq!(
+        exchange(&mut good, b"SET a 1\r\n", b"\r\n").await,
+        b"+OK\r\n"
+    );
+    for bad in [
+        &b"*1\r\n$536870913\r\n"[..],
+        b"*1048577\r\n",
+        b"*1\r\n:3\r\n",
+        b"SET k \"open\r\n",
+    ] {
+        let mut client = TcpStream::connect(address).await.unwrap();
+        let reply = exchange(&mut client, bad, b"\r\n").await;
+        assert!(
+            reply.starts_with(b"-ERR Protocol error"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        let mut rest = [0u8; 8];
+        let closed = tokio::time::timeout(Duration::from_secs(2), client.read(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "closed after {bad:?}");
+    }
+    assert_eq!(
+        exchange(&mut good, b"GET a\r\n", b"1\r\n").await,
+        b"$1\r\n1\r\n"
+    );
+    proxy.shutdown().await;
+}
