@@ -1,4 +1,4 @@
-//! `steadfast ping` and `steadfast watch` against real redis-server processes.
+//! `steadfast ping`, `steadfast watch` and `steadfast proxy` against real redis-server processes.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -269,4 +269,73 @@ async fn ping_over_tls_verifies_the_certificate_and_names_the_failing_step() {
     let (code, text) = ping(&url(&other));
     assert_eq!(code, 12, "an unknown CA fails the TLS step: {text}");
     let _ = std::fs::remove_dir_all(base);
+}
+
+/// `redis-cli` (a client that knows nothing of steadfast) against `address`.
+fn redis_cli(address: std::net::SocketAddr, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args([
+            "-h",
+            &address.ip().to_string(),
+            "-p",
+            &address.port().to_string(),
+        ])
+        .args(args)
+        .output()
+        .expect("redis-cli installed");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_serves_redis_cli_through_a_restart_and_stops_on_sigterm() {
+    let mut server = start_server(10, &[]).await;
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["proxy", "--listen", &listen.to_string()])
+        .arg(format!("redis://{}", server.address))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("steadfast runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        assert!(Instant::now() < deadline, "the proxy never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis_cli(listen, &["SET", "greeting", "hello"]), "OK");
+    assert_eq!(redis_cli(listen, &["GET", "greeting"]), "hello");
+    // A restarted server (its data gone: no persistence) is reached again by the next client.
+    server.kill();
+    server.restart().await;
+    assert_eq!(redis_cli(listen, &["SET", "greeting", "again"]), "OK");
+    assert_eq!(
+        redis_cli(server.address, &["GET", "greeting"]).as_str(),
+        "again",
+        "written through to the server"
+    );
+    let refused = redis_cli(listen, &["SUBSCRIBE", "news"]);
+    assert!(refused.contains("not supported yet"), "{refused}");
+    let pid = proxy.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = proxy.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut said = String::new();
+    use std::io::Read;
+    let _ = proxy
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut said);
+    assert!(said.contains(&format!("listening on {listen}")), "{said}");
 }
