@@ -360,12 +360,7 @@ impl Connection<'_> {
         else {
             return resp::write_error(out, "ERR value is not an integer or out of range");
         };
-        if self.upstream.is_none() {
-            // Checked by the server when the client connects; a bad index fails that command.
-            self.database = database;
-            self.drop_upstream();
-            return out.extend_from_slice(b"+OK\r\n");
-        }
+        // Through the client (which replays it on every new link), so the server checks it.
         let mut before = Vec::new();
         self.forward(args, &mut before).await;
         if before.starts_with(b"+OK") {

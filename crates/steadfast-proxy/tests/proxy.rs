@@ -77,6 +77,14 @@ async fn a_redis_rs_client_with_its_defaults_works_through_the_proxy() {
         .unwrap();
     let seen: String = direct.get("k").await.unwrap();
     assert_eq!(seen, "v");
+    // A database the server does not have is refused by the server, and changes nothing.
+    let refused: redis::RedisResult<()> = redis::cmd("SELECT")
+        .arg(99)
+        .query_async(&mut connection)
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("out of range"));
+    let still: String = connection.get("k").await.unwrap();
+    assert_eq!(still, "v");
     // A server error comes through as the server wrote it.
     let wrong: redis::RedisResult<i64> = connection.incr("k", 1).await;
     assert!(wrong.unwrap_err().to_string().contains("not an integer"));
