@@ -211,76 +211,70 @@ fn split_args(text: &[u8]) -> Option<Vec<Vec<u8>>> {
         let Some(&first) = text.get(at) else {
             return Some(args);
         };
-        let mut arg = Vec::new();
-        match first {
-            b'"' => {
+        let arg = if first == b'"' || first == b'\'' {
+            let (arg, next) = quoted(text, at)?;
+            at = next;
+            arg
+        } else {
+            let mut arg = Vec::new();
+            while let Some(&b) = text.get(at).filter(|b| !b.is_ascii_whitespace()) {
+                arg.push(b);
                 at += 1;
-                loop {
-                    match *text.get(at)? {
-                        b'\\'
-                            if text.get(at + 1) == Some(&b'x')
-                                && text.get(at + 2).is_some_and(u8::is_ascii_hexdigit)
-                                && text.get(at + 3).is_some_and(u8::is_ascii_hexdigit) =>
-                        {
-                            let hex = std::str::from_utf8(&text[at + 2..at + 4]).ok()?;
-                            arg.push(u8::from_str_radix(hex, 16).ok()?);
-                            at += 4;
-                        }
-                        b'\\' if text.get(at + 1).is_some() => {
-                            arg.push(match text[at + 1] {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 0x08,
-                                b'a' => 0x07,
-                                other => other,
-                            });
-                            at += 2;
-                        }
-                        b'"' => {
-                            at += 1;
-                            if text.get(at).is_some_and(|b| !b.is_ascii_whitespace()) {
-                                return None;
-                            }
-                            break;
-                        }
-                        other => {
-                            arg.push(other);
-                            at += 1;
-                        }
-                    }
-                }
             }
-            b'\'' => {
+            arg
+        };
+        args.push(arg);
+    }
+}
+
+/// The quoted argument opening at `at` (`"` with the escapes `\n \r \t \b \a \xHH` and any
+/// other escaped byte as itself, `'` with only `\'`), and where the text goes on; `None` when
+/// the quote is not closed or its closing quote is not followed by a blank.
+fn quoted(text: &[u8], at: usize) -> Option<(Vec<u8>, usize)> {
+    let quote = text[at];
+    let is_double = quote == b'"';
+    let mut arg = Vec::new();
+    let mut at = at + 1;
+    loop {
+        let byte = *text.get(at)?;
+        let next = text.get(at + 1).copied();
+        match (byte, next) {
+            (b'\\', Some(b'x'))
+                if is_double
+                    && text.get(at + 2).is_some_and(u8::is_ascii_hexdigit)
+                    && text.get(at + 3).is_some_and(u8::is_ascii_hexdigit) =>
+            {
+                let hex = std::str::from_utf8(&text[at + 2..at + 4]).ok()?;
+                arg.push(u8::from_str_radix(hex, 16).ok()?);
+                at += 4;
+            }
+            (b'\\', Some(escaped)) if is_double => {
+                arg.push(match escaped {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    other => other,
+                });
+                at += 2;
+            }
+            (b'\\', Some(b'\'')) => {
+                arg.push(b'\'');
+                at += 2;
+            }
+            (closing, _) if closing == quote => {
                 at += 1;
-                loop {
-                    match *text.get(at)? {
-                        b'\\' if text.get(at + 1) == Some(&b'\'') => {
-                            arg.push(b'\'');
-                            at += 2;
-                        }
-                        b'\'' => {
-                            at += 1;
-                            if text.get(at).is_some_and(|b| !b.is_ascii_whitespace()) {
-                                return None;
-                            }
-                            break;
-                        }
-                        other => {
-                            arg.push(other);
-                            at += 1;
-                        }
-                    }
+                if text.get(at).is_some_and(|b| !b.is_ascii_whitespace()) {
+                    return None;
                 }
+                return Some((arg, at));
             }
-            _ => {
-                while let Some(&b) = text.get(at).filter(|b| !b.is_ascii_whitespace()) {
-                    arg.push(b);
-                    at += 1;
-                }
+            (other, _) => {
+                arg.push(other);
+                at += 1;
             }
         }
-        args.push(arg);
     }
 }
 

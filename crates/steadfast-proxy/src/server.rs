@@ -146,8 +146,8 @@ impl Proxy {
                         .local_addr()
                         .map_err(|e| StartError(format!("listen: {address}: {e}")))?;
                     addresses.push(Listen::Tcp(bound));
-                    tasks.spawn(accept_tcp(
-                        listener,
+                    tasks.spawn(accept_loop(
+                        Listener::Tcp(listener),
                         Arc::clone(&shared),
                         stop_accepting.clone(),
                         tasks.clone(),
@@ -158,8 +158,8 @@ impl Proxy {
                     let listener = UnixListener::bind(&path)
                         .map_err(|e| StartError(format!("listen: unix:{}: {e}", path.display())))?;
                     addresses.push(Listen::Unix(path));
-                    tasks.spawn(accept_unix(
-                        listener,
+                    tasks.spawn(accept_loop(
+                        Listener::Unix(listener),
                         Arc::clone(&shared),
                         stop_accepting.clone(),
                         tasks.clone(),
@@ -229,32 +229,32 @@ where
     });
 }
 
-async fn accept_tcp(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
+/// A bound listener of either kind.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Accepts one connection and hands it to [`admit`].
+    async fn accept(&self, shared: &Arc<Shared>, tasks: &TaskTracker) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
                 let _ = stream.set_nodelay(true);
-                admit(stream, peer.to_string(), &shared, &tasks);
+                admit(stream, peer.to_string(), shared, tasks);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            Self::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                admit(stream, "unix".to_owned(), shared, tasks);
             }
         }
+        Ok(())
     }
 }
 
-async fn accept_unix(
-    listener: UnixListener,
+async fn accept_loop(
+    listener: Listener,
     shared: Arc<Shared>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -262,14 +262,12 @@ async fn accept_unix(
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept(&shared, &tasks) => accepted,
         };
-        match accepted {
-            Ok((stream, _)) => admit(stream, "unix".to_owned(), &shared, &tasks),
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        if let Err(e) = accepted {
+            // Out of descriptors, most likely: a moment for some to close.
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
