@@ -31,6 +31,7 @@ use redis::Value;
 use steadfast::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::pubsub::{Change, Subscriptions};
 use crate::resp::{self, Protocol, Read};
 use crate::server::Shared;
 
@@ -52,6 +53,7 @@ struct Connection<'a> {
     is_authenticated: bool,
     upstream: Option<steadfast::Client>,
     transaction: Option<Transaction>,
+    subscriptions: Subscriptions,
 }
 
 /// A `WATCH` / `MULTI` under way, on a session of the connection's client.
@@ -80,6 +82,7 @@ where
         is_authenticated: shared.config.password.is_none(),
         upstream: None,
         transaction: None,
+        subscriptions: Subscriptions::default(),
     };
     let limits = shared.config.limits;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -116,6 +119,15 @@ where
         }
         let read = tokio::select! {
             read = stream.read(&mut chunk) => read,
+            delivery = connection.subscriptions.next() => {
+                match delivery {
+                    Some(delivery) => {
+                        connection.subscriptions.write(&delivery, connection.protocol, &mut out);
+                    }
+                    None => connection.subscriptions = Subscriptions::default(),
+                }
+                continue;
+            }
             () = shared.closing.cancelled() => break,
         };
         match read {
@@ -177,8 +189,40 @@ impl Connection<'_> {
             resp::write_error(out, "NOAUTH Authentication required.");
             return Then::Go;
         }
+        let is_subscribed = self.protocol == Protocol::Resp2 && self.subscriptions.is_active();
+        if is_subscribed && name == "PING" && args.len() <= 2 {
+            let said = args.get(1).cloned().unwrap_or_default();
+            let pong = Value::Array(vec![
+                Value::BulkString(b"pong".to_vec()),
+                Value::BulkString(said),
+            ]);
+            resp::write_value(out, &pong, self.protocol);
+            return Then::Go;
+        }
+        let change = Change::of(&name, args);
+        if is_subscribed && change.is_none() && !matches!(name.as_str(), "QUIT" | "RESET") {
+            resp::write_error(
+                out,
+                &format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                    name.to_lowercase()
+                ),
+            );
+            return Then::Go;
+        }
+        if let Some(change) = change {
+            let client = self.upstream();
+            if let Err(error) = self
+                .subscriptions
+                .apply(change, move || client, self.protocol, out)
+                .await
+            {
+                resp::write_error(out, &error_reply(&error));
+            }
+            return Then::Go;
+        }
         match name.as_str() {
-            "HELLO" => self.hello(args, out),
+            "HELLO" => self.hello(args, out).await,
             "AUTH" => self.auth(args, out),
             "QUIT" => {
                 out.extend_from_slice(b"+OK\r\n");
@@ -191,8 +235,7 @@ impl Connection<'_> {
             "READONLY" | "READWRITE" => out.extend_from_slice(b"+OK\r\n"),
             "CLIENT" => self.client(args, out).await,
             "SELECT" => self.select(args, out).await,
-            "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE"
-            | "SUNSUBSCRIBE" | "MONITOR" | "SYNC" | "PSYNC" => resp::write_error(
+            "MONITOR" | "SYNC" | "PSYNC" => resp::write_error(
                 out,
                 &format!("ERR steadfast proxy: {name} is not supported yet"),
             ),
@@ -238,7 +281,7 @@ impl Connection<'_> {
         }
     }
 
-    fn hello(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+    async fn hello(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
         let mut protocol = self.protocol;
         let mut at = 1;
         if let Some(version) = args.get(1) {
@@ -284,10 +327,32 @@ impl Connection<'_> {
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
             );
         }
+        if protocol != self.protocol && self.subscriptions.is_active() {
+            // A new protocol needs a new client, and the subscriptions are the old one's.
+            return resp::write_error(
+                out,
+                "ERR steadfast proxy: HELLO cannot change the protocol of a connection with subscriptions; unsubscribe first",
+            );
+        }
         self.is_authenticated = true;
         if let Some(name) = name {
+            if self.upstream.is_some() && protocol == self.protocol {
+                // Through the client, which replays it on every new link.
+                let mut reply = Vec::new();
+                let setname = [
+                    b"CLIENT".to_vec(),
+                    b"SETNAME".to_vec(),
+                    name.clone().into_bytes(),
+                ];
+                self.forward(&setname, &mut reply).await;
+                if !reply.starts_with(b"+OK") {
+                    out.extend_from_slice(&reply);
+                    return;
+                }
+            } else {
+                self.drop_upstream();
+            }
             self.name = Some(name);
-            self.drop_upstream();
         }
         if protocol != self.protocol {
             self.protocol = protocol;
@@ -568,6 +633,7 @@ impl Connection<'_> {
     /// `RESET`: the connection as it was when it connected.
     async fn reset(&mut self) {
         self.transaction = None;
+        self.subscriptions = Subscriptions::default();
         self.protocol = Protocol::Resp2;
         self.database = self.shared.config.upstream.endpoint.database;
         self.name = None;
@@ -578,6 +644,7 @@ impl Connection<'_> {
     /// The next command that needs the server makes a client with the connection's state now.
     fn drop_upstream(&mut self) {
         self.transaction = None;
+        self.subscriptions = Subscriptions::default();
         if let Some(client) = self.upstream.take() {
             tokio::spawn(async move { client.shutdown().await });
         }
@@ -585,6 +652,7 @@ impl Connection<'_> {
 
     async fn close(&mut self) {
         self.transaction = None;
+        self.subscriptions = Subscriptions::default();
         if let Some(client) = self.upstream.take() {
             client.shutdown().await;
         }

@@ -17,7 +17,9 @@
 //! ```
 
 mod connection;
+mod pubsub;
 pub mod resp;
 mod server;
 
+pub use pubsub::GAP_CHANNEL;
 pub use server::{Listen, Proxy, ProxyConfig, StartError};
