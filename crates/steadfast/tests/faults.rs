@@ -405,3 +405,42 @@ async fn commands_wait_out_a_loading_restart_and_each_is_refused_about_once() {
     assert!(pings >= 1, "the client polled with PING");
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_new_primary() {
+    init_tracing();
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    b.replicate(&a).await;
+    let resolver = StaticResolver::new(vec![a.address]);
+    let mut client = connected(config_resolving(&resolver)).await;
+    // B promoted and the name moved; then the pipeline itself demotes A halfway through, so
+    // its first INCR runs on A and the rest are refused there (READONLY), not executed.
+    b.promote().await;
+    resolver.set(vec![b.address]);
+    let (ran, demoted, incr, pushed): (i64, String, i64, i64) = redis::pipe()
+        .incr("ran_on_a", 1)
+        .cmd("REPLICAOF")
+        .arg(b.address.ip().to_string())
+        .arg(b.address.port())
+        .incr("counter", 1)
+        .lpush("list", "once")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!((ran, demoted.as_str()), (1, "OK"));
+    assert_eq!((incr, pushed), (1, 1), "the refused commands ran once, on B");
+    let mut on_b = b.admin().await;
+    let counter: i64 = redis::cmd("GET")
+        .arg("counter")
+        .query_async(&mut on_b)
+        .await
+        .unwrap();
+    let length: i64 = redis::cmd("LLEN")
+        .arg("list")
+        .query_async(&mut on_b)
+        .await
+        .unwrap();
+    assert_eq!((counter, length), (1, 1), "nothing doubled");
+    client.shutdown().await;
+}

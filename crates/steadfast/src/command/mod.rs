@@ -115,7 +115,17 @@ pub(crate) async fn execute(
     is_ambiguous_allowed: bool,
     until: Option<Instant>,
 ) -> Result<Reply, Error> {
-    let outcome = run(shared, request, is_ambiguous_allowed, until).await;
+    let started = Instant::now();
+    let mut outcome = run(shared, request, is_ambiguous_allowed, until).await;
+    if let (Ok(Reply::Pipeline(values)), Request::Pipeline { pipeline, .. }) =
+        (&mut outcome, request)
+        && !pipeline.is_transaction()
+        && !shared.is_cluster_node()
+    {
+        let own = started + shared.timeouts.deadline();
+        let deadline = until.map_or(own, |until| until.min(own));
+        resend_refused(shared, pipeline, values, is_ambiguous_allowed, deadline).await;
+    }
     crate::metrics::command(outcome.is_ok());
     if let Err(error) = &outcome
         && error.is_ambiguous()
@@ -125,6 +135,61 @@ pub(crate) async fn execute(
         });
     }
     outcome
+}
+
+/// The commands of a pipeline that the server refused unexecuted while the others ran (a
+/// demotion midway: `READONLY` from there on; `LOADING`, `BUSY` ...) are sent again, in order,
+/// as a pipeline of their own within `deadline`, and their replies take the refusals' places.
+/// Safe whatever they are, since they were not executed; the commands that ran are never sent
+/// again. (A pipeline refused whole is sent again by [`run`] itself.) Where the deadline runs
+/// out first, the refusals stay in the reply.
+async fn resend_refused(
+    shared: &Shared,
+    pipeline: &Pipeline,
+    values: &mut [Value],
+    is_ambiguous_allowed: bool,
+    deadline: Instant,
+) {
+    let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
+    if commands.len() != values.len() {
+        return;
+    }
+    // Each round sends fewer commands, or stops.
+    loop {
+        let refused: Vec<usize> = values
+            .iter()
+            .enumerate()
+            .filter(|(_, value)| match value {
+                Value::ServerError(error) => retry::is_not_executed(&error.clone().into()),
+                _ => false,
+            })
+            .map(|(at, _)| at)
+            .collect();
+        if refused.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        let mut again = redis::pipe();
+        for &at in &refused {
+            again.add_command(commands[at].clone());
+        }
+        let request = Request::Pipeline {
+            pipeline: &again,
+            offset: 0,
+            count: refused.len(),
+        };
+        let Ok(reply) = Box::pin(run(shared, request, is_ambiguous_allowed, Some(deadline))).await
+        else {
+            return;
+        };
+        let replies = reply.into_values();
+        let is_progress = replies.iter().any(|v| !matches!(v, Value::ServerError(_)));
+        for (at, value) in refused.into_iter().zip(replies) {
+            values[at] = value;
+        }
+        if !is_progress {
+            return;
+        }
+    }
 }
 
 async fn run(
