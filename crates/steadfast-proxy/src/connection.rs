@@ -35,6 +35,36 @@ use crate::pubsub::{Change, Subscriptions};
 use crate::resp::{self, Protocol, Read};
 use crate::server::Shared;
 
+/// The most commands of one read sent upstream as one pipeline.
+const MAX_BATCH: usize = 1024;
+
+/// Commands the proxy answers or steers itself; every other command goes to the server as
+/// it is.
+const LOCAL: &[&str] = &[
+    "HELLO",
+    "AUTH",
+    "QUIT",
+    "RESET",
+    "READONLY",
+    "READWRITE",
+    "CLIENT",
+    "SELECT",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "SSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "MONITOR",
+    "SYNC",
+    "PSYNC",
+    "WATCH",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "UNWATCH",
+];
+
 /// What to do after a command.
 #[derive(PartialEq, Eq)]
 enum Then {
@@ -91,10 +121,19 @@ where
     'serving: loop {
         // Every complete command in the buffer, in order; their replies written together.
         let mut used = 0;
+        let mut batch: Vec<Vec<Vec<u8>>> = Vec::new();
         loop {
             match resp::read_command(&buf[used..], &limits) {
                 Ok(Read::Command(args, length)) => {
                     used += length;
+                    if connection.is_plain(&args) {
+                        batch.push(args);
+                        if batch.len() >= MAX_BATCH {
+                            connection.forward_batch(&mut batch, &mut out).await;
+                        }
+                        continue;
+                    }
+                    connection.forward_batch(&mut batch, &mut out).await;
                     let then = connection.handle(&args, &mut out).await;
                     if then == Then::Close || shared.closing.is_cancelled() {
                         let _ = stream.write_all(&out).await;
@@ -104,12 +143,14 @@ where
                 Ok(Read::Skip(length)) => used += length,
                 Ok(Read::Incomplete { .. }) => break,
                 Err(error) => {
+                    connection.forward_batch(&mut batch, &mut out).await;
                     resp::write_error(&mut out, &format!("ERR {error}"));
                     let _ = stream.write_all(&out).await;
                     break 'serving;
                 }
             }
         }
+        connection.forward_batch(&mut batch, &mut out).await;
         buf.drain(..used);
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -268,6 +309,66 @@ impl Connection<'_> {
         let client = steadfast::Client::new(config)?;
         self.upstream = Some(client.clone());
         Ok(client)
+    }
+
+    /// Whether `args` goes to the server as it is, with nothing for the proxy to do: such
+    /// commands arriving together are sent together, as one pipeline.
+    fn is_plain(&self, args: &[Vec<u8>]) -> bool {
+        self.is_authenticated
+            && self.transaction.is_none()
+            && !self.subscriptions.is_active()
+            && !LOCAL
+                .iter()
+                .any(|local| local.as_bytes().eq_ignore_ascii_case(&args[0]))
+    }
+
+    /// Sends the commands of `batch` (emptied) as one pipeline, their replies in order: each
+    /// its own value or server error, or, when the pipeline failed as a whole, the same error
+    /// for each (an outcome unknown is the pipeline's: the library sends a pipeline again only
+    /// when every command in it is idempotent).
+    async fn forward_batch(&mut self, batch: &mut Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+        match batch.len() {
+            0 => return,
+            1 => return self.forward(&batch.pop().unwrap_or_default(), out).await,
+            _ => {}
+        }
+        let mut client = match self.upstream() {
+            Ok(client) => client,
+            Err(error) => {
+                for _ in batch.drain(..) {
+                    resp::write_error(out, &error_reply(&error));
+                }
+                return;
+            }
+        };
+        let mut pipeline = redis::pipe();
+        for args in batch.iter() {
+            pipeline.add_command(command_of(args));
+        }
+        let count = batch.len();
+        batch.clear();
+        match redis::aio::ConnectionLike::req_packed_commands(&mut client, &pipeline, 0, count)
+            .await
+        {
+            Ok(values) => {
+                for value in &values {
+                    resp::write_value(out, value, self.protocol);
+                }
+            }
+            Err(error) => {
+                let reply = match steadfast::RedisErrorExt::steadfast_error(&error) {
+                    Some(error) => error_reply(error),
+                    None => match (error.code(), error.detail()) {
+                        (Some(code), Some(detail)) => format!("{code} {detail}"),
+                        (Some(code), None) => code.to_owned(),
+                        _ => format!("ERR {error}"),
+                    },
+                };
+                for _ in 0..count {
+                    resp::write_error(out, &reply);
+                }
+            }
+        }
     }
 
     async fn forward(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {

@@ -234,3 +234,76 @@ async fn a_malformed_or_oversized_request_closes_that_connection_and_no_other() 
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_together_are_answered_in_order_around_the_ones_the_proxy_steers() {
+    let server = TestServer::start(ip(7), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    // Plain commands, a server error among them, a SELECT (the proxy's) in the middle: one
+    // write, replies in the order sent, the SELECT in force from where it was.
+    let request = b"SET s text\r\nINCR n\r\nINCR s\r\nINCR n\r\nSELECT 3\r\nINCR n\r\nGET s\r\nCLIENT ID\r\nINCR n\r\n";
+    let reply = exchange(&mut raw, request, b":2\r\n").await;
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "+OK\r\n:1\r\n-ERR value is not an integer or out of range\r\n:2\r\n+OK\r\n:1\r\n$-1\r\n:1\r\n:2\r\n"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_of_a_million_commands_is_answered_in_full_and_no_other_client_waits() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(ip(8), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    const COMMANDS: usize = 1_000_000;
+    let (mut reader, mut writer) = TcpStream::connect(address).await.unwrap().into_split();
+    let sender = tokio::spawn(async move {
+        let command = b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n";
+        let chunk = command.repeat(10_000);
+        for _ in 0..COMMANDS / 10_000 {
+            writer.write_all(&chunk).await.unwrap();
+        }
+        writer
+    });
+    let counter = tokio::spawn(async move {
+        // Every reply is ":<n>\r\n": the last is the million.
+        let (mut lines, mut tail, mut last) = (0usize, Vec::new(), Vec::new());
+        let mut chunk = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while lines < COMMANDS {
+            let n = tokio::time::timeout_at(deadline, reader.read(&mut chunk))
+                .await
+                .expect("the whole pipeline within 120 s")
+                .unwrap();
+            assert!(n > 0, "closed after {lines} replies");
+            for &byte in &chunk[..n] {
+                tail.push(byte);
+                if byte == b'\n' {
+                    lines += 1;
+                    last = std::mem::take(&mut tail);
+                }
+            }
+        }
+        last
+    });
+    // Meanwhile another client is answered as usual.
+    let mut other = TcpStream::connect(address).await.unwrap();
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(
+            exchange(&mut other, b"PING\r\n", b"\r\n").await,
+            b"+PONG\r\n"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = counter.await.unwrap();
+    drop(sender.await.unwrap());
+    assert_eq!(last, format!(":{COMMANDS}\r\n").into_bytes());
+    proxy.shutdown().await;
+}

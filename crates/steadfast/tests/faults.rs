@@ -429,7 +429,11 @@ async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_
         .await
         .unwrap();
     assert_eq!((ran, demoted.as_str()), (1, "OK"));
-    assert_eq!((incr, pushed), (1, 1), "the refused commands ran once, on B");
+    assert_eq!(
+        (incr, pushed),
+        (1, 1),
+        "the refused commands ran once, on B"
+    );
     let mut on_b = b.admin().await;
     let counter: i64 = redis::cmd("GET")
         .arg("counter")
