@@ -85,12 +85,23 @@ pub(crate) struct DrillArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // RUST_LOG=steadfast=debug (for example) logs the library's decisions to standard error.
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
+    // RUST_LOG=steadfast=debug (for example) logs the library's decisions to standard error;
+    // the proxy logs its own and the upstream's events without being asked.
+    let log_format = match &cli.command {
+        Command::Proxy(args) => Some(args.log_format),
+        _ => std::env::var_os("RUST_LOG").map(|_| proxy::LogFormat::Text),
+    };
+    if let Some(format) = log_format {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("steadfast_proxy=info,steadfast=warn")
+        });
+        let logs = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match format {
+            proxy::LogFormat::Text => logs.init(),
+            proxy::LogFormat::Json => logs.json().init(),
+        }
     }
     match cli.command {
         Command::Ping { target } => ping::ping(target.as_deref()).await,

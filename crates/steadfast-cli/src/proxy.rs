@@ -4,6 +4,15 @@ use std::process::ExitCode;
 
 use steadfast_proxy::{Listen, Proxy, ProxyConfig};
 
+/// How the proxy's log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event (for a log pipeline).
+    Json,
+}
+
 /// Options of `steadfast proxy`.
 #[derive(clap::Args)]
 pub(crate) struct ProxyArgs {
@@ -23,6 +32,13 @@ pub(crate) struct ProxyArgs {
     /// The most downstream connections at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// Serve `/health` (200 while an upstream primary is reachable, 503 otherwise) and
+    /// `/metrics` (Prometheus) over HTTP at ADDR (`127.0.0.1:9187`).
+    #[arg(long = "metrics", value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// How log lines (to standard error; RUST_LOG filters them) are written.
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
     /// The upstream: a `redis://` / `rediss://` URL or a StackExchange.Redis connection
     /// string. Without it: the environment (`STEADFAST_CONFIG_FILE`, `STEADFAST_URL` or
     /// `STEADFAST_CONNECTION_STRING`, and `STEADFAST_PASSWORD`).
@@ -46,6 +62,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> ExitCode {
         .or_else(|| std::env::var("STEADFAST_PROXY_PASSWORD").ok());
     config.is_open_to_network = args.open_to_network;
     config.max_connections = args.max_connections;
+    config.operations = args.metrics;
     let proxy = match Proxy::start(config).await {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -53,6 +70,9 @@ pub(crate) async fn proxy(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(address) = proxy.operations_address() {
+        println!("steadfast proxy serving /health and /metrics on http://{address}");
+    }
     for listen in proxy.addresses() {
         match listen {
             Listen::Tcp(address) => println!("steadfast proxy listening on {address}"),

@@ -273,8 +273,11 @@ async fn ping_over_tls_verifies_the_certificate_and_names_the_failing_step() {
 
 /// `redis-cli` (a client that knows nothing of steadfast) against `address`.
 fn redis_cli(address: std::net::SocketAddr, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
+    // Bounded: a redis-cli that waits for more (a subscription) is ended after 10 s.
+    let output = Command::new("timeout")
         .args([
+            "10",
+            "redis-cli",
             "-h",
             &address.ip().to_string(),
             "-p",
@@ -293,6 +296,7 @@ async fn proxy_serves_redis_cli_through_a_restart_and_stops_on_sigterm() {
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_steadfast"))
         .args(["proxy", "--listen", &listen.to_string()])
+        .args(["--metrics", "127.0.0.1:0", "--log-format", "json"])
         .arg(format!("redis://{}", server.address))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -314,7 +318,7 @@ async fn proxy_serves_redis_cli_through_a_restart_and_stops_on_sigterm() {
         "again",
         "written through to the server"
     );
-    let refused = redis_cli(listen, &["SUBSCRIBE", "news"]);
+    let refused = redis_cli(listen, &["CLIENT", "TRACKING", "on"]);
     assert!(refused.contains("not supported yet"), "{refused}");
     let pid = proxy.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -338,4 +342,5 @@ async fn proxy_serves_redis_cli_through_a_restart_and_stops_on_sigterm() {
         .expect("stdout")
         .read_to_string(&mut said);
     assert!(said.contains(&format!("listening on {listen}")), "{said}");
+    assert!(said.contains("serving /health and /metrics on http://127.0.0.1:"), "{said}");
 }

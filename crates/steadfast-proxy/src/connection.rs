@@ -195,8 +195,22 @@ fn command_of(args: &[Vec<u8>]) -> redis::Cmd {
     cmd
 }
 
-/// The reply for an error the library returned.
+/// The reply for an error the library returned; those of the proxy's own codes are counted
+/// (`steadfast_proxy_errors_total{code}`) and logged.
 fn error_reply(error: &steadfast::Error) -> String {
+    let reply = reply_for(error);
+    let code = reply.split(' ').next().unwrap_or_default();
+    if matches!(
+        code,
+        "UNKNOWNOUTCOME" | "UNAVAILABLE" | "WATCHLOST" | "CROSSSLOT"
+    ) {
+        metrics::counter!("steadfast_proxy_errors_total", "code" => code.to_owned()).increment(1);
+        tracing::info!(code, error = %error, "error reply");
+    }
+    reply
+}
+
+fn reply_for(error: &steadfast::Error) -> String {
     let kind = error.kind();
     match kind {
         ErrorKind::MayHaveBeenApplied => format!("UNKNOWNOUTCOME {error}"),
@@ -225,6 +239,7 @@ fn error_reply(error: &steadfast::Error) -> String {
 impl Connection<'_> {
     /// Answers one command into `out`.
     async fn handle(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) -> Then {
+        metrics::counter!("steadfast_proxy_commands_total").increment(1);
         let name = upper(&args[0]);
         if !self.is_authenticated && !matches!(name.as_str(), "AUTH" | "HELLO" | "QUIT" | "RESET") {
             resp::write_error(out, "NOAUTH Authentication required.");
@@ -327,6 +342,9 @@ impl Connection<'_> {
     /// for each (an outcome unknown is the pipeline's: the library sends a pipeline again only
     /// when every command in it is idempotent).
     async fn forward_batch(&mut self, batch: &mut Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+        if !batch.is_empty() {
+            metrics::counter!("steadfast_proxy_commands_total").increment(batch.len() as u64);
+        }
         match batch.len() {
             0 => return,
             1 => return self.forward(&batch.pop().unwrap_or_default(), out).await,

@@ -17,9 +17,11 @@
 //! ```
 
 mod connection;
+pub mod operations;
 mod pubsub;
 pub mod resp;
 mod server;
 
+pub use operations::Health;
 pub use pubsub::GAP_CHANNEL;
 pub use server::{Listen, Proxy, ProxyConfig, StartError};

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection;
+use crate::operations::{self, Health, Upstream};
 use crate::resp::Limits;
 
 /// Where the proxy listens.
@@ -66,6 +67,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// How long [`Proxy::shutdown`] lets running commands finish. Default: 5 s.
     pub drain: Duration,
+    /// Where to serve `/health` and `/metrics` over HTTP (`--metrics`); `None`: nowhere.
+    pub operations: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -79,6 +82,7 @@ impl ProxyConfig {
             max_connections: 10_000,
             limits: Limits::default(),
             drain: Duration::from_secs(5),
+            operations: None,
         }
     }
 }
@@ -96,6 +100,8 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     addresses: Vec<Listen>,
+    upstream: Upstream,
+    operations: Option<SocketAddr>,
     stop_accepting: CancellationToken,
     tasks: TaskTracker,
 }
@@ -130,6 +136,22 @@ impl Proxy {
             closing: CancellationToken::new(),
         });
         let (stop_accepting, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let upstream = Upstream::start(shared.config.upstream.clone(), &stop_accepting, &tasks)
+            .map_err(|e| StartError(format!("upstream: {e}")))?;
+        let mut operations = None;
+        if let Some(address) = shared.config.operations {
+            let watched = upstream.health_source();
+            let bound = operations::serve(
+                address,
+                move || watched.health(),
+                operations::install_recorder(),
+                stop_accepting.clone(),
+                &tasks,
+            )
+            .await
+            .map_err(|e| StartError(format!("metrics: {address}: {e}")))?;
+            operations = Some(bound);
+        }
         let mut addresses = Vec::new();
         for listen in shared.config.listen.clone() {
             match listen {
@@ -170,6 +192,8 @@ impl Proxy {
         Ok(Self {
             shared,
             addresses,
+            upstream,
+            operations,
             stop_accepting,
             tasks,
         })
@@ -178,6 +202,16 @@ impl Proxy {
     /// Where it listens (a TCP port 0 resolved to the port bound).
     pub fn addresses(&self) -> &[Listen] {
         &self.addresses
+    }
+
+    /// Where `/health` and `/metrics` are served (a port 0 resolved), if anywhere.
+    pub fn operations_address(&self) -> Option<SocketAddr> {
+        self.operations
+    }
+
+    /// Whether the upstream has a reachable primary now (what `/health` says).
+    pub fn health(&self) -> Health {
+        self.upstream.health()
     }
 
     /// Downstream connections open now.
@@ -216,6 +250,13 @@ where
     let shared = Arc::clone(shared);
     if open > shared.config.max_connections {
         shared.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::counter!("steadfast_proxy_connections_refused_total", "reason" => "max_connections")
+            .increment(1);
+        tracing::warn!(
+            peer,
+            max = shared.config.max_connections,
+            "connection refused: the proxy is full"
+        );
         tasks.spawn(async move {
             let _ = stream
                 .write_all(b"-ERR max number of clients reached\r\n")
@@ -223,9 +264,12 @@ where
         });
         return;
     }
+    metrics::counter!("steadfast_proxy_connections_total").increment(1);
+    metrics::gauge!("steadfast_proxy_connections").increment(1.0);
     tasks.spawn(async move {
         connection::serve(stream, peer, &shared).await;
         shared.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("steadfast_proxy_connections").decrement(1.0);
     });
 }
 
