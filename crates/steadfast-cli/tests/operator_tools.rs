@@ -342,5 +342,8 @@ async fn proxy_serves_redis_cli_through_a_restart_and_stops_on_sigterm() {
         .expect("stdout")
         .read_to_string(&mut said);
     assert!(said.contains(&format!("listening on {listen}")), "{said}");
-    assert!(said.contains("serving /health and /metrics on http://127.0.0.1:"), "{said}");
+    assert!(
+        said.contains("serving /health and /metrics on http://127.0.0.1:"),
+        "{said}"
+    );
 }

@@ -41,7 +41,9 @@ pub enum Listen {
 /// Shared settings: no RDB snapshots and no append-only file (a test controls persistence
 /// itself when it wants it), protected mode off (servers are bound to private loopback or
 /// namespace addresses), `DEBUG` allowed (`DEBUG SLEEP` is how a slow server is made), a new
-/// replica's full sync at once (the default waits 5 s for others), and output discarded.
+/// replica's full sync at once (the default waits 5 s for others), a replica announcing the
+/// address it listens on (a loopback connection's source is 127.0.0.1, which `FAILOVER` would
+/// otherwise dial), and output discarded.
 #[derive(Clone, Debug)]
 pub struct ServerLine {
     listen: Listen,
@@ -97,9 +99,11 @@ impl ServerLine {
         match &self.listen {
             Listen::Tcp(ip) => {
                 command.args(["--bind", &ip.to_string(), "--port", &PORT.to_string()]);
+                command.args(["--replica-announce-ip", &ip.to_string()]);
             }
             Listen::TlsOnly(ip) => {
                 command.args(["--bind", &ip.to_string(), "--port", "0"]);
+                command.args(["--replica-announce-ip", &ip.to_string()]);
                 command.args(["--tls-port", &PORT.to_string()]);
             }
             Listen::Unix(path) => {

@@ -448,3 +448,45 @@ async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_
     assert_eq!((counter, length), (1, 1), "nothing doubled");
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinated_failover_moves_writes_to_the_new_primary_without_a_failed_operation() {
+    init_tracing();
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    b.replicate(&a).await;
+    let resolver = StaticResolver::new(vec![a.address]);
+    let client = connected(config_resolving(&resolver)).await;
+    let workload = Workload::start(client.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // FAILOVER: A pauses writes until B has caught up, B is promoted, A becomes its replica;
+    // the name moves to B as soon as it was asked.
+    let fault = Instant::now();
+    let _: () = redis::cmd("FAILOVER")
+        .query_async(&mut a.admin().await)
+        .await
+        .unwrap();
+    resolver.set(vec![b.address]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut b.admin().await)
+            .await
+            .unwrap();
+        if role[0] == redis::Value::BulkString(b"master".to_vec()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B was never promoted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let restored = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rode_through(
+        "coordinated failover",
+        workload.stop().await,
+        fault,
+        restored,
+    );
+    client.shutdown().await;
+}

@@ -11,6 +11,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// Logs of the proxy and the library, to the test's output (`RUST_LOG` filters; warnings by
+/// default).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "steadfast=warn,steadfast_proxy=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// A private loopback address for each server of this test binary.
 pub fn ip(n: u8) -> IpAddr {
     IpAddr::from([127, 215, (std::process::id() % 250) as u8, n])
@@ -19,6 +31,14 @@ pub fn ip(n: u8) -> IpAddr {
 /// A proxy for `server` on a free loopback port; `password` asked of clients.
 pub async fn proxy_for(server: &TestServer, password: Option<&str>) -> (Proxy, SocketAddr) {
     let upstream = steadfast::Config::from_url(&server.url()).unwrap();
+    proxy_with(upstream, password).await
+}
+
+/// A proxy for `upstream` on a free loopback port; `password` asked of clients.
+pub async fn proxy_with(
+    upstream: steadfast::Config,
+    password: Option<&str>,
+) -> (Proxy, SocketAddr) {
     let mut config = ProxyConfig::new(upstream);
     config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
     config.password = password.map(str::to_owned);
