@@ -338,9 +338,10 @@ impl Connection<'_> {
     }
 
     /// Sends the commands of `batch` (emptied) as one pipeline, their replies in order: each
-    /// its own value or server error, or, when the pipeline failed as a whole, the same error
-    /// for each (an outcome unknown is the pipeline's: the library sends a pipeline again only
-    /// when every command in it is idempotent).
+    /// its own value or server error. When the pipeline failed as a whole after it was written
+    /// (the link died: any of it may have been applied), each idempotent command is sent again
+    /// on its own and a non-idempotent one is answered `UNKNOWNOUTCOME`, as the library treats
+    /// single commands; any other failure (nothing was sent) is every command's answer.
     async fn forward_batch(&mut self, batch: &mut Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
         if !batch.is_empty() {
             metrics::counter!("steadfast_proxy_commands_total").increment(batch.len() as u64);
@@ -350,41 +351,60 @@ impl Connection<'_> {
             1 => return self.forward(&batch.pop().unwrap_or_default(), out).await,
             _ => {}
         }
+        let commands = std::mem::take(batch);
         let mut client = match self.upstream() {
             Ok(client) => client,
             Err(error) => {
-                for _ in batch.drain(..) {
+                for _ in &commands {
                     resp::write_error(out, &error_reply(&error));
                 }
                 return;
             }
         };
         let mut pipeline = redis::pipe();
-        for args in batch.iter() {
+        for args in &commands {
             pipeline.add_command(command_of(args));
         }
-        let count = batch.len();
-        batch.clear();
-        match redis::aio::ConnectionLike::req_packed_commands(&mut client, &pipeline, 0, count)
-            .await
-        {
+        let sent = redis::aio::ConnectionLike::req_packed_commands(
+            &mut client,
+            &pipeline,
+            0,
+            commands.len(),
+        )
+        .await;
+        let error = match sent {
             Ok(values) => {
                 for value in &values {
                     resp::write_value(out, value, self.protocol);
                 }
+                return;
             }
-            Err(error) => {
-                let reply = match steadfast::RedisErrorExt::steadfast_error(&error) {
-                    Some(error) => error_reply(error),
-                    None => match (error.code(), error.detail()) {
-                        (Some(code), Some(detail)) => format!("{code} {detail}"),
-                        (Some(code), None) => code.to_owned(),
-                        _ => format!("ERR {error}"),
-                    },
-                };
-                for _ in 0..count {
-                    resp::write_error(out, &reply);
-                }
+            Err(error) => error,
+        };
+        let Some(failure) = steadfast::RedisErrorExt::steadfast_error(&error) else {
+            let reply = match (error.code(), error.detail()) {
+                (Some(code), Some(detail)) => format!("{code} {detail}"),
+                (Some(code), None) => code.to_owned(),
+                _ => format!("ERR {error}"),
+            };
+            for _ in &commands {
+                resp::write_error(out, &reply);
+            }
+            return;
+        };
+        if !failure.is_ambiguous() {
+            let reply = error_reply(failure);
+            for _ in &commands {
+                resp::write_error(out, &reply);
+            }
+            return;
+        }
+        let unknown = error_reply(failure);
+        for (args, cmd) in commands.iter().zip(pipeline.cmd_iter()) {
+            if steadfast::is_idempotent(cmd) {
+                self.forward(args, out).await;
+            } else {
+                resp::write_error(out, &unknown);
             }
         }
     }

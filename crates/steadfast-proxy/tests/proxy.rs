@@ -307,3 +307,39 @@ async fn a_pipeline_of_a_million_commands_is_answered_in_full_and_no_other_clien
     assert_eq!(last, format!(":{COMMANDS}\r\n").into_bytes());
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_off_by_a_kill_sends_its_idempotent_commands_again_and_tells_the_others_unknown()
+ {
+    use tokio::io::AsyncWriteExt;
+    let mut server = TestServer::start(ip(9), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    assert_eq!(exchange(&mut raw, b"PING\r\n", b"\r\n").await, b"+PONG\r\n");
+    // The server is kept busy, so the batch is written and never answered; then it dies.
+    let url = server.url();
+    tokio::spawn(async move {
+        let mut direct = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(2)
+            .query_async(&mut direct)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    raw.write_all(b"SET a 1\r\nINCR n\r\nGET a\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill();
+    server.restart().await;
+    let replies = exchange(&mut raw, b"", b"$1\r\n1\r\n").await;
+    let text = String::from_utf8_lossy(&replies);
+    assert!(text.starts_with("+OK\r\n-UNKNOWNOUTCOME "), "{text}");
+    assert!(text.ends_with("\r\n$1\r\n1\r\n"), "{text}");
+    proxy.shutdown().await;
+}

@@ -105,6 +105,20 @@ pub use config::{
 pub use error::{Error, ErrorKind, RedisErrorExt};
 pub use event::{Abandoned, DisconnectReason, Event, LinkState, MaintenanceNotice, Role};
 
+/// Whether sending `cmd` twice leaves the server and the reply as sending it once: the rule by
+/// which the retry policy sends a command again after an ambiguous failure (written, then the
+/// link died). For code that sends commands on the library's behalf, such as the proxy.
+///
+/// ```
+/// assert!(steadfast::is_idempotent(redis::cmd("GET").arg("k")));
+/// assert!(steadfast::is_idempotent(redis::cmd("SET").arg("k").arg("v")));
+/// assert!(!steadfast::is_idempotent(redis::cmd("INCR").arg("k")));
+/// assert!(!steadfast::is_idempotent(redis::cmd("SET").arg("k").arg("v").arg("NX")));
+/// ```
+pub fn is_idempotent(cmd: &redis::Cmd) -> bool {
+    policy::idempotent::is_idempotent(cmd)
+}
+
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -460,14 +460,13 @@ async fn a_coordinated_failover_moves_writes_to_the_new_primary_without_a_failed
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // FAILOVER: A pauses writes until B has caught up, B is promoted, A becomes its replica;
-    // the name moves to B as soon as it was asked.
+    // FAILOVER: A pauses writes until B has caught up, B is promoted, A becomes its replica
+    // (READONLY to writes); then the name moves to B, as a managed service moves it.
     let fault = Instant::now();
     let _: () = redis::cmd("FAILOVER")
         .query_async(&mut a.admin().await)
         .await
         .unwrap();
-    resolver.set(vec![b.address]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let role: Vec<redis::Value> = redis::cmd("ROLE")
@@ -480,6 +479,7 @@ async fn a_coordinated_failover_moves_writes_to_the_new_primary_without_a_failed
         assert!(Instant::now() < deadline, "B was never promoted");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    resolver.set(vec![b.address]);
     let restored = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     rode_through(

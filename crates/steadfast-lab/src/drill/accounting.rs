@@ -111,7 +111,13 @@ impl Counting {
                         let is_unknown = tokio::select! {
                             outcome = client.send(&cmd) => match outcome {
                                 Ok(_) => Some(false),
-                                Err(e) if e.may_have_been_applied() => Some(true),
+                                // The proxy tells it with its own code.
+                                Err(e)
+                                    if e.may_have_been_applied()
+                                        || e.code() == Some("UNKNOWNOUTCOME") =>
+                                {
+                                    Some(true)
+                                }
                                 Err(_) => None,
                             },
                             // Still waiting GRACE after the end: its outcome is unknown.
@@ -190,6 +196,8 @@ impl Counting {
         }
         if client == ClientKind::Steadfast {
             accounting.goals = goals(scenario, &accounting);
+        } else if client == ClientKind::ThroughProxy {
+            accounting.goals = super::report::tracked(goals(scenario, &accounting));
         }
         accounting
     }
@@ -293,6 +301,7 @@ fn goals(scenario: Scenario, a: &Accounting) -> Vec<Goal> {
             a.lpush.unknown
         ),
         is_met: doubled == 0,
+        is_held: true,
     }];
     if scenario.is_one_instant() {
         let unknown = a.incr.unknown + a.lpush.unknown;
@@ -303,6 +312,7 @@ fn goals(scenario: Scenario, a: &Accounting) -> Vec<Goal> {
             ),
             measured: format!("{unknown} unknown"),
             is_met: unknown <= a.tasks as u64,
+            is_held: true,
         });
     }
     goals

@@ -5,6 +5,8 @@
 //! - redis-rs `MultiplexedConnection` with its defaults: one connection, never replaced. If it
 //!   cannot be created (server down), each operation tries to create it, as a caller would.
 //! - redis-rs `ConnectionManager` with its defaults, created the same lazy way.
+//! - redis-rs `MultiplexedConnection` with its defaults, through a `steadfast proxy` (the
+//!   library's sidecar, started in this process for the scenario) with its defaults.
 //! - On a cluster: steadfast's `ClusterClient` with its defaults, beside redis-rs
 //!   `cluster_async::ClusterConnection` with its defaults (created the same lazy way), and a
 //!   floor: one redis-rs `MultiplexedConnection` straight to each shard's first primary, which
@@ -31,12 +33,16 @@ pub enum ClientKind {
     RedisRsCluster,
     /// The floor: redis-rs `MultiplexedConnection`s straight to each shard's first primary.
     Direct,
+    /// redis-rs `MultiplexedConnection` with its defaults, through a `steadfast proxy` with
+    /// its defaults (in this process, on loopback): the application that is not steadfast.
+    ThroughProxy,
 }
 
 impl ClientKind {
     /// Every single-endpoint client, in report order.
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::Steadfast,
+        Self::ThroughProxy,
         Self::RedisRsMultiplexed,
         Self::RedisRsManager,
     ];
@@ -52,7 +58,14 @@ impl ClientKind {
             Self::RedisRsManager => "redis-rs manager",
             Self::RedisRsCluster => "redis-rs cluster_async",
             Self::Direct => "direct (floor)",
+            Self::ThroughProxy => "redis-rs via proxy",
         }
+    }
+
+    /// Whether the drill holds it to goals: steadfast, and an application through the proxy,
+    /// which must get steadfast's own numbers.
+    pub fn has_goals(self) -> bool {
+        matches!(self, Self::Steadfast | Self::ThroughProxy)
     }
 }
 
@@ -98,6 +111,11 @@ pub(crate) enum UnderTest {
     Direct {
         primaries: Vec<std::net::SocketAddr>,
         connections: Vec<Mutex<Option<MultiplexedConnection>>>,
+    },
+    ThroughProxy {
+        proxy: steadfast_proxy::Proxy,
+        url: String,
+        connection: Mutex<Option<MultiplexedConnection>>,
     },
 }
 
@@ -159,6 +177,31 @@ impl UnderTest {
                     primaries,
                 }
             }
+            ClientKind::ThroughProxy => {
+                // The proxy's upstream: its defaults, with the scenario's opt-ins (each
+                // downstream connection's protocol is the one its client chose: RESP2 here).
+                let mut config = steadfast::Config::from_url(url).map_err(|e| e.to_string())?;
+                if opt_in.is_azure_events {
+                    config.maintenance.azure_events = steadfast::AzureEvents::On;
+                }
+                let mut proxy_config = steadfast_proxy::ProxyConfig::new(config);
+                proxy_config.listen = vec![steadfast_proxy::Listen::Tcp(
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                )];
+                let proxy = steadfast_proxy::Proxy::start(proxy_config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(steadfast_proxy::Listen::Tcp(address)) =
+                    proxy.addresses().first().cloned()
+                else {
+                    return Err("the proxy did not listen on TCP".into());
+                };
+                Self::ThroughProxy {
+                    proxy,
+                    url: format!("redis://{address}/"),
+                    connection: Mutex::new(None),
+                }
+            }
             ClientKind::RedisRsMultiplexed => Self::Multiplexed {
                 url: url.to_owned(),
                 connection: Mutex::new(None),
@@ -184,7 +227,10 @@ impl UnderTest {
     pub(crate) async fn set_get(&self, key: &str, value: u64) -> Result<(), String> {
         match self {
             Self::Steadfast(client, _) => steadfast_set_get!(client, key, value),
-            Self::Multiplexed { url, connection } => {
+            Self::Multiplexed { url, connection }
+            | Self::ThroughProxy {
+                url, connection, ..
+            } => {
                 let mut connection = made_once(connection, async {
                     redis::Client::open(url.as_str())?
                         .get_multiplexed_async_connection()
@@ -239,7 +285,10 @@ impl UnderTest {
         match self {
             Self::Steadfast(client, _) => client.query(cmd).await.map_err(Into::into),
             Self::SteadfastCluster(client, _) => client.query(cmd).await.map_err(Into::into),
-            Self::Multiplexed { url, connection } => {
+            Self::Multiplexed { url, connection }
+            | Self::ThroughProxy {
+                url, connection, ..
+            } => {
                 let mut connection = made_once(connection, async {
                     redis::Client::open(url.as_str())?
                         .get_multiplexed_async_connection()
@@ -294,6 +343,7 @@ impl UnderTest {
         match self {
             Self::Steadfast(client, _) => client.shutdown().await,
             Self::SteadfastCluster(client, _) => client.shutdown().await,
+            Self::ThroughProxy { proxy, .. } => proxy.shutdown().await,
             _ => {}
         }
     }
@@ -334,7 +384,18 @@ async fn set_get<C: redis::aio::ConnectionLike>(
 }
 
 /// A short name for an error, for the report: the server's code, or what kind of failure.
+/// The proxy's own codes are named as the library names the same failure, so that one goal
+/// reads both: `UNAVAILABLE` (not sent) and `UNKNOWNOUTCOME` whose deadline ran out are
+/// `DeadlineExceeded`, any other `UNKNOWNOUTCOME` `MayHaveBeenApplied`.
 fn kind_of(error: &redis::RedisError) -> String {
+    let is_deadline = error.detail().is_some_and(|d| d.contains("deadline"));
+    match error.code() {
+        Some("UNAVAILABLE" | "UNKNOWNOUTCOME") if is_deadline => {
+            return "DeadlineExceeded".to_owned();
+        }
+        Some("UNKNOWNOUTCOME") => return "MayHaveBeenApplied".to_owned(),
+        _ => {}
+    }
     if let Some(code) = error.code() {
         return code.to_owned();
     }

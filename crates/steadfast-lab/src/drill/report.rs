@@ -79,6 +79,10 @@ pub struct Goal {
     pub measured: String,
     /// Met or not.
     pub is_met: bool,
+    /// Whether missing it fails the drill. A goal not held yet is measured and reported, and
+    /// says so: redis-rs through the proxy, whose goals (issue 18) are tracked until the
+    /// proxy meets them.
+    pub is_held: bool,
 }
 
 /// One scenario's results.
@@ -111,7 +115,7 @@ impl ScenarioReport {
             .flat_map(|o| &o.goals)
             .chain(self.accounting.iter().flat_map(|a| &a.goals))
             .chain(self.stateful.iter().flat_map(|s| &s.goals))
-            .all(|g| g.is_met)
+            .all(|g| g.is_met || !g.is_held)
     }
 }
 
@@ -297,26 +301,34 @@ impl DrillReport {
                 skipped.reason
             );
         }
-        let _ = writeln!(out, "\nsteadfast goals:");
+        let _ = writeln!(
+            out,
+            "\ngoals (steadfast, and redis-rs through the steadfast proxy):"
+        );
         for scenario in &self.scenarios {
             let counting = scenario
                 .accounting
                 .iter()
-                .flat_map(|a| a.goals.iter().map(|g| ("non-idempotent", g)));
+                .flat_map(|a| a.goals.iter().map(|g| (a.client, "non-idempotent", g)));
             let outcomes = scenario
                 .outcomes
                 .iter()
-                .flat_map(|o| o.goals.iter().map(|g| (o.workload.label(), g)));
+                .flat_map(|o| o.goals.iter().map(|g| (o.client, o.workload.label(), g)));
             let stateful = scenario
                 .stateful
                 .iter()
-                .flat_map(|s| s.goals.iter().map(|g| ("stateful", g)));
-            for (workload, goal) in counting.chain(outcomes).chain(stateful) {
+                .flat_map(|s| s.goals.iter().map(|g| (s.client, "stateful", g)));
+            for (client, workload, goal) in counting.chain(outcomes).chain(stateful) {
                 let _ = writeln!(
                     out,
-                    "  [{}] {:<18} {:<14} {} (measured: {})",
-                    if goal.is_met { "met" } else { "MISSED" },
+                    "  [{}] {:<18} {:<18} {:<14} {} (measured: {})",
+                    match (goal.is_met, goal.is_held) {
+                        (true, _) => "met",
+                        (false, true) => "MISSED",
+                        (false, false) => "missed, tracked",
+                    },
                     scenario.scenario.name(),
+                    client.label(),
                     workload,
                     goal.goal,
                     goal.measured
@@ -423,6 +435,8 @@ pub(crate) fn measure(
     };
     if outcome.client == ClientKind::Steadfast {
         outcome.goals = goals(scenario, &outcome, restored_ms - fault_ms);
+    } else if outcome.client == ClientKind::ThroughProxy {
+        outcome.goals = tracked(proxy_goals(scenario, &outcome));
     }
     outcome
 }
@@ -432,6 +446,7 @@ pub(super) fn goal(text: &str, measured: String, is_met: bool) -> Goal {
         goal: text.to_owned(),
         measured,
         is_met,
+        is_held: true,
     }
 }
 
@@ -522,6 +537,52 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
     }
 }
 
+/// `goals`, measured and reported but not failing the drill yet.
+pub(super) fn tracked(mut goals: Vec<Goal>) -> Vec<Goal> {
+    for goal in &mut goals {
+        goal.is_held = false;
+    }
+    goals
+}
+
+/// An application through the proxy (issue 18): steadfast's own numbers where the library
+/// promises them, recovery within 250 ms of the server being reachable. Reconnects are the
+/// proxy's business, not counted here.
+fn proxy_goals(scenario: Scenario, o: &Outcome) -> Vec<Goal> {
+    let failed = goal(
+        "at most 0 failed operations",
+        format!("{} failed {:?}", o.failed, o.errors),
+        o.failed == 0,
+    );
+    let recovery = goal(
+        "recovery within 250 ms of restore",
+        ms(o.recovery_from_restore_ms),
+        o.recovered && o.recovery_from_restore_ms.is_some_and(|r| r <= 250.0),
+    );
+    let only_deadlines = goal(
+        "only failures are deadlines that ran out",
+        format!("{:?}", o.errors),
+        o.errors.keys().all(|k| k == "DeadlineExceeded"),
+    );
+    match scenario {
+        Scenario::Restart
+        | Scenario::RestartLoading
+        | Scenario::ClientKill
+        | Scenario::Demotion
+        | Scenario::DownAtStart
+        | Scenario::FailoverDnsFlip
+        | Scenario::FailoverDeadFirst
+        | Scenario::Moving
+        | Scenario::FailingOver
+        | Scenario::AzureMaintenance => vec![failed, recovery],
+        Scenario::Blackhole => vec![recovery, only_deadlines],
+        Scenario::SlowServer => vec![failed],
+        Scenario::LossyLink => vec![only_deadlines],
+        // Not run through the proxy yet (a cluster upstream is issue 18's next part).
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,5 +652,33 @@ mod tests {
         );
         assert_eq!(o.recovery_from_restore_ms, Some(20.0));
         assert!(o.goals.iter().all(|g| g.is_met), "{:?}", o.goals);
+    }
+
+    #[test]
+    fn a_client_through_the_proxy_is_measured_against_goals_that_are_tracked_not_held() {
+        let ops = vec![
+            op(0.0, 1.0, None),
+            op(1_100.0, 1_600.0, Some("timeout")),
+            op(1_700.0, 1_701.0, None),
+        ];
+        let o = measure(
+            Scenario::Restart,
+            1_000.0,
+            1_500.0,
+            measured(ClientKind::ThroughProxy, ops, vec![]),
+        );
+        assert!(o.goals.iter().any(|g| !g.is_met), "{:?}", o.goals);
+        assert!(o.goals.iter().all(|g| !g.is_held), "{:?}", o.goals);
+        let scenario = ScenarioReport {
+            scenario: Scenario::Restart,
+            description: String::new(),
+            fault_ms: 1_000.0,
+            restored_ms: 1_500.0,
+            dns_ttl_ms: 1_000.0,
+            outcomes: vec![o],
+            accounting: Vec::new(),
+            stateful: Vec::new(),
+        };
+        assert!(scenario.is_met(), "a tracked goal missed does not fail the drill");
     }
 }

@@ -229,6 +229,7 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
                 p.published, p.received, p.missing, p.missing_outside_gaps, p.gaps
             ),
             is_met: p.missing_outside_gaps == 0 && p.received > 0,
+            is_held: true,
         },
         Goal {
             goal: "pubsub: messages again within 250 ms of the service being back".into(),
@@ -236,6 +237,7 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
                 .resumed_ms
                 .map_or("never".to_owned(), |ms| format!("{ms:.1} ms")),
             is_met: p.resumed_ms.is_some_and(|ms| ms <= 250.0),
+            is_held: true,
         },
         Goal {
             goal: "queue: nothing consumed twice, lost <= pops told \"outcome unknown\"".into(),
@@ -244,11 +246,13 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
                 q.produced, q.produce_unknown, q.consumed, q.left, q.twice, q.lost, q.pop_unknown
             ),
             is_met: q.twice == 0 && q.lost <= q.pop_unknown,
+            is_held: true,
         },
         Goal {
             goal: "queue: no worker stopped".into(),
             measured: format!("{} of {} stopped", q.stopped_workers, q.workers),
             is_met: q.stopped_workers == 0,
+            is_held: true,
         },
     ];
     let st = &r.stream;
@@ -259,6 +263,7 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
             st.produced, st.consumed, st.twice, st.pending, st.read_unknown, st.is_stopped
         ),
         is_met: st.twice == 0 && !st.is_stopped && st.consumed > 0,
+        is_held: true,
     });
     if let Some(w) = &r.watch {
         goals.push(Goal {
@@ -268,6 +273,7 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
                 w.counter, w.applied, w.committed, w.unknown, w.lost_guards, w.dropped_by_servers
             ),
             is_met: w.counter == w.applied && w.applied <= w.committed + w.unknown,
+            is_held: true,
         });
     }
     if scenario.is_planned() {
@@ -280,6 +286,7 @@ fn goals(scenario: Scenario, r: &StatefulReport) -> Vec<Goal> {
                 q.pop_unknown, q.produce_unknown
             ),
             is_met: q.pop_unknown == 0,
+            is_held: true,
         });
     }
     goals

@@ -1,0 +1,404 @@
+//! What the proxy costs on loopback: redis-rs `MultiplexedConnection` with its defaults,
+//! straight to a local redis-server ("direct"), through `steadfast proxy` and through
+//! twemproxy (Debian's `nutcracker`, when installed), measured side by side in one run.
+//!
+//! Loads: GET of 100 B at 1 connection with 1 request in flight (the latency a proxy adds),
+//! GET at 16 connections, and pipelines of 10 GETs at 16 and 256 connections (each a
+//! connection of its own, so each a downstream connection of the proxy). The three paths take
+//! turns in slices of `STEADFAST_BENCH_MILLIS` (default 250) in rotating order,
+//! `STEADFAST_BENCH_ROUNDS` times (default 10), after two unmeasured rounds; throughput is the
+//! median over the slices, p50 / p99 pooled over every latency. `cpu/req`: CPU time (user +
+//! system) of the proxy alone per command: the proxy's runtime threads (it runs in this process
+//! on a runtime of its own, one worker thread) or the nutcracker process.
+//!
+//! Run: `cargo bench -p steadfast-proxy --bench overhead` (needs `redis-server`; `nutcracker`
+//! is optional: `apt-get install nutcracker`). `STEADFAST_BENCH_JSON=FILE` also writes the
+//! rows as JSON.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use steadfast_proxy::{Listen, Proxy, ProxyConfig};
+use steadfast_testkit::TestServer;
+use tokio::time::Instant;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// User + system CPU time in a `/proc/.../stat` file (10 ms ticks).
+fn cpu_of(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Where the CPU a path's proxy spends is read.
+#[derive(Clone)]
+enum Cpu {
+    None,
+    /// The stat files of these threads of this process.
+    Threads(Arc<Mutex<Vec<String>>>),
+    /// A process's stat file.
+    Process(String),
+}
+
+impl Cpu {
+    fn now(&self) -> Duration {
+        match self {
+            Self::None => Duration::ZERO,
+            Self::Threads(paths) => paths.lock().unwrap().iter().map(|path| cpu_of(path)).sum(),
+            Self::Process(path) => cpu_of(path),
+        }
+    }
+}
+
+struct Path {
+    name: &'static str,
+    address: SocketAddr,
+    is_twemproxy: bool,
+    cpu: Cpu,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Get,
+    Pipeline10,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Get => "GET 100 B",
+            Self::Pipeline10 => "pipeline of 10 GETs",
+        }
+    }
+
+    fn commands(self) -> u64 {
+        match self {
+            Self::Get => 1,
+            Self::Pipeline10 => 10,
+        }
+    }
+}
+
+async fn connect(path: &Path) -> MultiplexedConnection {
+    let mut info =
+        redis::IntoConnectionInfo::into_connection_info(format!("redis://{}", path.address))
+            .unwrap();
+    if path.is_twemproxy {
+        // twemproxy closes the connection on CLIENT SETINFO, which redis-rs sends by default.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+struct Sample {
+    per_second: f64,
+    latencies: Vec<Duration>,
+    cpu: Duration,
+    commands: u64,
+}
+
+async fn run(connections: &[MultiplexedConnection], cpu: &Cpu, op: Op, slice: Duration) -> Sample {
+    let cpu_before = cpu.now();
+    let until = Instant::now() + slice;
+    let workers: Vec<_> = connections
+        .iter()
+        .enumerate()
+        .map(|(n, connection)| {
+            let mut connection = connection.clone();
+            tokio::spawn(async move {
+                let key = format!("bench:{}", n % 64);
+                let mut latencies = Vec::with_capacity(10_000);
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    match op {
+                        Op::Get => {
+                            let _: Option<Vec<u8>> = redis::cmd("GET")
+                                .arg(&key)
+                                .query_async(&mut connection)
+                                .await
+                                .unwrap();
+                        }
+                        Op::Pipeline10 => {
+                            let mut pipe = redis::pipe();
+                            for _ in 0..10 {
+                                pipe.cmd("GET").arg(&key);
+                            }
+                            let _: Vec<Option<Vec<u8>>> =
+                                pipe.query_async(&mut connection).await.unwrap();
+                        }
+                    }
+                    latencies.push(started.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    Sample {
+        per_second: all.len() as f64 / slice.as_secs_f64(),
+        commands: all.len() as u64 * op.commands(),
+        latencies: all,
+        cpu: cpu.now().saturating_sub(cpu_before),
+    }
+}
+
+fn quantile_us(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// twemproxy in front of `server` on `listen`, if `nutcracker` is installed.
+fn twemproxy(
+    server: SocketAddr,
+    listen: SocketAddr,
+) -> Option<(std::process::Child, tempdir::Dir)> {
+    let dir = tempdir::Dir::new("steadfast-bench-nutcracker");
+    let config = dir.path.join("nutcracker.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "bench:\n  listen: {listen}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  servers:\n   - {server}:1\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("nutcracker")
+        .arg("-c")
+        .arg(&config)
+        .arg("-o")
+        .arg(dir.path.join("nutcracker.log"))
+        .arg("-p")
+        .arg(dir.path.join("nutcracker.pid"))
+        .spawn()
+        .ok()?;
+    Some((child, dir))
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub(super) struct Dir {
+        pub(super) path: std::path::PathBuf,
+    }
+
+    impl Dir {
+        pub(super) fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            Self { path }
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn main() {
+    let slice = Duration::from_millis(env_number("STEADFAST_BENCH_MILLIS", 250));
+    let rounds = env_number("STEADFAST_BENCH_ROUNDS", 10) as usize;
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The proxy on a runtime of its own (one worker), as a sidecar process would be; its
+    // threads are recorded so that their CPU time can be read.
+    let proxy_threads = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&proxy_threads);
+    let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(move || {
+            if let Ok(path) = std::fs::read_link("/proc/thread-self") {
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}/stat", path.display()));
+            }
+        })
+        .build()
+        .unwrap();
+    let ip = IpAddr::from([127, 216, (std::process::id() % 250) as u8, 1]);
+    let server = load.block_on(TestServer::start(ip, &[]));
+    let proxy = proxy_runtime.block_on(async {
+        let mut config = ProxyConfig::new(steadfast::Config::from_url(&server.url()).unwrap());
+        config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
+        Proxy::start(config).await.unwrap()
+    });
+    let Listen::Tcp(proxy_address) = proxy.addresses()[0].clone() else {
+        unreachable!("a TCP listener was asked for")
+    };
+    let twemproxy_address = SocketAddr::from((
+        [127, 0, 0, 1],
+        22_000 + (std::process::id() % 20_000) as u16,
+    ));
+    let nutcracker = twemproxy(server.address, twemproxy_address);
+    let mut paths = vec![
+        Path {
+            name: "direct",
+            address: server.address,
+            is_twemproxy: false,
+            cpu: Cpu::None,
+        },
+        Path {
+            name: "steadfast proxy",
+            address: proxy_address,
+            is_twemproxy: false,
+            cpu: Cpu::Threads(proxy_threads),
+        },
+    ];
+    if let Some((child, _)) = &nutcracker {
+        let is_listening = load.block_on(async {
+            for _ in 0..200 {
+                if tokio::net::TcpStream::connect(twemproxy_address)
+                    .await
+                    .is_ok()
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        });
+        if is_listening {
+            paths.push(Path {
+                name: "twemproxy",
+                address: twemproxy_address,
+                is_twemproxy: true,
+                cpu: Cpu::Process(format!("/proc/{}/stat", child.id())),
+            });
+        }
+    } else {
+        println!("twemproxy: not installed (apt-get install nutcracker); its rows are left out");
+    }
+    load.block_on(async {
+        let mut seed = connect(&paths[0]).await;
+        for key in 0..64 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("bench:{key}"))
+                .arg(vec![b'x'; 100])
+                .query_async(&mut seed)
+                .await
+                .unwrap();
+        }
+    });
+
+    println!(
+        "{:<20} {:>5} {:<16} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "operation", "conns", "path", "req/s", "p50", "p99", "x tput", "+p50", "cpu/cmd"
+    );
+    let mut rows = Vec::new();
+    for (op, connections) in [
+        (Op::Get, 1),
+        (Op::Get, 16),
+        (Op::Pipeline10, 16),
+        (Op::Pipeline10, 256),
+    ] {
+        let pools: Vec<Vec<MultiplexedConnection>> = load.block_on(async {
+            let mut pools = Vec::new();
+            for path in &paths {
+                let mut pool = Vec::new();
+                for _ in 0..connections {
+                    pool.push(connect(path).await);
+                }
+                pools.push(pool);
+            }
+            pools
+        });
+        let mut samples: Vec<Vec<Sample>> = paths.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds + 2 {
+            for offset in 0..paths.len() {
+                let index = (round + offset) % paths.len();
+                let sample = load.block_on(run(&pools[index], &paths[index].cpu, op, slice));
+                if round >= 2 {
+                    samples[index].push(sample);
+                }
+            }
+        }
+        let results: Vec<(f64, f64, f64, f64)> = samples
+            .into_iter()
+            .map(|s| {
+                let rate = median(s.iter().map(|x| x.per_second).collect());
+                let cpu: Duration = s.iter().map(|x| x.cpu).sum();
+                let commands: u64 = s.iter().map(|x| x.commands).sum();
+                let mut pooled: Vec<Duration> = s.into_iter().flat_map(|x| x.latencies).collect();
+                pooled.sort_unstable();
+                let cpu_per_command = cpu.as_secs_f64() * 1e6 / commands.max(1) as f64;
+                (
+                    rate,
+                    quantile_us(&pooled, 0.5),
+                    quantile_us(&pooled, 0.99),
+                    cpu_per_command,
+                )
+            })
+            .collect();
+        let direct = results[0];
+        for (path, (rate, p50, p99, cpu)) in paths.iter().zip(&results) {
+            let cpu_text = if matches!(path.cpu, Cpu::None) {
+                "-".to_owned()
+            } else {
+                format!("{cpu:.2}us")
+            };
+            println!(
+                "{:<20} {:>5} {:<16} {:>9.0} {:>7.1}us {:>7.1}us {:>7.3} {:>6.1}us {:>8}",
+                op.name(),
+                connections,
+                path.name,
+                rate,
+                p50,
+                p99,
+                rate / direct.0,
+                p50 - direct.1,
+                cpu_text
+            );
+            rows.push(serde_json::json!({
+                "operation": op.name(),
+                "connections": connections,
+                "path": path.name,
+                "requests_per_second": rate.round(),
+                "p50_us": p50,
+                "p99_us": p99,
+                "throughput_ratio": rate / direct.0,
+                "p50_added_us": p50 - direct.1,
+                "proxy_cpu_us_per_command": (!matches!(path.cpu, Cpu::None)).then_some(*cpu),
+            }));
+        }
+    }
+    if let Ok(file) = std::env::var("STEADFAST_BENCH_JSON") {
+        std::fs::write(file, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+    }
+    proxy_runtime.block_on(proxy.shutdown());
+    if let Some((mut child, _dir)) = nutcracker {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
