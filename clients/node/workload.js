@@ -10,6 +10,8 @@
 //   counter      INCR, GET and LPUSH in turn (non-idempotent writes): every failure is listed
 //   pubsub       a subscriber and a publisher of numbered messages; gaps told by the proxy
 //   transaction  WATCH / MULTI / EXEC increments, retried on an aborted EXEC as usual
+//   drill        SET then GET, 5-15 ms apart, until standard input closes (or --seconds):
+//                every operation's start, end (Unix ms) and error text, for steadfast's drill
 "use strict";
 
 const Redis = require("ioredis");
@@ -28,8 +30,8 @@ function parse(argv) {
       args.workload = flag;
     }
   }
-  if (!["counter", "pubsub", "transaction"].includes(args.workload)) {
-    throw new Error("workload: counter, pubsub or transaction");
+  if (!["counter", "pubsub", "transaction", "drill"].includes(args.workload)) {
+    throw new Error("workload: counter, pubsub, transaction or drill");
   }
   return args;
 }
@@ -138,6 +140,31 @@ async function transaction(redis, args, report) {
   own.disconnect();
 }
 
+async function drill(redis, args, report) {
+  let stopped = false;
+  process.stdin.on("data", () => {});
+  process.stdin.on("end", () => {
+    stopped = true;
+  });
+  process.stdin.resume();
+  const ops = [];
+  const until = Date.now() + args.seconds * 1000;
+  for (let n = 1; !stopped && Date.now() < until; n++) {
+    const started = Date.now();
+    let error = null;
+    try {
+      await redis.set(args.key, String(n));
+      await redis.get(args.key);
+    } catch (e) {
+      error = `${e && e.name ? e.name : "Error"}: ${e && e.message ? e.message : e}`;
+    }
+    ops.push([started, Date.now(), error]);
+    await sleep(0.005 + 0.01 * Math.random());
+  }
+  report.data.records = ops;
+  process.stdin.pause();
+}
+
 async function main() {
   const args = parse(process.argv.slice(2));
   const report = new Report(args.workload);
@@ -145,7 +172,7 @@ async function main() {
   const redis = new Redis({ host: args.host, port: args.port });
   redis.on("error", () => {});
   await redis.ping();
-  await { counter, pubsub, transaction }[args.workload](redis, args, report);
+  await { counter, pubsub, transaction, drill }[args.workload](redis, args, report);
   process.stdout.write(JSON.stringify(report.data) + "\n");
   redis.disconnect();
 }

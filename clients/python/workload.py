@@ -10,10 +10,14 @@ Workloads:
   counter      INCR, GET and LPUSH in turn (non-idempotent writes): every failure is listed
   pubsub       a subscriber and a publisher of numbered messages; gaps told by the proxy
   transaction  WATCH / MULTI / EXEC increments, retried on an aborted EXEC as usual
+  drill        SET then GET, 5-15 ms apart, until standard input closes (or --seconds):
+               every operation's start, end (Unix ms) and error text, for steadfast's drill
 """
 
 import argparse
 import json
+import random
+import sys
 import threading
 import time
 
@@ -154,6 +158,31 @@ def transaction(r, args, report):
         time.sleep(args.pause)
 
 
+def drill(r, args, report):
+    stop = threading.Event()
+
+    def watch_stdin():
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    ops = []
+    until = time.monotonic() + args.seconds
+    n = 0
+    while not stop.is_set() and time.monotonic() < until:
+        n += 1
+        started = time.time() * 1000
+        error = None
+        try:
+            r.set(args.key, n)
+            r.get(args.key)
+        except redis.RedisError as e:
+            error = "%s: %s" % (type(e).__name__, e)
+        ops.append([started, time.time() * 1000, error])
+        time.sleep(0.005 + 0.01 * random.random())
+    report.data["records"] = ops
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -161,13 +190,14 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pause", type=float, default=0.002, help="seconds between operations")
     parser.add_argument("--key", default="workload")
-    parser.add_argument("workload", choices=["counter", "pubsub", "transaction"])
+    parser.add_argument("workload", choices=["counter", "pubsub", "transaction", "drill"])
     args = parser.parse_args()
     report = Report(args.workload)
     # redis-py's defaults, as an application would connect (RESP2 unless asked, CLIENT SETINFO).
     r = redis.Redis(host=args.host, port=args.port)
     r.ping()
-    {"counter": counter, "pubsub": pubsub, "transaction": transaction}[args.workload](r, args, report)
+    workloads = {"counter": counter, "pubsub": pubsub, "transaction": transaction, "drill": drill}
+    workloads[args.workload](r, args, report)
     print(json.dumps(report.data))
 
 

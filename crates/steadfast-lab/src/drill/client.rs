@@ -36,6 +36,10 @@ pub enum ClientKind {
     /// redis-rs `MultiplexedConnection` with its defaults, through a `steadfast proxy` with
     /// its defaults (in this process, on loopback): the application that is not steadfast.
     ThroughProxy,
+    /// redis-py with its defaults (`clients/python`), through a `steadfast proxy`.
+    PythonThroughProxy,
+    /// ioredis with its defaults (`clients/node`), through a `steadfast proxy`.
+    NodeThroughProxy,
 }
 
 impl ClientKind {
@@ -46,6 +50,9 @@ impl ClientKind {
         Self::RedisRsMultiplexed,
         Self::RedisRsManager,
     ];
+
+    /// The programs in other languages run beside them on single-endpoint scenarios.
+    pub const PROGRAMS: [Self; 2] = [Self::PythonThroughProxy, Self::NodeThroughProxy];
 
     /// Every cluster client, in report order.
     pub const CLUSTER: [Self; 3] = [Self::Steadfast, Self::RedisRsCluster, Self::Direct];
@@ -59,13 +66,17 @@ impl ClientKind {
             Self::RedisRsCluster => "redis-rs cluster_async",
             Self::Direct => "direct (floor)",
             Self::ThroughProxy => "redis-rs via proxy",
+            Self::PythonThroughProxy => "redis-py via proxy",
+            Self::NodeThroughProxy => "ioredis via proxy",
         }
     }
 
-    /// Whether the drill holds it to goals: steadfast, and an application through the proxy,
-    /// which must get steadfast's own numbers.
-    pub fn has_goals(self) -> bool {
-        matches!(self, Self::Steadfast | Self::ThroughProxy)
+    /// Whether it reaches the servers through a `steadfast proxy`.
+    pub fn is_through_proxy(self) -> bool {
+        matches!(
+            self,
+            Self::ThroughProxy | Self::PythonThroughProxy | Self::NodeThroughProxy
+        )
     }
 }
 
@@ -201,6 +212,12 @@ impl UnderTest {
                     url: format!("redis://{address}/"),
                     connection: Mutex::new(None),
                 }
+            }
+            ClientKind::PythonThroughProxy | ClientKind::NodeThroughProxy => {
+                return Err(format!(
+                    "{} runs as a program (drill::external)",
+                    kind.label()
+                ));
             }
             ClientKind::RedisRsMultiplexed => Self::Multiplexed {
                 url: url.to_owned(),

@@ -13,6 +13,7 @@
 
 pub mod accounting;
 pub mod client;
+mod external;
 pub mod report;
 pub mod scenario;
 pub mod shards;
@@ -245,6 +246,21 @@ async fn run_scenario(
             });
         }
     }
+    // Programs in other languages, through proxies of their own (single endpoint only).
+    let mut programs = Vec::new();
+    if shards.is_none() {
+        for client in ClientKind::PROGRAMS {
+            let mut upstream =
+                steadfast::Config::from_url(&url).map_err(|e| LabError::new(e.to_string()))?;
+            if scenario == Scenario::AzureMaintenance {
+                upstream.maintenance.azure_events = steadfast::AzureEvents::On;
+            }
+            match external::External::start(client, upstream, origin).await {
+                Ok(program) => programs.push(program),
+                Err(why) => tracing::warn!("{why}: left out of {}", scenario.name()),
+            }
+        }
+    }
     let running: Vec<Running> = participants
         .iter()
         .map(|p| {
@@ -285,6 +301,10 @@ async fn run_scenario(
     let mut recorded = Vec::new();
     for run in &running {
         run.halt();
+    }
+    let mut program_ops = Vec::new();
+    for program in programs {
+        program_ops.push((program.client(), program.stop().await));
     }
     for run in running {
         recorded.push(run.stop().await);
@@ -336,6 +356,23 @@ async fn run_scenario(
                 reconnects,
             },
         ));
+    }
+    for (client, stopped) in program_ops {
+        match stopped {
+            Ok(ops) => outcomes.push(report::measure(
+                scenario,
+                fault_ms,
+                restored_ms,
+                Measured {
+                    client,
+                    workload: WorkloadKind::Sequential,
+                    ops,
+                    events: Vec::new(),
+                    reconnects: None,
+                },
+            )),
+            Err(why) => tracing::warn!("{why}: left out of {}", scenario.name()),
+        }
     }
     shards::judge_shards(scenario, fault_ms, &mut outcomes);
     Ok(ScenarioReport {
