@@ -31,9 +31,19 @@ use redis::Value;
 use steadfast::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod local;
+mod transaction;
+
 use crate::pubsub::{Change, Subscriptions};
 use crate::resp::{self, Protocol, Read};
 use crate::server::Shared;
+
+/// What a connection's buffers keep between commands.
+const IDLE_BUFFER: usize = 1024;
+/// Free room to read into while a command is still arriving.
+const READ_AHEAD: usize = 16 * 1024;
+/// Buffers larger than this are shrunk once served.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// The most commands of one read sent upstream as one pipeline.
 const MAX_BATCH: usize = 1024;
@@ -115,9 +125,11 @@ where
         subscriptions: Subscriptions::default(),
     };
     let limits = shared.config.limits;
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    // Buffers grow with what a client sends and shrink back once it has been served, so an
+    // idle connection holds little (the footprint goal: 1,000 idle connections).
+    let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
+    let mut is_streaming = false;
     'serving: loop {
         // Every complete command in the buffer, in order; their replies written together.
         let mut used = 0;
@@ -158,8 +170,22 @@ where
             }
             out.clear();
         }
+        if out.capacity() > SHRINK_ABOVE {
+            out.shrink_to(IDLE_BUFFER);
+        }
+        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+            buf.shrink_to(IDLE_BUFFER);
+        }
+        // Room to read into: a little for a new command; more inside a long one, or while the
+        // client sends faster than a small buffer takes (the last read filled it).
+        buf.reserve(if buf.is_empty() && !is_streaming {
+            IDLE_BUFFER
+        } else {
+            READ_AHEAD
+        });
+        let room = buf.capacity() - buf.len();
         let read = tokio::select! {
-            read = stream.read(&mut chunk) => read,
+            read = stream.read_buf(&mut buf) => read,
             delivery = connection.subscriptions.next() => {
                 match delivery {
                     Some(delivery) => {
@@ -173,7 +199,7 @@ where
         };
         match read {
             Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => is_streaming = n == room,
         }
     }
     connection.close().await;
@@ -417,355 +443,6 @@ impl Connection<'_> {
         match client.query::<Value>(&command_of(args)).await {
             Ok(value) => resp::write_value(out, &value, self.protocol),
             Err(error) => resp::write_error(out, &error_reply(&error)),
-        }
-    }
-
-    async fn hello(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        let mut protocol = self.protocol;
-        let mut at = 1;
-        if let Some(version) = args.get(1) {
-            protocol = match text(version).as_str() {
-                "2" => Protocol::Resp2,
-                "3" => Protocol::Resp3,
-                _ => return resp::write_error(out, "NOPROTO unsupported protocol version"),
-            };
-            at = 2;
-        }
-        let mut name = None;
-        let mut is_authenticated = self.is_authenticated;
-        while at < args.len() {
-            match upper(&args[at]).as_str() {
-                "AUTH" if at + 2 < args.len() => {
-                    if !self.password_matches(&args[at + 2]) {
-                        return resp::write_error(
-                            out,
-                            "WRONGPASS invalid username-password pair or user is disabled.",
-                        );
-                    }
-                    is_authenticated = true;
-                    at += 3;
-                }
-                "SETNAME" if at + 1 < args.len() => {
-                    name = Some(text(&args[at + 1]));
-                    at += 2;
-                }
-                other => {
-                    return resp::write_error(
-                        out,
-                        &format!(
-                            "ERR Syntax error in HELLO option '{}'",
-                            other.to_lowercase()
-                        ),
-                    );
-                }
-            }
-        }
-        if !is_authenticated {
-            return resp::write_error(
-                out,
-                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-            );
-        }
-        if protocol != self.protocol && self.subscriptions.is_active() {
-            // A new protocol needs a new client, and the subscriptions are the old one's.
-            return resp::write_error(
-                out,
-                "ERR steadfast proxy: HELLO cannot change the protocol of a connection with subscriptions; unsubscribe first",
-            );
-        }
-        self.is_authenticated = true;
-        if let Some(name) = name {
-            if self.upstream.is_some() && protocol == self.protocol {
-                // Through the client, which replays it on every new link.
-                let mut reply = Vec::new();
-                let setname = [
-                    b"CLIENT".to_vec(),
-                    b"SETNAME".to_vec(),
-                    name.clone().into_bytes(),
-                ];
-                self.forward(&setname, &mut reply).await;
-                if !reply.starts_with(b"+OK") {
-                    out.extend_from_slice(&reply);
-                    return;
-                }
-            } else {
-                self.drop_upstream();
-            }
-            self.name = Some(name);
-        }
-        if protocol != self.protocol {
-            self.protocol = protocol;
-            self.drop_upstream();
-        }
-        let version = if self.protocol == Protocol::Resp3 {
-            3
-        } else {
-            2
-        };
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Map(vec![
-            (bulk("server"), bulk("redis")),
-            (bulk("version"), bulk("7.0.0")),
-            (bulk("proto"), Value::Int(version)),
-            (
-                bulk("id"),
-                Value::Int(i64::try_from(self.id).unwrap_or(i64::MAX)),
-            ),
-            (bulk("mode"), bulk("standalone")),
-            (bulk("role"), bulk("master")),
-            (bulk("modules"), Value::Array(Vec::new())),
-        ]);
-        resp::write_value(out, &reply, self.protocol);
-    }
-
-    fn password_matches(&self, given: &[u8]) -> bool {
-        match &self.shared.config.password {
-            // Compared in full whatever the first difference, so timing says nothing.
-            Some(password) => {
-                let expected = password.as_bytes();
-                expected.len() == given.len()
-                    && expected
-                        .iter()
-                        .zip(given)
-                        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                        == 0
-            }
-            None => false,
-        }
-    }
-
-    fn auth(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        if !(2..=3).contains(&args.len()) {
-            return resp::write_error(out, "ERR wrong number of arguments for 'auth' command");
-        }
-        if self.shared.config.password.is_none() {
-            return resp::write_error(
-                out,
-                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            );
-        }
-        let given = &args[args.len() - 1];
-        if self.password_matches(given) {
-            self.is_authenticated = true;
-            out.extend_from_slice(b"+OK\r\n");
-        } else {
-            resp::write_error(
-                out,
-                "WRONGPASS invalid username-password pair or user is disabled.",
-            );
-        }
-    }
-
-    async fn select(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        let Some(database) = args
-            .get(1)
-            .and_then(|a| text(a).parse::<i64>().ok())
-            .filter(|_| args.len() == 2)
-        else {
-            return resp::write_error(out, "ERR value is not an integer or out of range");
-        };
-        // Through the client (which replays it on every new link), so the server checks it.
-        let mut before = Vec::new();
-        self.forward(args, &mut before).await;
-        if before.starts_with(b"+OK") {
-            self.database = database;
-        }
-        out.extend_from_slice(&before);
-    }
-
-    async fn client(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        let sub = args.get(1).map(|a| upper(a)).unwrap_or_default();
-        match sub.as_str() {
-            "ID" => resp::write_value(
-                out,
-                &Value::Int(i64::try_from(self.id).unwrap_or(i64::MAX)),
-                self.protocol,
-            ),
-            "GETNAME" => {
-                let name = self
-                    .name
-                    .as_ref()
-                    .map_or(Value::Nil, |n| Value::BulkString(n.as_bytes().to_vec()));
-                resp::write_value(out, &name, self.protocol);
-            }
-            "SETNAME" if args.len() == 3 => {
-                let name = text(&args[2]);
-                if name.bytes().any(|b| b == b' ' || b == b'\n') {
-                    return resp::write_error(
-                        out,
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
-                }
-                self.name = (!name.is_empty()).then_some(name);
-                if self.upstream.is_some() {
-                    self.forward(args, out).await;
-                } else {
-                    out.extend_from_slice(b"+OK\r\n");
-                }
-            }
-            "SETINFO" if args.len() == 4 => {
-                match upper(&args[2]).as_str() {
-                    "LIB-NAME" => self.library.0 = Some(text(&args[3])),
-                    "LIB-VER" => self.library.1 = Some(text(&args[3])),
-                    _ => {
-                        return resp::write_error(
-                            out,
-                            &format!("ERR Unrecognized option '{}'", text(&args[2])),
-                        );
-                    }
-                }
-                out.extend_from_slice(b"+OK\r\n");
-            }
-            "INFO" => {
-                let line = format!(
-                    "id={} addr={} name={} db={} resp={} lib-name={} lib-ver={}\n",
-                    self.id,
-                    self.peer,
-                    self.name.as_deref().unwrap_or_default(),
-                    self.database,
-                    if self.protocol == Protocol::Resp3 {
-                        3
-                    } else {
-                        2
-                    },
-                    self.library.0.as_deref().unwrap_or_default(),
-                    self.library.1.as_deref().unwrap_or_default(),
-                );
-                resp::write_value(out, &Value::BulkString(line.into_bytes()), self.protocol);
-            }
-            "TRACKING" | "CACHING" | "REPLY" => resp::write_error(
-                out,
-                &format!("ERR steadfast proxy: CLIENT {sub} is not supported yet"),
-            ),
-            _ => self.forward(args, out).await,
-        }
-    }
-
-    /// A command other than `WATCH` / `MULTI` / `EXEC` / `DISCARD` / `UNWATCH` while a
-    /// transaction is under way: on its session; once the guard is lost, queued (`+QUEUED`,
-    /// never sent: `EXEC` will abort) inside `MULTI`, and on the connection's client outside.
-    async fn in_transaction(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        let Some(transaction) = self.transaction.as_mut() else {
-            return self.forward(args, out).await;
-        };
-        if !transaction.is_lost {
-            match transaction.session.query::<Value>(&command_of(args)).await {
-                Ok(value) => return resp::write_value(out, &value, self.protocol),
-                Err(error) if error.kind() == ErrorKind::WatchLost => transaction.is_lost = true,
-                Err(error) => return resp::write_error(out, &error_reply(&error)),
-            }
-        }
-        if transaction.is_in_multi {
-            out.extend_from_slice(b"+QUEUED\r\n");
-        } else {
-            self.forward(args, out).await;
-        }
-    }
-
-    async fn transaction_step(&mut self, name: &str, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        if name == "WATCH"
-            && self
-                .transaction
-                .as_ref()
-                .is_some_and(|t| t.is_lost && !t.is_in_multi)
-        {
-            // Starting over after a lost guard: a fresh session.
-            self.transaction = None;
-        }
-        if self.transaction.is_none() {
-            match name {
-                "WATCH" | "MULTI" => {}
-                "UNWATCH" => return out.extend_from_slice(b"+OK\r\n"),
-                _ => {
-                    return resp::write_error(out, &format!("ERR {name} without MULTI"));
-                }
-            }
-            let client = match self.upstream() {
-                Ok(client) => client,
-                Err(error) => return resp::write_error(out, &error_reply(&error)),
-            };
-            match client.session().await {
-                Ok(session) => {
-                    self.transaction = Some(Transaction {
-                        session,
-                        is_watching: false,
-                        is_in_multi: false,
-                        is_lost: false,
-                    });
-                }
-                Err(error) => return resp::write_error(out, &error_reply(&error)),
-            }
-        }
-        let protocol = self.protocol;
-        let Some(transaction) = self.transaction.as_mut() else {
-            return;
-        };
-        let reply = if transaction.is_lost {
-            None
-        } else {
-            match transaction.session.query::<Value>(&command_of(args)).await {
-                Err(error) if error.kind() == ErrorKind::WatchLost => {
-                    transaction.is_lost = true;
-                    None
-                }
-                other => Some(other),
-            }
-        };
-        let null = if protocol == Protocol::Resp3 {
-            &b"_\r\n"[..]
-        } else {
-            &b"*-1\r\n"[..]
-        };
-        match (name, reply) {
-            // The guard died with its link: the transaction goes on as the server would after
-            // a watched key changed (MULTI OK, commands QUEUED, EXEC null), nothing is sent.
-            ("MULTI", None) => {
-                transaction.is_in_multi = true;
-                out.extend_from_slice(b"+OK\r\n");
-            }
-            ("EXEC", None) | ("EXEC", Some(Ok(Value::Nil))) => {
-                out.extend_from_slice(null);
-                transaction.is_watching = false;
-                transaction.is_in_multi = false;
-            }
-            ("DISCARD", None) if !transaction.is_in_multi => {
-                resp::write_error(out, "ERR DISCARD without MULTI");
-            }
-            ("DISCARD", None) => {
-                out.extend_from_slice(b"+OK\r\n");
-                transaction.is_watching = false;
-                transaction.is_in_multi = false;
-            }
-            (_, None) => {
-                // UNWATCH, or a WATCH inside MULTI after the loss.
-                if name == "UNWATCH" {
-                    transaction.is_watching = false;
-                }
-                out.extend_from_slice(b"+OK\r\n");
-            }
-            (_, Some(Ok(value))) => {
-                match name {
-                    "WATCH" => transaction.is_watching = true,
-                    "MULTI" => transaction.is_in_multi = true,
-                    "UNWATCH" => transaction.is_watching = false,
-                    _ => {
-                        transaction.is_watching = false;
-                        transaction.is_in_multi = false;
-                    }
-                }
-                resp::write_value(out, &value, protocol);
-            }
-            (_, Some(Err(error))) => {
-                if matches!(name, "EXEC" | "DISCARD") {
-                    transaction.is_watching = false;
-                    transaction.is_in_multi = false;
-                }
-                resp::write_error(out, &error_reply(&error));
-            }
-        }
-        if !transaction.is_watching && !transaction.is_in_multi {
-            // Back to the connection's shared link; the session's link goes back to the pool.
-            self.transaction = None;
         }
     }
 

@@ -27,6 +27,7 @@ use crate::shared::{NodeMode, Shared};
 mod blocking;
 mod journal;
 mod ready;
+mod refused;
 pub(crate) mod session;
 mod unblock;
 
@@ -124,7 +125,7 @@ pub(crate) async fn execute(
     {
         let own = started + shared.timeouts.deadline();
         let deadline = until.map_or(own, |until| until.min(own));
-        resend_refused(shared, pipeline, values, is_ambiguous_allowed, deadline).await;
+        refused::resend(shared, pipeline, values, is_ambiguous_allowed, deadline).await;
     }
     crate::metrics::command(outcome.is_ok());
     if let Err(error) = &outcome
@@ -135,61 +136,6 @@ pub(crate) async fn execute(
         });
     }
     outcome
-}
-
-/// The commands of a pipeline that the server refused unexecuted while the others ran (a
-/// demotion midway: `READONLY` from there on; `LOADING`, `BUSY` ...) are sent again, in order,
-/// as a pipeline of their own within `deadline`, and their replies take the refusals' places.
-/// Safe whatever they are, since they were not executed; the commands that ran are never sent
-/// again. (A pipeline refused whole is sent again by [`run`] itself.) Where the deadline runs
-/// out first, the refusals stay in the reply.
-async fn resend_refused(
-    shared: &Shared,
-    pipeline: &Pipeline,
-    values: &mut [Value],
-    is_ambiguous_allowed: bool,
-    deadline: Instant,
-) {
-    let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
-    if commands.len() != values.len() {
-        return;
-    }
-    // Each round sends fewer commands, or stops.
-    loop {
-        let refused: Vec<usize> = values
-            .iter()
-            .enumerate()
-            .filter(|(_, value)| match value {
-                Value::ServerError(error) => retry::is_not_executed(&error.clone().into()),
-                _ => false,
-            })
-            .map(|(at, _)| at)
-            .collect();
-        if refused.is_empty() || Instant::now() >= deadline {
-            return;
-        }
-        let mut again = redis::pipe();
-        for &at in &refused {
-            again.add_command(commands[at].clone());
-        }
-        let request = Request::Pipeline {
-            pipeline: &again,
-            offset: 0,
-            count: refused.len(),
-        };
-        let Ok(reply) = Box::pin(run(shared, request, is_ambiguous_allowed, Some(deadline))).await
-        else {
-            return;
-        };
-        let replies = reply.into_values();
-        let is_progress = replies.iter().any(|v| !matches!(v, Value::ServerError(_)));
-        for (at, value) in refused.into_iter().zip(replies) {
-            values[at] = value;
-        }
-        if !is_progress {
-            return;
-        }
-    }
 }
 
 async fn run(
@@ -382,7 +328,7 @@ async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Re
                     None,
                 ));
             }
-            Ok(Ok(reply)) => match refused_in_reply(&reply, request) {
+            Ok(Ok(reply)) => match refused::in_reply(&reply, request) {
                 None => {
                     shared.link.record_success();
                     if plan.is_journalled {
@@ -568,29 +514,6 @@ fn replace_if_outdated(shared: &Shared, link: &Link, request: Request<'_>, reply
     }
 }
 
-/// A pipeline whose failed commands were all refused unexecuted (and whose other commands are
-/// idempotent) is as good as not sent: it is sent again whole.
-fn refused_in_reply(reply: &Reply, request: Request<'_>) -> Option<RedisError> {
-    let Reply::Pipeline(values) = reply else {
-        return None;
-    };
-    let mut refusal = None;
-    for value in values {
-        if let Value::ServerError(error) = value {
-            let error: RedisError = error.clone().into();
-            if !retry::is_not_executed(&error) {
-                return None;
-            }
-            refusal.get_or_insert(error);
-        }
-    }
-    refusal.filter(|_| request.is_idempotent() || values.iter().all(is_server_error))
-}
-
-fn is_server_error(value: &Value) -> bool {
-    matches!(value, Value::ServerError(_))
-}
-
 /// Pauses before sending again to a cluster between states (TRYAGAIN, CLUSTERDOWN): 50 ms,
 /// doubling to 1 s; one command waits, so no jitter. A server that is not ready (LOADING ...)
 /// is polled instead ([`ready`]).
@@ -742,6 +665,6 @@ mod tests {
             offset: 0,
             count: 2,
         };
-        assert!(refused_in_reply(&reply, request).is_some());
+        assert!(refused::in_reply(&reply, request).is_some());
     }
 }
