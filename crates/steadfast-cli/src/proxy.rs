@@ -32,6 +32,9 @@ pub(crate) struct ProxyArgs {
     /// The most downstream connections at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// The most commands held at once over every connection; more are answered UNAVAILABLE.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_queued: usize,
     /// Serve `/health` (200 while an upstream primary is reachable, 503 otherwise) and
     /// `/metrics` (Prometheus) over HTTP at ADDR (`127.0.0.1:9187`).
     #[arg(long = "metrics", value_name = "ADDR")]
@@ -62,6 +65,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> ExitCode {
         .or_else(|| std::env::var("STEADFAST_PROXY_PASSWORD").ok());
     config.is_open_to_network = args.open_to_network;
     config.max_connections = args.max_connections;
+    config.max_queued = args.max_queued;
     config.operations = args.metrics;
     let proxy = match Proxy::start(config).await {
         Ok(proxy) => proxy,

@@ -75,6 +75,31 @@ const LOCAL: &[&str] = &[
     "UNWATCH",
 ];
 
+/// Commands the proxy holds (read, sent upstream or waiting to be, not yet answered), counted
+/// against [`crate::ProxyConfig::max_queued`] until dropped.
+struct Held<'a> {
+    shared: &'a Shared,
+    count: usize,
+}
+
+impl<'a> Held<'a> {
+    /// Holds `count` more commands, or `None` when that would pass the bound.
+    fn admit(shared: &'a Shared, count: usize) -> Option<Self> {
+        let before = shared.queued.fetch_add(count, Ordering::AcqRel);
+        if before + count > shared.config.max_queued {
+            shared.queued.fetch_sub(count, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self { shared, count })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.shared.queued.fetch_sub(self.count, Ordering::AcqRel);
+    }
+}
+
 /// What to do after a command.
 #[derive(PartialEq, Eq)]
 enum Then {
@@ -378,6 +403,13 @@ impl Connection<'_> {
             _ => {}
         }
         let commands = std::mem::take(batch);
+        let Some(_held) = Held::admit(self.shared, commands.len()) else {
+            let full = self.queue_full();
+            for _ in &commands {
+                resp::write_error(out, &full);
+            }
+            return;
+        };
         let mut client = match self.upstream() {
             Ok(client) => client,
             Err(error) => {
@@ -428,14 +460,32 @@ impl Connection<'_> {
         let unknown = error_reply(failure);
         for (args, cmd) in commands.iter().zip(pipeline.cmd_iter()) {
             if steadfast::is_idempotent(cmd) {
-                self.forward(args, out).await;
+                self.send_one(args, out).await;
             } else {
                 resp::write_error(out, &unknown);
             }
         }
     }
 
+    /// Sends one command through the connection's client, within the proxy's bound on
+    /// commands held at once.
     async fn forward(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+        let Some(_held) = Held::admit(self.shared, 1) else {
+            return resp::write_error(out, &self.queue_full());
+        };
+        self.send_one(args, out).await;
+    }
+
+    /// What a command the proxy cannot hold now is answered.
+    fn queue_full(&self) -> String {
+        metrics::counter!("steadfast_proxy_refused_total", "reason" => "max_queued").increment(1);
+        format!(
+            "UNAVAILABLE steadfast proxy: {} commands are waiting for the server already (max_queued); not sent",
+            self.shared.config.max_queued
+        )
+    }
+
+    async fn send_one(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
         let client = match self.upstream() {
             Ok(client) => client,
             Err(error) => return resp::write_error(out, &error_reply(&error)),

@@ -63,6 +63,11 @@ pub struct ProxyConfig {
     pub is_open_to_network: bool,
     /// The most downstream connections at once. Default: 10,000.
     pub max_connections: usize,
+    /// The most commands held at once over every connection (sent upstream or waiting for a
+    /// server, not yet answered); more are answered `UNAVAILABLE ...` at once, not sent.
+    /// One connection sends at most 1,024 commands at a time: the rest of a longer pipeline
+    /// waits, unread, until they are answered. Default: 100,000.
+    pub max_queued: usize,
     /// What one command may be (the server's own limits by default).
     pub limits: Limits,
     /// How long [`Proxy::shutdown`] lets running commands finish. Default: 5 s.
@@ -80,6 +85,7 @@ impl ProxyConfig {
             password: None,
             is_open_to_network: false,
             max_connections: 10_000,
+            max_queued: 100_000,
             limits: Limits::default(),
             drain: Duration::from_secs(5),
             operations: None,
@@ -92,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) config: ProxyConfig,
     pub(crate) next_id: AtomicU64,
     pub(crate) open: AtomicUsize,
+    /// Commands held now ([`ProxyConfig::max_queued`]).
+    pub(crate) queued: AtomicUsize,
     /// Fired by [`Proxy::shutdown`]: connections end after the command they are running.
     pub(crate) closing: CancellationToken,
 }
@@ -133,6 +141,7 @@ impl Proxy {
             config,
             next_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             closing: CancellationToken::new(),
         });
         let (stop_accepting, tasks) = (CancellationToken::new(), TaskTracker::new());

@@ -343,3 +343,75 @@ async fn a_batch_cut_off_by_a_kill_sends_its_idempotent_commands_again_and_tells
     assert!(text.ends_with("\r\n$1\r\n1\r\n"), "{text}");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_beyond_the_proxys_bound_are_refused_unsent_and_the_connection_goes_on() {
+    use std::net::SocketAddr;
+    use steadfast_proxy::{Listen, Proxy, ProxyConfig};
+    let server = TestServer::start(ip(10), &[]).await;
+    let mut config = ProxyConfig::new(steadfast::Config::from_url(&server.url()).unwrap());
+    config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
+    config.max_queued = 2;
+    let proxy = Proxy::start(config).await.unwrap();
+    let Listen::Tcp(address) = proxy.addresses()[0].clone() else {
+        unreachable!("a TCP listener was asked for")
+    };
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    let refused = exchange(&mut raw, b"INCR n\r\nINCR n\r\nINCR n\r\n", b"not sent\r\n").await;
+    let text = String::from_utf8_lossy(&refused);
+    assert_eq!(text.matches("-UNAVAILABLE ").count(), 3, "{text}");
+    assert!(text.contains("max_queued"), "{text}");
+    // Nothing was sent; within the bound the connection is served as usual.
+    assert_eq!(exchange(&mut raw, b"INCR n\r\n", b"\r\n").await, b":1\r\n");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_server_turned_replica_is_aborted_with_the_null_reply() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(ip(11), &[]).await;
+    let (proxy, address) = proxy_for(&server, None).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert_eq!(
+        exchange(&mut raw, b"WATCH k\r\n", b"\r\n").await,
+        b"+OK\r\n"
+    );
+    assert_eq!(exchange(&mut raw, b"MULTI\r\n", b"\r\n").await, b"+OK\r\n");
+    assert_eq!(
+        exchange(&mut raw, b"SET k 1\r\n", b"\r\n").await,
+        b"+QUEUED\r\n"
+    );
+    // A coordinated failover's steps: writes paused (the EXEC waits), the server demoted (a
+    // replica of a primary that is not there), writes let go: the server aborts the EXEC
+    // (EXECABORT ... READONLY), and the client sees the aborted transaction its retry loop
+    // handles.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5_000)
+        .arg("WRITE")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    raw.write_all(b"EXEC\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(exchange(&mut raw, b"", b"\r\n").await, b"*-1\r\n");
+    let value: Option<String> = direct.get("k").await.unwrap();
+    assert_eq!(value, None, "nothing of it ran");
+    proxy.shutdown().await;
+}

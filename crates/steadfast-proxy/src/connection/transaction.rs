@@ -19,6 +19,11 @@ impl Connection<'_> {
             match transaction.session.query::<Value>(&command_of(args)).await {
                 Ok(value) => return resp::write_value(out, &value, self.protocol),
                 Err(error) if error.kind() == ErrorKind::WatchLost => transaction.is_lost = true,
+                // The session's server turned replica under the transaction: nothing of it can
+                // run there, so it goes on as a lost guard (EXEC aborts, the client retries).
+                Err(error) if transaction.is_in_multi && is_demoted(&error) => {
+                    transaction.is_lost = true;
+                }
                 Err(error) => return resp::write_error(out, &error_reply(&error)),
             }
         }
@@ -77,6 +82,10 @@ impl Connection<'_> {
         } else {
             match transaction.session.query::<Value>(&command_of(args)).await {
                 Err(error) if error.kind() == ErrorKind::WatchLost => {
+                    transaction.is_lost = true;
+                    None
+                }
+                Err(error) if name == "EXEC" && is_demoted(&error) => {
                     transaction.is_lost = true;
                     None
                 }
@@ -140,4 +149,14 @@ impl Connection<'_> {
             self.transaction = None;
         }
     }
+}
+
+/// Whether the server refused `error`'s command because it is a replica now (`READONLY`, or
+/// an `EXECABORT` because of one): not executed, and nothing of a transaction can run there.
+fn is_demoted(error: &steadfast::Error) -> bool {
+    error.redis_error().is_some_and(|e| match e.code() {
+        Some("READONLY") => true,
+        Some("EXECABORT") => e.detail().is_some_and(|d| d.contains("READONLY")),
+        _ => false,
+    })
 }
