@@ -145,6 +145,11 @@ impl Proxy {
             closing: CancellationToken::new(),
         });
         let (stop_accepting, tasks) = (CancellationToken::new(), TaskTracker::new());
+        // The recorder first, so the upstream's first events are counted too.
+        let recorder = shared
+            .config
+            .operations
+            .and_then(|_| operations::install_recorder());
         let upstream = Upstream::start(shared.config.upstream.clone(), &stop_accepting, &tasks)
             .map_err(|e| StartError(format!("upstream: {e}")))?;
         let mut operations = None;
@@ -153,7 +158,7 @@ impl Proxy {
             let bound = operations::serve(
                 address,
                 move || watched.health(),
-                operations::install_recorder(),
+                recorder,
                 stop_accepting.clone(),
                 &tasks,
             )
