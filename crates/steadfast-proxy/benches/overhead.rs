@@ -175,11 +175,18 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// A child process killed when dropped (a panicking bench leaves no nutcracker behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// twemproxy in front of `server` on `listen`, if `nutcracker` is installed.
-fn twemproxy(
-    server: SocketAddr,
-    listen: SocketAddr,
-) -> Option<(std::process::Child, tempdir::Dir)> {
+fn twemproxy(server: SocketAddr, listen: SocketAddr) -> Option<(Killed, tempdir::Dir)> {
     let dir = tempdir::Dir::new("steadfast-bench-nutcracker");
     let config = dir.path.join("nutcracker.yml");
     std::fs::write(
@@ -196,9 +203,11 @@ fn twemproxy(
         .arg(dir.path.join("nutcracker.log"))
         .arg("-p")
         .arg(dir.path.join("nutcracker.pid"))
+        // Its stats server on a port of its own (the default, 22222, may be taken).
+        .args(["-a", "127.0.0.1", "-s", &(listen.port() + 1).to_string()])
         .spawn()
         .ok()?;
-    Some((child, dir))
+    Some((Killed(child), dir))
 }
 
 mod tempdir {
@@ -238,11 +247,12 @@ fn main() {
         .worker_threads(1)
         .enable_all()
         .on_thread_start(move || {
+            // `/proc/thread-self` links to `<pid>/task/<tid>`, relative to /proc.
             if let Ok(path) = std::fs::read_link("/proc/thread-self") {
                 recorded
                     .lock()
                     .unwrap()
-                    .push(format!("{}/stat", path.display()));
+                    .push(format!("/proc/{}/stat", path.display()));
             }
         })
         .build()
@@ -289,12 +299,15 @@ fn main() {
             }
             false
         });
+        if !is_listening {
+            println!("twemproxy: nutcracker did not listen within 2 s; its rows are left out");
+        }
         if is_listening {
             paths.push(Path {
                 name: "twemproxy",
                 address: twemproxy_address,
                 is_twemproxy: true,
-                cpu: Cpu::Process(format!("/proc/{}/stat", child.id())),
+                cpu: Cpu::Process(format!("/proc/{}/stat", child.0.id())),
             });
         }
     } else {
@@ -394,11 +407,13 @@ fn main() {
         }
     }
     if let Ok(file) = std::env::var("STEADFAST_BENCH_JSON") {
-        std::fs::write(file, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+        // A relative path is the workspace's (cargo runs benches in the crate's directory).
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(file);
+        std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     proxy_runtime.block_on(proxy.shutdown());
-    if let Some((mut child, _dir)) = nutcracker {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(nutcracker);
 }
