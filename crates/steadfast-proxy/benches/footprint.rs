@@ -10,20 +10,14 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use steadfast_proxy::{Listen, Proxy, ProxyConfig};
 use steadfast_testkit::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -35,42 +29,14 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU time in a `/proc/.../stat` file (10 ms ticks).
-fn cpu_of(stat_path: &str) -> Duration {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|field| field.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
-
 fn main() {
-    let connections = env_number("STEADFAST_BENCH_IDLE", 1_000) as usize;
-    let seconds = env_number("STEADFAST_BENCH_SECONDS", 10);
+    let connections = support::env_number("STEADFAST_BENCH_IDLE", 1_000) as usize;
+    let seconds = support::env_number("STEADFAST_BENCH_SECONDS", 10);
     let load = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let threads = Arc::new(Mutex::new(Vec::new()));
-    let recorded = Arc::clone(&threads);
-    let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(move || {
-            // `/proc/thread-self` links to `<pid>/task/<tid>`, relative to /proc.
-            if let Ok(path) = std::fs::read_link("/proc/thread-self") {
-                recorded
-                    .lock()
-                    .unwrap()
-                    .push(format!("/proc/{}/stat", path.display()));
-            }
-        })
-        .build()
-        .unwrap();
+    let (proxy_runtime, threads) = support::proxy_runtime();
     let ip = IpAddr::from([127, 217, (std::process::id() % 250) as u8, 1]);
     let server = load.block_on(TestServer::start(ip, &["--maxclients", "20000"]));
     let proxy = proxy_runtime.block_on(async {
@@ -97,14 +63,7 @@ fn main() {
         streams
     });
     let after = rss_kib();
-    let cpu = || -> Duration {
-        threads
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|path| cpu_of(path))
-            .sum()
-    };
+    let cpu = || support::threads_cpu(&threads);
     let cpu_before = cpu();
     load.block_on(async { tokio::time::sleep(Duration::from_secs(seconds)).await });
     let idle_cpu = cpu().saturating_sub(cpu_before);

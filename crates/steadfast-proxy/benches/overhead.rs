@@ -17,6 +17,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,26 +27,6 @@ use redis::aio::MultiplexedConnection;
 use steadfast_proxy::{Listen, Proxy, ProxyConfig};
 use steadfast_testkit::TestServer;
 use tokio::time::Instant;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// User + system CPU time in a `/proc/.../stat` file (10 ms ticks).
-fn cpu_of(stat_path: &str) -> Duration {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|field| field.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
 
 /// Where the CPU a path's proxy spends is read.
 #[derive(Clone)]
@@ -60,8 +42,8 @@ impl Cpu {
     fn now(&self) -> Duration {
         match self {
             Self::None => Duration::ZERO,
-            Self::Threads(paths) => paths.lock().unwrap().iter().map(|path| cpu_of(path)).sum(),
-            Self::Process(path) => cpu_of(path),
+            Self::Threads(paths) => support::threads_cpu(paths),
+            Self::Process(path) => support::cpu_of(path),
         }
     }
 }
@@ -232,8 +214,8 @@ mod tempdir {
 }
 
 fn main() {
-    let slice = Duration::from_millis(env_number("STEADFAST_BENCH_MILLIS", 250));
-    let rounds = env_number("STEADFAST_BENCH_ROUNDS", 10) as usize;
+    let slice = Duration::from_millis(support::env_number("STEADFAST_BENCH_MILLIS", 250));
+    let rounds = support::env_number("STEADFAST_BENCH_ROUNDS", 10) as usize;
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -241,22 +223,7 @@ fn main() {
         .unwrap();
     // The proxy on a runtime of its own (one worker), as a sidecar process would be; its
     // threads are recorded so that their CPU time can be read.
-    let proxy_threads = Arc::new(Mutex::new(Vec::new()));
-    let recorded = Arc::clone(&proxy_threads);
-    let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(move || {
-            // `/proc/thread-self` links to `<pid>/task/<tid>`, relative to /proc.
-            if let Ok(path) = std::fs::read_link("/proc/thread-self") {
-                recorded
-                    .lock()
-                    .unwrap()
-                    .push(format!("/proc/{}/stat", path.display()));
-            }
-        })
-        .build()
-        .unwrap();
+    let (proxy_runtime, proxy_threads) = support::proxy_runtime();
     let ip = IpAddr::from([127, 216, (std::process::id() % 250) as u8, 1]);
     let server = load.block_on(TestServer::start(ip, &[]));
     let proxy = proxy_runtime.block_on(async {

@@ -32,6 +32,17 @@ fn rode_through(fault_name: &str, ops: Vec<support::Op>, fault: Instant, restore
     );
 }
 
+/// A primary A, its replica B, a name that resolves to A, and a client connected through it.
+async fn replicated_pair() -> (RedisServer, RedisServer, StaticResolver, steadfast::Client) {
+    init_tracing();
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    b.replicate(&a).await;
+    let resolver = StaticResolver::new(vec![a.address]);
+    let client = connected(config_resolving(&resolver)).await;
+    (a, b, resolver, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_kill_9_loses_no_operation_and_recovers_within_100_ms() {
     init_tracing();
@@ -111,13 +122,7 @@ async fn sigstop_for_the_length_of_a_deadline_loses_no_operation_and_keeps_the_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demotion_moves_writes_to_the_new_primary_without_a_failed_operation() {
-    init_tracing();
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    b.replicate(&a).await;
-
-    let resolver = StaticResolver::new(vec![a.address]);
-    let client = connected(config_resolving(&resolver)).await;
+    let (a, b, resolver, client) = replicated_pair().await;
     let mut events = client.events();
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -408,12 +413,7 @@ async fn commands_wait_out_a_loading_restart_and_each_is_refused_about_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_new_primary() {
-    init_tracing();
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    b.replicate(&a).await;
-    let resolver = StaticResolver::new(vec![a.address]);
-    let mut client = connected(config_resolving(&resolver)).await;
+    let (_a, b, resolver, mut client) = replicated_pair().await;
     // B promoted and the name moved; then the pipeline itself demotes A halfway through, so
     // its first INCR runs on A and the rest are refused there (READONLY), not executed.
     b.promote().await;
@@ -451,12 +451,7 @@ async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinated_failover_moves_writes_to_the_new_primary_without_a_failed_operation() {
-    init_tracing();
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    b.replicate(&a).await;
-    let resolver = StaticResolver::new(vec![a.address]);
-    let client = connected(config_resolving(&resolver)).await;
+    let (a, b, resolver, client) = replicated_pair().await;
     let workload = Workload::start(client.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
