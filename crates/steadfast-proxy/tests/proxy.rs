@@ -415,3 +415,70 @@ async fn a_transaction_whose_server_turned_replica_is_aborted_with_the_null_repl
     assert_eq!(value, None, "nothing of it ran");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_pop_released_by_a_demotion_pops_on_the_new_primary() {
+    use std::sync::Arc;
+    use steadfast::connect::resolve::StaticResolver;
+    use tokio::io::AsyncWriteExt;
+    let a = TestServer::start(ip(12), &[]).await;
+    let b = TestServer::start(ip(13), &[]).await;
+    let connect = |server: &TestServer| {
+        let url = server.url();
+        async move {
+            redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap()
+        }
+    };
+    let (mut on_a, mut on_b) = (connect(&a).await, connect(&b).await);
+    let replicate = |to: &TestServer| {
+        redis::cmd("REPLICAOF")
+            .arg(to.address.ip().to_string())
+            .arg(to.address.port())
+            .clone()
+    };
+    let _: () = replicate(&a).query_async(&mut on_b).await.unwrap();
+    let resolver = StaticResolver::new(vec![a.address]);
+    let mut upstream = steadfast::Config::from_url("redis://primary.test:6379").unwrap();
+    upstream.endpoint.resolver = Arc::new(resolver.clone());
+    let (proxy, address) = common::proxy_with(upstream, None).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    raw.write_all(b"BLPOP jobs 10\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Failover: B promoted, the name moved, A demoted (which releases A's blocked clients).
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut on_b)
+        .await
+        .unwrap();
+    resolver.set(vec![b.address]);
+    let _: () = replicate(&b).query_async(&mut on_a).await.unwrap();
+    // The pop waits on B now; a job pushed there is what it returns.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let blocked: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut on_b)
+            .await
+            .unwrap();
+        if blocked.contains("cmd=blpop") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pop never reached B: {blocked}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: i64 = on_b.lpush("jobs", "resize:42").await.unwrap();
+    let popped = exchange(&mut raw, b"", b"resize:42\r\n").await;
+    assert_eq!(
+        String::from_utf8_lossy(&popped),
+        "*2\r\n$4\r\njobs\r\n$9\r\nresize:42\r\n"
+    );
+    proxy.shutdown().await;
+}
