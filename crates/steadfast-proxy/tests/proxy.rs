@@ -447,7 +447,7 @@ async fn a_blocked_pop_released_by_a_demotion_pops_on_the_new_primary() {
     let (proxy, address) = common::proxy_with(upstream, None).await;
     let mut raw = TcpStream::connect(address).await.unwrap();
     raw.write_all(b"BLPOP jobs 10\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocked_on(&mut on_a).await;
     // Failover: B promoted, the name moved, A demoted (which releases A's blocked clients).
     let _: () = redis::cmd("REPLICAOF")
         .arg("NO")
@@ -458,22 +458,7 @@ async fn a_blocked_pop_released_by_a_demotion_pops_on_the_new_primary() {
     resolver.set(vec![b.address]);
     let _: () = replicate(&b).query_async(&mut on_a).await.unwrap();
     // The pop waits on B now; a job pushed there is what it returns.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let blocked: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut on_b)
-            .await
-            .unwrap();
-        if blocked.contains("cmd=blpop") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pop never reached B: {blocked}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    blocked_on(&mut on_b).await;
     let _: i64 = on_b.lpush("jobs", "resize:42").await.unwrap();
     let popped = exchange(&mut raw, b"", b"resize:42\r\n").await;
     assert_eq!(
@@ -481,4 +466,21 @@ async fn a_blocked_pop_released_by_a_demotion_pops_on_the_new_primary() {
         "*2\r\n$4\r\njobs\r\n$9\r\nresize:42\r\n"
     );
     proxy.shutdown().await;
+}
+
+/// Waits (5 s at most) until a client of the server behind `admin` is blocked in `BLPOP`.
+async fn blocked_on(admin: &mut redis::aio::MultiplexedConnection) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(admin)
+            .await
+            .unwrap();
+        if clients.contains("cmd=blpop") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no pop blocked there: {clients}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
