@@ -39,6 +39,10 @@ pub(crate) struct ProxyArgs {
     /// `/metrics` (Prometheus) over HTTP at ADDR (`127.0.0.1:9187`).
     #[arg(long = "metrics", value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// The upstream is a Redis Cluster (its configuration endpoint, or any node): the proxy
+    /// appears to clients as one node owning every slot and routes each command by slot.
+    #[arg(long)]
+    cluster: bool,
     /// How log lines (to standard error; RUST_LOG filters them) are written.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
@@ -67,6 +71,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> ExitCode {
     config.max_connections = args.max_connections;
     config.max_queued = args.max_queued;
     config.operations = args.metrics;
+    config.is_cluster = args.cluster;
     let proxy = match Proxy::start(config).await {
         Ok(proxy) => proxy,
         Err(e) => {

@@ -31,9 +31,11 @@ use redis::Value;
 use steadfast::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod cluster;
 mod local;
 mod transaction;
 
+use crate::backend::{Backend, TxSession};
 use crate::pubsub::{Change, Subscriptions};
 use crate::resp::{self, Protocol, Read};
 use crate::server::Shared;
@@ -59,6 +61,8 @@ const LOCAL: &[&str] = &[
     "READWRITE",
     "CLIENT",
     "SELECT",
+    "CLUSTER",
+    "ASKING",
     "SUBSCRIBE",
     "PSUBSCRIBE",
     "SSUBSCRIBE",
@@ -111,19 +115,23 @@ struct Connection<'a> {
     shared: &'a Shared,
     id: u64,
     peer: String,
+    /// The proxy's address as this connection reached it (what `CLUSTER SLOTS` names).
+    local: Option<std::net::SocketAddr>,
     protocol: Protocol,
     database: i64,
     name: Option<String>,
     library: (Option<String>, Option<String>),
     is_authenticated: bool,
-    upstream: Option<steadfast::Client>,
+    upstream: Option<Backend>,
     transaction: Option<Transaction>,
     subscriptions: Subscriptions,
 }
 
 /// A `WATCH` / `MULTI` under way, on a session of the connection's client.
 struct Transaction {
-    session: steadfast::Session,
+    /// `None` on a cluster between `MULTI` and the first queued command, whose key picks the
+    /// slot (and so the node) of the session.
+    session: Option<TxSession>,
     is_watching: bool,
     is_in_multi: bool,
     /// The session's guard was lost: `EXEC` answers null.
@@ -132,14 +140,19 @@ struct Transaction {
 
 /// Serves `stream` until the client leaves, the proxy closes, or the client breaks the
 /// protocol.
-pub(crate) async fn serve<S>(mut stream: S, peer: String, shared: &Arc<Shared>)
-where
+pub(crate) async fn serve<S>(
+    mut stream: S,
+    peer: String,
+    local: Option<std::net::SocketAddr>,
+    shared: &Arc<Shared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut connection = Connection {
         shared,
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         peer,
+        local,
         protocol: Protocol::Resp2,
         database: shared.config.upstream.endpoint.database,
         name: None,
@@ -318,10 +331,10 @@ impl Connection<'_> {
             return Then::Go;
         }
         if let Some(change) = change {
-            let client = self.upstream();
+            let backend = self.upstream().await;
             if let Err(error) = self
                 .subscriptions
-                .apply(change, move || client, self.protocol, out)
+                .apply(change, move || backend, self.protocol, out)
                 .await
             {
                 resp::write_error(out, &error_reply(&error));
@@ -342,6 +355,8 @@ impl Connection<'_> {
             "READONLY" | "READWRITE" => out.extend_from_slice(b"+OK\r\n"),
             "CLIENT" => self.client(args, out).await,
             "SELECT" => self.select(args, out).await,
+            "CLUSTER" => self.cluster(args, out).await,
+            "ASKING" if self.shared.config.is_cluster => out.extend_from_slice(b"+OK\r\n"),
             "MONITOR" | "SYNC" | "PSYNC" => resp::write_error(
                 out,
                 &format!("ERR steadfast proxy: {name} is not supported yet"),
@@ -360,10 +375,20 @@ impl Connection<'_> {
         Then::Go
     }
 
-    /// The connection's client, made on first need.
-    fn upstream(&mut self) -> Result<steadfast::Client, steadfast::Error> {
-        if let Some(client) = &self.upstream {
-            return Ok(client.clone());
+    /// The connection's way to the server, made on first need: a client of its own for a
+    /// single endpoint, the shared cluster client of its protocol for a cluster.
+    async fn upstream(&mut self) -> Result<Backend, steadfast::Error> {
+        if let Some(backend) = &self.upstream {
+            return Ok(backend.clone());
+        }
+        if self.shared.config.is_cluster {
+            let client = self
+                .shared
+                .clusters
+                .get(self.protocol, &self.shared.config.upstream)
+                .await?;
+            self.upstream = Some(Backend::Cluster(client.clone()));
+            return Ok(Backend::Cluster(client));
         }
         let mut config = self.shared.config.upstream.clone();
         config.endpoint.protocol = match self.protocol {
@@ -373,8 +398,8 @@ impl Connection<'_> {
         config.endpoint.database = self.database;
         config.endpoint.client_name = self.name.clone();
         let client = steadfast::Client::new(config)?;
-        self.upstream = Some(client.clone());
-        Ok(client)
+        self.upstream = Some(Backend::Endpoint(client.clone()));
+        Ok(Backend::Endpoint(client))
     }
 
     /// Whether `args` goes to the server as it is, with nothing for the proxy to do: such
@@ -410,8 +435,8 @@ impl Connection<'_> {
             }
             return;
         };
-        let mut client = match self.upstream() {
-            Ok(client) => client,
+        let backend = match self.upstream().await {
+            Ok(backend) => backend,
             Err(error) => {
                 for _ in &commands {
                     resp::write_error(out, &error_reply(&error));
@@ -423,13 +448,21 @@ impl Connection<'_> {
         for args in &commands {
             pipeline.add_command(command_of(args));
         }
-        let sent = redis::aio::ConnectionLike::req_packed_commands(
-            &mut client,
-            &pipeline,
-            0,
-            commands.len(),
-        )
-        .await;
+        if let Backend::Cluster(_) = &backend
+            && spans_slots(&pipeline)
+        {
+            // Split by the cluster, a pipeline that failed in one part would leave the others'
+            // outcomes unknown: each command goes on its own (all at once), with its own.
+            let sends = pipeline.cmd_iter().map(|cmd| backend.query(cmd));
+            for reply in futures_util::future::join_all(sends).await {
+                match reply {
+                    Ok(value) => resp::write_value(out, &value, self.protocol),
+                    Err(error) => resp::write_error(out, &error_reply(&error)),
+                }
+            }
+            return;
+        }
+        let sent = backend.pipeline(&pipeline, commands.len()).await;
         let error = match sent {
             Ok(values) => {
                 for value in &values {
@@ -486,11 +519,11 @@ impl Connection<'_> {
     }
 
     async fn send_one(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        let client = match self.upstream() {
-            Ok(client) => client,
+        let backend = match self.upstream().await {
+            Ok(backend) => backend,
             Err(error) => return resp::write_error(out, &error_reply(&error)),
         };
-        match client.query::<Value>(&command_of(args)).await {
+        match backend.query(&command_of(args)).await {
             Ok(value) => resp::write_value(out, &value, self.protocol),
             Err(error) => resp::write_error(out, &error_reply(&error)),
         }
@@ -511,16 +544,31 @@ impl Connection<'_> {
     fn drop_upstream(&mut self) {
         self.transaction = None;
         self.subscriptions = Subscriptions::default();
-        if let Some(client) = self.upstream.take() {
-            tokio::spawn(async move { client.shutdown().await });
+        if let Some(backend) = self.upstream.take() {
+            tokio::spawn(async move { backend.shutdown().await });
         }
     }
 
     async fn close(&mut self) {
         self.transaction = None;
         self.subscriptions = Subscriptions::default();
-        if let Some(client) = self.upstream.take() {
-            client.shutdown().await;
+        if let Some(backend) = self.upstream.take() {
+            backend.shutdown().await;
         }
     }
+}
+
+/// Whether the commands of `pipeline` go to more than one slot of a cluster.
+fn spans_slots(pipeline: &redis::Pipeline) -> bool {
+    use steadfast::cluster::{Slot, command_slot};
+    let mut first = None;
+    for cmd in pipeline.cmd_iter() {
+        match command_slot(cmd) {
+            Slot::Any => {}
+            Slot::Cross(..) => return true,
+            Slot::One(slot) if *first.get_or_insert(slot) != slot => return true,
+            Slot::One(_) => {}
+        }
+    }
+    false
 }

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backend;
 mod connection;
 pub mod operations;
 mod pubsub;

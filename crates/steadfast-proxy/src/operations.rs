@@ -73,9 +73,13 @@ impl Health {
 /// The proxy's own view of the upstream.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: steadfast::Client,
+    /// The proxy's own client on a single endpoint (`None` for a cluster).
+    client: Option<steadfast::Client>,
     health: Arc<Mutex<Health>>,
 }
+
+/// How often the proxy asks a cluster for `CLUSTER INFO`.
+const CLUSTER_CHECK: Duration = Duration::from_secs(1);
 
 impl Upstream {
     /// Starts the proxy's own client on `config` and follows its events until `stop`.
@@ -108,7 +112,81 @@ impl Upstream {
             }
             following.shutdown().await;
         });
-        Ok(Self { client, health })
+        Ok(Self {
+            client: Some(client),
+            health,
+        })
+    }
+
+    /// For a cluster: the shared (RESP3) cluster client, made now in the background, logs its
+    /// events; the health is `CLUSTER INFO`'s `cluster_state:ok` as a reachable primary says
+    /// it, asked every second.
+    pub(crate) fn start_cluster(
+        shared: Arc<crate::server::Shared>,
+        stop: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let health = Arc::new(Mutex::new(Health::starting()));
+        let (watched, stop) = (Arc::clone(&health), stop.clone());
+        tasks.spawn(async move {
+            let endpoint = &shared.config.upstream.endpoint;
+            let label = format!("{}:{}", endpoint.host, endpoint.port);
+            let client = loop {
+                let connecting = shared
+                    .clusters
+                    .get(crate::resp::Protocol::Resp3, &shared.config.upstream);
+                let connected = tokio::select! {
+                    () = stop.cancelled() => return,
+                    connected = connecting => connected,
+                };
+                match connected {
+                    Ok(client) => break client,
+                    Err(e) => {
+                        tracing::warn!(target: "steadfast_proxy::upstream", error = %e, "cluster not reachable yet");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(CLUSTER_CHECK) => {}
+                        }
+                    }
+                }
+            };
+            let mut events = client.events();
+            let mut check = tokio::time::interval(CLUSTER_CHECK);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    event = events.recv() => match event {
+                        Ok(event) => {
+                            tracing::info!(target: "steadfast_proxy::upstream", event = ?event, "upstream");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(target: "steadfast_proxy::upstream", missed, "upstream events missed");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = check.tick() => {
+                        let info = client
+                            .query::<String>(redis::cmd("CLUSTER").arg("INFO"))
+                            .await;
+                        let is_ok = info.as_deref().is_ok_and(|i| i.contains("cluster_state:ok"));
+                        let mut health = watched.lock().unwrap_or_else(|e| e.into_inner());
+                        if health.is_primary_reachable != is_ok || health.generation == 0 {
+                            health.since = SystemTime::now();
+                        }
+                        health.is_primary_reachable = is_ok;
+                        health.address = Some(label.clone());
+                        health.role = is_ok.then_some(Role::Primary);
+                        health.generation = 1;
+                        metrics::gauge!("steadfast_proxy_upstream_primary_reachable")
+                            .set(f64::from(u8::from(is_ok)));
+                    }
+                }
+            }
+        });
+        Self {
+            client: None,
+            health,
+        }
     }
 
     /// A handle for the operations endpoint.
@@ -123,7 +201,9 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        if !matches!(self.client.state(), LinkState::Connected { .. }) {
+        if let Some(client) = &self.client
+            && !matches!(client.state(), LinkState::Connected { .. })
+        {
             health.is_primary_reachable = false;
         }
         health

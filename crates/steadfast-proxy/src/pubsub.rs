@@ -26,7 +26,9 @@ use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::{PushKind, Value};
-use steadfast::pubsub::{Delivery, Gap, GapCause, Kind, Subscriber};
+use steadfast::pubsub::{Delivery, Gap, GapCause, Kind};
+
+use crate::backend::Subscription;
 
 use crate::resp::{self, Protocol};
 
@@ -36,7 +38,7 @@ pub const GAP_CHANNEL: &str = "__steadfast__:gaps";
 /// One downstream connection's subscriptions.
 #[derive(Default)]
 pub(crate) struct Subscriptions {
-    subscriber: Option<Subscriber>,
+    subscriber: Option<Subscription>,
     /// Subscribed to [`GAP_CHANNEL`] (answered here, never upstream).
     is_told_gaps: bool,
 }
@@ -139,7 +141,7 @@ impl Subscriptions {
     pub(crate) async fn apply(
         &mut self,
         change: Change,
-        client: impl FnOnce() -> Result<steadfast::Client, steadfast::Error>,
+        client: impl FnOnce() -> Result<crate::backend::Backend, steadfast::Error>,
         protocol: Protocol,
         out: &mut Vec<u8>,
     ) -> Result<(), steadfast::Error> {
@@ -195,14 +197,7 @@ impl Subscriptions {
                 self.subscriber = Some(client()?.subscriber()?);
             }
             if let Some(subscriber) = self.subscriber.as_mut() {
-                match (kind, is_subscribe) {
-                    (Kind::Pattern, true) => subscriber.psubscribe(&upstream).await?,
-                    (Kind::Shard, true) => subscriber.ssubscribe(&upstream).await?,
-                    (Kind::Pattern, false) => subscriber.punsubscribe(&upstream).await?,
-                    (Kind::Shard, false) => subscriber.sunsubscribe(&upstream).await?,
-                    (_, true) => subscriber.subscribe(&upstream).await?,
-                    (_, false) => subscriber.unsubscribe(&upstream).await?,
-                }
+                subscriber.change(kind, is_subscribe, &upstream).await?;
             }
         }
         self.confirm(before, kind, is_subscribe, &names, protocol, out);

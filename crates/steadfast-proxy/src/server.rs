@@ -74,6 +74,9 @@ pub struct ProxyConfig {
     pub drain: Duration,
     /// Where to serve `/health` and `/metrics` over HTTP (`--metrics`); `None`: nowhere.
     pub operations: Option<SocketAddr>,
+    /// The upstream is a Redis Cluster (`--cluster`): the proxy appears as one node owning
+    /// every slot and routes each command to its slot's primary. Default: false (one endpoint).
+    pub is_cluster: bool,
 }
 
 impl ProxyConfig {
@@ -89,6 +92,7 @@ impl ProxyConfig {
             limits: Limits::default(),
             drain: Duration::from_secs(5),
             operations: None,
+            is_cluster: false,
         }
     }
 }
@@ -102,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) queued: AtomicUsize,
     /// Fired by [`Proxy::shutdown`]: connections end after the command they are running.
     pub(crate) closing: CancellationToken,
+    /// The shared cluster clients ([`ProxyConfig::is_cluster`]).
+    pub(crate) clusters: crate::backend::Clusters,
 }
 
 /// A running proxy.
@@ -143,6 +149,7 @@ impl Proxy {
             open: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             closing: CancellationToken::new(),
+            clusters: crate::backend::Clusters::default(),
         });
         let (stop_accepting, tasks) = (CancellationToken::new(), TaskTracker::new());
         // The recorder first, so the upstream's first events are counted too.
@@ -150,8 +157,12 @@ impl Proxy {
             .config
             .operations
             .and_then(|_| operations::install_recorder());
-        let upstream = Upstream::start(shared.config.upstream.clone(), &stop_accepting, &tasks)
-            .map_err(|e| StartError(format!("upstream: {e}")))?;
+        let upstream = if shared.config.is_cluster {
+            Upstream::start_cluster(Arc::clone(&shared), &stop_accepting, &tasks)
+        } else {
+            Upstream::start(shared.config.upstream.clone(), &stop_accepting, &tasks)
+                .map_err(|e| StartError(format!("upstream: {e}")))?
+        };
         let mut operations = None;
         if let Some(address) = shared.config.operations {
             let watched = upstream.health_source();
@@ -252,12 +263,18 @@ impl Proxy {
                 let _ = std::fs::remove_file(path);
             }
         }
+        self.shared.clusters.shutdown().await;
     }
 }
 
 /// Serves one accepted connection, or refuses it when the proxy is full.
-fn admit<S>(mut stream: S, peer: String, shared: &Arc<Shared>, tasks: &TaskTracker)
-where
+fn admit<S>(
+    mut stream: S,
+    peer: String,
+    local: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let open = shared.open.fetch_add(1, Ordering::AcqRel) + 1;
@@ -281,7 +298,7 @@ where
     metrics::counter!("steadfast_proxy_connections_total").increment(1);
     metrics::gauge!("steadfast_proxy_connections").increment(1.0);
     tasks.spawn(async move {
-        connection::serve(stream, peer, &shared).await;
+        connection::serve(stream, peer, local, &shared).await;
         shared.open.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!("steadfast_proxy_connections").decrement(1.0);
     });
@@ -300,11 +317,12 @@ impl Listener {
             Self::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
                 let _ = stream.set_nodelay(true);
-                admit(stream, peer.to_string(), shared, tasks);
+                let local = stream.local_addr().ok();
+                admit(stream, peer.to_string(), local, shared, tasks);
             }
             Self::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
-                admit(stream, "unix".to_owned(), shared, tasks);
+                admit(stream, "unix".to_owned(), None, shared, tasks);
             }
         }
         Ok(())

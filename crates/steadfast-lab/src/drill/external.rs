@@ -23,6 +23,9 @@ use tokio::time::Instant;
 use super::client::ClientKind;
 use super::workload::{GRACE, Op};
 
+/// How long a program may take to start and connect to its proxy.
+const CONNECTED_WITHIN: Duration = Duration::from_secs(20);
+
 /// Where the programs are: `STEADFAST_CLIENTS_DIR`, else the repository's `clients/`.
 fn clients_dir() -> PathBuf {
     std::env::var_os("STEADFAST_CLIENTS_DIR").map_or_else(
@@ -103,12 +106,31 @@ impl External {
         let child = command
             .spawn()
             .map_err(|e| format!("{}: {e}", client.label()))?;
-        Ok(Self {
+        let program = Self {
             client,
             proxy,
             child,
             origin_unix_ms: unix_ms(SystemTime::now()) - origin.elapsed().as_secs_f64() * 1e3,
-        })
+        };
+        program.connected(CONNECTED_WITHIN).await?;
+        Ok(program)
+    }
+
+    /// Waits until the program has connected to its proxy: an interpreter can take a second or
+    /// more to start on a loaded machine, and a program that connects after a scenario's
+    /// announcement (Azure's NodeMaintenanceStarting) has missed it, as any client would.
+    async fn connected(&self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        while self.proxy.connections() == 0 {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not connect to its proxy within {within:?}",
+                    self.client.label()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// Which client it is.

@@ -439,14 +439,7 @@ pub(crate) fn measure(
         // redis-rs gives up on a reply after 500 ms: tracked, not held.
         outcome.goals = tracked(proxy_goals(scenario, &outcome));
     } else if outcome.client.is_through_proxy() {
-        let goals = proxy_goals(scenario, &outcome);
-        // Azure maintenance through the proxy: recovery once measured 1,021 ms for redis-py
-        // (a RESP2 upstream link, no pushes); tracked until understood.
-        outcome.goals = if scenario == Scenario::AzureMaintenance {
-            tracked(goals)
-        } else {
-            goals
-        };
+        outcome.goals = proxy_goals(scenario, &outcome);
     }
     outcome
 }

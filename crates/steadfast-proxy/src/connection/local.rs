@@ -4,6 +4,7 @@
 use redis::Value;
 
 use super::{Connection, text, upper};
+use crate::backend::Backend;
 use crate::resp::{self, Protocol};
 
 impl Connection<'_> {
@@ -62,7 +63,8 @@ impl Connection<'_> {
         }
         self.is_authenticated = true;
         if let Some(name) = name {
-            if self.upstream.is_some() && protocol == self.protocol {
+            let is_own = self.upstream.as_ref().is_some_and(Backend::is_own);
+            if is_own && protocol == self.protocol {
                 // Through the client, which replays it on every new link.
                 let mut reply = Vec::new();
                 let setname = [
@@ -75,7 +77,7 @@ impl Connection<'_> {
                     out.extend_from_slice(&reply);
                     return;
                 }
-            } else {
+            } else if !self.shared.config.is_cluster {
                 self.drop_upstream();
             }
             self.name = Some(name);
@@ -98,7 +100,14 @@ impl Connection<'_> {
                 bulk("id"),
                 Value::Int(i64::try_from(self.id).unwrap_or(i64::MAX)),
             ),
-            (bulk("mode"), bulk("standalone")),
+            (
+                bulk("mode"),
+                bulk(if self.shared.config.is_cluster {
+                    "cluster"
+                } else {
+                    "standalone"
+                }),
+            ),
             (bulk("role"), bulk("master")),
             (bulk("modules"), Value::Array(Vec::new())),
         ]);
@@ -151,6 +160,13 @@ impl Connection<'_> {
         else {
             return resp::write_error(out, "ERR value is not an integer or out of range");
         };
+        if self.shared.config.is_cluster {
+            return if database == 0 {
+                out.extend_from_slice(b"+OK\r\n");
+            } else {
+                resp::write_error(out, "ERR SELECT is not allowed in cluster mode");
+            };
+        }
         // Through the client (which replays it on every new link), so the server checks it.
         let mut before = Vec::new();
         self.forward(args, &mut before).await;
@@ -184,7 +200,7 @@ impl Connection<'_> {
                     );
                 }
                 self.name = (!name.is_empty()).then_some(name);
-                if self.upstream.is_some() {
+                if self.upstream.as_ref().is_some_and(Backend::is_own) {
                     self.forward(args, out).await;
                 } else {
                     out.extend_from_slice(b"+OK\r\n");

@@ -40,8 +40,13 @@ pub async fn proxy_with(
     password: Option<&str>,
 ) -> (Proxy, SocketAddr) {
     let mut config = ProxyConfig::new(upstream);
-    config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
     config.password = password.map(str::to_owned);
+    start(config).await
+}
+
+/// A proxy of `config` on a free loopback port.
+pub async fn start(mut config: ProxyConfig) -> (Proxy, SocketAddr) {
+    config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
     let proxy = Proxy::start(config).await.unwrap();
     let Listen::Tcp(address) = proxy.addresses()[0].clone() else {
         unreachable!("a TCP listener was asked for")
