@@ -55,7 +55,12 @@ impl ClientKind {
     pub const PROGRAMS: [Self; 2] = [Self::PythonThroughProxy, Self::NodeThroughProxy];
 
     /// Every cluster client, in report order.
-    pub const CLUSTER: [Self; 3] = [Self::Steadfast, Self::RedisRsCluster, Self::Direct];
+    pub const CLUSTER: [Self; 4] = [
+        Self::Steadfast,
+        Self::ThroughProxy,
+        Self::RedisRsCluster,
+        Self::Direct,
+    ];
 
     /// Name in tables.
     pub fn label(self) -> &'static str {
@@ -196,6 +201,7 @@ impl UnderTest {
                     config.maintenance.azure_events = steadfast::AzureEvents::On;
                 }
                 let mut proxy_config = steadfast_proxy::ProxyConfig::new(config);
+                proxy_config.is_cluster = primaries.is_some();
                 proxy_config.listen = vec![steadfast_proxy::Listen::Tcp(
                     std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 )];

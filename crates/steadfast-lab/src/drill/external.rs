@@ -67,6 +67,8 @@ pub(crate) struct External {
     client: ClientKind,
     proxy: steadfast_proxy::Proxy,
     child: tokio::process::Child,
+    /// On a cluster: the shard of the program's key.
+    shard: Option<usize>,
     /// The scenario's origin as Unix milliseconds.
     origin_unix_ms: f64,
 }
@@ -77,14 +79,17 @@ fn unix_ms(at: SystemTime) -> f64 {
 }
 
 impl External {
-    /// Starts a proxy for `upstream` and `client`'s program against it.
+    /// Starts a proxy for `upstream` and `client`'s program against it, working on `key`
+    /// (with its shard: the proxy is then in cluster mode).
     pub(crate) async fn start(
         client: ClientKind,
         upstream: steadfast::Config,
+        (key, shard): (String, Option<usize>),
         origin: Instant,
     ) -> Result<Self, String> {
         let mut command = program(client)?;
         let mut config = steadfast_proxy::ProxyConfig::new(upstream);
+        config.is_cluster = shard.is_some();
         config.listen = vec![steadfast_proxy::Listen::Tcp(std::net::SocketAddr::from((
             [127, 0, 0, 1],
             0,
@@ -98,7 +103,7 @@ impl External {
         command
             .args(["--host", &address.ip().to_string()])
             .args(["--port", &address.port().to_string()])
-            .args(["--seconds", "600", "--key", &format!("{client:?}"), "drill"])
+            .args(["--seconds", "600", "--key", &key, "drill"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,6 +115,7 @@ impl External {
             client,
             proxy,
             child,
+            shard,
             origin_unix_ms: unix_ms(SystemTime::now()) - origin.elapsed().as_secs_f64() * 1e3,
         };
         program.connected(CONNECTED_WITHIN).await?;
@@ -176,7 +182,7 @@ impl External {
                     start_ms: start - self.origin_unix_ms,
                     end_ms: end - self.origin_unix_ms,
                     error: record.get(2)?.as_str().map(kind_of),
-                    shard: None,
+                    shard: self.shard,
                 })
             })
             .collect())

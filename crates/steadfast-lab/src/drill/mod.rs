@@ -246,19 +246,23 @@ async fn run_scenario(
             });
         }
     }
-    // Programs in other languages, through proxies of their own (single endpoint only).
+    // Programs in other languages, through proxies of their own (on a cluster, a proxy in
+    // cluster mode, and the program's key on shard 0, the shard the faults hit).
     let mut programs = Vec::new();
-    if shards.is_none() {
-        for client in ClientKind::PROGRAMS {
-            let mut upstream =
-                steadfast::Config::from_url(&url).map_err(|e| LabError::new(e.to_string()))?;
-            if scenario == Scenario::AzureMaintenance {
-                upstream.maintenance.azure_events = steadfast::AzureEvents::On;
-            }
-            match external::External::start(client, upstream, origin).await {
-                Ok(program) => programs.push(program),
-                Err(why) => tracing::warn!("{why}: left out of {}", scenario.name()),
-            }
+    for client in ClientKind::PROGRAMS {
+        let mut upstream =
+            steadfast::Config::from_url(&url).map_err(|e| LabError::new(e.to_string()))?;
+        if matches!(
+            scenario,
+            Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
+        ) {
+            upstream.maintenance.azure_events = steadfast::AzureEvents::On;
+        }
+        let tag = format!("{client:?}");
+        let key = workload::task_keys(WorkloadKind::Concurrent, &tag, 0, shards).swap_remove(0);
+        match external::External::start(client, upstream, key, origin).await {
+            Ok(program) => programs.push(program),
+            Err(why) => tracing::warn!("{why}: left out of {}", scenario.name()),
         }
     }
     let running: Vec<Running> = participants

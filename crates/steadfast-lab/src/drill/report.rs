@@ -576,13 +576,32 @@ fn proxy_goals(scenario: Scenario, o: &Outcome) -> Vec<Goal> {
         | Scenario::FailoverDnsFlip
         | Scenario::FailoverDeadFirst
         | Scenario::Moving
-        | Scenario::FailingOver
-        | Scenario::AzureMaintenance => vec![failed, recovery],
+        | Scenario::FailingOver => vec![failed, recovery],
+        // steadfast's own goals: its restore is the announced start, when the lab cuts A off
+        // and moves the name (so "recovery" would time whichever operation was in flight
+        // then); the handoff is the announced window.
+        Scenario::AzureMaintenance => vec![
+            failed,
+            goal(
+                "longest operation during the handoff within 100 ms",
+                ms(Some(o.longest_in_window_ms)),
+                o.longest_in_window_ms <= 100.0,
+            ),
+        ],
         Scenario::Blackhole => vec![recovery, only_deadlines],
         Scenario::SlowServer => vec![failed],
         Scenario::LossyLink => vec![only_deadlines],
-        // Not run through the proxy yet (a cluster upstream is issue 18's next part).
-        _ => Vec::new(),
+        // A cluster behind the proxy: steadfast's own cluster goals.
+        Scenario::ClusterFailover
+        | Scenario::ClusterTakeover
+        | Scenario::ClusterAzureMaintenance => {
+            vec![super::shards::resumed(o, 250.0), failed]
+        }
+        Scenario::ClusterKill | Scenario::ClusterBlackhole | Scenario::ClusterPause => {
+            vec![super::shards::resumed(o, 250.0), only_deadlines]
+        }
+        Scenario::ClusterReshard => vec![failed],
+        Scenario::ClusterShardDown => Vec::new(),
     }
 }
 
