@@ -2,8 +2,13 @@
 //! connection's own, or the cluster client every connection shares.
 //!
 //! # Behaviour
-//! - A single endpoint: each connection has a [`steadfast::Client`] made with its protocol,
-//!   database and name, so every link the library makes for it carries them.
+//! - A single endpoint: commands that leave a link's state alone ([`steadfast::is_shareable`]:
+//!   `GET`, `SET`, `INCR` ... not `SELECT`, `CLIENT SETNAME`, blocking commands, transactions
+//!   or subscriptions) go on one client per protocol that every connection shares (the proxy's
+//!   upstream default database, no name), whose link carries many connections' commands
+//!   together. A connection's first other command gives it a [`steadfast::Client`] of its own,
+//!   made with its protocol, database and name, so every link the library makes for it
+//!   carries them; the connection keeps it from then on.
 //! - A cluster (`--cluster`): one [`ClusterClient`] per protocol (RESP2 and RESP3 replies differ
 //!   in shape, so a connection's replies come from links of its own protocol), made on first
 //!   need and shared by every connection: commands are routed by slot, cross-slot `MGET` /
@@ -16,9 +21,11 @@
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisError, Value};
+use std::sync::OnceLock;
 use steadfast::cluster::{ClusterClient, ClusterSession, ClusterSubscriber};
 use steadfast::pubsub::{Delivery, Kind, Subscriber};
 use steadfast::{Error, Session};
+
 use tokio::sync::OnceCell;
 
 use crate::resp::Protocol;
@@ -136,6 +143,57 @@ impl Subscription {
         match self {
             Self::Endpoint(subscriber) => subscriber.subscriptions(),
             Self::Cluster(subscriber) => subscriber.subscriptions(),
+        }
+    }
+}
+
+/// The single endpoint's shared clients, one per protocol, made on first need.
+#[derive(Default)]
+pub(crate) struct Endpoints {
+    resp2: OnceLock<steadfast::Client>,
+    resp3: OnceLock<steadfast::Client>,
+}
+
+impl Endpoints {
+    /// The shared client for `protocol`: `config` as it is (its database, no name), its queue
+    /// as deep as the proxy's bound on held commands.
+    pub(crate) fn get(
+        &self,
+        protocol: Protocol,
+        config: &steadfast::Config,
+        max_queued: usize,
+    ) -> Result<steadfast::Client, Error> {
+        let (cell, wanted) = match protocol {
+            Protocol::Resp2 => (&self.resp2, steadfast::Protocol::Resp2),
+            Protocol::Resp3 => (&self.resp3, steadfast::Protocol::Resp3),
+        };
+        if let Some(client) = cell.get() {
+            return Ok(client.clone());
+        }
+        let mut config = config.clone();
+        config.endpoint.protocol = wanted;
+        config.command.queue_capacity = config.command.queue_capacity.max(max_queued);
+        let client = steadfast::Client::new(config)?;
+        let mut is_kept = false;
+        let kept = cell
+            .get_or_init(|| {
+                is_kept = true;
+                client.clone()
+            })
+            .clone();
+        if !is_kept {
+            // Another connection made one first: this one is not needed.
+            tokio::spawn(async move { client.shutdown().await });
+        }
+        Ok(kept)
+    }
+
+    /// Shuts every shared client down.
+    pub(crate) async fn shutdown(&self) {
+        for cell in [&self.resp2, &self.resp3] {
+            if let Some(client) = cell.get() {
+                client.shutdown().await;
+            }
         }
     }
 }

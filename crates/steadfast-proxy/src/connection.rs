@@ -3,10 +3,13 @@
 //! upstream link by the library.
 //!
 //! # Behaviour
-//! - The upstream is a [`steadfast::Client`] of the connection's own, made at its first command
-//!   that needs the server, with the connection's protocol, database and name, so every link
+//! - Commands that leave a link's state alone go on the client of the connection's protocol
+//!   that every such connection shares (`crate::backend`), as long as the connection has no
+//!   state of its own. From its first other command (a `SELECT` of another database, a name,
+//!   a blocking command, a transaction, a subscription) the connection has a
+//!   [`steadfast::Client`] of its own, made with its protocol, database and name, so every link
 //!   the library makes for it (after a restart, a failover, a maintenance move) carries them.
-//!   A later `SELECT` or `CLIENT SETNAME` goes through the client, which replays it on new
+//!   A later `SELECT` or `CLIENT SETNAME` goes through that client, which replays it on new
 //!   links; a `HELLO` that changes the protocol makes the next command use a new client.
 //! - Answered here, as the server would: `HELLO`, `AUTH` (the proxy's own password, never the
 //!   upstream's), `CLIENT ID` (stable for the connection, whatever links come and go),
@@ -402,6 +405,29 @@ impl Connection<'_> {
         Ok(Backend::Endpoint(client))
     }
 
+    /// Where `cmds` go: the shared client of the connection's protocol while the connection
+    /// has nothing of its own (the upstream's database, no name, no client of its own yet)
+    /// and every one of them leaves a link's state alone; else the connection's own client.
+    async fn backend_for<'c>(
+        &mut self,
+        mut cmds: impl Iterator<Item = &'c redis::Cmd>,
+    ) -> Result<Backend, steadfast::Error> {
+        let config = &self.shared.config;
+        let is_shareable = !config.is_cluster
+            && self.upstream.is_none()
+            && self.database == config.upstream.endpoint.database
+            && self.name.is_none()
+            && cmds.all(steadfast::is_shareable);
+        if is_shareable {
+            let client =
+                self.shared
+                    .endpoints
+                    .get(self.protocol, &config.upstream, config.max_queued)?;
+            return Ok(Backend::Endpoint(client));
+        }
+        self.upstream().await
+    }
+
     /// Whether `args` goes to the server as it is, with nothing for the proxy to do: such
     /// commands arriving together are sent together, as one pipeline.
     fn is_plain(&self, args: &[Vec<u8>]) -> bool {
@@ -435,7 +461,11 @@ impl Connection<'_> {
             }
             return;
         };
-        let backend = match self.upstream().await {
+        let mut pipeline = redis::pipe();
+        for args in &commands {
+            pipeline.add_command(command_of(args));
+        }
+        let backend = match self.backend_for(pipeline.cmd_iter()).await {
             Ok(backend) => backend,
             Err(error) => {
                 for _ in &commands {
@@ -444,10 +474,6 @@ impl Connection<'_> {
                 return;
             }
         };
-        let mut pipeline = redis::pipe();
-        for args in &commands {
-            pipeline.add_command(command_of(args));
-        }
         if let Backend::Cluster(_) = &backend
             && spans_slots(&pipeline)
         {
@@ -519,11 +545,12 @@ impl Connection<'_> {
     }
 
     async fn send_one(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        let backend = match self.upstream().await {
+        let cmd = command_of(args);
+        let backend = match self.backend_for(std::iter::once(&cmd)).await {
             Ok(backend) => backend,
             Err(error) => return resp::write_error(out, &error_reply(&error)),
         };
-        match backend.query(&command_of(args)).await {
+        match backend.query(&cmd).await {
             Ok(value) => resp::write_value(out, &value, self.protocol),
             Err(error) => resp::write_error(out, &error_reply(&error)),
         }

@@ -2,9 +2,10 @@
 //! steadfast's failover behaviour.
 //!
 //! Each downstream connection is served by the library's own machinery (supervisor, health,
-//! retry policy, maintenance reactions) through a client of its own, whose links carry the
-//! connection's state (protocol, database, name) onto every new upstream link; what cannot be
-//! carried over is told, never hidden.
+//! retry policy, maintenance reactions): its stateless commands through a client every such
+//! connection shares, and once it has state of its own through a client of its own, whose
+//! links carry that state (protocol, database, name) onto every new upstream link; what cannot
+//! be carried over is told, never hidden.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) closing: CancellationToken,
     /// The shared cluster clients ([`ProxyConfig::is_cluster`]).
     pub(crate) clusters: crate::backend::Clusters,
+    /// The single endpoint's shared clients.
+    pub(crate) endpoints: crate::backend::Endpoints,
 }
 
 /// A running proxy.
@@ -150,6 +152,7 @@ impl Proxy {
             queued: AtomicUsize::new(0),
             closing: CancellationToken::new(),
             clusters: crate::backend::Clusters::default(),
+            endpoints: crate::backend::Endpoints::default(),
         });
         let (stop_accepting, tasks) = (CancellationToken::new(), TaskTracker::new());
         // The recorder first, so the upstream's first events are counted too.
@@ -264,6 +267,7 @@ impl Proxy {
             }
         }
         self.shared.clusters.shutdown().await;
+        self.shared.endpoints.shutdown().await;
     }
 }
 

@@ -119,6 +119,24 @@ pub fn is_idempotent(cmd: &redis::Cmd) -> bool {
     policy::idempotent::is_idempotent(cmd)
 }
 
+/// Whether `cmd` may go on a link shared with other callers: it changes nothing of the link's
+/// own state (`SELECT`, `CLIENT SETNAME`, `HELLO` ...), does not block (`BLPOP`, `XREAD ...
+/// BLOCK`, `WAIT` ...), and is no part of a transaction or a subscription. For code that sends
+/// other callers' commands, such as the proxy, which sends such commands of every connection
+/// on one shared client and gives a connection a client of its own at its first other one.
+///
+/// ```
+/// assert!(steadfast::is_shareable(redis::cmd("GET").arg("k")));
+/// assert!(steadfast::is_shareable(redis::cmd("INCR").arg("k")));
+/// assert!(!steadfast::is_shareable(redis::cmd("SELECT").arg(2)));
+/// assert!(!steadfast::is_shareable(redis::cmd("BLPOP").arg("jobs").arg(5)));
+/// assert!(!steadfast::is_shareable(redis::cmd("WATCH").arg("k")));
+/// assert!(!steadfast::is_shareable(redis::cmd("SUBSCRIBE").arg("news")));
+/// ```
+pub fn is_shareable(cmd: &redis::Cmd) -> bool {
+    policy::effect::effect(cmd) == policy::effect::Effect::None
+}
+
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
