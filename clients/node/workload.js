@@ -12,6 +12,9 @@
 //   transaction  WATCH / MULTI / EXEC increments, retried on an aborted EXEC as usual
 //   drill        SET then GET, 5-15 ms apart, until standard input closes (or --seconds):
 //                every operation's start, end (Unix ms) and error text, for steadfast's drill
+//
+// --mode cluster connects as a cluster-mode application does (ioredis' Cluster: CLUSTER SLOTS,
+// then every command to its slot's node), for the counter and drill workloads.
 "use strict";
 
 const Redis = require("ioredis");
@@ -19,7 +22,7 @@ const Redis = require("ioredis");
 const GAP_CHANNEL = "__steadfast__:gaps";
 
 function parse(argv) {
-  const args = { host: "127.0.0.1", port: 6379, seconds: 5, pause: 0.002, key: "workload" };
+  const args = { host: "127.0.0.1", port: 6379, seconds: 5, pause: 0.002, key: "workload", mode: "standalone" };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (flag.startsWith("--")) {
@@ -32,6 +35,10 @@ function parse(argv) {
   }
   if (!["counter", "pubsub", "transaction", "drill"].includes(args.workload)) {
     throw new Error("workload: counter, pubsub, transaction or drill");
+  }
+  if (!["standalone", "cluster"].includes(args.mode)) throw new Error("mode: standalone or cluster");
+  if (args.mode === "cluster" && !["counter", "drill"].includes(args.workload)) {
+    throw new Error("--mode cluster runs the counter and drill workloads");
   }
   return args;
 }
@@ -169,7 +176,10 @@ async function main() {
   const args = parse(process.argv.slice(2));
   const report = new Report(args.workload);
   // ioredis' defaults, as an application would connect (HELLO 3, CLIENT SETINFO, INFO ready check).
-  const redis = new Redis({ host: args.host, port: args.port });
+  const redis =
+    args.mode === "cluster"
+      ? new Redis.Cluster([{ host: args.host, port: args.port }])
+      : new Redis({ host: args.host, port: args.port });
   redis.on("error", () => {});
   await redis.ping();
   await { counter, pubsub, transaction, drill }[args.workload](redis, args, report);

@@ -12,6 +12,9 @@ Workloads:
   transaction  WATCH / MULTI / EXEC increments, retried on an aborted EXEC as usual
   drill        SET then GET, 5-15 ms apart, until standard input closes (or --seconds):
                every operation's start, end (Unix ms) and error text, for steadfast's drill
+
+--mode cluster connects as a cluster-mode application does (redis-py's RedisCluster: CLUSTER
+SLOTS, then every command to its slot's node), for the counter and drill workloads.
 """
 
 import argparse
@@ -190,11 +193,17 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pause", type=float, default=0.002, help="seconds between operations")
     parser.add_argument("--key", default="workload")
+    parser.add_argument("--mode", choices=["standalone", "cluster"], default="standalone")
     parser.add_argument("workload", choices=["counter", "pubsub", "transaction", "drill"])
     args = parser.parse_args()
     report = Report(args.workload)
     # redis-py's defaults, as an application would connect (RESP2 unless asked, CLIENT SETINFO).
-    r = redis.Redis(host=args.host, port=args.port)
+    if args.mode == "cluster":
+        if args.workload not in ("counter", "drill"):
+            parser.error("--mode cluster runs the counter and drill workloads")
+        r = redis.cluster.RedisCluster(host=args.host, port=args.port)
+    else:
+        r = redis.Redis(host=args.host, port=args.port)
     r.ping()
     workloads = {"counter": counter, "pubsub": pubsub, "transaction": transaction, "drill": drill}
     workloads[args.workload](r, args, report)

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../steadfast/tests/support/mod.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,8 +53,21 @@ async fn run(
     seconds: u32,
     key: &str,
 ) -> Value {
+    run_as(language, "standalone", workload, address, seconds, key).await
+}
+
+/// [`run`] with the program connecting in `mode` (`standalone`, `cluster`).
+async fn run_as(
+    language: &str,
+    mode: &str,
+    workload: &str,
+    address: SocketAddr,
+    seconds: u32,
+    key: &str,
+) -> Value {
     let mut command = program(language);
     command
+        .args(["--mode", mode])
         .args(["--host", &address.ip().to_string()])
         .args(["--port", &address.port().to_string()])
         .args(["--seconds", &seconds.to_string(), "--key", key, workload])
@@ -246,5 +261,112 @@ async fn redis_py_and_ioredis_keep_their_connections_through_a_kill_and_hear_of_
             assert_eq!(gaps[0]["channels"][0], format!("{key}:channel"), "{report}");
         }
     }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_redis_py_and_ioredis_see_one_node_and_a_shard_failover_costs_them_nothing() {
+    common::init_tracing();
+    let nodes = support::cluster::six_node_cluster().await;
+    let mut config =
+        steadfast_proxy::ProxyConfig::new(steadfast::Config::from_url(&nodes[0].url()).unwrap());
+    config.is_cluster = true;
+    let (proxy, address) = common::start(config).await;
+    // Keys on shard 0, whose primary fails over under the programs.
+    let (mut runs, mut keys) = (Vec::new(), Vec::new());
+    for language in ["python", "node"] {
+        let key = (0u64..)
+            .map(|i| format!("{{cluster-{language}-{i}}}"))
+            .find(|k| {
+                support::cluster::owner_index(steadfast::cluster::key_slot(k.as_bytes())) == 0
+            })
+            .unwrap();
+        keys.push(key.clone());
+        runs.push(tokio::spawn(async move {
+            let report = run_as(language, "cluster", "counter", address, 5, &key).await;
+            (key, report)
+        }));
+    }
+    // Once both count on shard 0's primary, its replica takes over (CLUSTER FAILOVER).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut on_primary = nodes[0].admin().await;
+    for key in &keys {
+        while redis::cmd("GET")
+            .arg(key)
+            .query_async::<Option<i64>>(&mut on_primary)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{key} never began");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    support::cluster::fail_over_to(&nodes[3]).await;
+    for run in runs {
+        let (key, report) = run.await.unwrap();
+        eprintln!("{key}: {report}");
+        assert_eq!(failures(&report), Vec::<String>::new(), "{key}: {report}");
+        assert!(count(&report, "incr_ok") > 100, "{key}: {report}");
+        let on_new_primary: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut nodes[3].admin().await)
+            .await
+            .unwrap();
+        assert_eq!(
+            on_new_primary,
+            count(&report, "incr_ok"),
+            "{key}: nothing lost or doubled"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// `redis-cli` (Debian's, beside the server) with `args` against `address`; its output.
+async fn redis_cli(address: SocketAddr, args: &[&str]) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new("redis-cli")
+            .args(["-h", &address.ip().to_string()])
+            .args(["-p", &address.port().to_string()])
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("redis-cli ends")
+    .expect("redis-cli runs (redis-tools, installed with redis-server)");
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_works_through_the_proxy_in_resp2_and_resp3() {
+    let server = TestServer::start(ip(40), &[]).await;
+    let upstream = steadfast::Config::from_url(&server.url()).unwrap();
+    let (proxy, address) = proxy_with(upstream, None).await;
+    assert_eq!(redis_cli(address, &["SET", "cli:k", "v1"]).await, "OK");
+    assert_eq!(redis_cli(address, &["GET", "cli:k"]).await, "v1");
+    assert_eq!(
+        redis_cli(address, &["-3", "INCRBY", "cli:n", "7"]).await,
+        "7"
+    );
+    let hello = redis_cli(address, &["-3", "HELLO", "3"]).await;
+    assert!(hello.contains("proto") && hello.contains('3'), "{hello}");
+    assert_eq!(
+        redis_cli(address, &["-n", "4", "SET", "cli:db", "four"]).await,
+        "OK"
+    );
+    let mut four = redis::Client::open(format!("{}/4", server.url()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("cli:db")
+        .query_async(&mut four)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("four"));
     proxy.shutdown().await;
 }
