@@ -40,6 +40,10 @@ pub enum ClientKind {
     PythonThroughProxy,
     /// ioredis with its defaults (`clients/node`), through a `steadfast proxy`.
     NodeThroughProxy,
+    /// redis-py with its defaults through HAProxy in the role-check pattern (for comparison).
+    PythonThroughHaproxy,
+    /// ioredis with its defaults through HAProxy in the role-check pattern (for comparison).
+    NodeThroughHaproxy,
 }
 
 impl ClientKind {
@@ -53,6 +57,9 @@ impl ClientKind {
 
     /// The programs in other languages run beside them on single-endpoint scenarios.
     pub const PROGRAMS: [Self; 2] = [Self::PythonThroughProxy, Self::NodeThroughProxy];
+
+    /// The same programs through HAProxy, beside them on single-endpoint scenarios.
+    pub const HAPROXIED: [Self; 2] = [Self::PythonThroughHaproxy, Self::NodeThroughHaproxy];
 
     /// Every cluster client, in report order.
     pub const CLUSTER: [Self; 4] = [
@@ -73,6 +80,8 @@ impl ClientKind {
             Self::ThroughProxy => "redis-rs via proxy",
             Self::PythonThroughProxy => "redis-py via proxy",
             Self::NodeThroughProxy => "ioredis via proxy",
+            Self::PythonThroughHaproxy => "redis-py via HAProxy",
+            Self::NodeThroughHaproxy => "ioredis via HAProxy",
         }
     }
 
@@ -219,7 +228,10 @@ impl UnderTest {
                     connection: Mutex::new(None),
                 }
             }
-            ClientKind::PythonThroughProxy | ClientKind::NodeThroughProxy => {
+            ClientKind::PythonThroughProxy
+            | ClientKind::NodeThroughProxy
+            | ClientKind::PythonThroughHaproxy
+            | ClientKind::NodeThroughHaproxy => {
                 return Err(format!(
                     "{} runs as a program (drill::external)",
                     kind.label()

@@ -38,12 +38,12 @@ fn clients_dir() -> PathBuf {
 fn program(client: ClientKind) -> Result<tokio::process::Command, String> {
     let dir = clients_dir();
     let (interpreter, script, installed) = match client {
-        ClientKind::PythonThroughProxy => (
+        ClientKind::PythonThroughProxy | ClientKind::PythonThroughHaproxy => (
             dir.join("python/.venv/bin/python"),
             dir.join("python/workload.py"),
             dir.join("python/.venv/bin/python"),
         ),
-        ClientKind::NodeThroughProxy => (
+        ClientKind::NodeThroughProxy | ClientKind::NodeThroughHaproxy => (
             PathBuf::from("node"),
             dir.join("node/workload.js"),
             dir.join("node/node_modules/ioredis"),
@@ -62,10 +62,18 @@ fn program(client: ClientKind) -> Result<tokio::process::Command, String> {
     Ok(command)
 }
 
+/// What a program goes through.
+enum Via {
+    /// A `steadfast proxy` of its own.
+    Steadfast(steadfast_proxy::Proxy),
+    /// An address of a proxy that is not the program's to stop (the scenario's HAProxy).
+    Other,
+}
+
 /// One program running through its proxy.
 pub(crate) struct External {
     client: ClientKind,
-    proxy: steadfast_proxy::Proxy,
+    via: Via,
     child: tokio::process::Child,
     /// On a cluster: the shard of the program's key.
     shard: Option<usize>,
@@ -87,7 +95,7 @@ impl External {
         (key, shard): (String, Option<usize>),
         origin: Instant,
     ) -> Result<Self, String> {
-        let mut command = program(client)?;
+        program(client)?;
         let mut config = steadfast_proxy::ProxyConfig::new(upstream);
         config.is_cluster = shard.is_some();
         config.listen = vec![steadfast_proxy::Listen::Tcp(std::net::SocketAddr::from((
@@ -100,6 +108,30 @@ impl External {
         let Some(steadfast_proxy::Listen::Tcp(address)) = proxy.addresses().first().cloned() else {
             return Err("the proxy did not listen on TCP".into());
         };
+        let program = Self::spawn(client, address, Via::Steadfast(proxy), (key, shard), origin)?;
+        program.connected(CONNECTED_WITHIN).await?;
+        Ok(program)
+    }
+
+    /// Starts `client`'s program against `address` (a proxy that is not steadfast's), working
+    /// on `key`.
+    pub(crate) fn through(
+        client: ClientKind,
+        address: std::net::SocketAddr,
+        key: String,
+        origin: Instant,
+    ) -> Result<Self, String> {
+        Self::spawn(client, address, Via::Other, (key, None), origin)
+    }
+
+    fn spawn(
+        client: ClientKind,
+        address: std::net::SocketAddr,
+        via: Via,
+        (key, shard): (String, Option<usize>),
+        origin: Instant,
+    ) -> Result<Self, String> {
+        let mut command = program(client)?;
         command
             .args(["--host", &address.ip().to_string()])
             .args(["--port", &address.port().to_string()])
@@ -111,23 +143,24 @@ impl External {
         let child = command
             .spawn()
             .map_err(|e| format!("{}: {e}", client.label()))?;
-        let program = Self {
+        Ok(Self {
             client,
-            proxy,
+            via,
             child,
             shard,
             origin_unix_ms: unix_ms(SystemTime::now()) - origin.elapsed().as_secs_f64() * 1e3,
-        };
-        program.connected(CONNECTED_WITHIN).await?;
-        Ok(program)
+        })
     }
 
     /// Waits until the program has connected to its proxy: an interpreter can take a second or
     /// more to start on a loaded machine, and a program that connects after a scenario's
     /// announcement (Azure's NodeMaintenanceStarting) has missed it, as any client would.
     async fn connected(&self, within: Duration) -> Result<(), String> {
+        let Via::Steadfast(proxy) = &self.via else {
+            return Ok(());
+        };
         let deadline = Instant::now() + within;
-        while self.proxy.connections() == 0 {
+        while proxy.connections() == 0 {
             if Instant::now() >= deadline {
                 return Err(format!(
                     "{} did not connect to its proxy within {within:?}",
@@ -155,7 +188,9 @@ impl External {
             self.child.wait().await
         };
         let waited = tokio::time::timeout(GRACE + Duration::from_secs(5), read).await;
-        self.proxy.shutdown().await;
+        if let Via::Steadfast(proxy) = &self.via {
+            proxy.shutdown().await;
+        }
         let label = self.client.label();
         match waited {
             Ok(Ok(status)) if status.success() => {}

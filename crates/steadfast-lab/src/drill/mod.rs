@@ -14,6 +14,7 @@
 pub mod accounting;
 pub mod client;
 mod external;
+mod haproxy;
 pub mod report;
 pub mod scenario;
 pub mod shards;
@@ -220,6 +221,24 @@ async fn run_scenario(
             .map(crate::server::Server::address)
             .collect()
     });
+    // HAProxy's role-check pattern, for the same programs (one endpoint), before any client:
+    // it takes seconds to mark the replicas down.
+    let haproxy = if shards.is_none() {
+        let servers: Vec<std::net::SocketAddr> = lab
+            .servers
+            .iter()
+            .map(crate::server::Server::address)
+            .collect();
+        match haproxy::Haproxy::start(&servers).await {
+            Ok(haproxy) => Some(haproxy),
+            Err(why) => {
+                tracing::warn!("{why}: HAProxy left out of {}", scenario.name());
+                None
+            }
+        }
+    } else {
+        None
+    };
     for &client in clients {
         for workload in WorkloadKind::ALL {
             let opt_in = OptIn {
@@ -244,25 +263,6 @@ async fn run_scenario(
                 under_test,
                 events,
             });
-        }
-    }
-    // Programs in other languages, through proxies of their own (on a cluster, a proxy in
-    // cluster mode, and the program's key on shard 0, the shard the faults hit).
-    let mut programs = Vec::new();
-    for client in ClientKind::PROGRAMS {
-        let mut upstream =
-            steadfast::Config::from_url(&url).map_err(|e| LabError::new(e.to_string()))?;
-        if matches!(
-            scenario,
-            Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
-        ) {
-            upstream.maintenance.azure_events = steadfast::AzureEvents::On;
-        }
-        let tag = format!("{client:?}");
-        let key = workload::task_keys(WorkloadKind::Concurrent, &tag, 0, shards).swap_remove(0);
-        match external::External::start(client, upstream, key, origin).await {
-            Ok(program) => programs.push(program),
-            Err(why) => tracing::warn!("{why}: left out of {}", scenario.name()),
         }
     }
     let running: Vec<Running> = participants
@@ -300,6 +300,36 @@ async fn run_scenario(
             stateful_runs.push(run);
         }
     }
+    // Programs in other languages, through proxies of their own (on a cluster, a proxy in
+    // cluster mode, and the program's key on shard 0, the shard the faults hit), started last:
+    // their first operation is the scenario's start, as the other clients' ("down-at-start":
+    // the server starts 2 s after the clients).
+    let mut programs = Vec::new();
+    for client in ClientKind::PROGRAMS {
+        let mut upstream =
+            steadfast::Config::from_url(&url).map_err(|e| LabError::new(e.to_string()))?;
+        if matches!(
+            scenario,
+            Scenario::AzureMaintenance | Scenario::ClusterAzureMaintenance
+        ) {
+            upstream.maintenance.azure_events = steadfast::AzureEvents::On;
+        }
+        let tag = format!("{client:?}");
+        let key = workload::task_keys(WorkloadKind::Concurrent, &tag, 0, shards).swap_remove(0);
+        match external::External::start(client, upstream, key, origin).await {
+            Ok(program) => programs.push(program),
+            Err(why) => tracing::warn!("{why}: left out of {}", scenario.name()),
+        }
+    }
+    if let Some(haproxy) = &haproxy {
+        for client in ClientKind::HAPROXIED {
+            let key = format!("{client:?}");
+            match external::External::through(client, haproxy.address(), key, origin) {
+                Ok(program) => programs.push(program),
+                Err(why) => tracing::warn!("{why}: left out of {}", scenario.name()),
+            }
+        }
+    }
     let marks = scenario.play(lab, timing).await;
     let mut outcomes = Vec::new();
     let mut recorded = Vec::new();
@@ -309,6 +339,9 @@ async fn run_scenario(
     let mut program_ops = Vec::new();
     for program in programs {
         program_ops.push((program.client(), program.stop().await));
+    }
+    if let Some(haproxy) = haproxy {
+        haproxy.stop().await;
     }
     for run in running {
         recorded.push(run.stop().await);
