@@ -186,6 +186,26 @@ impl Server {
         self.cli(&["REPLICAOF", "NO", "ONE"]).await.map(drop)
     }
 
+    /// Polls `ROLE` until its first line is `role` (`master`, `slave`).
+    ///
+    /// # Errors
+    /// When it is not within `limit`.
+    pub async fn wait_role(&self, role: &str, limit: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(text) = self.cli(&["ROLE"]).await
+                && text.lines().next() == Some(role)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(LabError::new(format!(
+            "server {} did not become {role} within {limit:?}",
+            self.label
+        )))
+    }
+
     /// `REPLICAOF <primary> 6379`.
     ///
     /// # Errors

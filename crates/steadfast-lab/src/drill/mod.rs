@@ -12,6 +12,7 @@
 //!   namespace asks the lab's dnsmasq: steadfast runs with its true defaults.
 
 pub mod accounting;
+mod azure_notice;
 pub mod client;
 mod external;
 mod haproxy;

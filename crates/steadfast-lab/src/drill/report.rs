@@ -506,10 +506,13 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
         | Scenario::RestartLoading
         | Scenario::ClientKill
         | Scenario::Demotion
+        | Scenario::CoordinatedFailover
         | Scenario::DownAtStart => {
             vec![failed(0), recovery(100.0)]
         }
-        Scenario::FailoverDnsFlip => vec![detection(1_500.0), recovery(250.0), failed(0)],
+        Scenario::FailoverDnsFlip | Scenario::HungPrimary => {
+            vec![detection(1_500.0), recovery(250.0), failed(0)]
+        }
         Scenario::FailoverDeadFirst => vec![
             detection(1_500.0),
             in_use(1_500.0),
@@ -517,7 +520,7 @@ fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Vec<Goal> {
             failed(0),
         ],
         Scenario::Blackhole => vec![detection(1_500.0), recovery(250.0), only_deadlines],
-        Scenario::SlowServer => vec![reconnects(0), failed(0)],
+        Scenario::SlowServer | Scenario::ClientPause => vec![reconnects(0), failed(0)],
         Scenario::Moving => vec![failed(0), handoff(100.0), reconnects(1)],
         Scenario::FailingOver => vec![failed(0), reconnects(0)],
         Scenario::AzureMaintenance => vec![failed(0), handoff(100.0)],
@@ -572,9 +575,11 @@ fn proxy_goals(scenario: Scenario, o: &Outcome) -> Vec<Goal> {
         | Scenario::RestartLoading
         | Scenario::ClientKill
         | Scenario::Demotion
+        | Scenario::CoordinatedFailover
         | Scenario::DownAtStart
         | Scenario::FailoverDnsFlip
         | Scenario::FailoverDeadFirst
+        | Scenario::HungPrimary
         | Scenario::Moving
         | Scenario::FailingOver => vec![failed, recovery],
         // steadfast's own goals: its restore is the announced start, when the lab cuts A off
@@ -589,7 +594,7 @@ fn proxy_goals(scenario: Scenario, o: &Outcome) -> Vec<Goal> {
             ),
         ],
         Scenario::Blackhole => vec![recovery, only_deadlines],
-        Scenario::SlowServer => vec![failed],
+        Scenario::SlowServer | Scenario::ClientPause => vec![failed],
         Scenario::LossyLink => vec![only_deadlines],
         // A cluster behind the proxy: steadfast's own cluster goals.
         Scenario::ClusterFailover

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::{Instant, sleep, sleep_until};
 
+use super::azure_notice::announce_azure_maintenance;
 use crate::LabError;
 use crate::cluster::ClusterSpec;
 use crate::fault;
@@ -32,12 +33,20 @@ pub enum Scenario {
     FailoverDeadFirst,
     /// Promote B, point the name at B, make A a replica of B (A stays reachable).
     Demotion,
+    /// Redis' own coordinated handover: `FAILOVER TO B` on primary A (A pauses writes until B
+    /// has caught up, B becomes the primary, A its replica), then the name points at B.
+    CoordinatedFailover,
+    /// The primary hangs (SIGSTOP: its kernel still accepts and acknowledges); 1 s later B is
+    /// promoted and the name points at B; at 7 s A wakes up and is made a replica of B.
+    HungPrimary,
     /// Silently drop everything between the client and the primary, then heal.
     Blackhole,
     /// `CLIENT KILL TYPE normal` on the primary.
     ClientKill,
     /// The primary runs a 3 s command (`DEBUG SLEEP 3`): slow, not dead.
     SlowServer,
+    /// `CLIENT PAUSE 3000 ALL` on the primary: every client's commands wait 3 s.
+    ClientPause,
     /// 30 % packet loss both ways for 10 s.
     LossyLink,
     /// The server is down when the clients start, and comes up 2 s later.
@@ -73,15 +82,18 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in drill order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 24] = [
         Self::Restart,
         Self::RestartLoading,
         Self::ClientKill,
         Self::Demotion,
+        Self::CoordinatedFailover,
         Self::FailoverDnsFlip,
         Self::FailoverDeadFirst,
+        Self::HungPrimary,
         Self::Blackhole,
         Self::SlowServer,
+        Self::ClientPause,
         Self::LossyLink,
         Self::DownAtStart,
         Self::Moving,
@@ -105,6 +117,9 @@ impl Scenario {
             Self::FailoverDnsFlip => "failover-dns-flip",
             Self::FailoverDeadFirst => "failover-dead-first",
             Self::Demotion => "demotion",
+            Self::CoordinatedFailover => "coordinated-failover",
+            Self::HungPrimary => "hung-primary",
+            Self::ClientPause => "client-pause",
             Self::Blackhole => "blackhole",
             Self::ClientKill => "client-kill",
             Self::SlowServer => "slow-server",
@@ -143,6 +158,13 @@ impl Scenario {
                 "blackhole primary A, 1 s later promote B; the name lists A first, then B".into()
             }
             Self::Demotion => "promote B, point the name at B, make A a replica of B".into(),
+            Self::CoordinatedFailover => {
+                "FAILOVER TO B on primary A (writes paused until B caught up), then the name points at B".into()
+            }
+            Self::HungPrimary => {
+                "SIGSTOP primary A, 1 s later promote B and point the name at B; A wakes at 7 s and becomes B's replica".into()
+            }
+            Self::ClientPause => "CLIENT PAUSE 3000 ALL on the primary".into(),
             Self::Blackhole => format!(
                 "silently drop all traffic between client and primary for {:?}, then heal",
                 timing.blackhole
@@ -189,6 +211,7 @@ impl Scenario {
                 | Self::RestartLoading
                 | Self::ClientKill
                 | Self::SlowServer
+                | Self::ClientPause
                 | Self::DownAtStart
         )
     }
@@ -212,7 +235,9 @@ impl Scenario {
             Self::Restart
                 | Self::ClientKill
                 | Self::Demotion
+                | Self::CoordinatedFailover
                 | Self::FailoverDnsFlip
+                | Self::HungPrimary
                 | Self::Blackhole
                 | Self::AzureMaintenance
                 | Self::Moving
@@ -228,6 +253,7 @@ impl Scenario {
         matches!(
             self,
             Self::Demotion
+                | Self::CoordinatedFailover
                 | Self::AzureMaintenance
                 | Self::Moving
                 | Self::FailingOver
@@ -246,9 +272,12 @@ impl Scenario {
                 | Self::RestartLoading
                 | Self::ClientKill
                 | Self::Demotion
+                | Self::CoordinatedFailover
                 | Self::FailoverDnsFlip
                 | Self::FailoverDeadFirst
+                | Self::HungPrimary
                 | Self::SlowServer
+                | Self::ClientPause
                 | Self::DownAtStart
                 | Self::Moving
                 | Self::FailingOver
@@ -292,6 +321,8 @@ impl Scenario {
             Self::FailoverDnsFlip
             | Self::FailoverDeadFirst
             | Self::Demotion
+            | Self::CoordinatedFailover
+            | Self::HungPrimary
             | Self::Moving
             | Self::FailingOver
             | Self::AzureMaintenance => (2, true, true),
@@ -381,6 +412,38 @@ impl Scenario {
                 let restored = Instant::now();
                 lab.servers[0].replicate(&lab.servers[1]).await?;
                 restored
+            }
+            Self::CoordinatedFailover => {
+                let b = lab.servers[1].ip.to_string();
+                lab.servers[0].cli(&["FAILOVER", "TO", &b, "6379"]).await?;
+                lab.servers[1]
+                    .wait_role("master", Duration::from_secs(10))
+                    .await?;
+                lab.dns()?.point_at(lab.servers[1].ip)?;
+                Instant::now()
+            }
+            Self::HungPrimary => {
+                let restored = {
+                    let _hung = fault::Paused::new(&lab.servers[0])?;
+                    sleep(Duration::from_secs(1)).await;
+                    lab.servers[1].promote().await?;
+                    lab.dns()?.point_at(lab.servers[1].ip)?;
+                    let restored = Instant::now();
+                    sleep_until(fault + Duration::from_secs(7)).await;
+                    restored
+                };
+                // A wakes up believing it is the primary, and runs what its kernel buffered,
+                // until it is made a replica of B, as a managed service reconfigures it.
+                lab.servers[0].replicate(&lab.servers[1]).await?;
+                restored
+            }
+            Self::ClientPause => {
+                let pause = Duration::from_secs(3);
+                lab.servers[0]
+                    .cli(&["CLIENT", "PAUSE", "3000", "ALL"])
+                    .await?;
+                sleep_until(fault + pause).await;
+                Instant::now()
             }
             Self::Blackhole => {
                 let cut = fault::partition(&lab.servers[0], CLIENT_IP)?;
@@ -521,77 +584,11 @@ pub const LOADING_KEYS: u64 = 2_500_000;
 /// Shards of the drill's cluster.
 pub(crate) const CLUSTER_SHARDS: usize = 3;
 
-/// Publishes Azure's NodeMaintenanceStarting for `server` on its `AzureRedisEvents` channel,
-/// 3 s ahead, and returns the announced start (`StartTimeInUTC` has whole seconds: the start is
-/// the second it names).
-async fn announce_azure_maintenance(server: &crate::server::Server) -> Result<Instant, LabError> {
-    let ahead = Duration::from_secs(3);
-    let start_wall = std::time::SystemTime::now() + ahead;
-    let message = format!(
-        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
-        utc(start_wall),
-        server.ip
-    );
-    server
-        .cli(&["PUBLISH", "AzureRedisEvents", &message])
-        .await?;
-    let whole = start_wall
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map(|d| Duration::from_secs(d.as_secs()))
-        .unwrap_or_default();
-    let now_wall = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    Ok(Instant::now() + whole.saturating_sub(now_wall))
-}
-
-/// `yyyy-MM-ddTHH:mm:ss` in UTC.
-fn utc(at: std::time::SystemTime) -> String {
-    let secs = at
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rest / 3_600,
-        rest % 3_600 / 60,
-        rest % 60
-    )
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = u32::try_from(day_of_year - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
-}
-
 /// When the fault began and when its cause was gone.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Marks {
     pub(crate) fault: Instant,
     pub(crate) restored: Instant,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_text_matches_known_instants() {
-        let at = |secs| utc(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00");
-        assert_eq!(at(1_709_208_000), "2024-02-29T12:00:00");
-        assert_eq!(at(1_795_464_930), "2026-11-23T20:15:30");
-    }
 }
 
 /// Durations of the timelines; `--quick` shortens the long ones.
