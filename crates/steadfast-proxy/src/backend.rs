@@ -77,6 +77,15 @@ impl Backend {
         matches!(self, Self::Endpoint(_))
     }
 
+    /// The connection's own client's push frames (tracking's invalidations); `None` on a
+    /// cluster.
+    pub(crate) fn pushes(&self) -> Option<tokio::sync::broadcast::Receiver<redis::PushInfo>> {
+        match self {
+            Self::Endpoint(client) => Some(client.pushes()),
+            Self::Cluster(_) => None,
+        }
+    }
+
     /// Ends a connection's own client; a shared cluster client stays.
     pub(crate) async fn shutdown(&self) {
         if let Self::Endpoint(client) = self {

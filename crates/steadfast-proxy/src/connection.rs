@@ -14,6 +14,10 @@
 //! - Answered here, as the server would: `HELLO`, `AUTH` (the proxy's own password, never the
 //!   upstream's), `CLIENT ID` (stable for the connection, whatever links come and go),
 //!   `CLIENT GETNAME` / `SETINFO` / `INFO`, `READONLY` / `READWRITE`, `QUIT`, `RESET`.
+//! - `CLIENT TRACKING ON` (client-side caching, RESP3): through the connection's own client,
+//!   which replays it on every new link; its `invalidate` pushes are written to the
+//!   connection between replies, the library's "flush everything" among them whenever an
+//!   upstream link closes or a new one is made (a lagging receiver: the same flush).
 //! - `WATCH` / `MULTI` ... `EXEC`: on a session of the connection's client (a link of its own
 //!   while the transaction lasts). If that link was replaced under the `WATCH`, the
 //!   transaction goes on as the server's would after a watched key changed: `MULTI` `+OK`,
@@ -30,9 +34,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redis::Value;
+use redis::{PushInfo, PushKind, Value};
 use steadfast::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::broadcast;
 
 mod cluster;
 mod local;
@@ -128,6 +133,8 @@ struct Connection<'a> {
     upstream: Option<Backend>,
     transaction: Option<Transaction>,
     subscriptions: Subscriptions,
+    /// The own client's pushes while `CLIENT TRACKING` is on (RESP3 connections).
+    invalidations: Option<broadcast::Receiver<PushInfo>>,
 }
 
 /// A `WATCH` / `MULTI` under way, on a session of the connection's client.
@@ -164,6 +171,7 @@ pub(crate) async fn serve<S>(
         upstream: None,
         transaction: None,
         subscriptions: Subscriptions::default(),
+        invalidations: None,
     };
     let limits = shared.config.limits;
     // Buffers grow with what a client sends and shrink back once it has been served, so an
@@ -234,6 +242,10 @@ pub(crate) async fn serve<S>(
                     }
                     None => connection.subscriptions = Subscriptions::default(),
                 }
+                continue;
+            }
+            push = next_push(&mut connection.invalidations) => {
+                connection.pass_on(push, &mut out);
                 continue;
             }
             () = shared.closing.cancelled() => break,
@@ -567,21 +579,56 @@ impl Connection<'_> {
         self.drop_upstream();
     }
 
+    /// Writes a push of the connection's own client: a tracking invalidation as the server
+    /// sent it (or the library's "flush everything"); a receiver that fell behind lost some,
+    /// so the application is told to flush everything.
+    fn pass_on(&mut self, push: Result<PushInfo, broadcast::error::RecvError>, out: &mut Vec<u8>) {
+        let data = match push {
+            Ok(PushInfo {
+                kind: PushKind::Invalidate,
+                data,
+            }) => data,
+            Ok(_) => return,
+            Err(broadcast::error::RecvError::Lagged(_)) => vec![Value::Nil],
+            Err(broadcast::error::RecvError::Closed) => {
+                self.invalidations = None;
+                return;
+            }
+        };
+        let push = Value::Push {
+            kind: PushKind::Invalidate,
+            data,
+        };
+        resp::write_value(out, &push, self.protocol);
+    }
+
     /// The next command that needs the server makes a client with the connection's state now.
     fn drop_upstream(&mut self) {
         self.transaction = None;
         self.subscriptions = Subscriptions::default();
+        self.invalidations = None;
         if let Some(backend) = self.upstream.take() {
             tokio::spawn(async move { backend.shutdown().await });
         }
     }
 
     async fn close(&mut self) {
+        self.invalidations = None;
         self.transaction = None;
         self.subscriptions = Subscriptions::default();
         if let Some(backend) = self.upstream.take() {
             backend.shutdown().await;
         }
+    }
+}
+
+/// The next push of a tracking connection's client; never, without tracking.
+async fn next_push(
+    invalidations: &mut Option<broadcast::Receiver<PushInfo>>,
+) -> Result<PushInfo, broadcast::error::RecvError> {
+    match invalidations {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

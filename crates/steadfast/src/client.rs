@@ -233,6 +233,15 @@ impl Client {
 
     /// A receiver of RESP3 push frames (any kind that is not a maintenance notification),
     /// passed through untouched. Only RESP3 links ([`crate::Protocol::Resp3`]) carry them.
+    ///
+    /// Client-side caching: after `CLIENT TRACKING ON` (default or `BCAST` mode) the server's
+    /// `invalidate` pushes arrive here, and tracking is replayed on every new link. The
+    /// invalidations an old link would still have carried are lost with it, so when a link is
+    /// closed for good (it died, or it was replaced and has drained) and when a new one is
+    /// published, an `invalidate` with a null key list (the server's own "flush everything",
+    /// as after `FLUSHALL`) arrives here too, counted in `steadfast_tracking_flushes_total`:
+    /// drop the whole cache then. A lagging receiver (`RecvError::Lagged`) has lost
+    /// invalidations too: drop the cache then as well.
     pub fn pushes(&self) -> broadcast::Receiver<PushInfo> {
         self.shared.pushes.subscribe()
     }

@@ -272,3 +272,93 @@ async fn redis_rs_commands_and_pipelines_work_unchanged() {
     );
     client.shutdown().await;
 }
+
+/// The next `invalidate` push on `pushes` within 5 s: its key list, `None` for a flush of
+/// everything.
+async fn next_invalidation(
+    pushes: &mut tokio::sync::broadcast::Receiver<redis::PushInfo>,
+) -> Option<Vec<Vec<u8>>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let push = tokio::time::timeout_at(deadline, pushes.recv())
+            .await
+            .expect("no invalidate push within 5 s")
+            .unwrap();
+        if push.kind != redis::PushKind::Invalidate {
+            continue;
+        }
+        return match push.data.first() {
+            Some(redis::Value::Array(keys)) => Some(
+                keys.iter()
+                    .map(|k| match k {
+                        redis::Value::BulkString(key) => key.clone(),
+                        other => panic!("unexpected key {other:?}"),
+                    })
+                    .collect(),
+            ),
+            Some(redis::Value::Nil) => None,
+            other => panic!("unexpected invalidate data {other:?}"),
+        };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_survives_a_reconnect_and_the_lost_invalidations_are_told_as_a_flush() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let mut config = config_for(&server);
+    config.endpoint.protocol = steadfast::Protocol::Resp3;
+    let client = connected(config).await;
+    let mut pushes = client.pushes();
+    let _: () = client
+        .query(redis::cmd("CLIENT").arg("TRACKING").arg("ON"))
+        .await
+        .unwrap();
+    let mut admin = server.admin().await;
+    let _: () = admin.set("cached", "one").await.unwrap();
+    let _: String = client.query(redis::cmd("GET").arg("cached")).await.unwrap();
+    let _: () = admin.set("cached", "two").await.unwrap();
+    assert_eq!(
+        next_invalidation(&mut pushes).await,
+        Some(vec![b"cached".to_vec()])
+    );
+
+    // The key is read again (tracked), then the link dies: a write after that would be
+    // invalidated on the old link only, so the client is told to flush everything.
+    let _: String = client.query(redis::cmd("GET").arg("cached")).await.unwrap();
+    reconnect(&server, &client).await;
+    assert_eq!(next_invalidation(&mut pushes).await, None);
+    let mut admin = server.admin().await; // the kill took the old one too
+
+    // The new link tracks too: its reads are invalidated (after the flushes of the link's
+    // end and of the new link's start).
+    let _: String = client.query(redis::cmd("GET").arg("cached")).await.unwrap();
+    let _: () = admin.set("cached", "three").await.unwrap();
+    let mut keys = next_invalidation(&mut pushes).await;
+    while keys.is_none() {
+        keys = next_invalidation(&mut pushes).await;
+    }
+    assert_eq!(keys, Some(vec![b"cached".to_vec()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_a_new_link_cannot_keep_is_refused_unsent() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let client = connected(config_for(&server)).await;
+    for args in [
+        &["TRACKING", "ON", "REDIRECT", "5"][..],
+        &["TRACKING", "ON", "OPTIN"],
+        &["CACHING", "yes"],
+    ] {
+        let mut cmd = redis::cmd("CLIENT");
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        let error = client.query::<()>(&cmd).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unsupported, "{args:?}: {error}");
+        assert!(error.to_string().contains("was not sent"), "{error}");
+    }
+    let info = client_info(&client).await;
+    assert!(info.contains("flags=N"), "tracking stayed off: {info}");
+}

@@ -54,6 +54,13 @@ impl Connection<'_> {
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
             );
         }
+        if protocol != self.protocol && self.invalidations.is_some() {
+            // A new protocol needs a new client, and tracking is the old one's.
+            return resp::write_error(
+                out,
+                "ERR steadfast proxy: HELLO cannot change the protocol of a connection with tracking on; CLIENT TRACKING off first",
+            );
+        }
         if protocol != self.protocol && self.subscriptions.is_active() {
             // A new protocol needs a new client, and the subscriptions are the old one's.
             return resp::write_error(
@@ -236,11 +243,37 @@ impl Connection<'_> {
                 );
                 resp::write_value(out, &Value::BulkString(line.into_bytes()), self.protocol);
             }
-            "TRACKING" | "CACHING" | "REPLY" => resp::write_error(
+            "TRACKING" => self.tracking(args, out).await,
+            "REPLY" => resp::write_error(
                 out,
-                &format!("ERR steadfast proxy: CLIENT {sub} is not supported yet"),
+                "ERR steadfast proxy: CLIENT REPLY is not supported (replies pair with commands in order)",
             ),
             _ => self.forward(args, out).await,
         }
+    }
+
+    /// `CLIENT TRACKING ON|OFF ...` (client-side caching): through the connection's own client,
+    /// which replays it on every new link; the server's `invalidate` pushes are passed on to a
+    /// RESP3 connection, and so is the library's "flush everything" (an `invalidate` with a
+    /// null key list) whenever a link is lost or replaced, so the application's cache never
+    /// keeps what nobody would invalidate any more.
+    async fn tracking(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+        if self.shared.config.is_cluster {
+            return resp::write_error(
+                out,
+                "ERR steadfast proxy: CLIENT TRACKING is not supported with a cluster upstream yet",
+            );
+        }
+        let pushes = match self.upstream().await {
+            Ok(backend) => backend.pushes(),
+            Err(error) => return resp::write_error(out, &super::error_reply(&error)),
+        };
+        let mut reply = Vec::new();
+        self.forward(args, &mut reply).await;
+        if reply.starts_with(b"+OK") {
+            let is_on = args.get(2).is_some_and(|on| on.eq_ignore_ascii_case(b"ON"));
+            self.invalidations = pushes.filter(|_| is_on && self.protocol == Protocol::Resp3);
+        }
+        out.extend_from_slice(&reply);
     }
 }

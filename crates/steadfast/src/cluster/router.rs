@@ -286,7 +286,7 @@ impl Router {
         Err(Error::new(
             ErrorKind::DeadlineExceeded,
             format!(
-                "no node served the command within {length:?} ({} redirections at most)",
+                "command deadline of {length:?} ran out before any node served the command ({} redirections at most)",
                 self.config.cluster.redirect_limit
             ),
         ))

@@ -50,6 +50,20 @@ impl Journal {
         (entries.version, commands)
     }
 
+    /// Whether the last recorded `CLIENT TRACKING` turned tracking on: every new link then
+    /// tracks afresh, and the invalidations its predecessor would have carried are lost.
+    pub(crate) fn is_tracking(&self) -> bool {
+        let entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .commands
+            .iter()
+            .find(|(key, _)| key == "CLIENT TRACKING")
+            .and_then(|(_, cmd)| cmd.args_iter().nth(2))
+            .is_some_and(
+                |on| matches!(on, redis::Arg::Simple(on) if on.eq_ignore_ascii_case(b"ON")),
+            )
+    }
+
     /// The database the last recorded `SELECT` chose, if any.
     pub(crate) fn database(&self) -> Option<i64> {
         let entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,6 +97,18 @@ mod tests {
             redis::cmd("SELECT").arg(5).get_packed_command()
         );
         assert_eq!(journal.database(), Some(5));
+    }
+
+    #[test]
+    fn tracking_is_on_while_the_last_tracking_command_said_on() {
+        let journal = Journal::default();
+        assert!(!journal.is_tracking());
+        let on = redis::cmd("CLIENT").arg("TRACKING").arg("on").clone();
+        journal.record("CLIENT TRACKING".into(), &on);
+        assert!(journal.is_tracking());
+        let off = redis::cmd("CLIENT").arg("TRACKING").arg("OFF").clone();
+        journal.record("CLIENT TRACKING".into(), &off);
+        assert!(!journal.is_tracking());
     }
 
     #[test]

@@ -238,6 +238,26 @@ impl Connector {
         }
     }
 
+    /// Tells the application to drop its whole client-side cache, when the journal has
+    /// tracking on: called when a new link is published and when an old one is closed after
+    /// draining, the two moments after which the old link's invalidations can no longer
+    /// arrive. The push is the server's own "flush everything" (`invalidate` with a null key
+    /// list), so a client library's cache handles it as a `FLUSHALL`.
+    pub(crate) fn announce_cache_flush(&self, generation: u64) {
+        if !self.journal.is_tracking() {
+            return;
+        }
+        metrics::counter!("steadfast_tracking_flushes_total").increment(1);
+        tracing::info!(
+            generation,
+            "client-side cache flush announced: invalidations of the old link are lost"
+        );
+        let _ = self.routes.application.send(PushInfo {
+            kind: redis::PushKind::Invalidate,
+            data: vec![redis::Value::Nil],
+        });
+    }
+
     /// New connections go to `endpoint` until `until` (a MOVING target).
     pub(crate) fn move_to(&self, endpoint: Endpoint, until: Instant) {
         *self.moved_to.lock().unwrap_or_else(|e| e.into_inner()) = Some((endpoint, until));

@@ -4,13 +4,19 @@
 //! - Most commands leave the link as it was ([`Effect::None`]): one table lookup finds that.
 //! - *State commands* change what the server keeps per connection, and the shared link serves
 //!   every clone of the client: `SELECT`, `CLIENT SETNAME`, `CLIENT SETINFO`,
-//!   `CLIENT NO-EVICT`, `CLIENT NO-TOUCH`. After one succeeds it is recorded in the link
-//!   journal ([`crate::connect::Journal`]) and replayed on every new link, so a reconnect
-//!   never puts later commands in another database. The latest of each kind wins.
+//!   `CLIENT NO-EVICT`, `CLIENT NO-TOUCH`, `CLIENT TRACKING`. After one succeeds it is
+//!   recorded in the link journal ([`crate::connect::Journal`]) and replayed on every new
+//!   link, so a reconnect never puts later commands in another database. The latest of each
+//!   kind wins. Tracking (client-side caching, RESP3: invalidations arrive on the link itself)
+//!   also has every new link announce a flush of the whole cache (the invalidations the old
+//!   link would have carried are lost): see [`crate::Client::pushes`].
 //! - *Mode commands* would take the shared link over, or change it in a way no reconnect can
 //!   keep: the `SUBSCRIBE` family, `MONITOR`, `WATCH` / `MULTI` / `EXEC` / `DISCARD` /
 //!   `UNWATCH` sent one by one, `AUTH`, `HELLO`, `RESET`, `READONLY` / `READWRITE`,
-//!   `CLIENT REPLY`, `CLIENT TRACKING`. They are refused before anything is sent, with an
+//!   `CLIENT REPLY`, `CLIENT TRACKING` with `REDIRECT` (a connection ID no new link keeps)
+//!   or `OPTIN` / `OPTOUT`, and `CLIENT CACHING` (each needs `CLIENT CACHING` right before the
+//!   command it applies to, on the same link, which a shared link cannot promise). They are
+//!   refused before anything is sent, with an
 //!   error that says what to use instead ([`Effect::Refused`]). The transaction commands
 //!   ([`Effect::Transaction`]) are fine on a [`Session`](crate::Session)'s link, where state
 //!   commands are refused instead (they belong to the client, replayed on every link).
@@ -97,8 +103,11 @@ const MONITOR: &str = "it turns the link into a stream of every command the serv
     use a redis-rs connection of its own, or `steadfast watch`";
 const CLIENT_REPLY: &str = "without replies the shared link cannot pair answers with \
     commands; use a redis-rs connection of its own";
-const TRACKING: &str = "client-side caching needs its invalidations kept across reconnects, \
-    which the shared link does not do yet; use a redis-rs connection of its own";
+const TRACKING_REDIRECT: &str = "REDIRECT names another connection's ID, which no new link \
+    keeps; use tracking on a RESP3 client (invalidations arrive in Client::pushes)";
+const TRACKING_OPT: &str = "OPTIN / OPTOUT tracking needs CLIENT CACHING right before the \
+    command it applies to, on the same link, which a shared link cannot promise; use default \
+    or BCAST tracking";
 
 static CLASSES: Table<Class> = Table::new(|| {
     vec![
@@ -266,9 +275,25 @@ fn client(cmd: &Cmd) -> Effect {
     match sub.as_ref().map(Name::as_bytes) {
         Some(b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH") => Effect::Journal,
         Some(b"REPLY") => Effect::Refused(CLIENT_REPLY),
-        Some(b"TRACKING") => Effect::Refused(TRACKING),
+        Some(b"TRACKING") => tracking(cmd),
+        Some(b"CACHING") => Effect::Refused(TRACKING_OPT),
         _ => Effect::None,
     }
+}
+
+/// `CLIENT TRACKING ON|OFF [options]`: kept in the journal, but for the options a new link
+/// cannot keep.
+fn tracking(cmd: &Cmd) -> Effect {
+    for arg in cmd.args_iter().skip(3) {
+        let Arg::Simple(option) = arg else { continue };
+        if option.eq_ignore_ascii_case(b"REDIRECT") {
+            return Effect::Refused(TRACKING_REDIRECT);
+        }
+        if option.eq_ignore_ascii_case(b"OPTIN") || option.eq_ignore_ascii_case(b"OPTOUT") {
+            return Effect::Refused(TRACKING_OPT);
+        }
+    }
+    Effect::Journal
 }
 
 fn blocking(cmd: &Cmd, timeout: Timeout) -> Effect {
@@ -380,6 +405,11 @@ mod tests {
             &["CLIENT", "setname", "worker"],
             &["client", "SETINFO", "lib-name", "app"],
             &["CLIENT", "NO-EVICT", "on"],
+            &["CLIENT", "TRACKING", "ON"],
+            &[
+                "client", "tracking", "on", "bcast", "prefix", "user:", "noloop",
+            ],
+            &["CLIENT", "TRACKING", "OFF"],
         ] {
             assert_eq!(of(args), Effect::Journal, "{args:?}");
         }
@@ -396,7 +426,10 @@ mod tests {
             &["RESET"],
             &["READONLY"],
             &["CLIENT", "REPLY", "OFF"],
-            &["CLIENT", "TRACKING", "ON"],
+            &["CLIENT", "TRACKING", "ON", "REDIRECT", "7"],
+            &["client", "tracking", "on", "optin"],
+            &["CLIENT", "TRACKING", "ON", "BCAST", "OPTOUT"],
+            &["CLIENT", "CACHING", "yes"],
         ] {
             assert!(
                 matches!(of(args), Effect::Refused(why) if !why.is_empty()),

@@ -158,13 +158,15 @@ struct Supervisor {
 }
 
 /// Closes `link` once it has no command in flight, or after `limit`.
-async fn drain(link: Arc<Link>, limit: std::time::Duration) {
+async fn drain(link: Arc<Link>, limit: std::time::Duration, connector: Connector) {
     let deadline = tokio::time::Instant::now() + limit;
     while link.activity.in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     debug!(generation = link.generation, "drained");
     link.close();
+    // Keys read on it while it drained are tracked nowhere now.
+    connector.announce_cache_flush(link.generation);
 }
 
 impl Supervisor {
@@ -323,8 +325,11 @@ impl Supervisor {
                     self.hold = None;
                     if let Some(old) = self.outgoing.take() {
                         debug_assert_eq!(old.generation, generation);
-                        self.tasks
-                            .spawn(drain(old, self.config.maintenance.relaxed_timeout));
+                        self.tasks.spawn(drain(
+                            old,
+                            self.config.maintenance.relaxed_timeout,
+                            self.connector.clone(),
+                        ));
                     }
                 }
                 Action::Wait(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
@@ -335,6 +340,9 @@ impl Supervisor {
                     if let Some(link) = self.current.take() {
                         debug_assert_eq!(link.generation, generation);
                         link.close();
+                        // A cache must not serve what nobody invalidates any more while the
+                        // next link is being made.
+                        self.connector.announce_cache_flush(generation);
                     }
                     self.published.send_modify(|p| {
                         p.link = None;
@@ -380,6 +388,7 @@ impl Supervisor {
             state: LinkState::Connected { generation },
             last_failure: None,
         });
+        self.connector.announce_cache_flush(generation);
     }
 
     fn emit(&self, event: Event) {
