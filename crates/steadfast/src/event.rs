@@ -227,6 +227,10 @@ pub enum DisconnectReason {
     Forced,
     /// Planned maintenance moved the client to a new link (made before this one was closed).
     Planned,
+    /// The endpoint's name moved to another server while this link's server still answered (a
+    /// coordinated failover): the new link was made before this one was closed, and commands
+    /// in flight on this one were left to finish there.
+    NameMoved(String),
     /// The link was set up before a state command the caller sent (`SELECT`, `CLIENT SETNAME`
     /// ...) took effect elsewhere: it is replaced by one that replays it.
     Outdated,

@@ -62,6 +62,7 @@ pub(crate) fn record(event: &Event) {
                 DisconnectReason::ReadOnly => "readonly",
                 DisconnectReason::Forced => "forced",
                 DisconnectReason::Planned => "planned",
+                DisconnectReason::NameMoved(_) => "name_moved",
                 DisconnectReason::Outdated => "outdated",
                 DisconnectReason::Shutdown => "shutdown",
             };

@@ -240,20 +240,36 @@ async fn hung_primary_with_the_name_moved_is_judged_dead_and_replaced_in_bounded
     let limit = fault + Duration::from_secs(5);
     while replaced.is_none() && Instant::now() < limit {
         match tokio::time::timeout_at(limit, events.recv()).await {
-            Ok(Ok(Event::Disconnected {
-                reason: steadfast::DisconnectReason::Dead(_),
-                ..
-            })) => {
+            Ok(Ok(Event::Disconnected { reason, .. })) => {
+                assert!(
+                    matches!(reason, steadfast::DisconnectReason::NameMoved(_)),
+                    "{reason:?}"
+                );
                 detected = Some(fault.elapsed());
             }
             Ok(Ok(Event::Connected { address, .. })) if address == b.address => {
+                // Made before the old link is let go: told before its Disconnected.
                 replaced = Some(fault.elapsed());
+                detected = detected.or(replaced);
             }
             Ok(Ok(_)) => {}
             _ => break,
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A stays frozen past a command deadline (5 s): the commands caught on it are cut off
+    // once it fails a fresh handshake, and sent again on B, not left to their deadline.
+    tokio::time::sleep_until(fault + Duration::from_millis(5_500)).await;
+    let told = support::drain(&mut events);
+    assert!(
+        told.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                reason: steadfast::DisconnectReason::NameMoved(_),
+                ..
+            }
+        )),
+        "the old link's end is told: {told:?}"
+    );
     a.resume();
     let ops = workload.stop().await;
     let summary = summarise(&ops, fault, fault);
@@ -482,6 +498,76 @@ async fn a_coordinated_failover_moves_writes_to_the_new_primary_without_a_failed
         workload.stop().await,
         fault,
         restored,
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_by_a_failover_pause_when_the_name_moves_is_answered_not_cut_off_into_an_unknown_outcome()
+ {
+    let (a, b, resolver, client) = replicated_pair().await;
+    let mut events = client.events();
+    let mut admin_a = a.admin().await;
+
+    // What FAILOVER does to A while B catches up: writes wait. One INCR waits there.
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "5000", "WRITE"])
+        .query_async(&mut admin_a)
+        .await
+        .unwrap();
+    let mut writer = client.clone();
+    let incr = tokio::spawn(async move {
+        redis::cmd("INCR")
+            .arg("counter")
+            .query_async::<i64>(&mut writer)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // B is promoted and the name moves to it while A, still pausing, answers handshakes.
+    b.promote().await;
+    resolver.set(vec![b.address]);
+    // Past the read-stall threshold: the monitor sees the name moved and replaces the link.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    // A becomes B's replica and lets its paused writes through: READONLY to the INCR.
+    a.replicate(&b).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin_a)
+        .await
+        .unwrap();
+
+    let reply = tokio::time::timeout(Duration::from_secs(5), incr)
+        .await
+        .expect("the INCR ended within its deadline")
+        .unwrap();
+    assert_eq!(
+        reply.unwrap(),
+        1,
+        "refused on A, sent again and applied once on B"
+    );
+    let on_b: i64 = redis::cmd("GET")
+        .arg("counter")
+        .query_async(&mut b.admin().await)
+        .await
+        .unwrap();
+    assert_eq!(on_b, 1, "nothing doubled");
+    let seen = support::drain(&mut events);
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                reason: steadfast::DisconnectReason::NameMoved(_),
+                ..
+            }
+        )),
+        "the move is told: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::OutcomeUnknown { .. })),
+        "no unknown outcome: {seen:?}"
     );
     client.shutdown().await;
 }

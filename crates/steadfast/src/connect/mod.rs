@@ -99,6 +99,9 @@ pub struct Trace {
     progress: Option<Progress>,
     /// An address to dial last (the health probe's: the stalled link's own).
     avoid: Option<SocketAddr>,
+    /// The one address to dial, whatever the name lists now (the health monitor's question
+    /// whether a server the name moved away from still answers).
+    only: Option<SocketAddr>,
 }
 
 impl Trace {
@@ -319,6 +322,29 @@ impl Connector {
             .await
     }
 
+    /// [`Connector::connect`] to `address` alone, whatever the name lists now: whether the
+    /// server a name moved away from still answers a handshake.
+    pub(crate) async fn connect_only(&self, address: SocketAddr) -> Result<Link, ConnectFailure> {
+        let mut trace = Trace {
+            only: Some(address),
+            ..Trace::default()
+        };
+        self.connect_traced(0, &Target::Configured, &mut trace)
+            .await
+    }
+
+    /// Whether the server at `address` completes a handshake within `bound`: one that is
+    /// killed, unreachable or frozen (SIGSTOP) does not.
+    pub(crate) async fn answers(&self, address: SocketAddr, bound: std::time::Duration) -> bool {
+        match tokio::time::timeout(bound, self.connect_only(address)).await {
+            Ok(Ok(fresh)) => {
+                fresh.close();
+                true
+            }
+            Ok(Err(_)) | Err(_) => false,
+        }
+    }
+
     /// `address` is the way to a server no more (a link there was judged dead): dial it after
     /// the name's other addresses for a while.
     pub(crate) fn remember_failed(&self, address: SocketAddr) {
@@ -371,7 +397,10 @@ impl Connector {
             let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
             format!("tcp connect to {}", list.join(", "))
         });
-        let ordered = self.failures.order(&addresses, trace.avoid);
+        let ordered = match trace.only {
+            Some(only) => vec![only],
+            None => self.failures.order(&addresses, trace.avoid),
+        };
         let (stream, address) =
             dial::race(&ordered, &self.config.connect, deadline, &self.failures)
                 .await

@@ -5,8 +5,9 @@
 //! timer, so its tests drive it through time without any (below); the driver
 //! ([`super::run`]) carries its actions out.
 //!
-//! "Slow is not dead" lives here: nothing but a probe's [`Verdict::Dead`] or a name that no
-//! longer lists the link's address ever reports a link dead.
+//! "Slow is not dead" lives here: nothing but a probe's [`Verdict::Dead`] ever reports a link
+//! dead; a name that no longer lists the link's address has it replaced, made before broken
+//! (the supervisor's drain decides whether its commands in flight may finish there).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub(super) enum Action {
     Tell(Verdict),
     /// The link is dead: report it lost, with the reason.
     ReportDead(String),
+    /// The name moved away from a server that still answers: have the link replaced, made
+    /// before broken, its commands in flight left to finish.
+    ReportMoved(String),
     /// The link is stalled: wake whoever waits for that (a cluster router's commands).
     WakeStallWaiters,
 }
@@ -160,9 +164,24 @@ impl Monitor {
         }
         if let Some(verdict) = verdict {
             plan.actions.push(Action::Tell(verdict.clone()));
-            if let Verdict::Dead(reason) = verdict {
-                plan.actions.push(Action::ReportDead(reason));
-                return plan;
+            match verdict {
+                Verdict::Dead(reason) => {
+                    plan.actions.push(Action::ReportDead(reason));
+                    return plan;
+                }
+                Verdict::Moved(reason) => {
+                    // Asked again, if the link stays (its replacement could not be made), only
+                    // with the probe's backoff.
+                    let next = now + self.probe_backoff.next().unwrap_or(PROBE_BACKOFF_MAX);
+                    self.next_probe_at = next;
+                    self.next_name_look_at = next;
+                    if std::mem::take(&mut self.is_probing) {
+                        plan.actions.push(Action::AbandonProbe);
+                    }
+                    plan.actions.push(Action::ReportMoved(reason));
+                    return plan;
+                }
+                _ => {}
             }
             self.next_probe_at = now + self.probe_backoff.next().unwrap_or(PROBE_BACKOFF_MAX);
         }
@@ -198,7 +217,7 @@ impl Monitor {
             News::NameLooked(name) => {
                 self.is_looking_at_name = false;
                 match name? {
-                    Name::Moved(reason) => Some(Verdict::Dead(reason)),
+                    Name::Moved(reason) => Some(Verdict::Moved(reason)),
                     Name::Lists(addresses) => {
                         let mut is_new = false;
                         for address in addresses {

@@ -19,7 +19,14 @@
 //!   others staggered, as every dial: [`connect::dial`](crate::connect)), so a name that lists a
 //!   dead address beside a live one is judged by the live one. Then:
 //!   - the name now resolves elsewhere (the old address is not in the answer) ->
-//!     [`Verdict::Dead`], without a probe;
+//!     [`Verdict::Moved`], without a probe: the link is replaced made before broken, like
+//!     planned maintenance, new commands go to the new link at once, and the old one drains:
+//!     if its server still completes a handshake within `health.probe_timeout` (a
+//!     coordinated failover: the old primary pauses writes, then refuses them `READONLY`), its
+//!     commands in flight finish there (a reply, or a refusal sent again on the new link)
+//!     instead of being cut off into unknown outcomes; if not (killed, unreachable, frozen)
+//!     it is closed at once, as a dead one. Further moves of the same link are acted on with
+//!     the probe's backoff (a new link that cannot be made leaves the old one serving);
 //!   - the fresh connection reached **the old link's address**: `CLIENT LIST ID <id>` (the id
 //!     recorded at handshake) that no longer lists our connection, or lists it idle since before
 //!     our commands were sent (they never arrived) -> [`Verdict::Dead`]; lists it busy with a
@@ -59,9 +66,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::connect::{Connector, Link};
+use crate::connect::{Connector, Link, Target};
 use crate::event::{DisconnectReason, Event};
 use crate::shared::{LinkParts, Timeouts};
 use machine::{Action, LinkFacts, Monitor, News};
@@ -197,6 +204,18 @@ async fn run(watched: Watched, cancel: CancellationToken, tasks: TaskTracker) {
                     parts
                         .reporter
                         .link_lost(link.generation, DisconnectReason::Dead(reason));
+                }
+                Action::ReportMoved(reason) => {
+                    info!(
+                        generation = link.generation,
+                        %reason,
+                        "name moved; replacing the link, made before broken"
+                    );
+                    parts.reporter.replace(
+                        link.generation,
+                        Target::Configured,
+                        DisconnectReason::NameMoved(reason),
+                    );
                 }
                 Action::WakeStallWaiters => {
                     if parts.is_cluster_node() {

@@ -13,7 +13,7 @@ use crate::connect::{Connector, Link};
 /// What the endpoint's name says about a stalled link.
 #[derive(Debug)]
 pub(super) enum Name {
-    /// The name no longer lists the link's address: the reason to drop it.
+    /// The name no longer lists the link's address: the reason to replace it.
     Moved(String),
     /// The name lists these addresses, the link's among them.
     Lists(Vec<SocketAddr>),
@@ -46,7 +46,7 @@ pub(super) async fn look_at_name(config: &Config, old: &Link) -> Name {
 pub(super) async fn judge(connector: &Connector, config: &Config, old: &Link) -> Verdict {
     let bound = config.health.probe_timeout;
     if let Name::Moved(reason) = look_at_name(config, old).await {
-        return Verdict::Dead(reason);
+        return Verdict::Moved(reason);
     }
     let old_address = old.address.tcp();
     let fresh = match timeout(bound, connector.connect_avoiding(old_address)).await {

@@ -208,7 +208,11 @@ fn react(
                                     until,
                                 }));
                             }
-                            reporter.replace(link.generation, Target::Configured);
+                            reporter.replace(
+                                link.generation,
+                                Target::Configured,
+                                DisconnectReason::Planned,
+                            );
                         }
                     }
                     () = cancel.cancelled() => {}

@@ -67,7 +67,7 @@ async fn run(
     tasks: tokio_util::task::TaskTracker,
 ) {
     use crate::connect::Target;
-    use crate::event::{Event, MaintenanceNotice};
+    use crate::event::{DisconnectReason, Event, MaintenanceNotice};
     use reactor::{Reaction, Reactor};
     use tokio::time::Instant;
 
@@ -104,8 +104,11 @@ async fn run(
                 Reaction::MoveTo { endpoint, until } => {
                     connector.move_to(endpoint.clone(), until);
                     hold_blocking(hold.as_ref(), &link);
-                    link.reporter
-                        .replace(notice.generation, Target::Endpoint(endpoint));
+                    link.reporter.replace(
+                        notice.generation,
+                        Target::Endpoint(endpoint),
+                        DisconnectReason::Planned,
+                    );
                 }
                 Reaction::ReconnectAfter(after) => {
                     let (parts, hold) = (link.clone(), hold.clone());
@@ -114,7 +117,11 @@ async fn run(
                         tokio::select! {
                             () = tokio::time::sleep(after) => {
                                 hold_blocking(hold.as_ref(), &parts);
-                                parts.reporter.replace(notice.generation, Target::Configured);
+                                parts.reporter.replace(
+                                    notice.generation,
+                                    Target::Configured,
+                                    DisconnectReason::Planned,
+                                );
                             }
                             () = cancel.cancelled() => {}
                         }

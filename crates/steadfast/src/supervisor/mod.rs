@@ -52,6 +52,7 @@ enum Report {
     Replace {
         generation: u64,
         target: Target,
+        reason: DisconnectReason,
     },
 }
 
@@ -69,11 +70,15 @@ impl Reporter {
     }
 
     /// Asks for the link of `generation` to be replaced by one to `target`, the new one made
-    /// before the old one is closed (planned maintenance).
-    pub(crate) fn replace(&self, generation: u64, target: Target) {
-        let _ = self
-            .reports
-            .try_send(Report::Replace { generation, target });
+    /// before the old one is closed and its commands in flight left to finish (planned
+    /// maintenance, a name that moved away from a server that still answers); `reason` is told
+    /// when the old one goes.
+    pub(crate) fn replace(&self, generation: u64, target: Target, reason: DisconnectReason) {
+        let _ = self.reports.try_send(Report::Replace {
+            generation,
+            target,
+            reason,
+        });
     }
 }
 
@@ -157,11 +162,36 @@ struct Supervisor {
     progress: Progress,
 }
 
-/// Closes `link` once it has no command in flight, or after `limit`.
-async fn drain(link: Arc<Link>, limit: std::time::Duration, connector: Connector) {
+/// Closes `link` once it has no command in flight, or after `limit`; with `silent_after`, also
+/// as soon as its server fails to complete a fresh handshake within that bound (killed,
+/// unreachable or frozen: nothing in flight there will be answered, and cutting it off now lets
+/// the commands that may be sent again go to the new link).
+async fn drain(
+    link: Arc<Link>,
+    limit: std::time::Duration,
+    connector: Connector,
+    silent_after: Option<std::time::Duration>,
+) {
     let deadline = tokio::time::Instant::now() + limit;
-    while link.activity.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let emptied = async {
+        while link.activity.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    match (silent_after, link.address.tcp()) {
+        (Some(bound), Some(address)) if link.activity.in_flight() > 0 => {
+            let silent = async { !connector.answers(address, bound).await };
+            tokio::select! {
+                () = emptied => {}
+                true = silent => warn!(
+                    generation = link.generation,
+                    %address,
+                    in_flight = link.activity.in_flight(),
+                    "the server the name moved away from does not answer; its commands in flight are cut off"
+                ),
+            }
+        }
+        _ => emptied.await,
     }
     debug!(generation = link.generation, "drained");
     link.close();
@@ -234,9 +264,15 @@ impl Supervisor {
             Wakeup::Report(Report::Lost { generation, reason }) => {
                 Input::LinkLost { generation, reason }
             }
-            Wakeup::Report(Report::Replace { generation, target }) => {
-                Input::Replace { generation, target }
-            }
+            Wakeup::Report(Report::Replace {
+                generation,
+                target,
+                reason,
+            }) => Input::Replace {
+                generation,
+                target,
+                reason,
+            },
             Wakeup::LinkClosed => Input::LinkLost {
                 generation: current.as_ref().map_or(0, |l| l.generation),
                 reason: DisconnectReason::Closed("connection closed".into()),
@@ -321,7 +357,10 @@ impl Supervisor {
                     let current = self.current.clone();
                     self.published.send_modify(|p| p.link = current);
                 }
-                Action::Drain { generation } => {
+                Action::Drain {
+                    generation,
+                    unless_silent,
+                } => {
                     self.hold = None;
                     if let Some(old) = self.outgoing.take() {
                         debug_assert_eq!(old.generation, generation);
@@ -329,6 +368,7 @@ impl Supervisor {
                             old,
                             self.config.maintenance.relaxed_timeout,
                             self.connector.clone(),
+                            unless_silent.then_some(self.config.health.probe_timeout),
                         ));
                     }
                 }

@@ -204,19 +204,44 @@ fn a_dead_verdict_is_told_and_reports_the_link_lost() {
 }
 
 #[test]
-fn a_name_that_no_longer_lists_the_address_condemns_the_link_without_a_probe() {
+fn a_name_that_no_longer_lists_the_address_replaces_the_link_without_waiting_for_the_probe() {
     let mut bench = Bench::new();
     bench.busy_since(100 * MS, 1100 * MS);
-    bench.step(News::Timer, 1100 * MS);
+    let plan = bench.step(News::Timer, 1100 * MS);
+    assert!(Bench::probes(&plan), "{plan:?}");
     let plan = bench.step(
         News::NameLooked(Some(Name::Moved("now elsewhere".into()))),
         1150 * MS,
     );
-    assert!(
-        plan.actions
-            .contains(&Action::ReportDead("now elsewhere".into())),
-        "{plan:?}"
+    assert_eq!(
+        plan.actions,
+        [
+            Action::Tell(Verdict::Moved("now elsewhere".into())),
+            Action::AbandonProbe,
+            Action::ReportMoved("now elsewhere".into())
+        ]
     );
+}
+
+#[test]
+fn a_link_kept_after_its_name_moved_is_replaced_again_only_after_the_probe_backoff() {
+    let mut bench = Bench::new();
+    bench.busy_since(100 * MS, 1100 * MS);
+    bench.step(News::Timer, 1100 * MS);
+    bench.step(
+        News::NameLooked(Some(Name::Moved("now elsewhere".into()))),
+        1150 * MS,
+    );
+    // The replacement could not be made: the same link, still stalled.
+    bench.busy_since(100 * MS, 1500 * MS);
+    let plan = bench.step(News::Timer, 1500 * MS);
+    assert!(
+        !plan.actions.contains(&Action::LookAtName) && !Bench::probes(&plan),
+        "looked again within the backoff: {plan:?}"
+    );
+    bench.busy_since(100 * MS, 2200 * MS);
+    let plan = bench.step(News::Timer, 2200 * MS);
+    assert!(plan.actions.contains(&Action::LookAtName), "{plan:?}");
 }
 
 #[test]
