@@ -15,6 +15,7 @@ pub mod accounting;
 mod azure_notice;
 pub mod client;
 mod external;
+mod goals;
 mod haproxy;
 pub mod report;
 pub mod scenario;
