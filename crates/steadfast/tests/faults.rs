@@ -261,13 +261,7 @@ async fn hung_primary_with_the_name_moved_is_judged_dead_and_replaced_in_bounded
     tokio::time::sleep_until(fault + Duration::from_millis(5_500)).await;
     let told = support::drain(&mut events);
     assert!(
-        told.iter().any(|e| matches!(
-            e,
-            Event::Disconnected {
-                reason: steadfast::DisconnectReason::NameMoved(_),
-                ..
-            }
-        )),
+        is_name_moved_told(&told),
         "the old link's end is told: {told:?}"
     );
     a.resume();
@@ -553,16 +547,7 @@ async fn a_write_held_by_a_failover_pause_when_the_name_moves_is_answered_not_cu
         .unwrap();
     assert_eq!(on_b, 1, "nothing doubled");
     let seen = support::drain(&mut events);
-    assert!(
-        seen.iter().any(|e| matches!(
-            e,
-            Event::Disconnected {
-                reason: steadfast::DisconnectReason::NameMoved(_),
-                ..
-            }
-        )),
-        "the move is told: {seen:?}"
-    );
+    assert!(is_name_moved_told(&seen), "the move is told: {seen:?}");
     assert!(
         !seen
             .iter()
@@ -570,4 +555,17 @@ async fn a_write_held_by_a_failover_pause_when_the_name_moves_is_answered_not_cu
         "no unknown outcome: {seen:?}"
     );
     client.shutdown().await;
+}
+
+/// Whether a link's end was told as the name having moved away from its server.
+fn is_name_moved_told(events: &[Event]) -> bool {
+    events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Disconnected {
+                reason: steadfast::DisconnectReason::NameMoved(_),
+                ..
+            }
+        )
+    })
 }

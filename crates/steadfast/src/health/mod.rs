@@ -21,7 +21,8 @@
 //!   - the name now resolves elsewhere (the old address is not in the answer) ->
 //!     [`Verdict::Moved`], without a probe: the link is replaced made before broken, like
 //!     planned maintenance, new commands go to the new link at once, and the old one drains:
-//!     if its server still completes a handshake within `health.probe_timeout` (a
+//!     if its server still completes a handshake within four times what the new server's
+//!     took (25 ms to `health.probe_timeout`: the supervisor's `silence_bound`; a
 //!     coordinated failover: the old primary pauses writes, then refuses them `READONLY`), its
 //!     commands in flight finish there (a reply, or a refusal sent again on the new link)
 //!     instead of being cut off into unknown outcomes; if not (killed, unreachable, frozen)

@@ -53,6 +53,8 @@ pub(crate) enum State {
     Replacing {
         old: u64,
         new: u64,
+        /// Why the replacement was asked for: told when the old link goes.
+        reason: DisconnectReason,
     },
     Stopped,
 }
@@ -129,8 +131,6 @@ pub(crate) struct Machine {
     state: State,
     last_generation: u64,
     backoff: Backoff,
-    /// Why the replacement under way was asked for.
-    replacing_for: DisconnectReason,
 }
 
 impl Machine {
@@ -143,7 +143,6 @@ impl Machine {
             },
             last_generation: 1,
             backoff,
-            replacing_for: DisconnectReason::Planned,
         };
         (
             machine,
@@ -269,11 +268,10 @@ impl Machine {
                     reason,
                 },
             ) if generation == old => {
-                self.replacing_for = reason;
                 self.last_generation += 1;
                 let new = self.last_generation;
                 (
-                    State::Replacing { old, new },
+                    State::Replacing { old, new, reason },
                     vec![
                         Action::Hold { generation: new },
                         Action::Dial {
@@ -283,11 +281,10 @@ impl Machine {
                     ],
                 )
             }
-            (State::Replacing { old, new }, Input::DialSucceeded { generation })
+            (State::Replacing { old, new, reason }, Input::DialSucceeded { generation })
                 if generation == new =>
             {
                 self.backoff.reset();
-                let reason = std::mem::replace(&mut self.replacing_for, DisconnectReason::Planned);
                 let unless_silent = matches!(reason, DisconnectReason::NameMoved(_));
                 (
                     State::Connected { generation: new },
@@ -304,11 +301,11 @@ impl Machine {
                     ],
                 )
             }
-            (State::Replacing { old, new }, Input::HoldExpired { generation })
+            (State::Replacing { old, new, reason }, Input::HoldExpired { generation })
                 if generation == new =>
             {
                 // The old link still answers: let commands use it while the dial goes on.
-                (State::Replacing { old, new }, vec![Action::Release])
+                (State::Replacing { old, new, reason }, vec![Action::Release])
             }
             (State::Replacing { old, .. }, Input::DialFailed { error, .. }) => (
                 State::Connected { generation: old },
@@ -321,7 +318,7 @@ impl Machine {
                     }),
                 ],
             ),
-            (State::Replacing { old, new }, Input::LinkLost { generation, reason })
+            (State::Replacing { old, new, .. }, Input::LinkLost { generation, reason })
                 if generation == old =>
             {
                 (

@@ -233,7 +233,14 @@ fn a_slow_planned_dial_releases_held_commands_to_the_old_link_and_still_complete
         m.on(Input::HoldExpired { generation: 2 }),
         vec![Action::Release]
     );
-    assert_eq!(m.state(), &State::Replacing { old: 1, new: 2 });
+    assert_eq!(
+        m.state(),
+        &State::Replacing {
+            old: 1,
+            new: 2,
+            reason: DisconnectReason::Planned
+        }
+    );
     let actions = m.on(Input::DialSucceeded { generation: 2 });
     assert_eq!(actions[0], Action::Publish { generation: 2 });
     assert_eq!(
