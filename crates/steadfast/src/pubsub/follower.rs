@@ -4,7 +4,8 @@
 //! # Behaviour
 //! - It reads the subscriber link's push frames and hands messages to the application's
 //!   bounded queue without ever waiting for room: a full queue drops the message and counts
-//!   it, and a slow-consumer [`Gap`] goes first once there is room again.
+//!   it, and a slow-consumer [`Gap`] goes in as soon as there is room again (whether or not
+//!   another message comes).
 //! - When a new link is published, it first passes on what the old link had delivered, then
 //!   makes every wanted subscription on the new link, then puts a [`Gap`] in the stream (from
 //!   the old link's last read to the new link's confirmation), so the gap sits exactly between
@@ -83,6 +84,15 @@ impl Follower {
                     }
                 }
                 () = sleep_until(retry) => {}
+                // Dropped messages are told as soon as the application makes room, even if
+                // nothing else is ever published.
+                permit = self.deliver.reserve(), if dropped.since.is_some() => {
+                    match permit {
+                        Ok(permit) => self.tell_dropped(permit, &mut dropped),
+                        Err(_) => return,
+                    }
+                    continue;
+                }
                 push = pushes.recv() => {
                     match push {
                         Ok(push) => self.pass_on(&push, &mut dropped),
@@ -130,7 +140,7 @@ impl Follower {
             if self.resubscribe(&wanted).await {
                 serving = Some(link);
                 if let Some(gap) = open.take() {
-                    self.tell_gap(gap, &wanted);
+                    self.tell_gap(gap, &wanted, &mut dropped);
                 }
             } else if open.is_none() {
                 open = Some(Open {
@@ -165,7 +175,7 @@ impl Follower {
         true
     }
 
-    fn tell_gap(&self, open: Open, wanted: &[(Kind, String)]) {
+    fn tell_gap(&self, open: Open, wanted: &[(Kind, String)], dropped: &mut Dropped) {
         let gap = gap_of(wanted, open.from, GapCause::LinkLost(open.why));
         self.emitter.emit(Event::SubscriptionGap {
             subscriptions: wanted.len(),
@@ -174,8 +184,10 @@ impl Follower {
         });
         tracing::info!(?gap, "subscriptions made again after a gap");
         if self.deliver.try_send(Delivery::Gap(gap)).is_err() {
-            // No room: the application is behind; the slow-consumer gap that follows covers it.
-            tracing::warn!("subscriber queue full: a gap marker was dropped");
+            // No room: the application is behind. The slow-consumer gap told once there is
+            // room starts where this one did, so the stream still marks it.
+            tracing::warn!("subscriber queue full: the gap is told with the dropped messages");
+            dropped.cover(open.from);
         }
     }
 
@@ -193,25 +205,14 @@ impl Follower {
             }
             Frame::Other => return,
         };
-        if let Some(since) = dropped.since {
-            let wanted = self.snapshot();
-            let gap = gap_of(
-                &wanted,
-                since,
-                GapCause::SlowConsumer {
-                    dropped: dropped.count,
-                },
-            );
-            if self.deliver.try_send(Delivery::Gap(gap)).is_err() {
-                dropped.add(1);
-                return;
+        if dropped.since.is_some() {
+            match self.deliver.try_reserve() {
+                Ok(permit) => self.tell_dropped(permit, dropped),
+                Err(_) => {
+                    dropped.add(1);
+                    return;
+                }
             }
-            self.emitter.emit(Event::SubscriptionGap {
-                subscriptions: wanted.len(),
-                lasted: since.elapsed().unwrap_or_default(),
-                is_slow_consumer: true,
-            });
-            *dropped = Dropped::default();
         }
         if self.deliver.try_send(Delivery::Message(message)).is_err() {
             dropped.add(1);
@@ -220,6 +221,28 @@ impl Follower {
 }
 
 impl Follower {
+    /// Puts the slow-consumer gap for what was dropped in the room `permit` holds.
+    fn tell_dropped(&self, permit: mpsc::Permit<'_, Delivery>, dropped: &mut Dropped) {
+        let Some(since) = dropped.since else {
+            return;
+        };
+        let wanted = self.snapshot();
+        let gap = gap_of(
+            &wanted,
+            since,
+            GapCause::SlowConsumer {
+                dropped: dropped.count,
+            },
+        );
+        permit.send(Delivery::Gap(gap));
+        self.emitter.emit(Event::SubscriptionGap {
+            subscriptions: wanted.len(),
+            lasted: since.elapsed().unwrap_or_default(),
+            is_slow_consumer: true,
+        });
+        *dropped = Dropped::default();
+    }
+
     /// The server ended the subscription of `kind` to `channel`: unasked if it is still
     /// wanted (a shard channel whose slot moved away). It is handed to whoever places
     /// subscriptions (the cluster subscriber), and the link is replaced: the server's
@@ -263,6 +286,11 @@ impl Dropped {
     fn add(&mut self, count: u64) {
         self.count += count;
         self.since.get_or_insert_with(SystemTime::now);
+    }
+
+    /// Widens the gap to be told so it starts no later than `from`.
+    fn cover(&mut self, from: SystemTime) {
+        self.since = Some(self.since.map_or(from, |since| since.min(from)));
     }
 }
 
