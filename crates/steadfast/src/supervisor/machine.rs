@@ -307,17 +307,23 @@ impl Machine {
                 // The old link still answers: let commands use it while the dial goes on.
                 (State::Replacing { old, new, reason }, vec![Action::Release])
             }
-            (State::Replacing { old, .. }, Input::DialFailed { error, .. }) => (
-                State::Connected { generation: old },
-                vec![
-                    Action::Release,
-                    Action::Emit(Event::ReconnectScheduled {
-                        attempt: 1,
-                        delay: std::time::Duration::ZERO,
-                        error: format!("planned move abandoned, old link kept: {error}"),
-                    }),
-                ],
-            ),
+            (State::Replacing { old, reason, .. }, Input::DialFailed { error, .. }) => {
+                let what = match reason {
+                    DisconnectReason::NameMoved(_) => "replacement at the moved name failed",
+                    _ => "planned move abandoned",
+                };
+                (
+                    State::Connected { generation: old },
+                    vec![
+                        Action::Release,
+                        Action::Emit(Event::ReconnectScheduled {
+                            attempt: 1,
+                            delay: std::time::Duration::ZERO,
+                            error: format!("{what}, old link kept: {error}"),
+                        }),
+                    ],
+                )
+            }
             (State::Replacing { old, new, .. }, Input::LinkLost { generation, reason })
                 if generation == old =>
             {
