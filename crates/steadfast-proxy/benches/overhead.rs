@@ -8,8 +8,9 @@
 //! turns in slices of `STEADFAST_BENCH_MILLIS` (default 250) in rotating order,
 //! `STEADFAST_BENCH_ROUNDS` times (default 10), after two unmeasured rounds; throughput is the
 //! median over the slices, p50 / p99 pooled over every latency. `cpu/req`: CPU time (user +
-//! system) of the proxy alone per command: the proxy's runtime threads (it runs in this process
-//! on a runtime of its own, one worker thread) or the nutcracker process.
+//! system) of the proxy alone per command: its process's. Like twemproxy, the proxy is a process
+//! of its own, as a sidecar is: this bench started again with `STEADFAST_BENCH_PROXY_OF` set runs
+//! only the proxy, on the runtime `steadfast proxy` has (tokio's default: one worker per core).
 //!
 //! Run: `cargo bench -p steadfast-proxy --bench overhead` (needs `redis-server`; `nutcracker`
 //! is optional: `apt-get install nutcracker`). `STEADFAST_BENCH_JSON=FILE` also writes the
@@ -19,8 +20,8 @@
 
 mod support;
 
+use std::io::{BufRead, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -32,8 +33,6 @@ use tokio::time::Instant;
 #[derive(Clone)]
 enum Cpu {
     None,
-    /// The stat files of these threads of this process.
-    Threads(Arc<Mutex<Vec<String>>>),
     /// A process's stat file.
     Process(String),
 }
@@ -42,7 +41,6 @@ impl Cpu {
     fn now(&self) -> Duration {
         match self {
             Self::None => Duration::ZERO,
-            Self::Threads(paths) => support::threads_cpu(paths),
             Self::Process(path) => support::cpu_of(path),
         }
     }
@@ -213,7 +211,59 @@ mod tempdir {
     }
 }
 
+/// The variable that makes this bench run only the proxy, in front of the server it names.
+const PROXY_OF: &str = "STEADFAST_BENCH_PROXY_OF";
+
+/// The proxy's process: it prints the address it listens on, then serves until its standard
+/// input closes (the bench ended, even by a panic).
+fn serve_proxy(server_url: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy = runtime.block_on(async {
+        let mut config = ProxyConfig::new(steadfast::Config::from_url(server_url).unwrap());
+        config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
+        Proxy::start(config).await.unwrap()
+    });
+    let Listen::Tcp(address) = proxy.addresses()[0].clone() else {
+        unreachable!("a TCP listener was asked for")
+    };
+    println!("{address}");
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let _ = closed.send(());
+    });
+    runtime.block_on(async {
+        let _ = stdin_closed.await;
+        proxy.shutdown().await;
+    });
+}
+
+/// `steadfast proxy` in a process of its own in front of `server_url`, and its address.
+fn proxy_process(server_url: &str) -> (Killed, SocketAddr) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(PROXY_OF, server_url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("the proxy process said {line:?}: {e}"));
+    (Killed(child), address)
+}
+
 fn main() {
+    if let Ok(server_url) = std::env::var(PROXY_OF) {
+        return serve_proxy(&server_url);
+    }
     let slice = Duration::from_millis(support::env_number("STEADFAST_BENCH_MILLIS", 250));
     let rounds = support::env_number("STEADFAST_BENCH_ROUNDS", 10) as usize;
     let load = tokio::runtime::Builder::new_multi_thread()
@@ -221,19 +271,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // The proxy on a runtime of its own (one worker), as a sidecar process would be; its
-    // threads are recorded so that their CPU time can be read.
-    let (proxy_runtime, proxy_threads) = support::proxy_runtime();
     let ip = IpAddr::from([127, 216, (std::process::id() % 250) as u8, 1]);
     let server = load.block_on(TestServer::start(ip, &[]));
-    let proxy = proxy_runtime.block_on(async {
-        let mut config = ProxyConfig::new(steadfast::Config::from_url(&server.url()).unwrap());
-        config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];
-        Proxy::start(config).await.unwrap()
-    });
-    let Listen::Tcp(proxy_address) = proxy.addresses()[0].clone() else {
-        unreachable!("a TCP listener was asked for")
-    };
+    let (proxy, proxy_address) = proxy_process(&server.url());
     let twemproxy_address = SocketAddr::from((
         [127, 0, 0, 1],
         22_000 + (std::process::id() % 20_000) as u16,
@@ -250,7 +290,7 @@ fn main() {
             name: "steadfast proxy",
             address: proxy_address,
             is_twemproxy: false,
-            cpu: Cpu::Threads(proxy_threads),
+            cpu: Cpu::Process(format!("/proc/{}/stat", proxy.0.id())),
         },
     ];
     if let Some((child, _)) = &nutcracker {
@@ -381,6 +421,6 @@ fn main() {
         std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
-    proxy_runtime.block_on(proxy.shutdown());
+    drop(proxy);
     drop(nutcracker);
 }
