@@ -102,12 +102,16 @@ async function pubsub(redis, args, report) {
   subscriber.on("error", () => {});
   await subscriber.subscribe(channel, GAP_CHANNEL);
   const until = Date.now() + args.seconds * 1000;
+  // When each message the server passed on to a subscriber was published: [sent, answered].
+  const heardAt = new Map();
   for (let seq = 1; Date.now() < until; seq++) {
     try {
+      const sent = Date.now();
       const receivers = await redis.publish(channel, String(seq));
       report.ok();
       report.count("published");
       if (receivers === 0) report.count("published_unheard");
+      else heardAt.set(seq, [sent, Date.now()]);
     } catch (error) {
       report.failed("PUBLISH", error);
     }
@@ -123,6 +127,10 @@ async function pubsub(redis, args, report) {
   report.data.duplicates = received.length - new Set(received).size;
   report.data.out_of_order = received.filter((value, i) => i > 0 && value < received[i - 1]).length;
   report.data.gaps = gaps;
+  // A message the server passed on may be missing only if it was published inside a told gap.
+  const got = new Set(received);
+  const inGap = ([sent, answered]) => gaps.some((g) => sent <= g.until_ms && answered >= g.from_ms);
+  report.data.missing_outside_gaps = [...heardAt].filter(([seq, at]) => !got.has(seq) && !inGap(at)).length;
   subscriber.disconnect();
 }
 

@@ -250,9 +250,10 @@ async fn redis_py_and_ioredis_keep_their_connections_through_a_kill_and_hear_of_
         );
         assert!(count(&report, "ok") > 500, "{key}: {report}");
         if report["workload"] == "pubsub" {
-            let heard = count(&report, "published") - count(&report, "published_unheard");
-            assert!(
-                count(&report, "received") >= heard,
+            // What the server passed on arrives, unless it was published inside the gap the
+            // proxy told (the kill may take what the server had written and not yet sent).
+            assert_eq!(
+                report["missing_outside_gaps"], 0,
                 "every message heard arrived: {report}"
             );
             assert_eq!(count(&report, "duplicates"), 0, "{report}");
