@@ -212,22 +212,25 @@ impl Sending {
 /// the command deadline in force while it waits: relaxed by an announced migration or
 /// failover (`FAILING_OVER` ...), a command already written, a blocked `BLPOP` among them,
 /// gets the relaxed deadline too instead of failing "outcome unknown" in the announced stall.
+///
+/// `reply` is pinned by the caller: a future passed by value would be kept twice in this
+/// one's state (as the argument and as the pinned local), and every command's future is
+/// allocated whole.
 async fn until_deadline<F: std::future::Future>(
     shared: &Shared,
     plan: &effect::Plan,
     started: Instant,
     deadline: Instant,
-    reply: F,
+    mut reply: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let own = |now_in_force: Duration| {
         Request::block_allowance(plan).map(|block| started + now_in_force + block)
     };
     let is_own = own(shared.timeouts.deadline()).is_some_and(|d| d == deadline)
         || own(shared.config.command.deadline).is_some_and(|d| d == deadline);
-    let mut reply = std::pin::pin!(reply);
     let mut deadline = deadline;
     loop {
-        match timeout_at(deadline, &mut reply).await {
+        match timeout_at(deadline, reply.as_mut()).await {
             Ok(output) => return Ok(output),
             Err(elapsed) => match own(shared.timeouts.deadline()) {
                 Some(relaxed) if is_own && relaxed > deadline => deadline = relaxed,
@@ -308,14 +311,8 @@ async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Re
             (None, NodeMode::Endpoint) => Writing::BatchedAbove(ENDPOINT_BATCH_FROM),
             (Some(_), _) => Writing::Alone,
         };
-        let outcome = until_deadline(
-            shared,
-            &plan,
-            started,
-            deadline,
-            send(&link, request, writing),
-        )
-        .await;
+        let reply = std::pin::pin!(send(&link, request, writing));
+        let outcome = until_deadline(shared, &plan, started, deadline, reply).await;
         drop(in_flight);
         is_resend = true;
         let error = match outcome {

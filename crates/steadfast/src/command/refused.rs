@@ -44,6 +44,10 @@ pub(super) async fn resend(
     is_ambiguous_allowed: bool,
     deadline: Instant,
 ) {
+    // Nearly every pipeline: nothing refused, nothing to set up.
+    if !values.iter().any(is_server_error) {
+        return;
+    }
     let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
     if commands.len() != values.len() {
         return;
