@@ -141,7 +141,11 @@ mod tests {
             (b"", Some(2)),
             (&[b'Z'; 32], None),
         ] {
-            assert_eq!(Name::new(name).and_then(|n| TABLE.get(&n)), found, "{name:?}");
+            assert_eq!(
+                Name::new(name).and_then(|n| TABLE.get(&n)),
+                found,
+                "{name:?}"
+            );
         }
     }
 }
