@@ -116,10 +116,11 @@ pub(crate) async fn execute(
     is_ambiguous_allowed: bool,
     until: Option<Instant>,
 ) -> Result<Reply, Error> {
-    let started = Instant::now();
+    // Read only for what may need it (a single command reads no clock here).
+    let started = matches!(request, Request::Pipeline { .. }).then(Instant::now);
     let mut outcome = run(shared, request, is_ambiguous_allowed, until).await;
-    if let (Ok(Reply::Pipeline(values)), Request::Pipeline { pipeline, .. }) =
-        (&mut outcome, request)
+    if let (Ok(Reply::Pipeline(values)), Request::Pipeline { pipeline, .. }, Some(started)) =
+        (&mut outcome, request, started)
         && !pipeline.is_transaction()
         && !shared.is_cluster_node()
     {
