@@ -307,6 +307,32 @@ fn a_failed_planned_replace_keeps_the_old_link() {
 }
 
 #[test]
+fn a_failed_replace_says_whether_it_was_a_planned_move_or_a_moved_name() {
+    for (reason, told) in [
+        (DisconnectReason::Planned, "planned move abandoned"),
+        (
+            DisconnectReason::NameMoved("primary.test moved".into()),
+            "replacement at the moved name failed",
+        ),
+    ] {
+        let mut m = connected();
+        m.on(Input::Replace {
+            generation: 1,
+            target: Target::Configured,
+            reason,
+        });
+        let actions = m.on(Input::DialFailed {
+            class: FailureClass::Unanswered,
+            error: "no answer".into(),
+        });
+        let Action::Emit(Event::ReconnectScheduled { error, .. }) = &actions[1] else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(error, &format!("{told}, old link kept: no answer"));
+    }
+}
+
+#[test]
 fn losing_the_old_link_during_a_planned_replace_keeps_dialling() {
     let mut m = connected();
     m.on(Input::Replace {
