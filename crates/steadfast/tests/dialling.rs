@@ -1,5 +1,6 @@
 //! A name with several addresses: dialled staggered and in parallel (RFC 8305), a dead one
-//! costs one stagger, and a stalled link is judged by the name's other addresses.
+//! costs one stagger, a stalled link is judged by the name's other addresses, and a backoff
+//! after reaching a replica ends when the name stops listing it.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
@@ -146,4 +147,47 @@ async fn a_new_address_in_the_name_restarts_a_probe_stuck_on_the_old_one() {
     // bound and then a 1 s backoff; the new address makes the monitor probe again at once.
     let recovery = stalled_primary_then_name_lists_both(Duration::from_millis(1300)).await;
     assert!(recovery < Duration::from_millis(500), "{recovery:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_stops_listing_the_replica_a_dial_found_ends_the_backoff_at_once() {
+    init_tracing();
+    let primary = RedisServer::start().await;
+    let replica = RedisServer::start().await;
+    replica.replicate(&primary).await;
+    let resolver = StaticResolver::new(vec![replica.address]);
+    let client = Client::new(config_resolving(&resolver)).unwrap();
+    let mut events = client.events();
+
+    // Attempts reach the replica and back off, longer each time, until one waits long enough
+    // that its timer could not explain a quick dial.
+    let long_wait = Duration::from_millis(600);
+    let delay = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Event::ReconnectScheduled { delay, error, .. }) = events.recv().await {
+                assert!(error.contains("not a primary"), "{error}");
+                if delay >= long_wait {
+                    return delay;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a backoff of 600 ms or more within 30 s");
+    let flipped = Instant::now();
+    resolver.set(vec![primary.address]);
+    client.wait_connected(Duration::from_secs(5)).await.unwrap();
+    let took = flipped.elapsed();
+
+    // One look at the name (a quarter of the delay, at most 250 ms apart) and a dial.
+    assert!(
+        took < Duration::from_millis(400) && took < delay,
+        "connected {took:?} after the name moved, in a wait of {delay:?}"
+    );
+    let reached = support::drain(&mut events)
+        .iter()
+        .find_map(connected_to)
+        .expect("a Connected event");
+    assert_eq!(reached, primary.address);
+    client.shutdown().await;
 }

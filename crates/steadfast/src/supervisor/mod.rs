@@ -9,7 +9,10 @@
 //! - Dials run in their own tasks, so a caller whose deadline ran out never cancels a reconnect
 //!   halfway.
 //! - A dial that reaches a replica while the endpoint should be a primary counts as a failed
-//!   attempt (the name has not moved yet): the supervisor backs off and resolves again.
+//!   attempt (the name has not moved yet): the supervisor backs off and resolves again. While it
+//!   waits it keeps looking at the name (every quarter of the delay, 20 to 250 ms apart), and
+//!   dials as soon as the name stops listing that replica: a failover's name flip ends the wait,
+//!   not the backoff's timer.
 
 pub(crate) mod force;
 mod handle;
@@ -114,6 +117,7 @@ pub(crate) fn spawn(
         tasks: tasks.clone(),
         dial: None,
         wait: None,
+        replica_at: None,
         dialled: None,
         current: None,
         outgoing: None,
@@ -149,7 +153,11 @@ struct Supervisor {
     reports: mpsc::Receiver<Report>,
     tasks: tokio_util::task::TaskTracker,
     dial: Option<JoinHandle<Result<Link, ConnectFailure>>>,
-    wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The backoff's wait: a timer, or a timer and a look at the name (see [`name_leaves`]).
+    wait: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// Where the last dial found a replica instead of a primary: the wait that follows also
+    /// ends once the name stops listing it.
+    replica_at: Option<std::net::SocketAddr>,
     dialled: Option<Link>,
     current: Option<Arc<Link>>,
     /// The old link of a planned replacement, still answering until it is drained.
@@ -224,6 +232,40 @@ async fn drain(
     link.close();
     // Keys read on it while it drained are tracked nowhere now.
     connector.announce_cache_flush(link.generation);
+}
+
+/// How often [`name_leaves`] looks at the name during a wait of `delay`: four times per wait,
+/// never more often than every 20 ms (a name served with a 1 s TTL flips once) nor less often
+/// than every 250 ms (the longest a flipped name keeps the client away).
+fn name_look_interval(delay: std::time::Duration) -> std::time::Duration {
+    (delay / 4).clamp(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_millis(250),
+    )
+}
+
+/// Ends once the endpoint's name resolves, and not to `replica` (where the last dial found a
+/// replica instead of a primary): the name flip of a failover, after which the rest of the
+/// backoff would only keep the client from the new primary. Runs only while the supervisor
+/// waits; a lookup that fails or times out is a look that saw nothing.
+async fn name_leaves(
+    config: Arc<Config>,
+    replica: std::net::SocketAddr,
+    delay: std::time::Duration,
+) {
+    let endpoint = &config.endpoint;
+    let every = name_look_interval(delay);
+    loop {
+        tokio::time::sleep(every).await;
+        let lookup = endpoint.resolver.resolve(&endpoint.host, endpoint.port);
+        if let Ok(Ok(addresses)) = tokio::time::timeout(config.health.probe_timeout, lookup).await
+            && !addresses.is_empty()
+            && !addresses.contains(&replica)
+        {
+            debug!(%replica, ?addresses, "the name no longer lists the replica; dialling now");
+            return;
+        }
+    }
 }
 
 impl Supervisor {
@@ -324,6 +366,7 @@ impl Supervisor {
         &mut self,
         result: Result<Result<Link, ConnectFailure>, tokio::task::JoinError>,
     ) -> Input {
+        self.replica_at = None;
         match result {
             Ok(Ok(link))
                 if self.config.endpoint.expects_primary()
@@ -334,6 +377,7 @@ impl Supervisor {
                     "{} answered as a {}, not a primary",
                     link.address, link.role
                 );
+                self.replica_at = link.address.tcp();
                 link.close();
                 Input::DialFailed {
                     class: FailureClass::Rejected,
@@ -404,7 +448,21 @@ impl Supervisor {
                         ));
                     }
                 }
-                Action::Wait(delay) => self.wait = Some(Box::pin(tokio::time::sleep(delay))),
+                Action::Wait(delay) => {
+                    let sleep = tokio::time::sleep(delay);
+                    self.wait = Some(match self.replica_at.take() {
+                        Some(replica) => {
+                            let leaves = name_leaves(Arc::clone(&self.config), replica, delay);
+                            Box::pin(async move {
+                                tokio::select! {
+                                    () = sleep => {}
+                                    () = leaves => {}
+                                }
+                            })
+                        }
+                        None => Box::pin(sleep),
+                    });
+                }
                 Action::Publish { generation } => self.publish(generation),
                 Action::Close { generation } => {
                     self.outgoing = None;
