@@ -562,8 +562,7 @@ pub(crate) const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The published link, if it is open: the happy path, no waiting.
 fn healthy_link(shared: &Shared) -> Option<Arc<Link>> {
-    let slot = shared.link.published.borrow();
-    slot.link.as_ref().filter(|link| !link.is_closed()).cloned()
+    shared.link.current().filter(|link| !link.is_closed())
 }
 
 /// Waits for a healthy link, holding a queue place, until the deadline.

@@ -57,12 +57,24 @@ impl Activity {
         self.origin + Duration::from_nanos(nanos)
     }
 
-    /// Marks a command as written to this link until the guard drops.
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+    /// Marks a command as written to this link until the guard drops. The guard borrows: the
+    /// command path holds the link anyway, and a second reference count per command would be
+    /// two more contended atomic operations.
+    pub(crate) fn begin(&self) -> InFlight<&Self> {
+        self.enter();
+        InFlight(self)
+    }
+
+    /// [`Activity::begin`] for a guard that outlives the borrow (a task of its own).
+    pub(crate) fn begin_owned(self: &Arc<Self>) -> InFlight<Arc<Self>> {
+        self.enter();
+        InFlight(Arc::clone(self))
+    }
+
+    fn enter(&self) {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
             self.busy_since.store(self.now(), Ordering::Relaxed);
         }
-        InFlight(Arc::clone(self))
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -103,9 +115,9 @@ impl Activity {
 
 /// A command in flight on a link; dropping it ends the count.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight<A: std::ops::Deref<Target = Activity>>(A);
 
-impl Drop for InFlight {
+impl<A: std::ops::Deref<Target = Activity>> Drop for InFlight<A> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }

@@ -240,7 +240,7 @@ async fn run(watched: Watched, cancel: CancellationToken, tasks: TaskTracker) {
 /// A `PING` on an idle link. It counts as in flight until its reply, so the watchdog judges it
 /// like any command.
 fn heartbeat(link: &Arc<Link>) -> Heartbeat {
-    let in_flight = link.activity.begin();
+    let in_flight = link.activity.begin_owned();
     let mut connection = link.connection.clone();
     Box::pin(async move {
         let reply = connection.send_packed_command(&redis::cmd("PING")).await;

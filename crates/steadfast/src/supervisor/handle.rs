@@ -2,7 +2,7 @@
 //!
 //! # Behaviour
 //! - [`Handle::published`] is the link to use and the state to report, as the supervisor last
-//!   published them; commands read it without a lock.
+//!   published them; [`Handle::current`] reads its link without a lock.
 //! - [`Handle::reporter`] asks the supervisor for a new link (see [`Reporter`]).
 //! - The force-reconnect bookkeeping: [`Handle::record_error`] and [`Handle::record_success`]
 //!   feed the [`ForcePolicy`]; when it fires, the link is reported lost and
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::force::ForcePolicy;
-use super::{Published, Reporter};
+use super::{FastLink, Published, Reporter};
 use crate::config::Config;
 use crate::emitter::Emitter;
 use crate::event::{DisconnectReason, Event};
@@ -23,6 +23,8 @@ use crate::event::{DisconnectReason, Event};
 /// Shared by every clone of a client.
 pub(crate) struct Handle {
     pub(crate) published: watch::Receiver<Published>,
+    /// The link of `published`, read without a lock.
+    fast: FastLink,
     pub(crate) reporter: Reporter,
     force: Mutex<ForcePolicy>,
     is_in_error_spell: AtomicBool,
@@ -33,11 +35,13 @@ impl Handle {
     pub(crate) fn new(
         config: &Config,
         published: watch::Receiver<Published>,
+        fast: FastLink,
         reporter: Reporter,
         emitter: Emitter,
     ) -> Self {
         Self {
             published,
+            fast,
             reporter,
             force: Mutex::new(ForcePolicy::new(
                 config.reconnect.force_after_errors_for,
@@ -50,7 +54,7 @@ impl Handle {
 
     /// The published link, if one serves.
     pub(crate) fn current(&self) -> Option<std::sync::Arc<crate::connect::Link>> {
-        self.published.borrow().link.clone()
+        self.fast.load_full()
     }
 
     /// A command succeeded: ends an error spell, if one is open.

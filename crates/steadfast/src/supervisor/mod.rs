@@ -45,6 +45,31 @@ pub(crate) struct Published {
     pub(crate) last_failure: Option<crate::error::Error>,
 }
 
+/// The link commands use, readable without a lock: the same as [`Published::link`], kept in
+/// step by [`Publisher`] (every command reads it; a watch's read lock and reference count were
+/// four contended atomic operations per command, BENCHMARKS.md "The published link").
+pub(crate) type FastLink = Arc<arc_swap::ArcSwapOption<Link>>;
+
+/// Where the supervisor publishes: the watch that waiters follow, and the [`FastLink`] copy of
+/// its link, changed together under the watch's lock.
+struct Publisher {
+    watch: watch::Sender<Published>,
+    fast: FastLink,
+}
+
+impl Publisher {
+    fn send_modify(&self, change: impl FnOnce(&mut Published)) {
+        self.watch.send_modify(|published| {
+            change(published);
+            self.fast.store(published.link.clone());
+        });
+    }
+
+    fn send_replace(&self, published: Published) {
+        self.send_modify(|slot| *slot = published);
+    }
+}
+
 /// A report that the link of `generation` must go: at once, or made before broken.
 #[derive(Debug)]
 enum Report {
@@ -99,6 +124,7 @@ pub(crate) fn spawn(
         state: LinkState::Connecting,
         last_failure: None,
     });
+    let fast = FastLink::default();
     let (reports_tx, reports_rx) = mpsc::channel(256);
     let backoff = Backoff::new(
         config.reconnect.backoff_initial,
@@ -112,7 +138,10 @@ pub(crate) fn spawn(
         connector,
         emitter: emitter.clone(),
         cancel,
-        published: published_tx,
+        published: Publisher {
+            watch: published_tx,
+            fast: Arc::clone(&fast),
+        },
         reports: reports_rx,
         tasks: tasks.clone(),
         dial: None,
@@ -129,7 +158,7 @@ pub(crate) fn spawn(
     let reporter = Reporter {
         reports: reports_tx,
     };
-    Handle::new(&config, published_rx, reporter, emitter)
+    Handle::new(&config, published_rx, fast, reporter, emitter)
 }
 
 /// What woke the supervisor's loop, before it is turned into the machine's [`Input`].
@@ -149,7 +178,7 @@ struct Supervisor {
     connector: Connector,
     emitter: Emitter,
     cancel: CancellationToken,
-    published: watch::Sender<Published>,
+    published: Publisher,
     reports: mpsc::Receiver<Report>,
     tasks: tokio_util::task::TaskTracker,
     dial: Option<JoinHandle<Result<Link, ConnectFailure>>>,
