@@ -51,6 +51,18 @@ fn classify(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut group = c.benchmark_group("plan a pipeline");
+    for (name, command) in [("of 100 GETs", "GET"), ("of 100 SETs", "SET")] {
+        let mut pipeline = redis::pipe();
+        for i in 0..100 {
+            pipeline.cmd(command).arg(format!("key:{i}"));
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| bench_api::may_send(black_box(&pipeline)));
+        });
+    }
+    group.finish();
 }
 
 fn backoff(c: &mut Criterion) {

@@ -36,6 +36,18 @@ pub fn is_idempotent(cmd: &Cmd) -> bool {
     idempotent::is_idempotent(cmd)
 }
 
+/// Whether `pipeline` may be sent on the shared link: the plan every request is checked
+/// against before it is sent, a lookup per command.
+pub fn may_send(pipeline: &redis::Pipeline) -> bool {
+    crate::command::Request::Pipeline {
+        pipeline,
+        offset: 0,
+        count: 0,
+    }
+    .plan(crate::policy::effect::Destination::SharedLink)
+    .is_ok()
+}
+
 /// The supervisor's reconnect backoff with its default settings.
 #[derive(Debug)]
 pub struct Backoff(backoff::Backoff);

@@ -67,6 +67,14 @@ fn connected_to(event: &Event) -> Option<SocketAddr> {
     }
 }
 
+/// Where the first link the events tell of was made.
+fn first_connected(events: &mut tokio::sync::broadcast::Receiver<Event>) -> SocketAddr {
+    support::drain(events)
+        .iter()
+        .find_map(connected_to)
+        .expect("a Connected event")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_whose_first_address_is_dead_is_served_by_the_next_one_stagger_later() {
     init_tracing();
@@ -86,11 +94,7 @@ async fn a_name_whose_first_address_is_dead_is_served_by_the_next_one_stagger_la
         .query(redis::cmd("SET").arg("k").arg("v"))
         .await
         .unwrap();
-    let reached = support::drain(&mut events)
-        .iter()
-        .find_map(connected_to)
-        .expect("a Connected event");
-    assert_eq!(reached, server.address);
+    assert_eq!(first_connected(&mut events), server.address);
     client.shutdown().await;
 }
 
@@ -184,10 +188,6 @@ async fn a_name_that_stops_listing_the_replica_a_dial_found_ends_the_backoff_at_
         took < Duration::from_millis(400) && took < delay,
         "connected {took:?} after the name moved, in a wait of {delay:?}"
     );
-    let reached = support::drain(&mut events)
-        .iter()
-        .find_map(connected_to)
-        .expect("a Connected event");
-    assert_eq!(reached, primary.address);
+    assert_eq!(first_connected(&mut events), primary.address);
     client.shutdown().await;
 }

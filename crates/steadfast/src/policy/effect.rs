@@ -234,7 +234,7 @@ pub(crate) fn plan<'a>(
 
 /// What `cmd` does to the link it is sent on.
 pub(crate) fn effect(cmd: &Cmd) -> Effect {
-    let Some(class) = Name::of(cmd).and_then(|name| CLASSES.get(&name)) else {
+    let Some(class) = CLASSES.of(cmd) else {
         return Effect::None;
     };
     match class {

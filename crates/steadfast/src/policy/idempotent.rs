@@ -149,7 +149,7 @@ pub(crate) fn is_idempotent(cmd: &Cmd) -> bool {
 /// Whether `cmd` only reads keys (a cluster replica may serve it). `TOUCH` (updates access
 /// times) and questions about the server (`INFO`, `DBSIZE`, `SCAN` ...: no slot) are not.
 pub(crate) fn is_read_only(cmd: &Cmd) -> bool {
-    Name::of(cmd).and_then(|name| KINDS.get(&name)) == Some(Kind::Read)
+    KINDS.of(cmd) == Some(Kind::Read)
 }
 
 #[cfg(test)]

@@ -70,8 +70,35 @@ impl<T: Copy + 'static> Table<T> {
         }
     }
 
+    /// The entry for `cmd`'s name (its first argument, in any case). A name whose length and
+    /// first letter no entry has is answered before it is upper-cased (most commands a client
+    /// sends are in no table but the read table): `cargo bench -p steadfast --bench policy --
+    /// "plan a pipeline"`.
+    pub(crate) fn of(&self, cmd: &Cmd) -> Option<T> {
+        let Some(Arg::Simple(raw)) = cmd.args_iter().next() else {
+            return None;
+        };
+        if let Some(first) = raw.first()
+            && !self.built().may_hold(raw.len(), first.to_ascii_uppercase())
+        {
+            return None;
+        }
+        self.get(&Name::new(raw)?)
+    }
+
     pub(crate) fn get(&self, name: &Name) -> Option<T> {
-        let built = self.built.get_or_init(|| {
+        let built = self.built();
+        let bytes = name.as_bytes();
+        if let Some(first) = bytes.first()
+            && !built.may_hold(bytes.len(), *first)
+        {
+            return None;
+        }
+        built.names.get(bytes).copied()
+    }
+
+    fn built(&self) -> &Built<T> {
+        self.built.get_or_init(|| {
             let mut starts = [[0u64; 4]; LONGEST + 1];
             let entries = (self.build)();
             for (name, _) in &entries {
@@ -83,15 +110,16 @@ impl<T: Copy + 'static> Table<T> {
                 starts,
                 names: entries.into_iter().collect(),
             }
-        });
-        let bytes = name.as_bytes();
-        if let Some(first) = bytes.first() {
-            let row = built.starts[bytes.len()];
-            if row[usize::from(*first / 64)] & (1 << (first % 64)) == 0 {
-                return None;
-            }
-        }
-        built.names.get(bytes).copied()
+        })
+    }
+}
+
+impl<T> Built<T> {
+    /// Whether some entry is `len` bytes long and starts with `first` (upper case).
+    fn may_hold(&self, len: usize, first: u8) -> bool {
+        self.starts
+            .get(len)
+            .is_some_and(|row| row[usize::from(first / 64)] & (1 << (first % 64)) != 0)
     }
 }
 
@@ -128,6 +156,18 @@ mod tests {
         assert_eq!(Name::new(b"GETSET").and_then(|n| TABLE.get(&n)), None);
         assert!(Name::new(&[b'A'; 33]).is_none());
         assert!(Name::of(&redis::cmd("set")).is_some_and(|n| n.as_bytes() == b"SET"));
+        assert_eq!(
+            TABLE.of(&redis::cmd("hget")),
+            Some(2),
+            "a command, in any case"
+        );
+        assert_eq!(TABLE.of(&redis::cmd("gets")), None);
+        assert_eq!(
+            TABLE.of(&redis::cmd("xget")),
+            None,
+            "filtered before upper-casing"
+        );
+        assert_eq!(TABLE.of(&redis::Cmd::new()), None, "no name at all");
     }
 
     #[test]
