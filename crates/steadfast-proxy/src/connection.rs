@@ -43,6 +43,8 @@ mod cluster;
 mod local;
 mod transaction;
 
+pub(crate) use local::ServerKind;
+
 use crate::backend::{Backend, TxSession};
 use crate::pubsub::{Change, Subscriptions};
 use crate::resp::{self, Protocol, Read};

@@ -110,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) clusters: crate::backend::Clusters,
     /// The single endpoint's shared clients.
     pub(crate) endpoints: crate::backend::Endpoints,
+    /// What the upstream last said it is (`HELLO` tells clients), and when it was asked.
+    pub(crate) upstream_server:
+        std::sync::Mutex<Option<(crate::connection::ServerKind, std::time::Instant)>>,
 }
 
 /// A running proxy.
@@ -153,6 +156,7 @@ impl Proxy {
             closing: CancellationToken::new(),
             clusters: crate::backend::Clusters::default(),
             endpoints: crate::backend::Endpoints::default(),
+            upstream_server: std::sync::Mutex::new(None),
         });
         let (stop_accepting, tasks) = (CancellationToken::new(), TaskTracker::new());
         // The recorder first, so the upstream's first events are counted too.

@@ -58,7 +58,7 @@ async fn a_redis_rs_client_with_its_defaults_works_through_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resp3_client_gets_resp3_replies_and_a_resp2_one_resp2_replies() {
+async fn a_resp3_client_gets_resp3_replies_and_the_servers_version_and_a_resp2_one_resp2_replies() {
     let server = TestServer::start(ip(2), &[]).await;
     let (proxy, address) = proxy_for(&server, None).await;
     let mut raw = TcpStream::connect(address).await.unwrap();
@@ -66,6 +66,29 @@ async fn a_resp3_client_gets_resp3_replies_and_a_resp2_one_resp2_replies() {
     assert!(
         hello.starts_with(b"%7\r\n"),
         "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    // The upstream's own version, as a client that checks features by it expects.
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let told = format!("$7\r\nversion\r\n${}\r\n{version}\r\n", version.len());
+    assert!(
+        String::from_utf8_lossy(&hello).contains(&told),
+        "{} does not tell version {version}",
         String::from_utf8_lossy(&hello)
     );
     exchange(&mut raw, b"HSET h f 1\r\n", b"\r\n").await;

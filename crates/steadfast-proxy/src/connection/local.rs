@@ -1,5 +1,8 @@
 //! The commands a downstream connection's state answers without the server: `HELLO`, `AUTH`,
-//! `SELECT` (through the client, which replays it), `CLIENT ...`.
+//! `SELECT` (through the client, which replays it), `CLIENT ...`. `HELLO` tells the upstream's
+//! own name and version (`INFO server`, asked at most every 10 s and waited for 250 ms).
+
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
@@ -7,7 +10,87 @@ use super::{Connection, text, upper};
 use crate::backend::Backend;
 use crate::resp::{self, Protocol};
 
+/// What the upstream server is, as `HELLO` tells it: `server` and `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerKind {
+    name: String,
+    version: String,
+}
+
+/// How long what the upstream said it is stays good: a rolling upgrade or a failover to a
+/// server of another version is told to the connections made a little later.
+const SERVER_KIND_FOR: Duration = Duration::from_secs(10);
+/// How long a `HELLO` waits for the upstream's `INFO server` before it answers with what was
+/// last known (or [`ServerKind::default`]): a client connecting while the upstream is away
+/// still gets its `HELLO` answered at once.
+const SERVER_KIND_WAIT: Duration = Duration::from_millis(250);
+
+impl Default for ServerKind {
+    /// What a `HELLO` says before the upstream ever answered.
+    fn default() -> Self {
+        Self {
+            name: "redis".to_owned(),
+            version: "7.0.0".to_owned(),
+        }
+    }
+}
+
+impl ServerKind {
+    /// From the text of `INFO server`: Valkey by `valkey_version`, Redis by `redis_version`.
+    pub(crate) fn from_info(info: &[u8]) -> Option<Self> {
+        let info = String::from_utf8_lossy(info);
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        match (field("valkey_version"), field("redis_version")) {
+            (Some(version), _) => Some(Self {
+                name: "valkey".to_owned(),
+                version,
+            }),
+            (None, Some(version)) => Some(Self {
+                name: "redis".to_owned(),
+                version,
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
 impl Connection<'_> {
+    /// What the upstream is: asked with `INFO server` when not known for [`SERVER_KIND_FOR`],
+    /// waited for at most [`SERVER_KIND_WAIT`].
+    async fn upstream_server(&mut self) -> ServerKind {
+        let known = self
+            .shared
+            .upstream_server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((kind, at)) = &known
+            && at.elapsed() < SERVER_KIND_FOR
+        {
+            return kind.clone();
+        }
+        let mut reply = Vec::new();
+        let ask = [b"INFO".to_vec(), b"server".to_vec()];
+        let asked = tokio::time::timeout(SERVER_KIND_WAIT, self.forward(&ask, &mut reply)).await;
+        match asked.ok().and_then(|()| ServerKind::from_info(&reply)) {
+            Some(kind) => {
+                *self
+                    .shared
+                    .upstream_server
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((kind.clone(), Instant::now()));
+                kind
+            }
+            None => known.map(|(kind, _)| kind).unwrap_or_default(),
+        }
+    }
+
     pub(super) async fn hello(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
         let mut protocol = self.protocol;
         let mut at = 1;
@@ -98,10 +181,11 @@ impl Connection<'_> {
         } else {
             2
         };
+        let server = self.upstream_server().await;
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let reply = Value::Map(vec![
-            (bulk("server"), bulk("redis")),
-            (bulk("version"), bulk("7.0.0")),
+            (bulk("server"), bulk(&server.name)),
+            (bulk("version"), bulk(&server.version)),
             (bulk("proto"), Value::Int(version)),
             (
                 bulk("id"),
@@ -275,5 +359,36 @@ impl Connection<'_> {
             self.invalidations = pushes.filter(|_| is_on && self.protocol == Protocol::Resp3);
         }
         out.extend_from_slice(&reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerKind;
+
+    #[test]
+    fn info_server_names_the_server_and_its_version_and_valkey_wins_over_its_redis_compatibility_field()
+     {
+        let redis = ServerKind::from_info(
+            b"$40\r\n# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n",
+        );
+        assert_eq!(
+            redis,
+            Some(ServerKind {
+                name: "redis".into(),
+                version: "7.0.15".into()
+            })
+        );
+        let valkey =
+            ServerKind::from_info(b"# Server\nredis_version:7.2.4\nvalkey_version:8.0.1\n");
+        assert_eq!(
+            valkey,
+            Some(ServerKind {
+                name: "valkey".into(),
+                version: "8.0.1".into()
+            })
+        );
+        assert_eq!(ServerKind::from_info(b"-NOPERM no INFO for you\r\n"), None);
+        assert_eq!(ServerKind::from_info(b"redis_version:\r\n"), None, "empty");
     }
 }
