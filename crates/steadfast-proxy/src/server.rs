@@ -112,7 +112,7 @@ pub(crate) struct Shared {
     pub(crate) endpoints: crate::backend::Endpoints,
     /// What the upstream last said it is (`HELLO` tells clients), and when it was asked.
     pub(crate) upstream_server:
-        std::sync::Mutex<Option<(crate::connection::ServerKind, std::time::Instant)>>,
+        std::sync::Mutex<Option<(crate::connection::ServerKind, tokio::time::Instant)>>,
 }
 
 /// A running proxy.

@@ -2,7 +2,9 @@
 //! `SELECT` (through the client, which replays it), `CLIENT ...`. `HELLO` tells the upstream's
 //! own name and version (`INFO server`, asked at most every 10 s and waited for 250 ms).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use redis::Value;
 
