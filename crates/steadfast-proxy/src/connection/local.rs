@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use redis::Value;
+use tokio::time::Instant;
 
 use super::{Connection, text, upper};
 use crate::backend::Backend;
