@@ -271,6 +271,88 @@ async fn a_slow_consumer_is_told_the_count_of_what_was_dropped_without_waiting_f
     client.shutdown().await;
 }
 
+/// Fills a subscriber's queue of 10 with `published` messages it does not read, kills its link,
+/// waits until it has subscribed again, then reads: the numbers, the gaps, and when the link
+/// was killed.
+async fn link_lost_while_behind(published: u64) -> (Vec<u64>, Vec<Gap>, std::time::SystemTime) {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let mut config = config_for(&server);
+    config.command.subscriber_buffer = 10;
+    let client = connected(config).await;
+    let mut events = client.events();
+    let mut subscriber = client.subscriber().unwrap();
+    subscriber.subscribe(&["behind"]).await.unwrap();
+    let mut admin = server.admin().await;
+    for n in 0..published {
+        let _: i64 = admin.publish("behind", format!("n:{n}")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed_at = std::time::SystemTime::now();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    // The link-lost gap finds no room in the queue: the follower subscribes again and keeps it
+    // for when the application makes room.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::SubscriptionGap {
+                is_slow_consumer: false,
+                ..
+            }) = events.recv().await
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("subscribed again within 5 s");
+    let (mut numbers, gaps) = read_for(&mut subscriber, Duration::from_millis(300)).await;
+    let _: i64 = admin.publish("behind", "n:100").await.unwrap();
+    let (after, _) = read_for(&mut subscriber, Duration::from_millis(300)).await;
+    numbers.extend(after);
+    client.shutdown().await;
+    (numbers, gaps, killed_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_lost_while_the_queue_is_full_is_told_once_there_is_room() {
+    let (numbers, gaps, killed_at) = link_lost_while_behind(10).await;
+    let mut expected: Vec<u64> = (0..10).collect();
+    expected.push(100);
+    assert_eq!(
+        numbers, expected,
+        "the buffer's worth, then what came after"
+    );
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = &gaps[0];
+    assert!(matches!(gap.cause, GapCause::LinkLost(_)), "{gap:?}");
+    assert!(
+        gap.from <= killed_at && gap.until >= killed_at,
+        "the gap covers the lost link: {gap:?}, killed at {killed_at:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_lost_after_messages_were_dropped_is_folded_into_the_slow_consumer_gap() {
+    let (numbers, gaps, killed_at) = link_lost_while_behind(15).await;
+    let mut expected: Vec<u64> = (0..10).collect();
+    expected.push(100);
+    assert_eq!(numbers, expected);
+    assert_eq!(gaps.len(), 1, "one gap tells both losses: {gaps:?}");
+    let gap = &gaps[0];
+    assert_eq!(gap.cause, GapCause::SlowConsumer { dropped: 5 });
+    assert!(
+        gap.from <= killed_at && gap.until >= killed_at,
+        "the gap covers the lost link: {gap:?}, killed at {killed_at:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribing_on_the_shared_client_points_to_the_subscriber() {
     init_tracing();

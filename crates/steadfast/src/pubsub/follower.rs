@@ -176,7 +176,7 @@ impl Follower {
     }
 
     fn tell_gap(&self, open: Open, wanted: &[(Kind, String)], dropped: &mut Dropped) {
-        let gap = gap_of(wanted, open.from, GapCause::LinkLost(open.why));
+        let gap = gap_of(wanted, open.from, GapCause::LinkLost(open.why.clone()));
         self.emitter.emit(Event::SubscriptionGap {
             subscriptions: wanted.len(),
             lasted: gap.until.duration_since(gap.from).unwrap_or_default(),
@@ -184,10 +184,11 @@ impl Follower {
         });
         tracing::info!(?gap, "subscriptions made again after a gap");
         if self.deliver.try_send(Delivery::Gap(gap)).is_err() {
-            // No room: the application is behind. The slow-consumer gap told once there is
-            // room starts where this one did, so the stream still marks it.
+            // No room: the application is behind. Told once there is room: as this lost
+            // link when nothing was dropped, else within the slow-consumer gap, which then
+            // starts no later than this one, so the stream still marks it.
             tracing::warn!("subscriber queue full: the gap is told with the dropped messages");
-            dropped.cover(open.from);
+            dropped.cover(open.from, open.why);
         }
     }
 
@@ -227,18 +228,22 @@ impl Follower {
             return;
         };
         let wanted = self.snapshot();
-        let gap = gap_of(
-            &wanted,
-            since,
-            GapCause::SlowConsumer {
-                dropped: dropped.count,
-            },
-        );
+        // A lost link folded in with nothing dropped is told as what it was.
+        let (cause, is_slow_consumer) = match dropped.lost_link.take() {
+            Some(why) if dropped.count == 0 => (GapCause::LinkLost(why), false),
+            _ => (
+                GapCause::SlowConsumer {
+                    dropped: dropped.count,
+                },
+                true,
+            ),
+        };
+        let gap = gap_of(&wanted, since, cause);
         permit.send(Delivery::Gap(gap));
         self.emitter.emit(Event::SubscriptionGap {
             subscriptions: wanted.len(),
             lasted: since.elapsed().unwrap_or_default(),
-            is_slow_consumer: true,
+            is_slow_consumer,
         });
         *dropped = Dropped::default();
     }
@@ -275,11 +280,14 @@ impl Follower {
     }
 }
 
-/// Messages dropped for a slow consumer since the last slow-consumer gap.
+/// Messages dropped for a slow consumer since the last slow-consumer gap, and a lost link's
+/// gap that found no room in the queue either.
 #[derive(Default)]
 struct Dropped {
     count: u64,
     since: Option<SystemTime>,
+    /// Why the link was lost, when its gap is folded in here.
+    lost_link: Option<String>,
 }
 
 impl Dropped {
@@ -288,9 +296,11 @@ impl Dropped {
         self.since.get_or_insert_with(SystemTime::now);
     }
 
-    /// Widens the gap to be told so it starts no later than `from`.
-    fn cover(&mut self, from: SystemTime) {
+    /// Widens the gap to be told so it starts no later than `from`, where a link was lost
+    /// (`why`).
+    fn cover(&mut self, from: SystemTime, why: String) {
         self.since = Some(self.since.map_or(from, |since| since.min(from)));
+        self.lost_link.get_or_insert(why);
     }
 }
 
