@@ -353,7 +353,21 @@ async fn a_batch_cut_off_by_a_kill_sends_its_idempotent_commands_again_and_tells
             .query_async(&mut direct)
             .await;
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Until the server is busy: a PING on a connection of its own goes unanswered for 50 ms.
+    let busy_by = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut probe = TcpStream::connect(server.address).await.unwrap();
+        probe.write_all(b"PING\r\n").await.unwrap();
+        let mut pong = [0u8; 16];
+        if tokio::time::timeout(Duration::from_millis(50), probe.read(&mut pong))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(Instant::now() < busy_by, "the server never got busy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     raw.write_all(b"SET a 1\r\nINCR n\r\nGET a\r\n")
         .await
         .unwrap();
