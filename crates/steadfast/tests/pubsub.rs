@@ -58,6 +58,18 @@ impl Publisher {
     }
 }
 
+/// Kills the server's one subscriber connection (`CLIENT KILL TYPE pubsub`).
+async fn kill_the_subscriber_link(admin: &mut redis::aio::MultiplexedConnection) {
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+}
+
 /// Reads deliveries for `lasting`: the numbers received, and the gaps.
 async fn read_for(subscriber: &mut Subscriber, lasting: Duration) -> (Vec<u64>, Vec<Gap>) {
     let (mut numbers, mut gaps) = (Vec::new(), Vec::new());
@@ -161,14 +173,7 @@ async fn a_killed_subscriber_link_comes_back_subscribed_and_every_missing_messag
     assert!(gaps.is_empty(), "{gaps:?}");
 
     let mut admin = server.admin().await;
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(killed, 1);
+    kill_the_subscriber_link(&mut admin).await;
     let (more, more_gaps) = read_for(&mut subscriber, Duration::from_millis(700)).await;
     received.extend(more);
     gaps.extend(more_gaps);
@@ -287,16 +292,25 @@ async fn link_lost_while_behind(published: u64) -> (Vec<u64>, Vec<Gap>, std::tim
     for n in 0..published {
         let _: i64 = admin.publish("behind", format!("n:{n}")).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the server has handed them all to the subscriber's socket: what the kernel holds
+    // is read before the end of the stream.
+    let written_by = Instant::now() + Duration::from_secs(2);
+    loop {
+        let listing: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if listing.contains(" obl=0 ") && listing.contains(" oll=0 ") {
+            break;
+        }
+        assert!(Instant::now() < written_by, "still buffered: {listing}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let killed_at = std::time::SystemTime::now();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(killed, 1);
+    kill_the_subscriber_link(&mut admin).await;
     // The link-lost gap finds no room in the queue: the follower subscribes again and keeps it
     // for when the application makes room.
     tokio::time::timeout(Duration::from_secs(5), async {

@@ -177,11 +177,7 @@ impl Follower {
 
     fn tell_gap(&self, open: Open, wanted: &[(Kind, String)], dropped: &mut Dropped) {
         let gap = gap_of(wanted, open.from, GapCause::LinkLost(open.why.clone()));
-        self.emitter.emit(Event::SubscriptionGap {
-            subscriptions: wanted.len(),
-            lasted: gap.until.duration_since(gap.from).unwrap_or_default(),
-            is_slow_consumer: false,
-        });
+        let lasted = gap.until.duration_since(gap.from).unwrap_or_default();
         tracing::info!(?gap, "subscriptions made again after a gap");
         if self.deliver.try_send(Delivery::Gap(gap)).is_err() {
             // No room: the application is behind. Told once there is room: as this lost
@@ -190,6 +186,12 @@ impl Follower {
             tracing::warn!("subscriber queue full: the gap is told with the dropped messages");
             dropped.cover(open.from, open.why);
         }
+        // After the attempt: whoever acts on the event finds the gap queued or folded in.
+        self.emitter.emit(Event::SubscriptionGap {
+            subscriptions: wanted.len(),
+            lasted,
+            is_slow_consumer: false,
+        });
     }
 
     /// Hands a message to the application, or counts it dropped.
@@ -240,11 +242,14 @@ impl Follower {
         };
         let gap = gap_of(&wanted, since, cause);
         permit.send(Delivery::Gap(gap));
-        self.emitter.emit(Event::SubscriptionGap {
-            subscriptions: wanted.len(),
-            lasted: since.elapsed().unwrap_or_default(),
-            is_slow_consumer,
-        });
+        // A lost link folded in alone had its event when it was lost.
+        if is_slow_consumer {
+            self.emitter.emit(Event::SubscriptionGap {
+                subscriptions: wanted.len(),
+                lasted: since.elapsed().unwrap_or_default(),
+                is_slow_consumer,
+            });
+        }
         *dropped = Dropped::default();
     }
 
