@@ -111,6 +111,19 @@ impl EndpointConfig {
     pub(crate) fn expects_primary(&self) -> bool {
         self.role == ExpectedRole::Primary
     }
+
+    /// The name's addresses now, asked of the resolver; `None` when the lookup failed, took
+    /// longer than `limit` or listed nothing (a look that saw nothing).
+    pub(crate) async fn addresses_within(
+        &self,
+        limit: Duration,
+    ) -> Option<Vec<std::net::SocketAddr>> {
+        let lookup = self.resolver.resolve(&self.host, self.port);
+        match tokio::time::timeout(limit, lookup).await {
+            Ok(Ok(addresses)) if !addresses.is_empty() => Some(addresses),
+            _ => None,
+        }
+    }
 }
 
 impl Default for EndpointConfig {

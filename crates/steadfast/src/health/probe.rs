@@ -27,16 +27,13 @@ pub(super) async fn look_at_name(config: &Config, old: &Link) -> Name {
     let Some(old_address) = old.address.tcp() else {
         return Name::Silent;
     };
-    let lookup = endpoint.resolver.resolve(&endpoint.host, endpoint.port);
-    match timeout(config.health.probe_timeout, lookup).await {
-        Ok(Ok(addresses)) if !addresses.is_empty() && !addresses.contains(&old_address) => {
-            Name::Moved(format!(
-                "{} now resolves to {addresses:?}, not {}",
-                endpoint.host, old.address
-            ))
-        }
-        Ok(Ok(addresses)) if !addresses.is_empty() => Name::Lists(addresses),
-        _ => Name::Silent,
+    match endpoint.addresses_within(config.health.probe_timeout).await {
+        Some(addresses) if !addresses.contains(&old_address) => Name::Moved(format!(
+            "{} now resolves to {addresses:?}, not {}",
+            endpoint.host, old.address
+        )),
+        Some(addresses) => Name::Lists(addresses),
+        None => Name::Silent,
     }
 }
 

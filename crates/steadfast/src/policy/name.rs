@@ -78,12 +78,13 @@ impl<T: Copy + 'static> Table<T> {
         let Some(Arg::Simple(raw)) = cmd.args_iter().next() else {
             return None;
         };
+        let built = self.built();
         if let Some(first) = raw.first()
-            && !self.built().may_hold(raw.len(), first.to_ascii_uppercase())
+            && !built.may_hold(raw.len(), first.to_ascii_uppercase())
         {
             return None;
         }
-        self.get(&Name::new(raw)?)
+        built.names.get(Name::new(raw)?.as_bytes()).copied()
     }
 
     pub(crate) fn get(&self, name: &Name) -> Option<T> {

@@ -286,9 +286,7 @@ async fn name_leaves(
     let every = name_look_interval(delay);
     loop {
         tokio::time::sleep(every).await;
-        let lookup = endpoint.resolver.resolve(&endpoint.host, endpoint.port);
-        if let Ok(Ok(addresses)) = tokio::time::timeout(config.health.probe_timeout, lookup).await
-            && !addresses.is_empty()
+        if let Some(addresses) = endpoint.addresses_within(config.health.probe_timeout).await
             && !addresses.contains(&replica)
         {
             debug!(%replica, ?addresses, "the name no longer lists the replica; dialling now");
