@@ -133,10 +133,7 @@ pub(crate) enum UnderTest {
         url: String,
         connection: Mutex<Option<ClusterConnection>>,
     },
-    Direct {
-        primaries: Vec<std::net::SocketAddr>,
-        connections: Vec<Mutex<Option<MultiplexedConnection>>>,
-    },
+    Direct(Vec<DirectShard>),
     ThroughProxy {
         proxy: steadfast_proxy::Proxy,
         url: String,
@@ -197,10 +194,7 @@ impl UnderTest {
                 let primaries = primaries
                     .ok_or("the direct floor needs a cluster")?
                     .to_vec();
-                Self::Direct {
-                    connections: primaries.iter().map(|_| Mutex::new(None)).collect(),
-                    primaries,
-                }
+                Self::Direct(primaries.into_iter().map(DirectShard::new).collect())
             }
             ClientKind::ThroughProxy => {
                 // The proxy's upstream: its defaults, with the scenario's opt-ins (each
@@ -284,21 +278,16 @@ impl UnderTest {
                 .await?;
                 set_get(&mut connection, key, value).await
             }
-            Self::Direct {
-                primaries,
-                connections,
-            } => {
-                let slot = steadfast::cluster::key_slot(key.as_bytes());
-                let shard = (0..primaries.len())
-                    .find(|&s| crate::cluster::shard_slots(s, primaries.len()).contains(&slot))
-                    .unwrap_or(0);
-                let mut connection = made_once(&connections[shard], async {
-                    redis::Client::open(format!("redis://{}/", primaries[shard]))?
-                        .get_multiplexed_async_connection()
-                        .await
-                })
-                .await?;
-                set_get(&mut connection, key, value).await
+            Self::Direct(shards) => {
+                let shard = DirectShard::of(shards, key.as_bytes());
+                let mut connection = shard.connection().await?;
+                match set_get_raw(&mut connection, key, value).await {
+                    Err(e) if shard.follows(&e).await => {
+                        let mut connection = shard.connection().await?;
+                        set_get(&mut connection, key, value).await
+                    }
+                    outcome => outcome.map_err(|e| kind_of(&e)),
+                }
             }
             Self::Manager { url, connection } => {
                 let mut connection = made_once(connection, async {
@@ -351,25 +340,17 @@ impl UnderTest {
                 .map_err(not_sent)?;
                 cmd.query_async(&mut connection).await
             }
-            Self::Direct {
-                primaries,
-                connections,
-            } => {
-                let key = steadfast::cluster::command_keys(cmd)
-                    .first()
-                    .map(|k| steadfast::cluster::key_slot(k))
-                    .unwrap_or(0);
-                let shard = (0..primaries.len())
-                    .find(|&s| crate::cluster::shard_slots(s, primaries.len()).contains(&key))
-                    .unwrap_or(0);
-                let mut connection = made_once(&connections[shard], async {
-                    redis::Client::open(format!("redis://{}/", primaries[shard]))?
-                        .get_multiplexed_async_connection()
-                        .await
-                })
-                .await
-                .map_err(not_sent)?;
-                cmd.query_async(&mut connection).await
+            Self::Direct(shards) => {
+                let keys = steadfast::cluster::command_keys(cmd);
+                let shard = DirectShard::of(shards, keys.first().map_or(&[][..], |k| &k[..]));
+                let mut connection = shard.connection().await.map_err(not_sent)?;
+                match cmd.query_async(&mut connection).await {
+                    Err(e) if shard.follows(&e).await => {
+                        let mut connection = shard.connection().await.map_err(not_sent)?;
+                        cmd.query_async(&mut connection).await
+                    }
+                    outcome => outcome,
+                }
             }
         }
     }
@@ -404,18 +385,85 @@ async fn set_get<C: redis::aio::ConnectionLike>(
     key: &str,
     value: u64,
 ) -> Result<(), String> {
+    set_get_raw(connection, key, value)
+        .await
+        .map_err(|e| kind_of(&e))
+}
+
+async fn set_get_raw<C: redis::aio::ConnectionLike>(
+    connection: &mut C,
+    key: &str,
+    value: u64,
+) -> redis::RedisResult<()> {
     redis::cmd("SET")
         .arg(key)
         .arg(value)
         .query_async::<()>(connection)
-        .await
-        .map_err(|e| kind_of(&e))?;
+        .await?;
     redis::cmd("GET")
         .arg(key)
         .query_async::<Option<u64>>(connection)
         .await
         .map(drop)
-        .map_err(|e| kind_of(&e))
+}
+
+/// One shard of the direct floor: a connection to the node that owns its slots. A `MOVED`
+/// re-points it at the node named, as any cluster client would, so that after a failover the
+/// floor carries the same load as the clients it is the floor of (writes to the new primary,
+/// replicated), not cheap refusals.
+pub(crate) struct DirectShard {
+    address: std::sync::Mutex<String>,
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl DirectShard {
+    fn new(primary: std::net::SocketAddr) -> Self {
+        Self {
+            address: std::sync::Mutex::new(primary.to_string()),
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// The shard of `shards` that holds `key`'s slot in the lab's layout.
+    fn of<'a>(shards: &'a [Self], key: &[u8]) -> &'a Self {
+        let slot = steadfast::cluster::key_slot(key);
+        (0..shards.len())
+            .find(|&s| crate::cluster::shard_slots(s, shards.len()).contains(&slot))
+            .map_or(&shards[0], |s| &shards[s])
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        let address = self
+            .address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        made_once(&self.connection, async {
+            redis::Client::open(format!("redis://{address}/"))?
+                .get_multiplexed_async_connection()
+                .await
+        })
+        .await
+    }
+
+    /// Whether `error` is a `MOVED` to another node, which this shard now points at (its next
+    /// connection is made there).
+    async fn follows(&self, error: &redis::RedisError) -> bool {
+        if error.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::Moved) {
+            return false;
+        }
+        let Some((host, port)) = error.redirect_node() else {
+            return false;
+        };
+        let next = format!("{host}:{port}");
+        let mut connection = self.connection.lock().await;
+        let mut address = self.address.lock().unwrap_or_else(|e| e.into_inner());
+        if *address != next {
+            *address = next;
+            *connection = None;
+        }
+        true
+    }
 }
 
 /// A short name for an error, for the report: the server's code, or what kind of failure.
