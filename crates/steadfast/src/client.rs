@@ -408,6 +408,7 @@ fn start_core(
         let hold = shared.dedicated.as_ref().map(|d| d.hold.clone());
         maintenance::azure_watch::spawn(
             shared.link_parts(),
+            Arc::clone(&shared.timeouts),
             &connector,
             hold,
             cancel.clone(),

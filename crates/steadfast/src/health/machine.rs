@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::probe::Name;
 use crate::backoff::{Backoff, Jitter};
 use crate::config::HealthConfig;
+use crate::shared::timeouts::Alert;
 use crate::verdict::Verdict;
 
 /// The longest pause between probes of a link that stays stalled.
@@ -49,6 +50,8 @@ pub(super) struct LinkFacts {
     pub(super) read_stall: Duration,
     /// The link's TCP address, if it has one.
     pub(super) address: Option<SocketAddr>,
+    /// Announced maintenance: from its start the link is watched closely.
+    pub(super) alert: Option<Alert>,
 }
 
 /// What the driver does.
@@ -155,8 +158,14 @@ impl Monitor {
             self.ping = None;
             plan.actions.push(Action::DropPing);
         }
+        let is_alert = link.alert.is_some_and(|a| a.from <= now);
+        let read_stall = if is_alert {
+            self.alert_stall()
+        } else {
+            link.read_stall
+        };
         if !self.is_probing && !self.is_looking_at_name {
-            plan.next_look = Some(self.next_look(link, now));
+            plan.next_look = Some(self.next_look(link, read_stall, now));
         }
         if link.generation != self.watched {
             self.watch(link, now, &mut plan);
@@ -185,7 +194,10 @@ impl Monitor {
             }
             self.next_probe_at = now + self.probe_backoff.next().unwrap_or(PROBE_BACKOFF_MAX);
         }
-        if link.stalled_for >= link.read_stall {
+        if is_alert {
+            self.look_at_name(now, &mut plan);
+        }
+        if link.stalled_for >= read_stall {
             self.suspect(link, now, &mut plan);
         } else if link.stalled_for.is_zero() {
             if link.in_flight == 0 {
@@ -245,13 +257,25 @@ impl Monitor {
     /// could first become suspect (`read_stall` after its last progress); never later than
     /// the configured `read_stall` (a command may start, or a relaxed threshold end, while the
     /// monitor sleeps), never sooner than a tick (a suspect link is looked at every tick).
-    fn next_look(&self, link: &LinkFacts, now: Instant) -> Instant {
+    /// During an alert every tick; before one, at its start at the latest.
+    fn next_look(&self, link: &LinkFacts, read_stall: Duration, now: Instant) -> Instant {
         let due = if link.in_flight == 0 {
             link.last_traffic + self.ping_interval
         } else {
-            now + link.read_stall.saturating_sub(link.stalled_for)
+            now + read_stall.saturating_sub(link.stalled_for)
+        };
+        let due = match link.alert {
+            Some(alert) if alert.from <= now => now,
+            Some(alert) => due.min(alert.from),
+            None => due,
         };
         due.min(now + self.read_stall).max(now + self.tick)
+    }
+
+    /// The read-stall threshold during an alert: a quarter of the configured one, at least a
+    /// tick. Suspicion only looks and asks (the name, a probe); it never drops a link.
+    fn alert_stall(&self) -> Duration {
+        (self.read_stall / 4).max(self.tick)
     }
 
     /// A new link: watch it afresh, abandoning what was under way for the old one.
@@ -268,15 +292,20 @@ impl Monitor {
         }
     }
 
-    /// A suspect link: look at the name on every tick (cheap), probe with backoff (a
-    /// connection).
-    fn suspect(&mut self, link: &LinkFacts, now: Instant, plan: &mut Plan) {
-        plan.actions.push(Action::WakeStallWaiters);
+    /// Resolves the name, unless a lookup is under way or one was started less than a tick ago.
+    fn look_at_name(&mut self, now: Instant, plan: &mut Plan) {
         if !self.is_looking_at_name && now >= self.next_name_look_at {
             self.next_name_look_at = now + self.tick;
             self.is_looking_at_name = true;
             plan.actions.push(Action::LookAtName);
         }
+    }
+
+    /// A suspect link: look at the name on every tick (cheap), probe with backoff (a
+    /// connection).
+    fn suspect(&mut self, link: &LinkFacts, now: Instant, plan: &mut Plan) {
+        plan.actions.push(Action::WakeStallWaiters);
+        self.look_at_name(now, plan);
         if !self.is_probing && now >= self.next_probe_at {
             self.is_probing = true;
             plan.actions.push(Action::Probe {

@@ -143,6 +143,7 @@ async fn run(watched: Watched, cancel: CancellationToken, tasks: TaskTracker) {
             last_traffic: link.activity.last_traffic(),
             read_stall: timeouts.read_stall(),
             address: link.address.tcp(),
+            alert: timeouts.alert(now),
         });
         let plan = monitor.step(news, facts.as_ref(), now);
         next_look = plan.next_look.unwrap_or(now + tick);

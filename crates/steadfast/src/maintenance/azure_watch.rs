@@ -13,6 +13,10 @@
 //!   same moment blocking commands hold off the announced server (`shared::dedicated::Hold`):
 //!   one blocked there is unblocked and sent again once the shared link has moved to another
 //!   address (or 10 s after the start), so it does not die with the server.
+//! - From `StartTimeInUTC` on, for `shared::timeouts::ALERT_SPAN` (15 s), the health monitor
+//!   watches the link closely: it resolves the name on every tick (100 ms) and suspects a link
+//!   that has read nothing for a quarter of `health.read_stall` (then probes it), so a server
+//!   that goes at the start is left within a few ticks even when the name moved only then.
 //! - `FailoverComplete`, `ScaleComplete`, `Ended`: the role behind the link is checked again with
 //!   `ROLE`; a link that no longer reaches a primary is replaced.
 //! - A cluster node's client only reports the event: the cluster router acts on it for the node
@@ -63,6 +67,7 @@ const MESSAGES: usize = 256;
 /// Starts the listener; it ends with the client.
 pub(crate) fn spawn(
     parts: LinkParts,
+    timeouts: std::sync::Arc<crate::shared::Timeouts>,
     connector: &Connector,
     hold: Option<Hold>,
     cancel: CancellationToken,
@@ -73,7 +78,7 @@ pub(crate) fn spawn(
     let connector = connector.for_listener(messages.clone());
     tasks.spawn(async move {
         tokio::select! {
-            () = listen(parts, connector, hold, messages, cancel.clone(), tracker) => {}
+            () = listen(parts, &timeouts, connector, hold, messages, cancel.clone(), tracker) => {}
             () = cancel.cancelled() => {}
         }
     });
@@ -81,6 +86,7 @@ pub(crate) fn spawn(
 
 async fn listen(
     parts: LinkParts,
+    timeouts: &crate::shared::Timeouts,
     connector: Connector,
     hold: Option<Hold>,
     messages: tokio::sync::broadcast::Sender<redis::PushInfo>,
@@ -124,7 +130,9 @@ async fn listen(
                         continue;
                     };
                     match azure::parse(&payload) {
-                        Some(event) => react(&parts, hold.as_ref(), event, &cancel, &tasks),
+                        Some(event) => {
+                            react(&parts, timeouts, hold.as_ref(), event, &cancel, &tasks);
+                        }
                         None => debug!(%payload, "not an Azure maintenance event"),
                     }
                 }
@@ -162,6 +170,7 @@ async fn subscribe(connector: &Connector) -> Result<Link, String> {
 
 fn react(
     parts: &LinkParts,
+    timeouts: &crate::shared::Timeouts,
     hold: Option<&Hold>,
     event: AzureEvent,
     cancel: &CancellationToken,
@@ -181,6 +190,13 @@ fn react(
             let Some(start) = event.start_time else {
                 return;
             };
+            // From the start, the health monitor watches the link closely: the server goes
+            // away around then, and where the name moves only at the start (or the fresh link
+            // below still reached the server named) it is seen within a tick, not a read stall.
+            timeouts.alert_from(
+                tokio::time::Instant::now()
+                    + start.duration_since(SystemTime::now()).unwrap_or_default(),
+            );
             let lead = parts.config.maintenance.azure_lead;
             let delay = start
                 .duration_since(SystemTime::now())

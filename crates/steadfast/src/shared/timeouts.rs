@@ -1,8 +1,11 @@
 //! The command deadline and the read-stall threshold in force now: relaxed while announced
-//! maintenance runs, as configured otherwise.
+//! maintenance runs, as configured otherwise; and the window after an announced start during
+//! which the health monitor watches the link closely ([`Timeouts::alert`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::emitter::Emitter;
@@ -18,6 +21,23 @@ pub(crate) struct Timeouts {
     relaxed_deadline: Duration,
     read_stall: Duration,
     relaxed_read_stall: Duration,
+    /// From each announced maintenance start to [`ALERT_SPAN`] after it, earliest first
+    /// (never read by commands).
+    alerts: std::sync::Mutex<Vec<Alert>>,
+}
+
+/// How long after an announced start the link is watched closely: the server named goes away
+/// around the start, and a switch seen in the first seconds is the one that matters.
+pub(crate) const ALERT_SPAN: Duration = Duration::from_secs(15);
+/// At most this many announced starts are remembered.
+const ALERTS: usize = 4;
+
+/// A window in which the health monitor watches the link closely: it looks at the name on
+/// every tick and suspects a stall sooner (`health` module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Alert {
+    pub(crate) from: Instant,
+    pub(crate) until: Instant,
 }
 
 impl Timeouts {
@@ -31,7 +51,28 @@ impl Timeouts {
             relaxed_deadline: config.command.deadline.max(relaxed),
             read_stall: config.health.read_stall,
             relaxed_read_stall: config.health.read_stall.max(relaxed),
+            alerts: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Watch closely from `from` (an announced start) for [`ALERT_SPAN`]. Windows already
+    /// over are forgotten; of more than [`ALERTS`] pending, the latest starts are dropped.
+    pub(crate) fn alert_from(&self, from: Instant) {
+        let now = Instant::now();
+        let mut alerts = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        alerts.retain(|a| now < a.until);
+        alerts.push(Alert {
+            from,
+            until: from + ALERT_SPAN,
+        });
+        alerts.sort_by_key(|a| a.from);
+        alerts.truncate(ALERTS);
+    }
+
+    /// The first alert window not over at `now`.
+    pub(crate) fn alert(&self, now: Instant) -> Option<Alert> {
+        let alerts = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        alerts.iter().copied().find(|a| now < a.until)
     }
 
     /// The command deadline now.
@@ -93,6 +134,36 @@ mod tests {
         timeouts.set_relaxed(true, &emitter);
         assert_eq!(timeouts.deadline(), Duration::from_secs(30));
         assert_eq!(timeouts.read_stall(), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn an_alert_lasts_its_span_from_the_announced_start_and_a_later_start_follows_it() {
+        let timeouts = Timeouts::new(&config(5, 1, 10));
+        let now = Instant::now();
+        assert_eq!(timeouts.alert(now), None, "no alert before an announcement");
+        let start = now + Duration::from_secs(3);
+        timeouts.alert_from(start);
+        let alert = timeouts
+            .alert(now)
+            .expect("an alert announced for later is kept");
+        assert_eq!((alert.from, alert.until), (start, start + ALERT_SPAN));
+        assert_eq!(
+            timeouts.alert(start + ALERT_SPAN),
+            None,
+            "over after its span"
+        );
+        let later = start + Duration::from_secs(60);
+        timeouts.alert_from(later);
+        assert_eq!(
+            timeouts.alert(now).map(|a| a.from),
+            Some(start),
+            "a later start waits its turn"
+        );
+        assert_eq!(
+            timeouts.alert(start + ALERT_SPAN).map(|a| a.from),
+            Some(later),
+            "and comes once the first is over"
+        );
     }
 
     #[test]

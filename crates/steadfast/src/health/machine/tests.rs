@@ -36,6 +36,7 @@ impl Bench {
             last_traffic: start,
             read_stall: Duration::from_secs(1),
             address: Some(address(1)),
+            alert: None,
         };
         let first = monitor.step(News::Timer, Some(&link), start);
         assert!(first.actions.is_empty(), "a new link: {first:?}");
@@ -333,4 +334,89 @@ fn without_a_link_the_ping_is_given_up_and_nothing_else_happens() {
     let plan = bench.monitor.step(News::Timer, None, bench.at(1100 * MS));
     assert_eq!(plan.actions, [Action::DropPing]);
     assert_eq!(plan.next_look, None);
+}
+
+/// An alert (announced maintenance) starting `from` after the bench's start.
+fn alert_at(bench: &mut Bench, from: Duration) {
+    let from = bench.at(from);
+    bench.link.alert = Some(Alert {
+        from,
+        until: from + Duration::from_secs(15),
+    });
+}
+
+#[test]
+fn an_announced_start_wakes_the_monitor_and_from_then_the_name_is_looked_at_every_tick() {
+    let mut bench = Bench::new();
+    alert_at(&mut bench, 300 * MS);
+    let before = bench.step(News::Timer, 100 * MS);
+    assert!(
+        before.actions.is_empty(),
+        "nothing before the start: {before:?}"
+    );
+    assert_eq!(
+        before.next_look,
+        Some(bench.at(300 * MS)),
+        "an idle link is looked at again at the announced start, not at its heartbeat"
+    );
+    let start = bench.step(News::Timer, 300 * MS);
+    assert_eq!(start.actions, [Action::LookAtName]);
+    let answered = bench.step(
+        News::NameLooked(Some(Name::Lists(vec![address(1)]))),
+        310 * MS,
+    );
+    assert!(
+        answered.actions.is_empty(),
+        "one look per tick: {answered:?}"
+    );
+    assert_eq!(answered.next_look, Some(bench.at(410 * MS)));
+    let next = bench.step(News::Timer, 410 * MS);
+    assert_eq!(next.actions, [Action::LookAtName], "and again a tick later");
+}
+
+#[test]
+fn during_an_alert_a_name_that_moved_has_the_link_replaced_without_waiting_for_a_stall() {
+    let mut bench = Bench::new();
+    alert_at(&mut bench, Duration::ZERO);
+    bench.step(News::Timer, 100 * MS);
+    let moved = bench.step(
+        News::NameLooked(Some(Name::Moved("now 10.0.0.2".into()))),
+        120 * MS,
+    );
+    assert!(
+        moved
+            .actions
+            .contains(&Action::ReportMoved("now 10.0.0.2".into())),
+        "{moved:?}"
+    );
+}
+
+#[test]
+fn during_an_alert_a_link_is_suspect_after_a_quarter_of_the_read_stall() {
+    let mut bench = Bench::new();
+    alert_at(&mut bench, Duration::ZERO);
+    bench.busy_since(100 * MS, 300 * MS);
+    let early = bench.step(News::Timer, 300 * MS);
+    assert!(
+        !Bench::probes(&early),
+        "200 ms is not yet a stall: {early:?}"
+    );
+    bench.busy_since(100 * MS, 350 * MS);
+    let stalled = bench.step(News::Timer, 350 * MS);
+    assert!(Bench::probes(&stalled), "250 ms is: {stalled:?}");
+}
+
+#[test]
+fn without_an_alert_a_quarter_of_the_read_stall_is_no_stall() {
+    let mut bench = Bench::new();
+    bench.busy_since(100 * MS, 350 * MS);
+    let plan = bench.step(News::Timer, 350 * MS);
+    assert!(
+        !Bench::probes(&plan),
+        "no alert, no early suspicion: {plan:?}"
+    );
+    assert!(
+        !plan.actions.contains(&Action::LookAtName),
+        "nor a look at the name: {plan:?}"
+    );
 }
