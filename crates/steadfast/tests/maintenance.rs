@@ -7,9 +7,12 @@ mod support;
 
 use std::time::Duration;
 
+use steadfast::connect::resolve::StaticResolver;
 use steadfast::maintenance::azure::{AzureEventKind, CHANNEL};
 use steadfast::{AzureEvents, DisconnectReason, Event, MaintenanceNotice};
-use support::{RedisServer, Workload, config_for, connected, drain, init_tracing, utc_in};
+use support::{
+    RedisServer, Workload, config_for, config_resolving, connected, drain, init_tracing, utc_in,
+};
 use tokio::time::Instant;
 
 async fn wait_for_subscriber(admin: &mut redis::aio::MultiplexedConnection) {
@@ -160,5 +163,75 @@ async fn a_server_that_refuses_the_opt_in_is_used_exactly_as_before() {
         )),
         "Debian's redis-server refuses CLIENT MAINT_NOTIFICATIONS: {seen:?}"
     );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_at_the_announced_start_is_left_within_a_few_ticks_not_a_read_stall() {
+    init_tracing();
+    let (a, b) = (RedisServer::start().await, RedisServer::start().await);
+    let resolver = StaticResolver::new(vec![a.address]);
+    let mut config = config_resolving(&resolver);
+    config.maintenance.azure_events = AzureEvents::On;
+    let client = connected(config).await;
+    let mut admin = a.admin().await;
+    wait_for_subscriber(&mut admin).await;
+    let mut events = client.events();
+    let workload = Workload::start(client.clone());
+
+    let message = format!(
+        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
+        utc_in(Duration::from_secs(3)),
+        a.address.ip()
+    );
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(&message)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // The link is replaced (to A again: the name has not moved yet) one second before the start.
+    let planned = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::Disconnected {
+                reason: DisconnectReason::Planned,
+                ..
+            }) = events.recv().await
+            {
+                return Instant::now();
+            }
+        }
+    })
+    .await
+    .expect("the link was replaced ahead of the start");
+    // At the start A stops answering (no RST: SIGSTOP) and the name moves to B.
+    tokio::time::sleep_until(planned + Duration::from_secs(1)).await;
+    a.pause();
+    resolver.set(vec![b.address]);
+    let cut = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let ops = workload.stop().await;
+    a.resume();
+
+    let longest = ops.iter().map(|o| o.end - o.start).max().unwrap();
+    let failed: Vec<_> = ops.iter().filter(|o| o.error.is_some()).collect();
+    eprintln!(
+        "start: {} ops, longest {longest:?} (the last began {:?} after the cut), {} failed",
+        ops.len(),
+        ops.last().map(|o| o.start.saturating_duration_since(cut)),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    // A tick (100 ms) to see the name move, a dial to B: without the alert, a read stall (1 s).
+    assert!(
+        longest < Duration::from_millis(500),
+        "the operations caught at the start waited {longest:?}"
+    );
+    let mut b_admin = b.admin().await;
+    let on_b: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut b_admin)
+        .await
+        .unwrap();
+    assert!(on_b > 0, "the workload's writes went on on B");
     client.shutdown().await;
 }

@@ -412,14 +412,6 @@ pub(crate) fn measure(
     } else {
         Vec::new()
     };
-    if std::env::var_os("DEBUG_SLOW").is_some() {
-        for o in ops.iter().filter(|o| o.duration_ms() > 200.0) {
-            eprintln!(
-                "SLOW {:?} {:?} {:.0}..{:.0} {:?}",
-                input.client, input.workload, o.start_ms, o.end_ms, o.error
-            );
-        }
-    }
     let mut outcome = Outcome {
         client: input.client,
         workload: input.workload,
