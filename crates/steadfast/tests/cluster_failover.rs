@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use support::cluster::*;
-use support::utc_in;
+use support::utc_start_in;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +216,7 @@ async fn with_replica_reads_on_a_dead_replica_leaves_its_reads_to_the_primary() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_announced_maintenance_routes_around_its_node_ahead_and_loses_nothing() {
+async fn an_announced_maintenance_routes_around_its_node_from_the_start_and_loses_nothing() {
     let nodes = six_node_cluster().await;
     let config =
         steadfast::Config::from_url(&format!("{}?azure_events=on", nodes[0].url())).unwrap();
@@ -230,10 +230,9 @@ async fn an_announced_maintenance_routes_around_its_node_ahead_and_loses_nothing
     let untouched = writer(client.clone(), key_on_shard(1), stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Shard 0's primary, 3 s ahead (whole seconds: the start is 2-3 s away).
-    let published = Instant::now();
+    let (start_text, start) = utc_start_in(Duration::from_secs(3));
     let message = format!(
-        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
-        utc_in(Duration::from_secs(3)),
+        "NotificationType|NodeMaintenanceStarting|StartTimeInUTC|{start_text}|IsReplica|False|IPAddress|{}|SSLPort|15001|NonSSLPort|6379",
         nodes[0].address.ip()
     );
     let _: i64 = redis::cmd("PUBLISH")
@@ -242,8 +241,13 @@ async fn an_announced_maintenance_routes_around_its_node_ahead_and_loses_nothing
         .query_async(&mut nodes[0].admin().await)
         .await
         .unwrap();
-    // The client routes around the node from 1 s before the start: 1-2 s after publishing.
-    tokio::time::sleep_until(published + Duration::from_millis(2_200)).await;
+    // Until shortly before the start the node serves its shard's writes.
+    tokio::time::sleep_until(start - Duration::from_millis(600)).await;
+    reset_stats(&nodes[..1]).await;
+    tokio::time::sleep_until(start - Duration::from_millis(100)).await;
+    let sets_before_the_start = command_calls(&nodes[0], "set").await;
+    // From the start it is routed around.
+    tokio::time::sleep_until(start + Duration::from_millis(100)).await;
     reset_stats(&nodes[..1]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sets_while_avoided = command_calls(&nodes[0], "set").await;
@@ -258,8 +262,9 @@ async fn an_announced_maintenance_routes_around_its_node_ahead_and_loses_nothing
         reported += usize::from(matches!(event, steadfast::Event::Maintenance(_)));
     }
     eprintln!(
-        "announced shard: slowest {held_slowest:?}; other shard: slowest {untouched_slowest:?}"
+        "announced shard: {sets_before_the_start} sets in the 500 ms before the start, slowest {held_slowest:?}; other shard: slowest {untouched_slowest:?}"
     );
+    assert!(sets_before_the_start > 0, "the node serves until its start");
     assert_eq!(sets_while_avoided, 0, "nothing sent to the announced node");
     assert!(held_failures.is_empty(), "{held_failures:?}");
     assert!(untouched_failures.is_empty(), "{untouched_failures:?}");

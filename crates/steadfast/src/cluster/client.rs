@@ -66,7 +66,8 @@
 //!   commands.
 //! - Maintenance per shard (`maintenance`): a `FAILING_OVER` on a node's link, or an
 //!   Azure `NodeMaintenanceStarting` naming a node's IP and port, routes that node's commands
-//!   around it from `maintenance.azure_lead` (1 s) before the announced start until 2 s after:
+//!   around it from the announced start (a `FAILING_OVER`: `maintenance.azure_lead`, 1 s,
+//!   before its time) until 2 s after:
 //!   they poll its shard's replicas and reach the promoted one the moment it serves, held
 //!   instead of failed; other shards are not touched. Relaxed timeouts on `MIGRATING` /
 //!   `FAILING_OVER` are the node link's own (core).

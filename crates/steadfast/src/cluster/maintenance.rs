@@ -1,6 +1,6 @@
 //! Maintenance per shard: a node announced to go down for maintenance is routed around from
-//! shortly before the announced start, so its shard's commands reach the promoted replica the
-//! moment it serves; other shards are not touched.
+//! the announced start (a `FAILING_OVER`: shortly before it), so its shard's commands reach the
+//! promoted replica the moment it serves; other shards are not touched.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -44,12 +44,9 @@ impl Router {
         }
     }
 
-    /// Routes around `node` from `maintenance.azure_lead` before `start` until
-    /// [`AVOID_AFTER_START`] after it.
-    fn avoid(&self, node: NodeAddress, start: Instant) {
-        let begin = start
-            .checked_sub(self.config.maintenance.azure_lead)
-            .unwrap_or(start);
+    /// Routes around `node` from `lead` before `start` until [`AVOID_AFTER_START`] after it.
+    fn avoid(&self, node: NodeAddress, start: Instant, lead: Duration) {
+        let begin = start.checked_sub(lead).unwrap_or(start);
         let window =
             (start + AVOID_AFTER_START).saturating_duration_since(begin.max(Instant::now()));
         let suspects = self.nodes.suspects();
@@ -66,9 +63,10 @@ impl Router {
     }
 }
 
-/// Acts on maintenance announced for one node: from `maintenance.azure_lead` before the
-/// announced start (a `FAILING_OVER` on the node's link, an Azure `NodeMaintenanceStarting`
-/// naming the node's IP and port) until 2 s after it, the node is routed around: its shard's
+/// Acts on maintenance announced for one node: from the announced start (an Azure
+/// `NodeMaintenanceStarting` naming the node's IP and port; a `FAILING_OVER` on the node's link,
+/// whose failover starts "within" its time: from `maintenance.azure_lead` before that) until
+/// 2 s after it, the node is routed around: its shard's
 /// commands ask the shard's replicas every `cluster.takeover_poll` (one that has not taken over
 /// answers `MOVED`, not executed) and go to the new primary the moment it serves, instead of
 /// meeting the node as it goes down. Notices that a change ended (`FAILED_OVER`, `MIGRATED`,
@@ -106,7 +104,11 @@ pub(super) async fn maintenance_watch(
             MaintenanceNotice::Push {
                 notification: Notification::FailingOver { time, .. },
                 ..
-            } => router.avoid(from, Instant::now() + time),
+            } => router.avoid(
+                from,
+                Instant::now() + time,
+                router.config.maintenance.azure_lead,
+            ),
             MaintenanceNotice::Push {
                 notification:
                     Notification::FailedOver { .. }
@@ -123,7 +125,10 @@ pub(super) async fn maintenance_watch(
                                 .unwrap_or_default()
                     });
                     match router.node_named(&event) {
-                        Some(node) => router.avoid(node, start),
+                        // The node serves until its start; routing around it earlier only
+                        // holds its shard's writes (a second, in the drill, where a client
+                        // that ignores the notice lost nothing).
+                        Some(node) => router.avoid(node, start, Duration::ZERO),
                         None => debug!(?event, "maintenance for a node not in the table"),
                     }
                 }

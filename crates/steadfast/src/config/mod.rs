@@ -486,7 +486,8 @@ pub struct MaintenanceConfig {
     pub hold_limit: Duration,
     /// Listen to `AzureRedisEvents`. Default: [`AzureEvents::Auto`].
     pub azure_events: AzureEvents,
-    /// How long before an announced `StartTimeInUTC` the link is replaced. Default: 1 s.
+    /// How long before an announced `StartTimeInUTC` the link is replaced (and before a
+    /// cluster node's `FAILING_OVER` time it is routed around). Default: 1 s.
     pub azure_lead: Duration,
 }
 

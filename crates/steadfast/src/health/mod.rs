@@ -16,7 +16,7 @@
 //! - **Alert.** From an announced maintenance start (Azure `NodeMaintenanceStarting`), for
 //!   15 s, the name is resolved on every tick and a link becomes suspect after a quarter of
 //!   `read_stall`: the server named goes away around then, and a name that moves only at the
-//!   start is seen within a tick ([`Timeouts::alert`]).
+//!   start is seen within a tick (`shared::Timeouts::alert`).
 //! - **Probe: the verdict.** A fresh connection, dialled in this task (never in a caller's path,
 //!   one at a time, backed off from `read_stall` doubling to 30 s while the link stays stalled),
 //!   answers. It dials the name's addresses with the stalled link's own address last (and the

@@ -322,6 +322,22 @@ impl Drop for RedisServer {
 
 /// `yyyy-MM-ddTHH:mm:ss` in UTC, `ahead` from now, written by `date -u` (an Azure event's
 /// `StartTimeInUTC`: whole seconds).
+/// A `StartTimeInUTC` `ahead` from now, rounded down to whole seconds, and the instant it names.
+pub fn utc_start_in(ahead: Duration) -> (String, tokio::time::Instant) {
+    let (now, wall) = (tokio::time::Instant::now(), std::time::SystemTime::now());
+    let secs = (wall + ahead)
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (text, now + start.duration_since(wall).unwrap_or_default())
+}
+
 pub fn utc_in(ahead: Duration) -> String {
     let at = std::time::SystemTime::now() + ahead;
     let secs = at
