@@ -89,10 +89,11 @@ pub(super) fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Ve
         Scenario::ClusterKill | Scenario::ClusterBlackhole | Scenario::ClusterPause => {
             vec![resumed(o, 250.0)]
         }
-        Scenario::ClusterFailover
-        | Scenario::ClusterTakeover
-        | Scenario::ClusterAzureMaintenance => {
+        Scenario::ClusterFailover | Scenario::ClusterTakeover => {
             vec![resumed(o, 250.0), failed(0)]
+        }
+        Scenario::ClusterAzureMaintenance => {
+            vec![resumed(o, 250.0), failed(0), switch_at_start(o)]
         }
         Scenario::ClusterReshard => vec![failed(0)],
         Scenario::ClusterShardDown => Vec::new(),
@@ -107,7 +108,9 @@ pub(super) fn goals(scenario: Scenario, o: &Outcome, fault_window_ms: f64) -> Ve
 /// Azure maintenance: the lab cuts the server off and moves the name only at the announced
 /// start, so the link made during the handoff still reached it; the operations caught at the
 /// start wait for the switch, which the announcement lets the client make within a few ticks
-/// (it watches the name closely from the start) instead of a read stall.
+/// (it watches the name closely from the start) instead of a read stall. On a cluster the
+/// router goes round the announced node from the start, so its shard's operations move to
+/// the replica at once instead of waiting for the node to be judged gone.
 fn switch_at_start(o: &Outcome) -> Goal {
     goal(
         "longest operation, the switch at the announced start included, within 250 ms",
@@ -171,10 +174,11 @@ pub(super) fn proxy_goals(scenario: Scenario, o: &Outcome) -> Vec<Goal> {
         Scenario::SlowServer | Scenario::ClientPause => vec![failed],
         Scenario::LossyLink => vec![only_deadlines],
         // A cluster behind the proxy: steadfast's own cluster goals.
-        Scenario::ClusterFailover
-        | Scenario::ClusterTakeover
-        | Scenario::ClusterAzureMaintenance => {
+        Scenario::ClusterFailover | Scenario::ClusterTakeover => {
             vec![super::shards::resumed(o, 250.0), failed]
+        }
+        Scenario::ClusterAzureMaintenance => {
+            vec![super::shards::resumed(o, 250.0), failed, switch_at_start(o)]
         }
         Scenario::ClusterKill | Scenario::ClusterBlackhole | Scenario::ClusterPause => {
             vec![super::shards::resumed(o, 250.0), only_deadlines]

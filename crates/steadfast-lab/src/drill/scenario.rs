@@ -217,12 +217,16 @@ impl Scenario {
     }
 
     /// Whether `--quick` runs it when no scenario is named: every single-endpoint scenario, and
-    /// of the cluster ones an unplanned failover, a planned one and a shard with no node.
+    /// of the cluster ones an unplanned failover, a planned one, an announced Azure maintenance
+    /// (about 12 s) and a shard with no node.
     pub fn is_in_quick_drill(self) -> bool {
         !self.is_cluster()
             || matches!(
                 self,
-                Self::ClusterKill | Self::ClusterFailover | Self::ClusterShardDown
+                Self::ClusterKill
+                    | Self::ClusterFailover
+                    | Self::ClusterAzureMaintenance
+                    | Self::ClusterShardDown
             )
     }
 
