@@ -136,6 +136,20 @@ impl<S> MeteredStream<S> {
     }
 }
 
+impl<S> MeteredStream<S> {
+    /// Stamps a write that moved bytes; a failed one marks the link closed.
+    fn stamp_write(&self, poll: &Poll<io::Result<usize>>) {
+        match poll {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                let now = self.activity.now();
+                self.activity.last_write.store(now, Ordering::Relaxed);
+            }
+            Poll::Ready(Err(_)) => self.activity.mark_closed(),
+            _ => {}
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for MeteredStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -167,15 +181,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        match &poll {
-            Poll::Ready(Ok(n)) if *n > 0 => {
-                let now = self.activity.now();
-                self.activity.last_write.store(now, Ordering::Relaxed);
-            }
-            Poll::Ready(Err(_)) => self.activity.mark_closed(),
-            _ => {}
-        }
+        self.stamp_write(&poll);
         poll
+    }
+
+    /// Forwarded, so a writer that gathers buffers (redis-rs's driver) writes them with one
+    /// system call, as it would on the bare socket.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.stamp_write(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -226,6 +249,29 @@ mod tests {
         assert_eq!(n, 7);
         assert_eq!(activity.stalled_for(Instant::now()), Duration::ZERO);
         assert!(!activity.is_closed());
+    }
+
+    #[tokio::test]
+    async fn gathered_writes_reach_the_socket_whole_and_are_stamped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let activity = Activity::new();
+        let mut metered = MeteredStream::new(client, Arc::clone(&activity));
+        assert!(metered.is_write_vectored());
+        let parts = [io::IoSlice::new(b"PI"), io::IoSlice::new(b"NG\r\n")];
+        let written = tokio::io::AsyncWriteExt::write_vectored(&mut metered, &parts)
+            .await
+            .unwrap();
+        assert_eq!(written, 6);
+        assert!(activity.last_traffic() > activity.opened_at());
+        let mut buf = [0u8; 6];
+        tokio::io::AsyncReadExt::read_exact(&mut server, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(&buf, b"PING\r\n");
     }
 
     #[tokio::test]
