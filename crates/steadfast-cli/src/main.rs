@@ -82,9 +82,26 @@ pub(crate) struct DrillArgs {
     pub(crate) cleanup: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The proxy serves on the runtime its options ask for (one thread by default); every
+    // other command on tokio's default, one worker thread per core.
+    let runtime = match &cli.command {
+        Command::Proxy(args) => steadfast_proxy::runtime(usize::from(args.threads)),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     // RUST_LOG=steadfast=debug (for example) logs the library's decisions to standard error;
     // the proxy logs its own and the upstream's events without being asked.
     let log_format = match &cli.command {

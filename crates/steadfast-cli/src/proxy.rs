@@ -43,6 +43,12 @@ pub(crate) struct ProxyArgs {
     /// appears to clients as one node owning every slot and routes each command by slot.
     #[arg(long)]
     cluster: bool,
+    /// Threads serving connections. Default: 1 (a sidecar shares its host's cores; on one
+    /// thread commands from many connections leave in one write, and no thread wakes
+    /// another: BENCHMARKS.md, "The proxy on one thread"). More for loads one core cannot
+    /// carry.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) threads: u16,
     /// How log lines (to standard error; RUST_LOG filters them) are written.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,

@@ -10,8 +10,8 @@
 //! median over the slices, p50 / p99 pooled over every latency. `cpu/req`: CPU time (user +
 //! system) of the proxy alone per command: its process's. Like twemproxy, the proxy is a process
 //! of its own, as a sidecar is: this bench started again with `STEADFAST_BENCH_PROXY_OF` set runs
-//! only the proxy, on the runtime `steadfast proxy` has (tokio's default: one worker per core;
-//! `STEADFAST_BENCH_PROXY_THREADS=N` for another count).
+//! only the proxy, on the runtime `steadfast proxy` has by default (one thread:
+//! `steadfast_proxy::runtime(1)`; `STEADFAST_BENCH_PROXY_THREADS=N` for N worker threads).
 //!
 //! Run: `cargo bench -p steadfast-proxy --bench overhead` (needs `redis-server`; `nutcracker`
 //! is optional: `apt-get install nutcracker`). `STEADFAST_BENCH_JSON=FILE` also writes the
@@ -218,15 +218,12 @@ const PROXY_OF: &str = "STEADFAST_BENCH_PROXY_OF";
 /// The proxy's process: it prints the address it listens on, then serves until its standard
 /// input closes (the bench ended, even by a panic).
 fn serve_proxy(server_url: &str) {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Ok(threads) = std::env::var("STEADFAST_BENCH_PROXY_THREADS") {
-        builder.worker_threads(
-            threads
-                .parse()
-                .expect("STEADFAST_BENCH_PROXY_THREADS: a number"),
-        );
-    }
-    let runtime = builder.enable_all().build().unwrap();
+    let threads = std::env::var("STEADFAST_BENCH_PROXY_THREADS").map_or(1, |threads| {
+        threads
+            .parse()
+            .expect("STEADFAST_BENCH_PROXY_THREADS: a number")
+    });
+    let runtime = steadfast_proxy::runtime(threads).unwrap();
     let proxy = runtime.block_on(async {
         let mut config = ProxyConfig::new(steadfast::Config::from_url(server_url).unwrap());
         config.listen = vec![Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))];

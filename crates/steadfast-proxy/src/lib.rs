@@ -22,8 +22,10 @@ mod connection;
 pub mod operations;
 mod pubsub;
 pub mod resp;
+mod runtime;
 mod server;
 
 pub use operations::Health;
 pub use pubsub::GAP_CHANNEL;
+pub use runtime::{OwnThread, runtime};
 pub use server::{Listen, Proxy, ProxyConfig, StartError};

@@ -19,6 +19,9 @@ use redis::cluster_async::ClusterConnection;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+/// Threads of the proxies the drill starts: `steadfast proxy`'s default.
+pub(crate) const PROXY_THREADS: usize = 1;
+
 /// Which client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
@@ -135,7 +138,7 @@ pub(crate) enum UnderTest {
     },
     Direct(Vec<DirectShard>),
     ThroughProxy {
-        proxy: steadfast_proxy::Proxy,
+        proxy: steadfast_proxy::OwnThread,
         url: String,
         connection: Mutex<Option<MultiplexedConnection>>,
     },
@@ -208,7 +211,8 @@ impl UnderTest {
                 proxy_config.listen = vec![steadfast_proxy::Listen::Tcp(
                     std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 )];
-                let proxy = steadfast_proxy::Proxy::start(proxy_config)
+                // On a thread and runtime of its own, as `steadfast proxy` serves.
+                let proxy = steadfast_proxy::OwnThread::start(proxy_config, PROXY_THREADS)
                     .await
                     .map_err(|e| e.to_string())?;
                 let Some(steadfast_proxy::Listen::Tcp(address)) =

@@ -65,7 +65,7 @@ fn program(client: ClientKind) -> Result<tokio::process::Command, String> {
 /// What a program goes through.
 enum Via {
     /// A `steadfast proxy` of its own.
-    Steadfast(steadfast_proxy::Proxy),
+    Steadfast(steadfast_proxy::OwnThread),
     /// An address of a proxy that is not the program's to stop (the scenario's HAProxy).
     Other,
 }
@@ -102,7 +102,8 @@ impl External {
             [127, 0, 0, 1],
             0,
         )))];
-        let proxy = steadfast_proxy::Proxy::start(config)
+        // On a thread and runtime of its own, as `steadfast proxy` serves.
+        let proxy = steadfast_proxy::OwnThread::start(config, super::client::PROXY_THREADS)
             .await
             .map_err(|e| e.to_string())?;
         let Some(steadfast_proxy::Listen::Tcp(address)) = proxy.addresses().first().cloned() else {
