@@ -81,9 +81,9 @@ impl OwnThread {
                 });
             })
             .map_err(|e| crate::StartError(format!("thread: {e}")))?;
-        let proxy = answer
-            .await
-            .map_err(|_| crate::StartError("the proxy's thread ended before it started".into()))??;
+        let proxy = answer.await.map_err(|_| {
+            crate::StartError("the proxy's thread ended before it started".into())
+        })??;
         Ok(Self {
             proxy,
             stop: std::sync::Mutex::new(Some(stop)),
