@@ -8,7 +8,7 @@
 //! wakes another. On two worker threads a woken task runs next, alone, and the workers wake
 //! each other through the kernel. Measured by `cargo bench -p steadfast-proxy --bench overhead`
 //! (BENCHMARKS.md, "The proxy on one thread"): CPU per command at 16 connections fell from
-//! 10.1-10.4 us to about 7.6 us, and pipelines of 10 went from 0.39x to 0.55x of direct at 16
+//! 10.1-10.4 us to about 7.6 us, and pipelines of 10 went from 0.39x to 0.53-0.55x of direct at 16
 //! connections. `steadfast proxy --threads N` (N > 1) serves on N worker threads instead, for
 //! loads one core cannot carry.
 

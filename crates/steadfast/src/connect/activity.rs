@@ -268,9 +268,13 @@ mod tests {
         assert_eq!(written, 6);
         assert!(activity.last_traffic() > activity.opened_at());
         let mut buf = [0u8; 6];
-        tokio::io::AsyncReadExt::read_exact(&mut server, &mut buf)
-            .await
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read_exact(&mut server, &mut buf),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(&buf, b"PING\r\n");
     }
 
