@@ -60,9 +60,14 @@ struct Rehearsal<'p> {
 }
 
 impl<'p> Rehearsal<'p> {
-    /// Connects a client through `proxy` and records its events.
+    /// Connects a RESP3 client through `proxy` and records its events.
     async fn connect(proxy: &'p Proxy) -> Self {
-        let (client, mut events) = Client::with_events(config_for(proxy.address)).unwrap();
+        Self::connect_with(proxy, config_for(proxy.address)).await
+    }
+
+    /// Connects a client made with `config` through `proxy` and records its events.
+    async fn connect_with(proxy: &'p Proxy, config: Config) -> Self {
+        let (client, mut events) = Client::with_events(config).unwrap();
         client.wait_connected(Duration::from_secs(5)).await.unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
@@ -138,6 +143,55 @@ fn config_for(address: std::net::SocketAddr) -> Config {
     config.endpoint.port = address.port();
     config.endpoint.protocol = steadfast::Protocol::Resp3;
     config
+}
+
+#[test]
+fn a_resp2_client_hears_moving_on_its_listener_and_moves_without_a_failed_operation() {
+    in_lab("mv2", |mut lab| async move {
+        let upstream = lab.servers[0].address();
+        let namespace = lab.attach("px", PROXY_IP)?;
+        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
+        let mut config = config_for(proxy.address);
+        config.endpoint.protocol = steadfast::Protocol::Resp2;
+        let mut rehearsal = Rehearsal::connect_with(&proxy, config).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while rehearsal.proxy.opted_in() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            rehearsal.proxy.opted_in(),
+            1,
+            "the RESP2 link's listener opted in to maintenance notifications"
+        );
+        rehearsal
+            .run_for(Duration::from_secs(3), Duration::from_millis(500))
+            .await;
+
+        let target = lab.servers[1].address();
+        lab.servers[1].promote().await?;
+        let frame = format!(">4\r\n+MOVING\r\n:1\r\n:5\r\n+{target}\r\n");
+        assert_eq!(rehearsal.proxy.announce(frame.as_bytes()), 1);
+        let (tally, seen) = rehearsal.tally("MOVING, RESP2").await;
+
+        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+        assert!(
+            tally.longest < Duration::from_millis(100),
+            "the handoff cost {:?}",
+            tally.longest
+        );
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, Event::Connected { address, .. } if *address == target)),
+            "moved to B on a MOVING heard beside the RESP2 link: {seen:?}"
+        );
+        assert_eq!(
+            rehearsal.proxy.opted_in(),
+            0,
+            "the old link's listener closed with it"
+        );
+        rehearsal.client.shutdown().await;
+        Ok(())
+    });
 }
 
 #[test]

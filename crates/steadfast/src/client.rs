@@ -329,6 +329,9 @@ fn start_core(
         maintenance: notices_tx,
     };
     let mut connector = Connector::new(Arc::clone(&config), routes, tasks.clone())?;
+    if parent.is_none() {
+        connector = connector.with_listener_aside();
+    }
     if let Some(parent) = parent {
         connector = connector
             .with_journal(parent.journal.clone())

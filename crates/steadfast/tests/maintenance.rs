@@ -167,6 +167,54 @@ async fn a_server_that_refuses_the_opt_in_is_used_exactly_as_before() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp2_client_asks_a_refusing_server_once_for_notifications_and_never_again() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let mut admin = server.admin().await;
+    let before = server.connections_received().await;
+    let client = connected(config_for(&server)).await;
+    // The listener beside the RESP2 link is made right after it, refused, and closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = server.connections_received().await;
+    assert_eq!(
+        first,
+        before + 3,
+        "the link, its listener and this INFO's own connection"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while RedisServer::clients_named(&mut admin, "steadfast-notices").await > 0 {
+        assert!(Instant::now() < deadline, "the refused listener stays open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    support::kill_clients(&mut admin).await;
+    let pong: String = client.query(&redis::cmd("PING")).await.unwrap();
+    assert_eq!(pong, "PONG");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new link and this INFO's own connection: no listener is asked for again.
+    let after = server.connections_received().await;
+    assert_eq!(after, first + 2, "no second listener after a refusal");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp2_client_with_the_listener_off_makes_one_connection() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let before = server.connections_received().await;
+    let mut config = config_for(&server);
+    config.maintenance.resp2_listener = false;
+    let client = connected(config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.connections_received().await,
+        before + 2,
+        "the link and this INFO's own connection, no listener"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_goes_at_the_announced_start_is_left_within_a_few_ticks_not_a_read_stall() {
     init_tracing();
     let (a, b) = (RedisServer::start().await, RedisServer::start().await);

@@ -112,6 +112,7 @@ struct TlsSection {
 #[serde(deny_unknown_fields)]
 struct MaintenanceSection {
     mode: Option<String>,
+    resp2_listener: Option<bool>,
     azure_events: Option<String>,
     relaxed_timeout: Option<String>,
 }
@@ -362,6 +363,9 @@ fn apply_cluster(config: &mut Config, section: ClusterSection) -> Result<(), Err
 }
 
 fn apply_maintenance(config: &mut Config, maintenance: MaintenanceSection) -> Result<(), Error> {
+    if let Some(is_on) = maintenance.resp2_listener {
+        config.maintenance.resp2_listener = is_on;
+    }
     if let Some(mode) = maintenance.mode {
         config.maintenance.mode = super::parse_choice("maintenance.mode", &mode)?;
     }
@@ -401,6 +405,7 @@ mod tests {
             ca_file = "/etc/ca.pem"
             [maintenance]
             mode = "disabled"
+            resp2_listener = false
             azure_events = "on"
             relaxed_timeout = "20s"
             [cluster]
@@ -429,6 +434,7 @@ mod tests {
         assert_eq!(config.tls.server_name.as_deref(), Some("cache.internal"));
         assert_eq!(config.tls.roots, TlsRoots::CaFile("/etc/ca.pem".into()));
         assert_eq!(config.maintenance.mode, MaintenanceMode::Disabled);
+        assert!(!config.maintenance.resp2_listener);
         assert_eq!(config.maintenance.azure_events, AzureEvents::On);
         assert_eq!(config.maintenance.relaxed_timeout, Duration::from_secs(20));
         let cluster = &config.cluster;

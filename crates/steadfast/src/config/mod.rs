@@ -12,10 +12,12 @@
 mod cluster;
 mod connection_string;
 mod file;
+mod maintenance;
 mod url;
 
 pub use cluster::{ClusterConfig, ReadFrom};
 pub use connection_string::{ConnectionString, parse as parse_connection_string};
+pub use maintenance::{AzureEvents, MaintenanceConfig, MaintenanceMode, MovingEndpointType};
 
 use std::fmt;
 use std::sync::Arc;
@@ -384,44 +386,6 @@ impl Default for CommandConfig {
     }
 }
 
-/// Whether to ask the server for RESP3 maintenance notifications (`CLIENT MAINT_NOTIFICATIONS`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MaintenanceMode {
-    /// Never ask.
-    Disabled,
-    /// Ask on every connection; a refusal fails the attempt. Needs [`Protocol::Resp3`].
-    Enabled,
-    /// Ask on every connection; a server that refuses (`-ERR`, as open-source Redis and Valkey
-    /// do) is used exactly as before.
-    Auto,
-}
-
-impl std::str::FromStr for MaintenanceMode {
-    type Err = &'static str;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "auto" => Ok(Self::Auto),
-            "enabled" | "on" => Ok(Self::Enabled),
-            "disabled" | "off" => Ok(Self::Disabled),
-            _ => Err("expected auto, enabled or disabled"),
-        }
-    }
-}
-
-impl std::str::FromStr for AzureEvents {
-    type Err = &'static str;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "auto" => Ok(Self::Auto),
-            "on" | "true" => Ok(Self::On),
-            "off" | "false" => Ok(Self::Off),
-            _ => Err("expected auto, on or off"),
-        }
-    }
-}
 
 /// Parses `value` of `field` with `T`'s `FromStr`, naming both in the error.
 pub(crate) fn parse_choice<T: std::str::FromStr<Err = &'static str>>(
@@ -433,77 +397,6 @@ pub(crate) fn parse_choice<T: std::str::FromStr<Err = &'static str>>(
         .map_err(|expected| Error::invalid_config(field, value, expected))
 }
 
-/// The `moving-endpoint-type` asked for: how MOVING should name the new endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MovingEndpointType {
-    /// Chosen per connection: `*-fqdn` over TLS, `*-ip` over plain TCP; `internal-*` when the
-    /// server's address is private (RFC 1918, RFC 4193, loopback, link-local, 100.64/10).
-    Auto,
-    /// `internal-ip`.
-    InternalIp,
-    /// `internal-fqdn`.
-    InternalFqdn,
-    /// `external-ip`.
-    ExternalIp,
-    /// `external-fqdn`.
-    ExternalFqdn,
-    /// `none`: MOVING always carries a null endpoint.
-    None,
-}
-
-/// Whether to listen to Azure's `AzureRedisEvents` channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AzureEvents {
-    /// On for Azure Cache for Redis host names (`*.redis.cache.windows.net` and the sovereign
-    /// clouds' equivalents), off otherwise.
-    Auto,
-    /// Always listen (any host that publishes the channel).
-    On,
-    /// Never listen.
-    Off,
-}
-
-/// How announced maintenance is acted on; see [`maintenance`](crate::maintenance).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct MaintenanceConfig {
-    /// Ask for maintenance notifications (RESP3 links only). Default: [`MaintenanceMode::Auto`].
-    pub mode: MaintenanceMode,
-    /// The `moving-endpoint-type` to ask for. Default: [`MovingEndpointType::Auto`].
-    pub endpoint_type: MovingEndpointType,
-    /// Command deadline and read-stall threshold while a migration or failover is announced
-    /// (MIGRATING, FAILING_OVER, SMIGRATING until their end). Default: 10 s, as every mature
-    /// client uses.
-    pub relaxed_timeout: Duration,
-    /// Relaxation ends by itself this long after the last start frame, if no end frame comes.
-    /// Default: 60 s.
-    pub relaxed_cap: Duration,
-    /// Longest time new commands are held while a planned replacement (MOVING, Azure drain)
-    /// dials the new link; after it they go to the old link, which still answers, until the new
-    /// one is ready. Default: 500 ms.
-    pub hold_limit: Duration,
-    /// Listen to `AzureRedisEvents`. Default: [`AzureEvents::Auto`].
-    pub azure_events: AzureEvents,
-    /// How long before an announced `StartTimeInUTC` the link is replaced (and before a
-    /// cluster node's `FAILING_OVER` time it is routed around). Default: 1 s.
-    pub azure_lead: Duration,
-}
-
-impl Default for MaintenanceConfig {
-    fn default() -> Self {
-        Self {
-            mode: MaintenanceMode::Auto,
-            endpoint_type: MovingEndpointType::Auto,
-            relaxed_timeout: Duration::from_secs(10),
-            relaxed_cap: Duration::from_secs(60),
-            hold_limit: Duration::from_millis(500),
-            azure_events: AzureEvents::Auto,
-            azure_lead: Duration::from_secs(1),
-        }
-    }
-}
 
 impl Config {
     /// Parses a `redis://` URL into a config with every other field at its default.

@@ -62,6 +62,8 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.driver.abort();
+        // The driver task was aborted before it could say so.
+        self.closed.cancel();
     }
 }
 

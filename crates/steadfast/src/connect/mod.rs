@@ -15,9 +15,12 @@
 //!   push listener is in place. Maintenance frames go to the reactor, tagged with the link's
 //!   generation and whether the handshake was still running; every other push frame goes to the
 //!   application untouched.
+//! - A RESP2 link of the client's own supervisor gets an idle RESP3 connection beside it that
+//!   hears those frames for it (`aside`); a server that refuses them is not asked again.
 //! - While a MOVING target applies, dials for the configured endpoint go to the target instead.
 
 pub(crate) mod activity;
+mod aside;
 mod batch;
 mod diagnose;
 pub(crate) mod dial;
@@ -177,6 +180,8 @@ pub(crate) struct Connector {
     pub(crate) journal: Journal,
     /// Addresses that recently failed to answer, dialled last; shared by every clone.
     failures: dial::Failures,
+    /// A RESP2 link's maintenance listener (`aside`).
+    aside: aside::Aside,
 }
 
 impl Connector {
@@ -196,7 +201,15 @@ impl Connector {
             is_read_only_session: false,
             journal: Journal::default(),
             failures: dial::Failures::default(),
+            aside: aside::Aside::default(),
         })
+    }
+
+    /// This connector's supervisor links, when they speak RESP2, get a maintenance listener
+    /// beside them (`aside`): the client the application holds, and each cluster node's.
+    pub(crate) fn with_listener_aside(mut self) -> Self {
+        self.aside.is_wanted = true;
+        self
     }
 
     /// This connector's links send `READONLY` at handshake (a cluster node's, when reads may go
@@ -220,12 +233,12 @@ impl Connector {
         self
     }
 
-    /// A connector like this one whose links speak RESP3 and send every non-maintenance push
-    /// frame to `application` (a dedicated listener's own channel).
-    pub(crate) fn for_listener(&self, application: broadcast::Sender<PushInfo>) -> Self {
+    /// A connector like this one whose links speak RESP3, are named `name`, and send every
+    /// non-maintenance push frame to `application` (a dedicated listener's own channel).
+    pub(crate) fn for_listener(&self, application: broadcast::Sender<PushInfo>, name: &str) -> Self {
         let mut config = (*self.config).clone();
         config.endpoint.protocol = crate::config::Protocol::Resp3;
-        config.endpoint.client_name = Some("steadfast-events".to_owned());
+        config.endpoint.client_name = Some(name.to_owned());
         Self {
             config: Arc::new(config),
             tls: self.tls.clone(),
@@ -238,6 +251,7 @@ impl Connector {
             is_read_only_session: false,
             journal: Journal::default(),
             failures: self.failures.clone(),
+            aside: aside::Aside::default(),
         }
     }
 
@@ -293,7 +307,8 @@ impl Connector {
             .await
     }
 
-    /// [`Connector::connect`], telling `progress` which step it is waiting for.
+    /// [`Connector::connect`], telling `progress` which step it is waiting for (the
+    /// supervisor's attempts; a RESP2 link gets its maintenance listener here).
     pub(crate) async fn connect_reporting(
         &self,
         generation: u64,
@@ -304,7 +319,9 @@ impl Connector {
             progress: Some(progress),
             ..Trace::default()
         };
-        self.connect_traced(generation, target, &mut trace).await
+        let link = self.connect_traced(generation, target, &mut trace).await?;
+        self.listen_aside(&link, target);
+        Ok(link)
     }
 
     /// [`Connector::connect`], dialling `avoid` after every other address of the name (the

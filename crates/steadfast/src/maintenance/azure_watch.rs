@@ -75,7 +75,7 @@ pub(crate) fn spawn(
 ) {
     let tracker = tasks.clone();
     let (messages, _) = tokio::sync::broadcast::channel(MESSAGES);
-    let connector = connector.for_listener(messages.clone());
+    let connector = connector.for_listener(messages.clone(), "steadfast-events");
     tasks.spawn(async move {
         tokio::select! {
             () = listen(parts, &timeouts, connector, hold, messages, cancel.clone(), tracker) => {}
