@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-
 /// Whether to ask the server for RESP3 maintenance notifications (`CLIENT MAINT_NOTIFICATIONS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -386,7 +386,6 @@ impl Default for CommandConfig {
     }
 }
 
-
 /// Parses `value` of `field` with `T`'s `FromStr`, naming both in the error.
 pub(crate) fn parse_choice<T: std::str::FromStr<Err = &'static str>>(
     field: &str,
@@ -396,7 +395,6 @@ pub(crate) fn parse_choice<T: std::str::FromStr<Err = &'static str>>(
         .parse()
         .map_err(|expected| Error::invalid_config(field, value, expected))
 }
-
 
 impl Config {
     /// Parses a `redis://` URL into a config with every other field at its default.

@@ -98,7 +98,10 @@ async fn listen(
             only: address,
             ..Trace::default()
         };
-        match listener.connect_traced(generation, target, &mut trace).await {
+        match listener
+            .connect_traced(generation, target, &mut trace)
+            .await
+        {
             Ok(connection) if !connection.is_maintenance_aware => {
                 is_refused.store(true, Ordering::Relaxed);
                 info!(
@@ -113,7 +116,10 @@ async fn listen(
                     "listening for maintenance notifications beside a RESP2 link");
                 retry.reset();
                 connection.closed().await;
-                debug!(generation, "the maintenance listener dropped; making it again");
+                debug!(
+                    generation,
+                    "the maintenance listener dropped; making it again"
+                );
             }
             Err(failure) => {
                 debug!(generation, error = %failure.error, "the maintenance listener could not connect");

@@ -235,7 +235,11 @@ impl Connector {
 
     /// A connector like this one whose links speak RESP3, are named `name`, and send every
     /// non-maintenance push frame to `application` (a dedicated listener's own channel).
-    pub(crate) fn for_listener(&self, application: broadcast::Sender<PushInfo>, name: &str) -> Self {
+    pub(crate) fn for_listener(
+        &self,
+        application: broadcast::Sender<PushInfo>,
+        name: &str,
+    ) -> Self {
         let mut config = (*self.config).clone();
         config.endpoint.protocol = crate::config::Protocol::Resp3;
         config.endpoint.client_name = Some(name.to_owned());
