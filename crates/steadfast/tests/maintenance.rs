@@ -198,6 +198,26 @@ async fn a_resp2_client_asks_a_refusing_server_once_for_notifications_and_never_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_hello_rejects_the_listener_three_times_and_is_left_alone() {
+    init_tracing();
+    // No RESP3 here: `HELLO` is renamed away, as on servers before Redis 6.
+    let server = RedisServer::start_with(&["--rename-command", "HELLO", ""]).await;
+    let client = connected(config_for(&server)).await;
+    // Three rejected handshakes, 0.5-1 s and 0.5-2 s apart, then no more.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let settled = server.connections_received().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        server.connections_received().await,
+        settled + 1,
+        "only this INFO's own connection: the listener stopped trying"
+    );
+    let pong: String = client.query(&redis::cmd("PING")).await.unwrap();
+    assert_eq!(pong, "PONG", "the RESP2 link serves as before");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resp2_client_with_the_listener_off_makes_one_connection() {
     init_tracing();
     let server = RedisServer::start().await;

@@ -26,9 +26,13 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
-use super::{Address, Connector, Link, Target, Trace};
+use super::{Address, Connector, FailureClass, Link, Target, Trace};
 use crate::backoff::{Backoff, Jitter};
 use crate::config::{MaintenanceMode, Protocol};
+
+/// Handshakes rejected in a row (no `HELLO 3`, a proxy in front that closes on it, a full
+/// server) after which the client stops trying.
+const REJECTIONS: u32 = 3;
 
 /// The name the listener's connection carries in `CLIENT LIST`.
 pub(crate) const NAME: &str = "steadfast-notices";
@@ -93,6 +97,7 @@ async fn listen(
         Jitter::From(Duration::from_millis(500)),
         rand::random(),
     );
+    let mut rejected = 0;
     loop {
         let mut trace = Trace {
             only: address,
@@ -112,6 +117,7 @@ async fn listen(
                 return;
             }
             Ok(connection) => {
+                rejected = 0;
                 debug!(address = %connection.address, generation,
                     "listening for maintenance notifications beside a RESP2 link");
                 retry.reset();
@@ -120,6 +126,16 @@ async fn listen(
                     generation,
                     "the maintenance listener dropped; making it again"
                 );
+            }
+            Err(failure) if failure.class == FailureClass::Rejected => {
+                rejected += 1;
+                if rejected >= REJECTIONS {
+                    is_refused.store(true, Ordering::Relaxed);
+                    info!(generation, error = %failure.error,
+                        "the server rejected the maintenance listener {REJECTIONS} times: this RESP2 client hears no notifications");
+                    return;
+                }
+                debug!(generation, error = %failure.error, "the maintenance listener was rejected");
             }
             Err(failure) => {
                 debug!(generation, error = %failure.error, "the maintenance listener could not connect");
