@@ -167,7 +167,7 @@ async fn a_server_that_refuses_the_opt_in_is_used_exactly_as_before() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resp2_client_asks_a_refusing_server_once_for_notifications_and_never_again() {
+async fn a_refusing_server_is_asked_once_for_notifications_by_every_client_of_the_process() {
     init_tracing();
     let server = RedisServer::start().await;
     let mut admin = server.admin().await;
@@ -194,6 +194,16 @@ async fn a_resp2_client_asks_a_refusing_server_once_for_notifications_and_never_
     // The new link and this INFO's own connection: no listener is asked for again.
     let after = server.connections_received().await;
     assert_eq!(after, first + 2, "no second listener after a refusal");
+
+    // Nor by another client of the process (a proxy's many clients, a pool).
+    let other = connected(config_for(&server)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.connections_received().await,
+        after + 2,
+        "the other client's link and this INFO's own connection"
+    );
+    other.shutdown().await;
     client.shutdown().await;
 }
 

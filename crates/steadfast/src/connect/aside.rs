@@ -15,15 +15,20 @@
 //!   the link lives (the server closed idle connections), it is made again after a jittered
 //!   backoff from 1 s doubling to 30 s.
 //! - A server that refuses the opt-in (open-source Redis and Valkey answer `-ERR`) gets the
-//!   listener closed at once, and the client asks no more (every clone of its connector shares
-//!   the answer): one short extra connection in all.
+//!   listener closed at once, and is not asked again by any client of the process for ten
+//!   minutes (remembered by address: a proxy's many clients, or a pool of them, ask once; an
+//!   upgraded server is asked again later): one short extra connection in all. So is a server
+//!   that rejects the listener's handshake three times in a row (no `HELLO 3` before Redis 6,
+//!   a proxy in front that closes on it, `maxclients` reached). A listener that cannot connect
+//!   at all (the server is away) is tried again as long as its link lives.
 //! - None is made with `maintenance.mode` disabled or `maintenance.resp2_listener` off.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::{Address, Connector, FailureClass, Link, Target, Trace};
@@ -31,52 +36,70 @@ use crate::backoff::{Backoff, Jitter};
 use crate::config::{MaintenanceMode, Protocol};
 
 /// Handshakes rejected in a row (no `HELLO 3`, a proxy in front that closes on it, a full
-/// server) after which the client stops trying.
+/// server) after which the listener stops trying.
 const REJECTIONS: u32 = 3;
+
+/// How long a server that refused is not asked again (an upgraded server is asked again).
+const REFUSAL_MEMORY: Duration = Duration::from_secs(600);
+
+/// At most this many refusing servers are remembered; beyond it the oldest is forgotten.
+const REMEMBERED: usize = 1024;
 
 /// The name the listener's connection carries in `CLIENT LIST`.
 pub(crate) const NAME: &str = "steadfast-notices";
 
-/// Whether the client's links get a listener, and whether its server refused one.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Aside {
-    /// Set for the supervisor of a client the application holds (and each cluster node's).
-    pub(super) is_wanted: bool,
-    /// The server refused the opt-in: ask no more.
-    pub(super) is_refused: Arc<AtomicBool>,
+/// Servers that refused a listener, and when: not asked again by any client of this process
+/// for [`REFUSAL_MEMORY`] (a proxy's many clients, a pool of clients, all ask once).
+static REFUSED: LazyLock<Mutex<HashMap<Address, Instant>>> = LazyLock::new(Mutex::default);
+
+fn is_refused(address: &Address, now: Instant) -> bool {
+    let refused = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+    refused
+        .get(address)
+        .is_some_and(|at| now.duration_since(*at) < REFUSAL_MEMORY)
+}
+
+fn remember_refusal(address: &Address, now: Instant) {
+    let mut refused = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+    refused.retain(|_, at| now.duration_since(*at) < REFUSAL_MEMORY);
+    if refused.len() >= REMEMBERED
+        && let Some(oldest) = refused
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(a, _)| a.clone())
+    {
+        refused.remove(&oldest);
+    }
+    refused.insert(address.clone(), now);
 }
 
 impl Connector {
     /// Whether a listener goes beside `link`.
-    fn wants_listener(&self) -> bool {
+    fn wants_listener(&self, link: &Link) -> bool {
         let config = &self.config;
-        self.aside.is_wanted
+        self.listens_aside
             && config.endpoint.protocol == Protocol::Resp2
             && config.maintenance.resp2_listener
             && config.maintenance.mode != MaintenanceMode::Disabled
-            && !self.aside.is_refused.load(Ordering::Relaxed)
+            && !is_refused(&link.address, Instant::now())
     }
 
     /// Starts a listener beside `link` (made for `target`), if one is wanted; it ends with the
     /// link.
     pub(super) fn listen_aside(&self, link: &Link, target: &Target) {
-        if !self.wants_listener() {
+        if !self.wants_listener(link) {
             return;
         }
         let (application, _) = tokio::sync::broadcast::channel(1);
         let listener = self.for_listener(application, NAME);
-        let address = match &link.address {
-            Address::Tcp(address) => Some(*address),
-            Address::Unix(_) => None,
-        };
+        let address = link.address.clone();
         let generation = link.generation;
         let closed = link.closed.clone();
         let target = target.clone();
-        let is_refused = Arc::clone(&self.aside.is_refused);
         self.tasks.spawn(async move {
             tokio::select! {
                 () = closed.cancelled() => {}
-                () = listen(&listener, address, generation, &target, &is_refused) => {}
+                () = listen(&listener, &address, generation, &target) => {}
             }
         });
     }
@@ -84,13 +107,11 @@ impl Connector {
 
 /// Keeps a listener connection to `address` open, made again when it drops; returns when the
 /// server refuses the opt-in.
-async fn listen(
-    listener: &Connector,
-    address: Option<SocketAddr>,
-    generation: u64,
-    target: &Target,
-    is_refused: &AtomicBool,
-) {
+async fn listen(listener: &Connector, address: &Address, generation: u64, target: &Target) {
+    let only: Option<SocketAddr> = match address {
+        Address::Tcp(address) => Some(*address),
+        Address::Unix(_) => None,
+    };
     let mut retry = Backoff::new(
         Duration::from_secs(1),
         Duration::from_secs(30),
@@ -100,7 +121,7 @@ async fn listen(
     let mut rejected = 0;
     loop {
         let mut trace = Trace {
-            only: address,
+            only,
             ..Trace::default()
         };
         match listener
@@ -108,7 +129,7 @@ async fn listen(
             .await
         {
             Ok(connection) if !connection.is_maintenance_aware => {
-                is_refused.store(true, Ordering::Relaxed);
+                remember_refusal(address, Instant::now());
                 info!(
                     address = %connection.address,
                     "the server refused maintenance notifications: this RESP2 client hears none"
@@ -130,7 +151,7 @@ async fn listen(
             Err(failure) if failure.class == FailureClass::Rejected => {
                 rejected += 1;
                 if rejected >= REJECTIONS {
-                    is_refused.store(true, Ordering::Relaxed);
+                    remember_refusal(address, Instant::now());
                     info!(generation, error = %failure.error,
                         "the server rejected the maintenance listener {REJECTIONS} times: this RESP2 client hears no notifications");
                     return;

@@ -180,8 +180,8 @@ pub(crate) struct Connector {
     pub(crate) journal: Journal,
     /// Addresses that recently failed to answer, dialled last; shared by every clone.
     failures: dial::Failures,
-    /// A RESP2 link's maintenance listener (`aside`).
-    aside: aside::Aside,
+    /// RESP2 supervisor links get a maintenance listener beside them (`aside`).
+    listens_aside: bool,
 }
 
 impl Connector {
@@ -201,14 +201,14 @@ impl Connector {
             is_read_only_session: false,
             journal: Journal::default(),
             failures: dial::Failures::default(),
-            aside: aside::Aside::default(),
+            listens_aside: false,
         })
     }
 
     /// This connector's supervisor links, when they speak RESP2, get a maintenance listener
     /// beside them (`aside`): the client the application holds, and each cluster node's.
     pub(crate) fn with_listener_aside(mut self) -> Self {
-        self.aside.is_wanted = true;
+        self.listens_aside = true;
         self
     }
 
@@ -255,7 +255,7 @@ impl Connector {
             is_read_only_session: false,
             journal: Journal::default(),
             failures: self.failures.clone(),
-            aside: aside::Aside::default(),
+            listens_aside: false,
         }
     }
 
