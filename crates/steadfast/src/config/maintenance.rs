@@ -82,8 +82,8 @@ pub struct MaintenanceConfig {
     /// A RESP2 link cannot carry push frames, so beside the client's shared RESP2 link a second,
     /// idle RESP3 connection to the same server asks for the notifications and hears them for
     /// it (made and closed with the link; never used for commands). A server that refuses the
-    /// opt-in (open-source Redis, Valkey) is not asked again by this client: one short extra
-    /// connection in all. Dedicated links (blocking commands, sessions, subscribers) follow the
+    /// opt-in (open-source Redis, Valkey) is not asked again by any client of the process for
+    /// ten minutes: one short extra connection in all. Dedicated links (blocking commands, sessions, subscribers) follow the
     /// shared link and need none. Off, or with `mode` [`MaintenanceMode::Disabled`], a RESP2
     /// client hears no RESP3 notifications. Default: on.
     pub resp2_listener: bool,

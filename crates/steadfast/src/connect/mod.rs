@@ -16,7 +16,7 @@
 //!   generation and whether the handshake was still running; every other push frame goes to the
 //!   application untouched.
 //! - A RESP2 link of the client's own supervisor gets an idle RESP3 connection beside it that
-//!   hears those frames for it (`aside`); a server that refuses them is not asked again.
+//!   hears those frames for it (`aside`); a server that refuses them is not asked again for a while.
 //! - While a MOVING target applies, dials for the configured endpoint go to the target instead.
 
 pub(crate) mod activity;

@@ -4,7 +4,7 @@
 //! - [`push`]: RESP3 push notifications (Redis Software / Redis Cloud): MOVING, MIGRATING,
 //!   MIGRATED, FAILING_OVER, FAILED_OVER, SMIGRATING, SMIGRATED. A RESP2 client hears them on
 //!   an idle RESP3 connection beside its link (`maintenance.resp2_listener`, on by default;
-//!   a server that refuses the opt-in is not asked again).
+//!   a server that refuses the opt-in is not asked again for a while).
 //! - [`azure`]: Azure Cache for Redis's `AzureRedisEvents` pub/sub messages.
 //! - Both parsers are tolerant (every variant seen in the field), never panic, and are fuzzed.
 //! - Reactions (the contract the mature clients agree on):
