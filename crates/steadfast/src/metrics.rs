@@ -10,6 +10,7 @@
 //! | `steadfast_reconnect_failures_total` | counter | | connection attempts that failed |
 //! | `steadfast_heartbeats_missed_total` | counter | | stalls noticed by the watchdog |
 //! | `steadfast_maintenance_notifications_total` | counter | `source`: `push`, `azure` | maintenance notices |
+//! | `steadfast_maintenance_listeners_total` | counter | `outcome`: `listening`, `refused` | a RESP2 link's listener beside it: opted in, or refused (the server is then not asked again for ten minutes) |
 //! | `steadfast_outcomes_unknown_total` | counter | | commands that failed after they were written: may have been applied |
 //! | `steadfast_blocking_abandoned_total` | counter | `outcome`: `unblocked`, `reply_lost`, `link_closed` | blocking commands whose caller gave up while they waited |
 //! | `steadfast_watches_lost_total` | counter | | sessions whose `WATCH` / `MULTI` died with a replaced link |
@@ -35,6 +36,8 @@ pub const RECONNECT_FAILURES: &str = "steadfast_reconnect_failures_total";
 pub const HEARTBEATS_MISSED: &str = "steadfast_heartbeats_missed_total";
 /// Maintenance notices.
 pub const MAINTENANCE_NOTIFICATIONS: &str = "steadfast_maintenance_notifications_total";
+/// A RESP2 link's maintenance listener, by `outcome`: `listening` (opted in), `refused`.
+pub const MAINTENANCE_LISTENERS: &str = "steadfast_maintenance_listeners_total";
 /// Commands that failed after they were written (may have been applied).
 pub const OUTCOMES_UNKNOWN: &str = "steadfast_outcomes_unknown_total";
 /// Blocking commands whose caller gave up, by how their wait ended.

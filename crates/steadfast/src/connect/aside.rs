@@ -34,6 +34,7 @@ use tracing::{debug, info};
 use super::{Address, Connector, FailureClass, Link, Target, Trace};
 use crate::backoff::{Backoff, Jitter};
 use crate::config::{MaintenanceMode, Protocol};
+use crate::metrics::MAINTENANCE_LISTENERS;
 
 /// Handshakes rejected in a row (no `HELLO 3`, a proxy in front that closes on it, a full
 /// server) after which the listener stops trying.
@@ -130,6 +131,7 @@ async fn listen(listener: &Connector, address: &Address, generation: u64, target
         {
             Ok(connection) if !connection.is_maintenance_aware => {
                 remember_refusal(address, Instant::now());
+                metrics::counter!(MAINTENANCE_LISTENERS, "outcome" => "refused").increment(1);
                 info!(
                     address = %connection.address,
                     "the server refused maintenance notifications: this RESP2 client hears none"
@@ -139,7 +141,8 @@ async fn listen(listener: &Connector, address: &Address, generation: u64, target
             }
             Ok(connection) => {
                 rejected = 0;
-                debug!(address = %connection.address, generation,
+                metrics::counter!(MAINTENANCE_LISTENERS, "outcome" => "listening").increment(1);
+                info!(address = %connection.address, generation,
                     "listening for maintenance notifications beside a RESP2 link");
                 retry.reset();
                 connection.closed().await;
@@ -152,6 +155,7 @@ async fn listen(listener: &Connector, address: &Address, generation: u64, target
                 rejected += 1;
                 if rejected >= REJECTIONS {
                     remember_refusal(address, Instant::now());
+                    metrics::counter!(MAINTENANCE_LISTENERS, "outcome" => "refused").increment(1);
                     info!(generation, error = %failure.error,
                         "the server rejected the maintenance listener {REJECTIONS} times: this RESP2 client hears no notifications");
                     return;
