@@ -145,109 +145,87 @@ fn config_for(address: std::net::SocketAddr) -> Config {
     config
 }
 
-#[test]
-fn a_resp2_client_hears_moving_on_its_listener_and_moves_without_a_failed_operation() {
-    in_lab("mv2", |mut lab| async move {
-        let upstream = lab.servers[0].address();
-        let namespace = lab.attach("px", PROXY_IP)?;
-        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
-        let mut config = config_for(proxy.address);
-        config.endpoint.protocol = steadfast::Protocol::Resp2;
-        let mut rehearsal = Rehearsal::connect_with(&proxy, config).await;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while rehearsal.proxy.opted_in() == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(
-            rehearsal.proxy.opted_in(),
-            1,
-            "the RESP2 link's listener opted in to maintenance notifications"
-        );
-        rehearsal
-            .run_for(Duration::from_secs(3), Duration::from_millis(500))
-            .await;
+/// A client of `protocol` through the push proxy, a workload running, a MOVING to B: the
+/// client moves to B without a failed or slow operation, one planned disconnect, two links.
+async fn moves_on_moving(lab: &mut Lab, protocol: steadfast::Protocol) -> Result<(), LabError> {
+    let upstream = lab.servers[0].address();
+    let namespace = lab.attach("px", PROXY_IP)?;
+    let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
+    let mut config = config_for(proxy.address);
+    config.endpoint.protocol = protocol;
+    let mut rehearsal = Rehearsal::connect_with(&proxy, config).await;
+    // A RESP2 link's listener opts in just after the link is ready.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while rehearsal.proxy.opted_in() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        rehearsal.proxy.opted_in(),
+        1,
+        "one connection opted in to maintenance notifications ({protocol:?})"
+    );
+    rehearsal
+        .run_for(Duration::from_secs(3), Duration::from_millis(500))
+        .await;
 
-        let target = lab.servers[1].address();
-        lab.servers[1].promote().await?;
-        let frame = format!(">4\r\n+MOVING\r\n:1\r\n:5\r\n+{target}\r\n");
-        assert_eq!(rehearsal.proxy.announce(frame.as_bytes()), 1);
-        let (tally, seen) = rehearsal.tally("MOVING, RESP2").await;
-
-        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
-        assert!(
-            tally.longest < Duration::from_millis(100),
-            "the handoff cost {:?}",
-            tally.longest
-        );
-        assert!(
-            seen.iter()
-                .any(|e| matches!(e, Event::Connected { address, .. } if *address == target)),
-            "moved to B on a MOVING heard beside the RESP2 link: {seen:?}"
-        );
+    let target = lab.servers[1].address();
+    lab.servers[1].promote().await?;
+    let frame = format!(">4\r\n+MOVING\r\n:1\r\n:5\r\n+{target}\r\n");
+    assert_eq!(rehearsal.proxy.announce(frame.as_bytes()), 1);
+    let (tally, seen) = rehearsal.tally(&format!("MOVING, {protocol:?}")).await;
+    if protocol == steadfast::Protocol::Resp2 {
         assert_eq!(
             rehearsal.proxy.opted_in(),
             0,
             "the old link's listener closed with it"
         );
-        rehearsal.client.shutdown().await;
-        Ok(())
-    });
+    }
+    rehearsal.proxy.close_existing();
+
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+    assert!(
+        tally.longest < Duration::from_millis(100),
+        "the handoff cost {:?}",
+        tally.longest
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Connected { address, .. } if *address == target)),
+        "moved to B: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                reason: DisconnectReason::Planned,
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    let connects = seen
+        .iter()
+        .filter(|e| matches!(e, Event::Connected { .. }))
+        .count();
+    assert_eq!(
+        connects, 2,
+        "the first link, then one move for one MOVING: {seen:?}"
+    );
+    rehearsal.client.shutdown().await;
+    Ok(())
 }
 
 #[test]
 fn moving_to_a_new_node_moves_the_client_without_a_failed_or_slow_operation() {
     in_lab("mv", |mut lab| async move {
-        let upstream = lab.servers[0].address();
-        let namespace = lab.attach("px", PROXY_IP)?;
-        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
-        let mut rehearsal = Rehearsal::connect(&proxy).await;
-        assert_eq!(
-            rehearsal.proxy.opted_in(),
-            1,
-            "the client opted in to maintenance notifications"
-        );
-        rehearsal
-            .run_for(Duration::from_secs(3), Duration::from_millis(500))
-            .await;
+        moves_on_moving(&mut lab, steadfast::Protocol::Resp3).await
+    });
+}
 
-        let target = lab.servers[1].address();
-        lab.servers[1].promote().await?;
-        let frame = format!(">4\r\n+MOVING\r\n:1\r\n:5\r\n+{target}\r\n");
-        assert_eq!(rehearsal.proxy.announce(frame.as_bytes()), 1);
-        let (tally, seen) = rehearsal.tally("MOVING").await;
-        rehearsal.proxy.close_existing();
-
-        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
-        assert!(
-            tally.longest < Duration::from_millis(100),
-            "the handoff cost {:?}",
-            tally.longest
-        );
-        assert!(
-            seen.iter()
-                .any(|e| matches!(e, Event::Connected { address, .. } if *address == target)),
-            "moved to B: {seen:?}"
-        );
-        assert!(
-            seen.iter().any(|e| matches!(
-                e,
-                Event::Disconnected {
-                    reason: DisconnectReason::Planned,
-                    ..
-                }
-            )),
-            "{seen:?}"
-        );
-        let connects = seen
-            .iter()
-            .filter(|e| matches!(e, Event::Connected { .. }))
-            .count();
-        assert_eq!(
-            connects, 2,
-            "the first link, then one move for one MOVING: {seen:?}"
-        );
-        rehearsal.client.shutdown().await;
-        Ok(())
+#[test]
+fn a_resp2_client_hears_moving_on_its_listener_and_moves_without_a_failed_operation() {
+    in_lab("mv2", |mut lab| async move {
+        moves_on_moving(&mut lab, steadfast::Protocol::Resp2).await
     });
 }
 
