@@ -65,10 +65,16 @@ impl<'p> Rehearsal<'p> {
         Self::connect_with(proxy, config_for(proxy.address)).await
     }
 
-    /// Connects a client made with `config` through `proxy` and records its events.
+    /// Connects a client made with `config` through `proxy` and records its events, once a
+    /// connection opted in to maintenance notifications (a RESP2 link's listener does just
+    /// after the link is ready) or 2 s passed.
     async fn connect_with(proxy: &'p Proxy, config: Config) -> Self {
         let (client, mut events) = Client::with_events(config).unwrap();
         client.wait_connected(Duration::from_secs(5)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while proxy.opted_in() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         tokio::spawn(async move {
@@ -154,11 +160,6 @@ async fn moves_on_moving(lab: &mut Lab, protocol: steadfast::Protocol) -> Result
     let mut config = config_for(proxy.address);
     config.endpoint.protocol = protocol;
     let mut rehearsal = Rehearsal::connect_with(&proxy, config).await;
-    // A RESP2 link's listener opts in just after the link is ready.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while rehearsal.proxy.opted_in() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     assert_eq!(
         rehearsal.proxy.opted_in(),
         1,
@@ -229,53 +230,78 @@ fn a_resp2_client_hears_moving_on_its_listener_and_moves_without_a_failed_operat
     });
 }
 
+/// A client of `protocol` through the push proxy, a workload running, FAILING_OVER, then the
+/// server paused longer than the normal deadline: nothing fails, relaxation comes and goes,
+/// the link is never suspected.
+async fn relaxes_on_failing_over(
+    lab: &mut Lab,
+    protocol: steadfast::Protocol,
+) -> Result<(), LabError> {
+    let upstream = lab.servers[0].address();
+    let namespace = lab.attach("px", PROXY_IP)?;
+    let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
+    let mut config = config_for(proxy.address);
+    config.endpoint.protocol = protocol;
+    let mut rehearsal = Rehearsal::connect_with(&proxy, config).await;
+    rehearsal
+        .run_for(Duration::from_secs(8), Duration::from_millis(300))
+        .await;
+
+    assert_eq!(
+        rehearsal
+            .proxy
+            .announce(b">4\r\n+FAILING_OVER\r\n:2\r\n:1\r\n+1\r\n"),
+        1,
+        "one connection heard it ({protocol:?})"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    {
+        // Longer than the 5 s default deadline, shorter than the 10 s relaxed one.
+        let _paused = steadfast_lab::fault::Paused::new(&lab.servers[0])?;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+    rehearsal
+        .proxy
+        .announce(b">3\r\n+FAILED_OVER\r\n:2\r\n+1\r\n");
+    rehearsal.proxy.clear_pending();
+    let (tally, seen) = rehearsal
+        .tally(&format!("FAILING_OVER, {protocol:?}"))
+        .await;
+
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+    assert!(
+        tally.longest > Duration::from_secs(5),
+        "the pause outlasted the normal deadline"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Relaxed { is_relaxed: true })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Relaxed { is_relaxed: false })),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "a relaxed link is not suspected: {seen:?}"
+    );
+    rehearsal.client.shutdown().await;
+    Ok(())
+}
+
 #[test]
 fn failing_over_relaxes_deadlines_so_a_pause_longer_than_the_deadline_fails_nothing() {
     in_lab("fo", |mut lab| async move {
-        let upstream = lab.servers[0].address();
-        let namespace = lab.attach("px", PROXY_IP)?;
-        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
-        let mut rehearsal = Rehearsal::connect(&proxy).await;
-        rehearsal
-            .run_for(Duration::from_secs(8), Duration::from_millis(300))
-            .await;
+        relaxes_on_failing_over(&mut lab, steadfast::Protocol::Resp3).await
+    });
+}
 
-        rehearsal
-            .proxy
-            .announce(b">4\r\n+FAILING_OVER\r\n:2\r\n:1\r\n+1\r\n");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        {
-            // Longer than the 5 s default deadline, shorter than the 10 s relaxed one.
-            let _paused = steadfast_lab::fault::Paused::new(&lab.servers[0])?;
-            tokio::time::sleep(Duration::from_secs(6)).await;
-        }
-        rehearsal
-            .proxy
-            .announce(b">3\r\n+FAILED_OVER\r\n:2\r\n+1\r\n");
-        rehearsal.proxy.clear_pending();
-        let (tally, seen) = rehearsal.tally("FAILING_OVER").await;
-
-        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
-        assert!(
-            tally.longest > Duration::from_secs(5),
-            "the pause outlasted the normal deadline"
-        );
-        assert!(
-            seen.iter()
-                .any(|e| matches!(e, Event::Relaxed { is_relaxed: true })),
-            "{seen:?}"
-        );
-        assert!(
-            seen.iter()
-                .any(|e| matches!(e, Event::Relaxed { is_relaxed: false })),
-            "{seen:?}"
-        );
-        assert!(
-            !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
-            "a relaxed link is not suspected: {seen:?}"
-        );
-        rehearsal.client.shutdown().await;
-        Ok(())
+#[test]
+fn a_resp2_client_hears_failing_over_on_its_listener_and_fails_nothing_in_the_pause() {
+    in_lab("fo2", |mut lab| async move {
+        relaxes_on_failing_over(&mut lab, steadfast::Protocol::Resp2).await
     });
 }
 
