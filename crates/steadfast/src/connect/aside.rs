@@ -47,7 +47,7 @@ const REFUSAL_MEMORY: Duration = Duration::from_secs(600);
 const REMEMBERED: usize = 1024;
 
 /// The name the listener's connection carries in `CLIENT LIST`.
-pub(crate) const NAME: &str = "steadfast-notices";
+const NAME: &str = "steadfast-notices";
 
 /// Servers that refused a listener, and when: not asked again by any client of this process
 /// for [`REFUSAL_MEMORY`] (a proxy's many clients, a pool of clients, all ask once).
@@ -107,7 +107,7 @@ impl Connector {
 }
 
 /// Keeps a listener connection to `address` open, made again when it drops; returns when the
-/// server refuses the opt-in.
+/// server refuses the opt-in or rejects [`REJECTIONS`] handshakes in a row (remembered).
 async fn listen(listener: &Connector, address: &Address, generation: u64, target: &Target) {
     let only: Option<SocketAddr> = match address {
         Address::Tcp(address) => Some(*address),
