@@ -12,6 +12,9 @@
 //! of its own, as a sidecar is: this bench started again with `STEADFAST_BENCH_PROXY_OF` set runs
 //! only the proxy, on the runtime `steadfast proxy` has by default (one thread:
 //! `steadfast_proxy::runtime(1)`; `STEADFAST_BENCH_PROXY_THREADS=N` for N worker threads).
+//! A fourth path, "byte copy (floor)", is the floor of any proxy on that runtime: a process of
+//! the same kind that copies bytes between each client connection and one server connection of
+//! its own (`tokio::io::copy_bidirectional`), with no parsing, routing or recovery at all.
 //!
 //! Run: `cargo bench -p steadfast-proxy --bench overhead` (needs `redis-server`; `nutcracker`
 //! is optional: `apt-get install nutcracker`). `STEADFAST_BENCH_JSON=FILE` also writes the
@@ -20,6 +23,10 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
+
+/// The allocator the `steadfast` binary serves with (its proxy process is this bench's).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::{BufRead, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -214,6 +221,52 @@ mod tempdir {
 
 /// The variable that makes this bench run only the proxy, in front of the server it names.
 const PROXY_OF: &str = "STEADFAST_BENCH_PROXY_OF";
+/// Set (to the server's address) in the byte-copy floor's process.
+const COPY_OF: &str = "STEADFAST_BENCH_COPY_OF";
+
+/// The byte-copy floor's process: on the proxy's runtime, each accepted connection gets a
+/// connection to `server` of its own and bytes are copied both ways; it prints the address it
+/// listens on and serves until its standard input closes.
+fn serve_copy(server: &str) {
+    let server: SocketAddr = server.parse().unwrap();
+    let runtime = steadfast_proxy::runtime(1).unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind((
+            IpAddr::from([127, 0, 0, 1]),
+            0,
+        )))
+        .unwrap();
+    println!("{}", listener.local_addr().unwrap());
+    let stdin_closed = stdin_closed();
+    runtime.block_on(async move {
+        let accepting = async {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = upstream.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        };
+        tokio::select! {
+            () = accepting => {}
+            _ = stdin_closed => {}
+        }
+    });
+}
+
+/// Resolves when this process's standard input closes (the bench ended, even by a panic).
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let _ = closed.send(());
+    });
+    stdin_closed
+}
 
 /// The proxy's process: it prints the address it listens on, then serves until its standard
 /// input closes (the bench ended, even by a panic).
@@ -233,21 +286,19 @@ fn serve_proxy(server_url: &str) {
         unreachable!("a TCP listener was asked for")
     };
     println!("{address}");
-    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        let _ = closed.send(());
-    });
+    let stdin_closed = stdin_closed();
     runtime.block_on(async {
         let _ = stdin_closed.await;
         proxy.shutdown().await;
     });
 }
 
-/// `steadfast proxy` in a process of its own in front of `server_url`, and its address.
-fn proxy_process(server_url: &str) -> (Killed, SocketAddr) {
+/// This bench run again with `role` set to `server` (`PROXY_OF`: `steadfast proxy` in front of
+/// a server URL, `COPY_OF`: the byte-copy floor in front of an address): a process of its own,
+/// and the address it listens on.
+fn proxy_process(role: &str, server: &str) -> (Killed, SocketAddr) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(PROXY_OF, server_url)
+        .env(role, server)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -267,6 +318,9 @@ fn main() {
     if let Ok(server_url) = std::env::var(PROXY_OF) {
         return serve_proxy(&server_url);
     }
+    if let Ok(server) = std::env::var(COPY_OF) {
+        return serve_copy(&server);
+    }
     let slice = Duration::from_millis(support::env_number("STEADFAST_BENCH_MILLIS", 250));
     let rounds = support::env_number("STEADFAST_BENCH_ROUNDS", 10) as usize;
     let load = tokio::runtime::Builder::new_multi_thread()
@@ -276,7 +330,8 @@ fn main() {
         .unwrap();
     let ip = IpAddr::from([127, 216, (std::process::id() % 250) as u8, 1]);
     let server = load.block_on(TestServer::start(ip, &[]));
-    let (proxy, proxy_address) = proxy_process(&server.url());
+    let (proxy, proxy_address) = proxy_process(PROXY_OF, &server.url());
+    let (copy, copy_address) = proxy_process(COPY_OF, &server.address.to_string());
     let twemproxy_address = SocketAddr::from((
         [127, 0, 0, 1],
         22_000 + (std::process::id() % 20_000) as u16,
@@ -294,6 +349,12 @@ fn main() {
             address: proxy_address,
             is_twemproxy: false,
             cpu: Cpu::Process(format!("/proc/{}/stat", proxy.0.id())),
+        },
+        Path {
+            name: "byte copy (floor)",
+            address: copy_address,
+            is_twemproxy: false,
+            cpu: Cpu::Process(format!("/proc/{}/stat", copy.0.id())),
         },
     ];
     if let Some((child, _)) = &nutcracker {
@@ -336,7 +397,7 @@ fn main() {
     });
 
     println!(
-        "{:<20} {:>5} {:<16} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "{:<20} {:>5} {:<18} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}",
         "operation", "conns", "path", "req/s", "p50", "p99", "x tput", "+p50", "cpu/cmd"
     );
     let mut rows = Vec::new();
@@ -392,7 +453,7 @@ fn main() {
                 format!("{cpu:.2}us")
             };
             println!(
-                "{:<20} {:>5} {:<16} {:>9.0} {:>7.1}us {:>7.1}us {:>7.3} {:>6.1}us {:>8}",
+                "{:<20} {:>5} {:<18} {:>9.0} {:>7.1}us {:>7.1}us {:>7.3} {:>6.1}us {:>8}",
                 op.name(),
                 connections,
                 path.name,
@@ -425,5 +486,6 @@ fn main() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     drop(proxy);
+    drop(copy);
     drop(nutcracker);
 }
