@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the C library's allocator: the proxy allocates and frees a few small
 /// buffers per command, and spent over a quarter of its time with pipelines in glibc's malloc
-/// (BENCHMARKS.md, "The proxy's allocator").
+/// (BENCHMARKS.md, "The byte-copy floor, and the proxy's allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
