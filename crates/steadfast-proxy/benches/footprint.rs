@@ -12,6 +12,10 @@
 
 mod support;
 
+/// The allocator the `steadfast` binary serves with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
