@@ -15,6 +15,9 @@
 //! A fourth path, "byte copy (floor)", is the floor of any proxy on that runtime: a process of
 //! the same kind that copies bytes between each client connection and one server connection of
 //! its own (`tokio::io::copy_bidirectional`), with no parsing, routing or recovery at all.
+//! A fifth, "byte mux (floor)", has the shape of the proxy's shared upstream link (a task per
+//! client connection, one task owning one server connection, a channel and a oneshot between
+//! them) with commands and replies kept as bytes: what a link carrying bytes could reach.
 //!
 //! Run: `cargo bench -p steadfast-proxy --bench overhead` (needs `redis-server`; `nutcracker`
 //! is optional: `apt-get install nutcracker`). `STEADFAST_BENCH_JSON=FILE` also writes the
@@ -258,6 +261,145 @@ fn serve_copy(server: &str) {
     });
 }
 
+/// Set (to the server's address) in the multiplexed byte floor's process.
+const MUX_OF: &str = "STEADFAST_BENCH_MUX_OF";
+
+/// The length of the RESP2 frame at the start of `buf`, if it is complete (the bench's
+/// commands and replies only: simple strings, errors, integers, bulks and arrays).
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let head = buf.get(1..line_end)?;
+    let after = line_end + 2;
+    match buf[0] {
+        b'+' | b'-' | b':' => Some(after),
+        b'$' => {
+            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
+            if n < 0 {
+                return Some(after);
+            }
+            let end = after
+                .checked_add(usize::try_from(n).ok()?)?
+                .checked_add(2)?;
+            (buf.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
+            let mut at = after;
+            for _ in 0..n.max(0) {
+                at += frame_len(&buf[at..])?;
+            }
+            Some(at)
+        }
+        _ => None,
+    }
+}
+
+/// Commands of one client, how many, and where their replies go.
+type Job = (Vec<u8>, usize, tokio::sync::oneshot::Sender<Vec<u8>>);
+/// Replies still owed to a job, those read so far, and where they go.
+type Waiting = (usize, Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
+
+/// The multiplexed byte floor's process: the shape of the proxy's shared upstream link (each
+/// client connection's task hands its complete commands over a channel to one task that owns
+/// the one server connection, writes them, and hands each its replies back by a oneshot, in
+/// order), with the commands and replies kept as bytes: no redis-rs, no parse into values, no
+/// re-encoding, no recovery. What a link of the library's own that carries bytes could reach.
+fn serve_mux(server: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server: SocketAddr = server.parse().unwrap();
+    let runtime = steadfast_proxy::runtime(1).unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind((
+            IpAddr::from([127, 0, 0, 1]),
+            0,
+        )))
+        .unwrap();
+    println!("{}", listener.local_addr().unwrap());
+    let stdin_closed = stdin_closed();
+    runtime.block_on(async move {
+        let upstream = tokio::net::TcpStream::connect(server).await.unwrap();
+        upstream.set_nodelay(true).unwrap();
+        let (mut up_read, mut up_write) = upstream.into_split();
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(4096);
+        tokio::spawn(async move {
+            let mut waiting: std::collections::VecDeque<Waiting> = Default::default();
+            let mut buf: Vec<u8> = Vec::with_capacity(65536);
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                tokio::select! {
+                    job = queue.recv() => {
+                        let Some((bytes, count, tell)) = job else { return };
+                        pending.extend_from_slice(&bytes);
+                        waiting.push_back((count, Vec::new(), tell));
+                        while let Ok((bytes, count, tell)) = queue.try_recv() {
+                            pending.extend_from_slice(&bytes);
+                            waiting.push_back((count, Vec::new(), tell));
+                        }
+                        if up_write.write_all(&pending).await.is_err() { return; }
+                        pending.clear();
+                    }
+                    read = up_read.read_buf(&mut buf) => {
+                        if !matches!(read, Ok(n) if n > 0) { return; }
+                        let mut used = 0;
+                        while let Some(length) = frame_len(&buf[used..]) {
+                            let Some(front) = waiting.front_mut() else { return };
+                            front.1.extend_from_slice(&buf[used..used + length]);
+                            front.0 -= 1;
+                            used += length;
+                            if front.0 == 0 {
+                                let (_, reply, tell) = waiting.pop_front().unwrap();
+                                let _ = tell.send(reply);
+                            }
+                        }
+                        buf.drain(..used);
+                    }
+                }
+            }
+        });
+        let accepting = async {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let jobs = jobs.clone();
+                tokio::spawn(async move {
+                    let _ = client.set_nodelay(true);
+                    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+                    loop {
+                        match client.read_buf(&mut buf).await {
+                            Ok(n) if n > 0 => {}
+                            _ => return,
+                        }
+                        let mut used = 0;
+                        let mut count = 0;
+                        while let Some(length) = frame_len(&buf[used..]) {
+                            used += length;
+                            count += 1;
+                        }
+                        if count == 0 {
+                            continue;
+                        }
+                        let (tell, reply) = tokio::sync::oneshot::channel();
+                        if jobs
+                            .send((buf[..used].to_vec(), count, tell))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        buf.drain(..used);
+                        let Ok(reply) = reply.await else { return };
+                        if client.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            () = accepting => {}
+            _ = stdin_closed => {}
+        }
+    });
+}
+
 /// Resolves when this process's standard input closes (the bench ended, even by a panic).
 fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
     let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
@@ -321,6 +463,9 @@ fn main() {
     if let Ok(server) = std::env::var(COPY_OF) {
         return serve_copy(&server);
     }
+    if let Ok(server) = std::env::var(MUX_OF) {
+        return serve_mux(&server);
+    }
     let slice = Duration::from_millis(support::env_number("STEADFAST_BENCH_MILLIS", 250));
     let rounds = support::env_number("STEADFAST_BENCH_ROUNDS", 10) as usize;
     let load = tokio::runtime::Builder::new_multi_thread()
@@ -332,6 +477,7 @@ fn main() {
     let server = load.block_on(TestServer::start(ip, &[]));
     let (proxy, proxy_address) = proxy_process(PROXY_OF, &server.url());
     let (copy, copy_address) = proxy_process(COPY_OF, &server.address.to_string());
+    let (mux, mux_address) = proxy_process(MUX_OF, &server.address.to_string());
     let twemproxy_address = SocketAddr::from((
         [127, 0, 0, 1],
         22_000 + (std::process::id() % 20_000) as u16,
@@ -355,6 +501,12 @@ fn main() {
             address: copy_address,
             is_twemproxy: false,
             cpu: Cpu::Process(format!("/proc/{}/stat", copy.0.id())),
+        },
+        Path {
+            name: "byte mux (floor)",
+            address: mux_address,
+            is_twemproxy: false,
+            cpu: Cpu::Process(format!("/proc/{}/stat", mux.0.id())),
         },
     ];
     if let Some((child, _)) = &nutcracker {
@@ -487,5 +639,6 @@ fn main() {
     }
     drop(proxy);
     drop(copy);
+    drop(mux);
     drop(nutcracker);
 }
