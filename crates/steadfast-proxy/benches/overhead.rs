@@ -227,10 +227,13 @@ const PROXY_OF: &str = "STEADFAST_BENCH_PROXY_OF";
 /// Set (to the server's address) in the byte-copy floor's process.
 const COPY_OF: &str = "STEADFAST_BENCH_COPY_OF";
 
-/// The byte-copy floor's process: on the proxy's runtime, each accepted connection gets a
-/// connection to `server` of its own and bytes are copied both ways; it prints the address it
-/// listens on and serves until its standard input closes.
-fn serve_copy(server: &str) {
+/// Serves a floor on the proxy's runtime: prints the address it listens on, then runs `serve`
+/// (given the listener and the server's address) until it ends or standard input closes.
+fn serve_floor<F, S>(server: &str, serve: S)
+where
+    S: FnOnce(tokio::net::TcpListener, SocketAddr) -> F,
+    F: std::future::Future<Output = ()>,
+{
     let server: SocketAddr = server.parse().unwrap();
     let runtime = steadfast_proxy::runtime(1).unwrap();
     let listener = runtime
@@ -242,21 +245,26 @@ fn serve_copy(server: &str) {
     println!("{}", listener.local_addr().unwrap());
     let stdin_closed = stdin_closed();
     runtime.block_on(async move {
-        let accepting = async {
-            while let Ok((mut client, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else {
-                        return;
-                    };
-                    let _ = client.set_nodelay(true);
-                    let _ = upstream.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                });
-            }
-        };
         tokio::select! {
-            () = accepting => {}
+            () = serve(listener, server) => {}
             _ = stdin_closed => {}
+        }
+    });
+}
+
+/// The byte-copy floor's process: on the proxy's runtime, each accepted connection gets a
+/// connection to `server` of its own and bytes are copied both ways.
+fn serve_copy(server: &str) {
+    serve_floor(server, |listener, server| async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
         }
     });
 }
@@ -306,17 +314,7 @@ type Waiting = (usize, Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
 /// re-encoding, no recovery. What a link of the library's own that carries bytes could reach.
 fn serve_mux(server: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server: SocketAddr = server.parse().unwrap();
-    let runtime = steadfast_proxy::runtime(1).unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind((
-            IpAddr::from([127, 0, 0, 1]),
-            0,
-        )))
-        .unwrap();
-    println!("{}", listener.local_addr().unwrap());
-    let stdin_closed = stdin_closed();
-    runtime.block_on(async move {
+    serve_floor(server, |listener, server| async move {
         let upstream = tokio::net::TcpStream::connect(server).await.unwrap();
         upstream.set_nodelay(true).unwrap();
         let (mut up_read, mut up_write) = upstream.into_split();
@@ -356,46 +354,40 @@ fn serve_mux(server: &str) {
                 }
             }
         });
-        let accepting = async {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let jobs = jobs.clone();
-                tokio::spawn(async move {
-                    let _ = client.set_nodelay(true);
-                    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-                    loop {
-                        match client.read_buf(&mut buf).await {
-                            Ok(n) if n > 0 => {}
-                            _ => return,
-                        }
-                        let mut used = 0;
-                        let mut count = 0;
-                        while let Some(length) = frame_len(&buf[used..]) {
-                            used += length;
-                            count += 1;
-                        }
-                        if count == 0 {
-                            continue;
-                        }
-                        let (tell, reply) = tokio::sync::oneshot::channel();
-                        if jobs
-                            .send((buf[..used].to_vec(), count, tell))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        buf.drain(..used);
-                        let Ok(reply) = reply.await else { return };
-                        if client.write_all(&reply).await.is_err() {
-                            return;
-                        }
+        while let Ok((mut client, _)) = listener.accept().await {
+            let jobs = jobs.clone();
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let mut buf: Vec<u8> = Vec::with_capacity(4096);
+                loop {
+                    match client.read_buf(&mut buf).await {
+                        Ok(n) if n > 0 => {}
+                        _ => return,
                     }
-                });
-            }
-        };
-        tokio::select! {
-            () = accepting => {}
-            _ = stdin_closed => {}
+                    let mut used = 0;
+                    let mut count = 0;
+                    while let Some(length) = frame_len(&buf[used..]) {
+                        used += length;
+                        count += 1;
+                    }
+                    if count == 0 {
+                        continue;
+                    }
+                    let (tell, reply) = tokio::sync::oneshot::channel();
+                    if jobs
+                        .send((buf[..used].to_vec(), count, tell))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    buf.drain(..used);
+                    let Ok(reply) = reply.await else { return };
+                    if client.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
         }
     });
 }
