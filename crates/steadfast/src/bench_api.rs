@@ -143,3 +143,30 @@ impl Breaker {
         self.0.on_success();
     }
 }
+
+/// The library's own multiplexed connection (requests and replies as RESP bytes), for the
+/// proxy's overhead bench, which measures it in the shape of the proxy's shared link.
+#[derive(Clone, Debug)]
+pub struct Wire(crate::connect::wire::Wire);
+
+impl Wire {
+    /// A wire over `stream` with room for `queue` waiting requests; the future drives it.
+    pub fn new<S>(stream: S, queue: usize) -> (Self, impl Future<Output = ()> + Send + 'static)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (wire, driver) = crate::connect::wire::Wire::new(stream, queue, None);
+        (Self(wire), driver)
+    }
+
+    /// Sends encoded commands; the frames of their `replies` replies, concatenated.
+    pub async fn send(&self, bytes: Vec<u8>, replies: usize) -> std::io::Result<Vec<u8>> {
+        self.0.send(bytes, replies).await
+    }
+}
+
+/// The length of the first complete RESP frame in `buf`, `None` while more is needed, or
+/// what makes it not RESP.
+pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, String> {
+    crate::connect::wire::frame_length(buf).map_err(|e| e.to_string())
+}

@@ -29,6 +29,7 @@ mod journal;
 pub(crate) mod link;
 pub(crate) mod socket;
 mod tls;
+pub(crate) mod wire;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,203 @@
+//! The library's own multiplexed connection: requests go out as RESP bytes, replies come back
+//! as the bytes of their frames, in order, with nothing parsed into values on the way.
+//!
+//! # Behaviour
+//! - A [`Wire`] is a cheap handle (clone it freely) on one connection driven by one task (the
+//!   future [`Wire::new`] returns). [`Wire::send`] queues a request (one command or many,
+//!   already encoded) with the number of replies it owes, and resolves with those replies'
+//!   frames, concatenated, exactly as the server sent them.
+//! - Requests queued while the connection writes are written together with one system call
+//!   (up to [`WRITE_BATCH`] bytes); replies are matched to requests in order.
+//! - Push frames (`>`, RESP3) are nobody's reply: each goes to the push sender given to
+//!   [`Wire::new`], or is dropped without one. RESP2 Pub/Sub messages look like replies and are
+//!   not told apart: a subscribed RESP2 connection is not a wire's.
+//! - When the connection fails (closed, reset, bytes that are not RESP, a reply nobody asked
+//!   for), every request waiting for a reply or queued gets an error, the task ends, and later
+//!   requests fail at once. Dropping every handle ends the task too.
+//! - Deadlines belong to the caller: a `send` waits as long as the connection lives.
+
+mod frame;
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) use frame::length as frame_length;
+
+/// Requests written together with one system call, at most (bytes).
+pub(crate) const WRITE_BATCH: usize = 64 * 1024;
+
+/// Read buffer kept between reads; it grows for a large reply and shrinks back after.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// A request waiting for its replies.
+struct Job {
+    bytes: Vec<u8>,
+    replies: usize,
+    tell: oneshot::Sender<io::Result<Vec<u8>>>,
+}
+
+/// A request written, and the replies read for it so far.
+struct Waiter {
+    owed: usize,
+    got: Vec<u8>,
+    tell: oneshot::Sender<io::Result<Vec<u8>>>,
+}
+
+/// A handle on one connection; see the module's documentation.
+#[derive(Clone, Debug)]
+pub(crate) struct Wire {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Wire {
+    /// A wire over `stream`, with room for `queue` requests waiting to be written; push frames
+    /// go to `pushes`. The returned future drives the connection: spawn it.
+    pub(crate) fn new<S>(
+        stream: S,
+        queue: usize,
+        pushes: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (jobs, queued) = mpsc::channel(queue.max(1));
+        (Self { jobs }, drive(stream, queued, pushes))
+    }
+
+    /// Sends `bytes` (encoded commands) and resolves with the frames of the `replies` replies
+    /// they owe, concatenated. An error when the connection failed before they all came.
+    pub(crate) async fn send(&self, bytes: Vec<u8>, replies: usize) -> io::Result<Vec<u8>> {
+        if replies == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a request owes at least one reply",
+            ));
+        }
+        let (tell, told) = oneshot::channel();
+        let job = Job {
+            bytes,
+            replies,
+            tell,
+        };
+        if self.jobs.send(job).await.is_err() {
+            return Err(closed());
+        }
+        told.await.unwrap_or_else(|_| Err(closed()))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed")
+}
+
+/// The connection's task: writes what is queued, reads what comes back, until either fails or
+/// every handle is gone; then fails whatever still waits.
+async fn drive<S>(
+    stream: S,
+    mut queued: mpsc::Receiver<Job>,
+    pushes: Option<mpsc::UnboundedSender<Vec<u8>>>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    // Written requests, in the order their replies will come.
+    let (written, mut waiting) = mpsc::unbounded_channel::<Waiter>();
+    let writing = async {
+        let mut out = Vec::new();
+        while let Some(job) = queued.recv().await {
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                out.extend_from_slice(&job.bytes);
+                let waiter = Waiter {
+                    owed: job.replies,
+                    got: Vec::new(),
+                    tell: job.tell,
+                };
+                // The reader holds the other end while it runs; when it ended, so does this.
+                if written.send(waiter).is_err() {
+                    return Err(closed());
+                }
+                if out.len() < WRITE_BATCH {
+                    next = queued.try_recv().ok();
+                }
+            }
+            writer.write_all(&out).await?;
+            out.clear();
+            if out.capacity() > WRITE_BATCH {
+                out.shrink_to(WRITE_BATCH);
+            }
+        }
+        // Every handle is gone: nothing more will be asked.
+        Ok(())
+    };
+    let mut current: Option<Waiter> = None;
+    let reading = async {
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER);
+        loop {
+            if buf.capacity() - buf.len() < READ_BUFFER / 4 {
+                buf.reserve(READ_BUFFER);
+            }
+            if reader.read_buf(&mut buf).await? == 0 {
+                return Err::<(), _>(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ));
+            }
+            let mut used = 0;
+            while let Some(length) = frame::length(&buf[used..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+            {
+                let frame = &buf[used..used + length];
+                used += length;
+                if frame.first() == Some(&b'>') {
+                    if let Some(pushes) = &pushes {
+                        let _ = pushes.send(frame.to_vec());
+                    }
+                    continue;
+                }
+                let mut waiter = match current.take() {
+                    Some(waiter) => waiter,
+                    None => waiting.try_recv().map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidData, "a reply nobody asked for")
+                    })?,
+                };
+                waiter.got.extend_from_slice(frame);
+                waiter.owed -= 1;
+                if waiter.owed == 0 {
+                    let _ = waiter.tell.send(Ok(waiter.got));
+                } else {
+                    current = Some(waiter);
+                }
+            }
+            buf.drain(..used);
+            if buf.is_empty() && buf.capacity() > 4 * READ_BUFFER {
+                buf.shrink_to(READ_BUFFER);
+            }
+        }
+    };
+    let failure = tokio::select! {
+        written = writing => written.err(),
+        read = reading => read.err(),
+    };
+    let failure = failure.unwrap_or_else(closed);
+    // Fail everything still waiting: written, queued, and what the reader held.
+    let fail = |tell: oneshot::Sender<io::Result<Vec<u8>>>| {
+        let _ = tell.send(Err(io::Error::new(failure.kind(), failure.to_string())));
+    };
+    if let Some(waiter) = current {
+        fail(waiter.tell);
+    }
+    waiting.close();
+    while let Ok(waiter) = waiting.try_recv() {
+        fail(waiter.tell);
+    }
+    queued.close();
+    while let Ok(job) = queued.try_recv() {
+        fail(job.tell);
+    }
+}
+
+#[cfg(test)]
+mod tests;
