@@ -272,90 +272,20 @@ fn serve_copy(server: &str) {
 /// Set (to the server's address) in the multiplexed byte floor's process.
 const MUX_OF: &str = "STEADFAST_BENCH_MUX_OF";
 
-/// The length of the RESP2 frame at the start of `buf`, if it is complete (the bench's
-/// commands and replies only: simple strings, errors, integers, bulks and arrays).
-fn frame_len(buf: &[u8]) -> Option<usize> {
-    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
-    let head = buf.get(1..line_end)?;
-    let after = line_end + 2;
-    match buf[0] {
-        b'+' | b'-' | b':' => Some(after),
-        b'$' => {
-            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
-            if n < 0 {
-                return Some(after);
-            }
-            let end = after
-                .checked_add(usize::try_from(n).ok()?)?
-                .checked_add(2)?;
-            (buf.len() >= end).then_some(end)
-        }
-        b'*' => {
-            let n: i64 = std::str::from_utf8(head).ok()?.parse().ok()?;
-            let mut at = after;
-            for _ in 0..n.max(0) {
-                at += frame_len(&buf[at..])?;
-            }
-            Some(at)
-        }
-        _ => None,
-    }
-}
-
-/// Commands of one client, how many, and where their replies go.
-type Job = (Vec<u8>, usize, tokio::sync::oneshot::Sender<Vec<u8>>);
-/// Replies still owed to a job, those read so far, and where they go.
-type Waiting = (usize, Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
-
 /// The multiplexed byte floor's process: the shape of the proxy's shared upstream link (each
-/// client connection's task hands its complete commands over a channel to one task that owns
-/// the one server connection, writes them, and hands each its replies back by a oneshot, in
-/// order), with the commands and replies kept as bytes: no redis-rs, no parse into values, no
-/// re-encoding, no recovery. What a link of the library's own that carries bytes could reach.
+/// client connection's task hands its complete commands to one connection of the library's
+/// own, `steadfast::bench_api::Wire`, whose task writes them and hands each its replies back,
+/// in order), with commands and replies kept as bytes: no redis-rs, no parse into values, no
+/// re-encoding, no recovery. What the library's links could reach carrying bytes.
 fn serve_mux(server: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     serve_floor(server, |listener, server| async move {
         let upstream = tokio::net::TcpStream::connect(server).await.unwrap();
         upstream.set_nodelay(true).unwrap();
-        let (mut up_read, mut up_write) = upstream.into_split();
-        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(4096);
-        tokio::spawn(async move {
-            let mut waiting: std::collections::VecDeque<Waiting> = Default::default();
-            let mut buf: Vec<u8> = Vec::with_capacity(65536);
-            let mut pending: Vec<u8> = Vec::new();
-            loop {
-                tokio::select! {
-                    job = queue.recv() => {
-                        let Some((bytes, count, tell)) = job else { return };
-                        pending.extend_from_slice(&bytes);
-                        waiting.push_back((count, Vec::new(), tell));
-                        while let Ok((bytes, count, tell)) = queue.try_recv() {
-                            pending.extend_from_slice(&bytes);
-                            waiting.push_back((count, Vec::new(), tell));
-                        }
-                        if up_write.write_all(&pending).await.is_err() { return; }
-                        pending.clear();
-                    }
-                    read = up_read.read_buf(&mut buf) => {
-                        if !matches!(read, Ok(n) if n > 0) { return; }
-                        let mut used = 0;
-                        while let Some(length) = frame_len(&buf[used..]) {
-                            let Some(front) = waiting.front_mut() else { return };
-                            front.1.extend_from_slice(&buf[used..used + length]);
-                            front.0 -= 1;
-                            used += length;
-                            if front.0 == 0 {
-                                let (_, reply, tell) = waiting.pop_front().unwrap();
-                                let _ = tell.send(reply);
-                            }
-                        }
-                        buf.drain(..used);
-                    }
-                }
-            }
-        });
+        let (wire, driver) = steadfast::bench_api::Wire::new(upstream, 4096);
+        tokio::spawn(driver);
         while let Ok((mut client, _)) = listener.accept().await {
-            let jobs = jobs.clone();
+            let wire = wire.clone();
             tokio::spawn(async move {
                 let _ = client.set_nodelay(true);
                 let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -366,23 +296,17 @@ fn serve_mux(server: &str) {
                     }
                     let mut used = 0;
                     let mut count = 0;
-                    while let Some(length) = frame_len(&buf[used..]) {
+                    while let Ok(Some(length)) = steadfast::bench_api::frame_length(&buf[used..]) {
                         used += length;
                         count += 1;
                     }
                     if count == 0 {
                         continue;
                     }
-                    let (tell, reply) = tokio::sync::oneshot::channel();
-                    if jobs
-                        .send((buf[..used].to_vec(), count, tell))
-                        .await
-                        .is_err()
-                    {
+                    let Ok(reply) = wire.send(buf[..used].to_vec(), count).await else {
                         return;
-                    }
+                    };
                     buf.drain(..used);
-                    let Ok(reply) = reply.await else { return };
                     if client.write_all(&reply).await.is_err() {
                         return;
                     }
