@@ -296,7 +296,9 @@ fn serve_mux(server: &str) {
                     }
                     let mut used = 0;
                     let mut count = 0;
-                    while let Ok(Some(length)) = steadfast::bench_api::frame_length(&buf[used..]) {
+                    while let Ok(Some(length)) =
+                        steadfast::fuzz_api::resp_frame_length(&buf[used..])
+                    {
                         used += length;
                         count += 1;
                     }

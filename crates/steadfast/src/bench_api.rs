@@ -164,9 +164,3 @@ impl Wire {
         self.0.send(bytes, replies).await
     }
 }
-
-/// The length of the first complete RESP frame in `buf`, `None` while more is needed, or
-/// what makes it not RESP.
-pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, String> {
-    crate::connect::wire::frame_length(buf).map_err(|e| e.to_string())
-}

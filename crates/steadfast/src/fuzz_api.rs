@@ -36,3 +36,10 @@ pub fn pubsub_frame(frame: &PushInfo) -> Option<PubSubFrame> {
         Frame::Other => None,
     }
 }
+
+/// The length of the first complete RESP2 / RESP3 frame in `buf` as the library's own
+/// connection finds it (`None` while more bytes are needed), or what makes the bytes not RESP.
+/// Also the lab's push proxy and the proxy's overhead bench cut their streams with it.
+pub fn resp_frame_length(buf: &[u8]) -> Result<Option<usize>, String> {
+    crate::connect::wire::frame_length(buf).map_err(|e| e.to_string())
+}
