@@ -137,7 +137,9 @@ async fn drive<S>(
         let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER);
         loop {
             if buf.capacity() - buf.len() < READ_BUFFER / 4 {
-                buf.reserve(READ_BUFFER);
+                // Doubling for a reply that outgrows the buffer: it is scanned again after
+                // each read, so few reads keep a large aggregate's scans few.
+                buf.reserve(buf.len().max(READ_BUFFER));
             }
             if reader.read_buf(&mut buf).await? == 0 {
                 return Err::<(), _>(io::Error::new(

@@ -165,3 +165,27 @@ async fn another_service_on_the_port_fails_the_request_as_not_resp() {
         "{failed}"
     );
 }
+
+#[tokio::test]
+async fn large_replies_come_back_whole() {
+    let server = TestServer::start(ip(6), &[]).await;
+    let wire = wire_to(&server, None).await;
+    let value = "v".repeat(8 << 20);
+    wire.send(command(&["SET", "big", &value]), 1)
+        .await
+        .unwrap();
+    let mut push = vec!["RPUSH", "list"];
+    push.extend(std::iter::repeat_n("element", 100_000));
+    wire.send(command(&push), 1).await.unwrap();
+    let mut both = command(&["GET", "big"]);
+    both.extend(command(&["LRANGE", "list", "0", "-1"]));
+    let reply = timeout(LIMIT, wire.send(both, 2)).await.unwrap().unwrap();
+    let bulk = format!("${}\r\n{value}\r\n", value.len());
+    assert!(reply.starts_with(bulk.as_bytes()));
+    let list = &reply[bulk.len()..];
+    assert!(list.starts_with(b"*100000\r\n$7\r\nelement\r\n"));
+    assert_eq!(
+        list.len(),
+        "*100000\r\n".len() + 100_000 * "$7\r\nelement\r\n".len()
+    );
+}
