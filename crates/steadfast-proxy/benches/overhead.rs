@@ -17,7 +17,8 @@
 //! its own (`tokio::io::copy_bidirectional`), with no parsing, routing or recovery at all.
 //! A fifth, "byte mux (floor)", has the shape of the proxy's shared upstream link (a task per
 //! client connection, one task owning one server connection, a channel and a oneshot between
-//! them) with commands and replies kept as bytes: what a link carrying bytes could reach.
+//! them) with commands and replies kept as bytes, on the library's own connection
+//! (`steadfast::bench_api::Wire`): what the proxy's links could reach carrying bytes.
 //!
 //! Run: `cargo bench -p steadfast-proxy --bench overhead` (needs `redis-server`; `nutcracker`
 //! is optional: `apt-get install nutcracker`). `STEADFAST_BENCH_JSON=FILE` also writes the

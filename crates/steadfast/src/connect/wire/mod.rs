@@ -14,7 +14,9 @@
 //! - When the connection fails (closed, reset, bytes that are not RESP, a reply nobody asked
 //!   for), every request waiting for a reply or queued gets an error, the task ends, and later
 //!   requests fail at once. Dropping every handle ends the task too.
-//! - Deadlines belong to the caller: a `send` waits as long as the connection lives.
+//! - Deadlines belong to the caller: a `send` waits as long as the connection lives. Bounds
+//!   too: at most `queue` requests wait to be written; those written wait for replies as long
+//!   as their callers do (the library's own queue bounds how many callers there are).
 
 mod frame;
 
