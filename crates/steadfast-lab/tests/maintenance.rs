@@ -62,7 +62,7 @@ struct Rehearsal<'p> {
 impl<'p> Rehearsal<'p> {
     /// Connects a RESP3 client through `proxy` and records its events.
     async fn connect(proxy: &'p Proxy) -> Self {
-        Self::connect_with(proxy, config_for(proxy.address)).await
+        Self::connect_with(proxy, config_for(proxy.address, steadfast::Protocol::Resp3)).await
     }
 
     /// Connects a client made with `config` through `proxy` and records its events, once a
@@ -142,24 +142,28 @@ where
     .expect("the lab scenario passed");
 }
 
-/// Push notifications need RESP3, which these clients opt in to.
-fn config_for(address: std::net::SocketAddr) -> Config {
+/// A client of `protocol` to `address` (a RESP3 link hears pushes itself; a RESP2 link's
+/// listener hears them for it).
+fn config_for(address: std::net::SocketAddr, protocol: steadfast::Protocol) -> Config {
     let mut config = Config::default();
     config.endpoint.host = address.ip().to_string();
     config.endpoint.port = address.port();
-    config.endpoint.protocol = steadfast::Protocol::Resp3;
+    config.endpoint.protocol = protocol;
     config
+}
+
+/// The lab's push proxy in front of server A, in a namespace of its own.
+fn push_proxy(lab: &mut Lab) -> Result<Proxy, LabError> {
+    let upstream = lab.servers[0].address();
+    let namespace = lab.attach("px", PROXY_IP)?;
+    Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)
 }
 
 /// A client of `protocol` through the push proxy, a workload running, a MOVING to B: the
 /// client moves to B without a failed or slow operation, one planned disconnect, two links.
 async fn moves_on_moving(lab: &mut Lab, protocol: steadfast::Protocol) -> Result<(), LabError> {
-    let upstream = lab.servers[0].address();
-    let namespace = lab.attach("px", PROXY_IP)?;
-    let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
-    let mut config = config_for(proxy.address);
-    config.endpoint.protocol = protocol;
-    let mut rehearsal = Rehearsal::connect_with(&proxy, config).await;
+    let proxy = push_proxy(lab)?;
+    let mut rehearsal = Rehearsal::connect_with(&proxy, config_for(proxy.address, protocol)).await;
     assert_eq!(
         rehearsal.proxy.opted_in(),
         1,
@@ -237,12 +241,8 @@ async fn relaxes_on_failing_over(
     lab: &mut Lab,
     protocol: steadfast::Protocol,
 ) -> Result<(), LabError> {
-    let upstream = lab.servers[0].address();
-    let namespace = lab.attach("px", PROXY_IP)?;
-    let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
-    let mut config = config_for(proxy.address);
-    config.endpoint.protocol = protocol;
-    let mut rehearsal = Rehearsal::connect_with(&proxy, config).await;
+    let proxy = push_proxy(lab)?;
+    let mut rehearsal = Rehearsal::connect_with(&proxy, config_for(proxy.address, protocol)).await;
     rehearsal
         .run_for(Duration::from_secs(8), Duration::from_millis(300))
         .await;
@@ -477,9 +477,7 @@ async fn pops_what_is_pushed(
 #[test]
 fn a_pop_blocked_when_moving_arrives_steps_off_the_old_node_and_pops_on_the_new_one() {
     in_lab("mvb", |mut lab| async move {
-        let upstream = lab.servers[0].address();
-        let namespace = lab.attach("px", PROXY_IP)?;
-        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
+        let proxy = push_proxy(&mut lab)?;
         let rehearsal = Rehearsal::connect(&proxy).await;
         let blocked = pop_forever(&rehearsal.client);
         until_popping(&lab.servers[0], 1).await?;
@@ -504,9 +502,7 @@ fn a_pop_blocked_when_moving_arrives_steps_off_the_old_node_and_pops_on_the_new_
 #[test]
 fn a_pop_blocked_when_moving_without_an_endpoint_arrives_pops_on_the_link_made_again() {
     in_lab("mnb", |mut lab| async move {
-        let upstream = lab.servers[0].address();
-        let namespace = lab.attach("px", PROXY_IP)?;
-        let proxy = Proxy::start(Some(namespace), (PROXY_IP, 6379).into(), upstream)?;
+        let proxy = push_proxy(&mut lab)?;
         let rehearsal = Rehearsal::connect(&proxy).await;
         let blocked = pop_forever(&rehearsal.client);
         let before = until_popping(&lab.servers[0], 1).await?;

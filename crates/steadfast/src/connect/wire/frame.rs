@@ -13,7 +13,7 @@
 //!   reads is scanned again per read (its bulks are skipped by length, not read).
 
 /// Deepest nesting accepted; Redis's own replies nest a few levels.
-pub(crate) const MAX_DEPTH: usize = 64;
+const MAX_DEPTH: usize = 64;
 
 /// Bytes that cannot be RESP; what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
