@@ -249,10 +249,8 @@ pub(super) fn transaction_refusal(error: &Error) -> Option<redis::RedisError> {
     let aborted = error
         .redis_error()
         .filter(|e| e.kind() == redis::ErrorKind::Server(ServerErrorKind::ExecAbort))?;
-    let refusals = aborted.clone().into_server_errors()?;
-    refusals
-        .iter()
-        .map(|(_, refusal)| redis::RedisError::from(refusal.clone()))
+    crate::connect::queued_refusals(aborted)
+        .into_iter()
         .find(is_cluster_refusal)
 }
 

@@ -27,7 +27,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use redis::aio::MultiplexedConnection;
+use super::wire::Connection;
 use redis::{Cmd, RedisError, Value};
 use tokio::sync::oneshot;
 
@@ -49,7 +49,7 @@ impl Batcher {
     /// Sends `cmd` on `connection`, in a batch with whatever other commands are ready now.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        connection: &MultiplexedConnection,
+        connection: &Connection,
         cmd: &Cmd,
     ) -> Reply {
         let (reply, answer) = oneshot::channel();
@@ -98,7 +98,7 @@ async fn to_the_back_of_the_queue() {
 }
 
 async fn send_batch(
-    mut connection: MultiplexedConnection,
+    mut connection: Connection,
     commands: Vec<(Cmd, oneshot::Sender<Reply>)>,
 ) {
     let mut pipeline = redis::pipe();

@@ -1,17 +1,21 @@
-//! The handshake on a fresh stream: redis-rs's setup, then our session questions and the
-//! maintenance opt-in in one round trip.
+//! The handshake on a fresh stream: the protocol, the credentials, our session questions and
+//! the maintenance opt-in, in one round trip.
 //!
 //! # Behaviour
-//! - redis-rs's `MultiplexedConnection::new_with_config` sends `HELLO 3` (with the credentials)
-//!   or `AUTH` for RESP2, and `SELECT`. The push listener is installed by that call, before
-//!   anything of ours is sent, so a MOVING the server sends during the handshake is not lost.
-//! - One pipeline then sends `CLIENT SETNAME`, the link journal's commands (state the caller
-//!   set with commands: `SELECT`, `CLIENT SETNAME` ...; a refusal fails the attempt),
-//!   `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type
-//!   <type>` (RESP3, unless disabled), `READONLY` (a cluster node whose client reads from
-//!   replicas), `CLIENT ID` and `ROLE`. Refusals of `READONLY`, `CLIENT ID` and `ROLE`
-//!   are tolerated (some managed services rename them); a refused opt-in fails the attempt only in
-//!   [`MaintenanceMode::Enabled`].
+//! - The stream becomes a [`Wire`] whose push handler is installed before anything is sent, so
+//!   a MOVING the server sends during the handshake is not lost.
+//! - One pipeline sends `HELLO 3` (with the credentials) or, in RESP2, `AUTH` (when there is a
+//!   password); `SELECT` (a database other than 0); `CLIENT SETINFO` (library name and version,
+//!   refusals ignored); `CLIENT SETNAME`, the link journal's commands (state the caller set
+//!   with commands: `SELECT`, `CLIENT SETNAME` ...; a refusal fails the attempt),
+//!   `CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type <type>` (RESP3, unless disabled),
+//!   `READONLY` (a cluster node whose client reads from replicas), `CLIENT ID` and `ROLE`.
+//!   Refusals of `READONLY`, `CLIENT ID` and `ROLE` are tolerated (some managed services rename
+//!   them); a refused opt-in fails the attempt only in [`MaintenanceMode::Enabled`]. A server
+//!   too old for `AUTH user password` is asked again with the password alone.
+//! - Refused credentials fail the attempt as [`ErrorKind::Auth`] with the server's reason
+//!   (never the password); an answer that is not the Redis protocol as
+//!   [`ErrorKind::Protocol`].
 //! - A server that answers the handshake with `LOADING`, `MASTERDOWN` or `BUSY` fails the attempt
 //!   as *not ready* ([`FailureClass::NotReady`]): the next attempt comes after
 //!   `reconnect.refused_retry`, not after the growing backoff. (Redis answers `HELLO`, `AUTH`,
@@ -22,16 +26,20 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, RedisConnectionInfo, Value};
+use redis::{PushInfo, Value};
 use tracing::debug;
 
 use super::activity::{Activity, MeteredStream};
+use super::wire::{self, Wire};
 use super::{Address, ConnectFailure, Connector, FailureClass, Link, PushRoutes};
 use crate::config::{MaintenanceMode, MovingEndpointType, Protocol};
 use crate::error::{Error, ErrorKind};
 use crate::event::Role;
 use crate::notices::{Notice, push};
+
+/// Requests a link's wire holds waiting to be written; callers wait beyond it (the command
+/// queue bounds how many there are).
+const WIRE_QUEUE: usize = 1024;
 
 pub(super) async fn handshake<S>(
     connector: &Connector,
@@ -46,10 +54,7 @@ where
     let endpoint = &config.endpoint;
     let activity = Activity::new();
     let metered = MeteredStream::new(stream, Arc::clone(&activity));
-    let mut info = RedisConnectionInfo::default()
-        .set_db(endpoint.database)
-        .set_lib_name("steadfast", env!("CARGO_PKG_VERSION"));
-    match &endpoint.credentials {
+    let login = match &endpoint.credentials {
         Some(provider) => {
             let fresh = provider.credentials().await.map_err(|e| {
                 rejected(Error::new(
@@ -57,61 +62,23 @@ where
                     format!("credentials for {address}: {e}"),
                 ))
             })?;
-            if let Some(user) = &fresh.username {
-                info = info.set_username(user);
-            }
-            info = info.set_password(fresh.password.expose());
+            Some((fresh.username.clone(), fresh.password.expose().to_owned()))
         }
-        None => {
-            if let Some(user) = &endpoint.username {
-                info = info.set_username(user);
-            }
-            if let Some(password) = &endpoint.password {
-                info = info.set_password(password.expose());
-            }
-        }
-    }
-    let mut options = AsyncConnectionConfig::new()
-        .set_response_timeout(None)
-        .set_connection_timeout(None);
+        None => endpoint
+            .password
+            .as_ref()
+            .map(|password| (endpoint.username.clone(), password.expose().to_owned())),
+    };
     let is_during_handshake = Arc::new(AtomicBool::new(true));
     let is_resp3 = endpoint.protocol == Protocol::Resp3;
-    if is_resp3 {
-        info = info.set_protocol(ProtocolVersion::RESP3);
-        options = options.set_push_sender(route_pushes(
+    let pushes = is_resp3.then(|| {
+        route_pushes(
             connector.routes.clone(),
             generation,
             Arc::clone(&is_during_handshake),
-        ));
-    }
-    let (mut connection, driver) = MultiplexedConnection::new_with_config(&info, metered, options)
-        .await
-        .map_err(|e| {
-            if e.kind() == redis::ErrorKind::Parse {
-                // Not the Redis protocol: an HTTP server, a TLS port, another service.
-                let detail = e.to_string();
-                let first_line = detail.lines().next().unwrap_or_default();
-                return rejected(
-                    Error::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "handshake with {address}: the answer is not the Redis protocol \
-                             (another service on this port, or one that expects TLS?): {first_line}"
-                        ),
-                    )
-                    .with_source(e),
-                );
-            }
-            let kind = if is_auth_failure(&e) {
-                ErrorKind::Auth
-            } else {
-                ErrorKind::Connect
-            };
-            ConnectFailure {
-                class: refusal_class(&e),
-                error: Error::from_redis(kind, &format!("handshake with {address}"), e),
-            }
-        })?;
+        )
+    });
+    let (wire, driver) = Wire::new(metered, WIRE_QUEUE, pushes);
     let closed = tokio_util::sync::CancellationToken::new();
     let driver_task = {
         let activity = Arc::clone(&activity);
@@ -122,6 +89,7 @@ where
             closed.cancel();
         })
     };
+    let mut connection = wire::Connection::new(wire, endpoint.database);
     let opt_in = (is_resp3 && config.maintenance.mode != MaintenanceMode::Disabled).then(|| {
         let peer = address
             .tcp()
@@ -129,23 +97,24 @@ where
         endpoint_type(config.maintenance.endpoint_type, peer)
     });
     let (journal_version, replay) = connector.journal.snapshot();
-    let facts = session(
-        &mut connection,
-        &Session {
-            client_name: endpoint.client_name.as_deref(),
-            replay: &replay,
-            opt_in,
-            is_read_only: connector.is_read_only_session,
-        },
-    )
-    .await
-    .map_err(|e| {
-        driver_task.abort();
-        ConnectFailure {
-            class: refusal_class(&e),
-            error: Error::from_redis(ErrorKind::Connect, &format!("handshake with {address}"), e),
+    let hello = Hello {
+        is_resp3,
+        login: login.as_ref().map(|(user, password)| (user.as_deref(), password.as_str())),
+        database: endpoint.database,
+    };
+    let session = Session {
+        client_name: endpoint.client_name.as_deref(),
+        replay: &replay,
+        opt_in,
+        is_read_only: connector.is_read_only_session,
+    };
+    let facts = match introduce(&mut connection, &hello, &session).await {
+        Ok(facts) => facts,
+        Err(failure) => {
+            driver_task.abort();
+            return Err(failure.at(&address));
         }
-    })?;
+    };
     if let Some(refused) = &facts.replay_refused {
         driver_task.abort();
         let command = replay.get(refused.index).map(describe).unwrap_or_default();
@@ -194,15 +163,18 @@ where
     })
 }
 
-/// The push sender of one link: maintenance frames to the reactor (never blocking; a full queue
-/// drops the frame, counted in the log), the rest to the application.
+/// The push handler of one link: maintenance frames to the reactor (never blocking; a full
+/// queue drops the frame, counted in the log), the rest to the application.
 fn route_pushes(
     routes: PushRoutes,
     generation: u64,
     is_during_handshake: Arc<AtomicBool>,
-) -> impl Fn(PushInfo) -> Result<(), redis::aio::SendError> + Send + Sync + 'static {
-    move |frame: PushInfo| {
-        if let Some(notification) = push::parse(&frame.kind, &frame.data) {
+) -> wire::Pushes {
+    Box::new(move |frame: &[u8]| {
+        let Ok(Value::Push { kind, data }) = redis::parse_redis_value(frame) else {
+            return;
+        };
+        if let Some(notification) = push::parse(&kind, &data) {
             let notice = Notice {
                 generation,
                 notification,
@@ -216,9 +188,139 @@ fn route_pushes(
             }
         } else {
             // No receiver is fine: pushes are offered, never required.
-            let _ = routes.application.send(frame);
+            let _ = routes.application.send(PushInfo { kind, data });
         }
-        Ok(())
+    })
+}
+
+/// How a connection says who it is: the protocol, the credentials, the database.
+struct Hello<'a> {
+    is_resp3: bool,
+    /// `(username, password)`.
+    login: Option<(Option<&'a str>, &'a str)>,
+    database: i64,
+}
+
+/// A handshake that failed, before the address is known to the message.
+enum Failure {
+    /// Credentials refused: the server's reason.
+    Auth(String),
+    /// Not the Redis protocol.
+    Protocol(String),
+    /// Any other refusal or failure.
+    Other(redis::RedisError),
+}
+
+impl Failure {
+    fn at(self, address: &Address) -> ConnectFailure {
+        match self {
+            Self::Auth(reason) => rejected(Error::new(
+                ErrorKind::Auth,
+                format!("handshake with {address}: the credentials were refused: {reason}"),
+            )),
+            Self::Protocol(detail) => rejected(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "handshake with {address}: the answer is not the Redis protocol \
+                     (another service on this port, or one that expects TLS?): {detail}"
+                ),
+            )),
+            Self::Other(e) => ConnectFailure {
+                class: refusal_class(&e),
+                error: Error::from_redis(ErrorKind::Connect, &format!("handshake with {address}"), e),
+            },
+        }
+    }
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(e: redis::RedisError) -> Self {
+        if e.kind() == redis::ErrorKind::Parse {
+            let detail = e.detail().map_or_else(|| e.to_string(), str::to_owned);
+            return Self::Protocol(detail.lines().next().unwrap_or_default().to_owned());
+        }
+        Self::Other(e)
+    }
+}
+
+/// Says hello and asks the session questions: one round trip (two with a server that knows no
+/// ACL users).
+async fn introduce(
+    connection: &mut wire::Connection,
+    hello: &Hello<'_>,
+    session: &Session<'_>,
+) -> Result<Facts, Failure> {
+    let mut with_username = true;
+    loop {
+        let mut pipe = redis::pipe();
+        let username = hello.login.and_then(|(user, _)| user).filter(|_| with_username);
+        if hello.is_resp3 {
+            let hello_cmd = pipe.cmd("HELLO").arg(3);
+            if let Some((user, password)) = hello.login {
+                hello_cmd
+                    .arg("AUTH")
+                    .arg(user.unwrap_or("default"))
+                    .arg(password);
+            }
+        } else if let Some((_, password)) = hello.login {
+            let auth = pipe.cmd("AUTH");
+            if let Some(user) = username {
+                auth.arg(user);
+            }
+            auth.arg(password);
+        }
+        if hello.database != 0 {
+            pipe.cmd("SELECT").arg(hello.database);
+        }
+        pipe.cmd("CLIENT")
+            .arg("SETINFO")
+            .arg("LIB-NAME")
+            .arg("steadfast")
+            .cmd("CLIENT")
+            .arg("SETINFO")
+            .arg("LIB-VER")
+            .arg(env!("CARGO_PKG_VERSION"));
+        let setup = pipe.len();
+        let replies = ask(connection, pipe, session).await?;
+        let (setup_replies, session_replies) = replies.split_at(setup.min(replies.len()));
+        let mut setup_replies = setup_replies.iter();
+        if hello.is_resp3 || hello.login.is_some() {
+            if let Some(Value::ServerError(e)) = setup_replies.next() {
+                let detail = e.details().unwrap_or("");
+                if detail.contains("wrong number of arguments for 'auth'") && username.is_some() {
+                    with_username = false;
+                    continue;
+                }
+                if hello.is_resp3 && detail.starts_with("unknown command `HELLO`") {
+                    return Err(Failure::Other(redis::RedisError::from((
+                        redis::ErrorKind::RESP3NotSupported,
+                        "the server does not know HELLO, so RESP3 cannot be used",
+                    ))));
+                }
+                let error = redis::RedisError::from(e.clone());
+                if is_auth_failure(&error) || !hello.is_resp3 {
+                    return Err(Failure::Auth(format!("{} {detail}", e.code())));
+                }
+                return Err(Failure::Other(error));
+            }
+        }
+        if hello.database != 0
+            && let Some(Value::ServerError(e)) = setup_replies.next()
+        {
+            return Err(Failure::Other(redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "the server refused to switch database",
+                format!("{} {}", e.code(), e.details().unwrap_or("")),
+            ))));
+        }
+        if let Some(e) = replies.iter().find_map(|reply| match reply {
+            Value::ServerError(e) if e.code() == "NOAUTH" => Some(e),
+            _ => None,
+        }) {
+            // No credentials, and the server wants some.
+            return Err(Failure::Auth(format!("NOAUTH {}", e.details().unwrap_or(""))));
+        }
+        return Ok(facts(session_replies, session));
     }
 }
 
@@ -250,20 +352,20 @@ struct Session<'a> {
     is_read_only: bool,
 }
 
-async fn session(
-    connection: &mut MultiplexedConnection,
+/// Adds the session's questions to `pipe` and sends it all, every command's reply a value.
+async fn ask(
+    connection: &mut wire::Connection,
+    mut pipe: redis::Pipeline,
     session: &Session<'_>,
-) -> redis::RedisResult<Facts> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
+) -> redis::RedisResult<Vec<Value>> {
     if let Some(name) = session.client_name {
-        pipe.cmd("CLIENT").arg("SETNAME").arg(name).ignore();
+        pipe.cmd("CLIENT").arg("SETNAME").arg(name);
     }
     for cmd in session.replay {
         pipe.add_command(cmd.clone());
     }
     if session.is_read_only {
-        pipe.cmd("READONLY").ignore();
+        pipe.cmd("READONLY");
     }
     if let Some(endpoint_type) = session.opt_in {
         pipe.cmd("CLIENT")
@@ -273,19 +375,30 @@ async fn session(
             .arg(endpoint_type);
     }
     pipe.cmd("CLIENT").arg("ID").cmd("ROLE");
-    let replies: Vec<Value> = pipe.query_async(connection).await?;
-    let mut replies = replies.into_iter();
+    let count = pipe.len();
+    connection.send_packed_commands(&pipe, 0, count).await
+}
+
+/// What the session questions' `replies` say.
+fn facts(replies: &[Value], session: &Session<'_>) -> Facts {
+    let mut replies = replies.iter();
+    if session.client_name.is_some() {
+        replies.next();
+    }
     let mut replay_refused = None;
     for index in 0..session.replay.len() {
         if let Some(Value::ServerError(e)) = replies.next() {
             let reply = format!("{} {}", e.code(), e.details().unwrap_or(""));
-            let is_not_ready = crate::policy::retry::is_not_ready(&e.into());
+            let is_not_ready = crate::policy::retry::is_not_ready(&e.clone().into());
             replay_refused.get_or_insert(Refused {
                 index,
                 reply,
                 is_not_ready,
             });
         }
+    }
+    if session.is_read_only {
+        replies.next();
     }
     let maintenance = session.opt_in.map(|_| match replies.next() {
         Some(Value::Okay) => Ok(()),
@@ -294,7 +407,7 @@ async fn session(
         other => Err(format!("unexpected reply {other:?}")),
     });
     let client_id = match replies.next() {
-        Some(Value::Int(id)) => Some(id),
+        Some(Value::Int(id)) => Some(*id),
         _ => None,
     };
     let role = match replies.next() {
@@ -307,12 +420,12 @@ async fn session(
         },
         _ => Role::Unknown,
     };
-    Ok(Facts {
+    Facts {
         client_id,
         role,
         maintenance,
         replay_refused,
-    })
+    }
 }
 
 /// A command as the caller wrote it, for an error message (`SELECT 5`).

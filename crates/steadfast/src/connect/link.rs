@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +18,7 @@ pub(crate) struct Link {
     pub(crate) address: super::Address,
     /// Our end of a TCP link, as the server's `CLIENT LIST` shows it (`addr=`).
     pub(crate) local: Option<std::net::SocketAddr>,
-    pub(crate) connection: MultiplexedConnection,
+    pub(crate) connection: super::wire::Connection,
     pub(crate) activity: Arc<Activity>,
     /// `CLIENT ID` at handshake, for the health probe's `CLIENT LIST ID`.
     pub(crate) client_id: Option<i64>,

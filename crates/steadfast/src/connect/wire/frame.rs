@@ -19,6 +19,8 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Malformed(pub(crate) &'static str);
 
+impl std::error::Error for Malformed {}
+
 impl std::fmt::Display for Malformed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "not the Redis protocol: {}", self.0)
@@ -28,6 +30,34 @@ impl std::fmt::Display for Malformed {
 /// The length of the first complete frame in `buf`; `None` while more bytes are needed.
 pub(crate) fn length(buf: &[u8]) -> Result<Option<usize>, Malformed> {
     scan(buf, 0, 0)
+}
+
+/// Whether `frame` (a whole frame) is a push confirming a subscription change (`>3`,
+/// `subscribe`, ... : a reply to the command that asked for it, in RESP3).
+pub(crate) fn is_confirmation(frame: &[u8]) -> bool {
+    const KINDS: [&[u8]; 6] = [
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+    ];
+    if frame.first() != Some(&b'>') {
+        return false;
+    }
+    let Some(eol) = line_end(frame, 1) else {
+        return false;
+    };
+    let kind = match frame.get(eol + 2) {
+        Some(b'+') => line_end(frame, eol + 3).map(|end| &frame[eol + 3..end]),
+        Some(b'$') => line_end(frame, eol + 3).and_then(|end| {
+            let len: usize = std::str::from_utf8(&frame[eol + 3..end]).ok()?.parse().ok()?;
+            frame.get(end + 2..end + 2 + len)
+        }),
+        _ => None,
+    };
+    kind.is_some_and(|kind| KINDS.iter().any(|k| k.eq_ignore_ascii_case(kind)))
 }
 
 /// Where the line that starts at `from` ends (its CR), if it is complete.
@@ -115,6 +145,15 @@ fn scan(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, Malformed>
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn subscription_confirmations_are_told_from_other_pushes() {
+        assert!(is_confirmation(b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"));
+        assert!(is_confirmation(b">3\r\n+SUNSUBSCRIBE\r\n$1\r\nc\r\n:0\r\n"));
+        assert!(!is_confirmation(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n"));
+        assert!(!is_confirmation(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"));
+        assert!(!is_confirmation(b">1\r\n$99\r\nsub\r\n"));
+    }
 
     #[test]
     fn every_type_of_both_protocols_has_its_exact_length() {

@@ -8,9 +8,13 @@
 //!   frames, concatenated, exactly as the server sent them.
 //! - Requests queued while the connection writes are written together with one system call
 //!   (up to [`WRITE_BATCH`] bytes); replies are matched to requests in order.
-//! - Push frames (`>`, RESP3) are nobody's reply: each goes to the push sender given to
-//!   [`Wire::new`], or is dropped without one. RESP2 Pub/Sub messages look like replies and are
-//!   not told apart: a subscribed RESP2 connection is not a wire's.
+//! - Push frames (`>`, RESP3) go to the push handler given to [`Wire::new`] (called on the
+//!   connection's task: it must not block), or are dropped without one. They are nobody's reply,
+//!   except a subscription change's confirmation (`subscribe`, `unsubscribe` ...) while the
+//!   oldest request waiting was sent with `confirms` ([`Wire::request`]): then it is that
+//!   request's reply too (a server's own `sunsubscribe`, after a slot moved, is only a push).
+//!   RESP2 Pub/Sub messages look like replies and are not told apart: a subscribed RESP2
+//!   connection is not a wire's.
 //! - When the connection fails (closed, reset, bytes that are not RESP, a reply nobody asked
 //!   for), every request waiting for a reply or queued gets an error, the task ends, and later
 //!   requests fail at once. Dropping every handle ends the task too.
@@ -18,6 +22,7 @@
 //!   too: at most `queue` requests wait to be written; those written wait for replies as long
 //!   as their callers do (the library's own queue bounds how many callers there are).
 
+mod connection;
 mod frame;
 
 use std::io;
@@ -25,7 +30,11 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) use connection::{Connection, queued_refusals};
 pub(crate) use frame::length as frame_length;
+
+/// What is done with each push frame: see the module's documentation.
+pub(crate) type Pushes = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Requests written together with one system call, at most (bytes).
 pub(crate) const WRITE_BATCH: usize = 64 * 1024;
@@ -37,12 +46,14 @@ const READ_BUFFER: usize = 16 * 1024;
 struct Job {
     bytes: Vec<u8>,
     replies: usize,
+    confirms: bool,
     tell: oneshot::Sender<io::Result<Vec<u8>>>,
 }
 
 /// A request written, and the replies read for it so far.
 struct Waiter {
     owed: usize,
+    confirms: bool,
     got: Vec<u8>,
     tell: oneshot::Sender<io::Result<Vec<u8>>>,
 }
@@ -59,7 +70,7 @@ impl Wire {
     pub(crate) fn new<S>(
         stream: S,
         queue: usize,
-        pushes: Option<mpsc::UnboundedSender<Vec<u8>>>,
+        pushes: Option<Pushes>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
@@ -71,6 +82,17 @@ impl Wire {
     /// Sends `bytes` (encoded commands) and resolves with the frames of the `replies` replies
     /// they owe, concatenated. An error when the connection failed before they all came.
     pub(crate) async fn send(&self, bytes: Vec<u8>, replies: usize) -> io::Result<Vec<u8>> {
+        self.request(bytes, replies, false).await
+    }
+
+    /// [`Wire::send`], for a request whose replies may be subscription confirmations
+    /// (`confirms`: see the module's documentation).
+    pub(crate) async fn request(
+        &self,
+        bytes: Vec<u8>,
+        replies: usize,
+        confirms: bool,
+    ) -> io::Result<Vec<u8>> {
         if replies == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -81,6 +103,7 @@ impl Wire {
         let job = Job {
             bytes,
             replies,
+            confirms,
             tell,
         };
         if self.jobs.send(job).await.is_err() {
@@ -88,6 +111,14 @@ impl Wire {
         }
         told.await.unwrap_or_else(|_| Err(closed()))
     }
+}
+
+/// Whether the connection failed because the server's bytes were not RESP (not because the
+/// stream under it failed).
+pub(crate) fn is_malformed(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|e| e.downcast_ref::<frame::Malformed>().is_some())
 }
 
 fn closed() -> io::Error {
@@ -99,7 +130,7 @@ fn closed() -> io::Error {
 async fn drive<S>(
     stream: S,
     mut queued: mpsc::Receiver<Job>,
-    pushes: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    mut pushes: Option<Pushes>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -114,6 +145,7 @@ async fn drive<S>(
                 out.extend_from_slice(&job.bytes);
                 let waiter = Waiter {
                     owed: job.replies,
+                    confirms: job.confirms,
                     got: Vec::new(),
                     tell: job.tell,
                 };
@@ -151,21 +183,28 @@ async fn drive<S>(
             }
             let mut used = 0;
             while let Some(length) = frame::length(&buf[used..])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
             {
                 let frame = &buf[used..used + length];
                 used += length;
-                if frame.first() == Some(&b'>') {
-                    if let Some(pushes) = &pushes {
-                        let _ = pushes.send(frame.to_vec());
-                    }
+                let is_push = frame.first() == Some(&b'>');
+                if is_push && let Some(pushes) = &mut pushes {
+                    pushes(frame);
+                }
+                if current.is_none() {
+                    current = waiting.try_recv().ok();
+                }
+                let is_reply = !is_push
+                    || (current.as_ref().is_some_and(|w| w.confirms)
+                        && frame::is_confirmation(frame));
+                if !is_reply {
                     continue;
                 }
-                let mut waiter = match current.take() {
-                    Some(waiter) => waiter,
-                    None => waiting.try_recv().map_err(|_| {
-                        io::Error::new(io::ErrorKind::InvalidData, "a reply nobody asked for")
-                    })?,
+                let Some(mut waiter) = current.take() else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        frame::Malformed("a reply nobody asked for"),
+                    ));
                 };
                 waiter.got.extend_from_slice(frame);
                 waiter.owed -= 1;
@@ -188,7 +227,11 @@ async fn drive<S>(
     let failure = failure.unwrap_or_else(closed);
     // Fail everything still waiting: written, queued, and what the reader held.
     let fail = |tell: oneshot::Sender<io::Result<Vec<u8>>>| {
-        let _ = tell.send(Err(io::Error::new(failure.kind(), failure.to_string())));
+        let copy = match failure.get_ref().and_then(|e| e.downcast_ref::<frame::Malformed>()) {
+            Some(malformed) => io::Error::new(failure.kind(), malformed.clone()),
+            None => io::Error::new(failure.kind(), failure.to_string()),
+        };
+        let _ = tell.send(Err(copy));
     };
     if let Some(waiter) = current {
         fail(waiter.tell);

@@ -26,6 +26,11 @@ fn command(args: &[&str]) -> Vec<u8> {
 async fn wire_to(server: &TestServer, pushes: Option<mpsc::UnboundedSender<Vec<u8>>>) -> Wire {
     let stream = TcpStream::connect(server.address).await.unwrap();
     stream.set_nodelay(true).unwrap();
+    let pushes = pushes.map(|pushes| -> super::Pushes {
+        Box::new(move |frame: &[u8]| {
+            let _ = pushes.send(frame.to_vec());
+        })
+    });
     let (wire, driver) = Wire::new(stream, 1024, pushes);
     tokio::spawn(driver);
     wire
@@ -188,4 +193,39 @@ async fn large_replies_come_back_whole() {
         list.len(),
         "*100000\r\n".len() + 100_000 * "$7\r\nelement\r\n".len()
     );
+}
+
+#[tokio::test]
+async fn a_subscription_confirmation_answers_the_request_that_asked_for_it_and_nothing_else() {
+    let server = TestServer::start(ip(6), &[]).await;
+    let (pushes, mut pushed) = mpsc::unbounded_channel();
+    let subscriber = wire_to(&server, Some(pushes)).await;
+    let publisher = wire_to(&server, None).await;
+    subscriber.send(command(&["HELLO", "3"]), 1).await.unwrap();
+    let confirmed = timeout(
+        LIMIT,
+        subscriber.request(command(&["SUBSCRIBE", "c"]), 1, true),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(confirmed, b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n");
+    let copy = timeout(LIMIT, pushed.recv()).await.unwrap().unwrap();
+    assert_eq!(copy, confirmed, "the confirmation is offered as a push too");
+    publisher
+        .send(command(&["PUBLISH", "c", "x"]), 1)
+        .await
+        .unwrap();
+    let message = timeout(LIMIT, pushed.recv()).await.unwrap().unwrap();
+    assert!(message.starts_with(b">3\r\n$7\r\nmessage"), "{message:?}");
+    // Unasked for, a confirmation is only a push: the PING's reply is still the PING's.
+    let mut unasked = command(&["UNSUBSCRIBE", "c"]);
+    unasked.extend(command(&["PING"]));
+    let pong = timeout(LIMIT, subscriber.send(unasked, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, b"+PONG\r\n");
+    let unsubscribed = timeout(LIMIT, pushed.recv()).await.unwrap().unwrap();
+    assert!(unsubscribed.starts_with(b">3\r\n$11\r\nunsubscribe"));
 }
