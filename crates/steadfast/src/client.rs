@@ -6,6 +6,8 @@
 //! - Clones share one link, one supervisor and one health monitor.
 //! - Dropping the last clone, or [`Client::shutdown`], ends every task and closes every socket.
 
+mod forward;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ use crate::maintenance;
 use crate::pubsub::Subscriber;
 use crate::shared::{self, Dedicated, NodeMode, Shared, Timeouts, Use};
 use crate::supervisor;
+
+pub use forward::Forwarded;
 
 /// Push frames a slow receiver may fall behind by before it is told it lagged (a broadcast
 /// channel allocates every slot up front, per client).
@@ -143,17 +147,13 @@ impl Client {
     }
 
     async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
-        match command::execute(
+        let reply = command::execute(
             &self.shared,
             Request::Single(cmd),
             self.is_ambiguous_allowed,
             None,
-        )
-        .await?
-        {
-            Reply::Single(value) => Ok(value),
-            Reply::Pipeline(values) => Ok(Value::Array(values)),
-        }
+        );
+        Ok(reply.await?.into_value())
     }
 
     /// A handle on the same client that sends *every* command again after an ambiguous failure

@@ -94,7 +94,7 @@ mod shared;
 mod supervisor;
 mod verdict;
 
-pub use client::Client;
+pub use client::{Client, Forwarded};
 pub use command::session::Session;
 pub use config::{
     AzureEvents, ClientIdentity, ClusterConfig, CommandConfig, Config, ConnectConfig,

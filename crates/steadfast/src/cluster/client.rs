@@ -93,7 +93,7 @@ use super::maintenance::{NOTICES, maintenance_watch};
 use super::redirect::NodeAddress;
 use super::refresher::refresher;
 use super::router::Router;
-use crate::command::{Reply, Request};
+use crate::command::Request;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::event::Event;
@@ -224,10 +224,7 @@ impl ClusterClient {
                 .await?;
             return split.join(replies);
         }
-        match self.router.run(Request::Single(cmd)).await? {
-            Reply::Single(value) => Ok(value),
-            Reply::Pipeline(values) => Ok(Value::Array(values)),
-        }
+        Ok(self.router.run(Request::Single(cmd)).await?.into_value())
     }
 }
 

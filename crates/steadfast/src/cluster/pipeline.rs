@@ -196,8 +196,7 @@ impl Router {
                 continue;
             };
             match Box::pin(self.run_until(Request::Single(cmd), deadline)).await {
-                Ok(Reply::Single(value)) => *slot = value,
-                Ok(Reply::Pipeline(parts)) => *slot = Value::Array(parts),
+                Ok(reply) => *slot = reply.into_value(),
                 Err(error) => {
                     let message = format!(
                         "command {} of a pipeline of {} was refused by the cluster and failed when sent again (the pipeline's other commands were applied): {error}",

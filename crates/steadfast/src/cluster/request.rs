@@ -66,7 +66,7 @@ impl Request<'_> {
             let reply = send_whole(node, &asking, count, until).await?;
             return Ok(match reply {
                 Reply::Pipeline(mut values) => Reply::Pipeline(values.pop().into_iter().collect()),
-                single @ Reply::Single(_) => single,
+                other => other,
             });
         }
         let mut asking = redis::pipe();

@@ -100,10 +100,7 @@ impl ClusterSession {
     /// As [`ClusterClient::query`](super::ClusterClient::query), [`ErrorKind::CrossSlot`] for a
     /// key outside the session's slot, and [`ErrorKind::WatchLost`].
     pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, Error> {
-        let value = match self.send(Request::Single(cmd)).await? {
-            Reply::Single(value) => value,
-            Reply::Pipeline(values) => Value::Array(values),
-        };
+        let value = self.send(Request::Single(cmd)).await?.into_value();
         redis::from_redis_value(value)
             .map_err(|e| Error::from_redis(ErrorKind::Server, "converting the reply", e.into()))
     }
@@ -238,12 +235,7 @@ impl std::fmt::Debug for ClusterSession {
 
 impl ConnectionLike for ClusterSession {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            match self.send(Request::Single(cmd)).await? {
-                Reply::Single(value) => Ok(value),
-                Reply::Pipeline(values) => Ok(Value::Array(values)),
-            }
-        })
+        Box::pin(async move { Ok(self.send(Request::Single(cmd)).await?.into_value()) })
     }
 
     fn req_packed_commands<'a>(

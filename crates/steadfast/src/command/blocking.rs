@@ -191,7 +191,7 @@ impl Job {
                 Some(link) => Some(link),
                 None => super::wait_for_link(&core, deadline).await.ok(),
             };
-            let mut running = Box::pin(super::run_here(&core, request, self.sending));
+            let mut running = Box::pin(super::run_here(&core, request, self.sending, None));
             let ended = tokio::select! {
                 outcome = &mut running => Ended::Done(outcome),
                 () = tell.closed() => Ended::CallerGone,
@@ -341,6 +341,8 @@ fn is_empty(reply: &Reply) -> bool {
     match reply {
         Reply::Single(value) => empty(value),
         Reply::Pipeline(values) => values.iter().all(empty),
+        // Blocking commands are never sent from the caller's bytes.
+        Reply::Frames(_) => false,
     }
 }
 

@@ -44,6 +44,14 @@ pub(super) fn record(
                 }
             }
         }
+        (Request::Pipeline { pipeline, .. }, Reply::Frames(_)) => {
+            // Frames hold no error: every command succeeded (never a transaction).
+            for cmd in pipeline.cmd_iter() {
+                if effect::effect(cmd) == Effect::Journal {
+                    version = Some(journal.record(effect::journal_key(cmd), cmd));
+                }
+            }
+        }
         (Request::Pipeline { .. }, Reply::Single(_)) => {}
     }
     let version = version?;

@@ -25,11 +25,16 @@ use crate::policy::retry::{self, Decision, Handover};
 use crate::policy::{effect, idempotent};
 use crate::shared::{NodeMode, Shared};
 mod blocking;
+mod forward;
 mod journal;
 mod ready;
 mod refused;
+mod reply;
 pub(crate) mod session;
 mod unblock;
+
+pub(crate) use forward::execute as execute_encoded;
+pub(crate) use reply::Reply;
 
 /// What is being sent.
 #[derive(Clone, Copy)]
@@ -90,23 +95,6 @@ impl Request<'_> {
     }
 }
 
-/// The reply to a request: one value, or one per command of a pipeline.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Single(Value),
-    Pipeline(Vec<Value>),
-}
-
-impl Reply {
-    /// The values, one per command.
-    pub(crate) fn into_values(self) -> Vec<Value> {
-        match self {
-            Self::Single(value) => vec![value],
-            Self::Pipeline(values) => values,
-        }
-    }
-}
-
 /// Sends `request` on the current link, waiting and retrying as the policy says, until its
 /// deadline, or `until` if that comes first (a cluster router's deadline for the whole
 /// command: one timer instead of two).
@@ -160,14 +148,14 @@ async fn run(
     {
         return blocking::run(shared, dedicated, request, sending).await;
     }
-    run_here(shared, request, sending).await
+    run_here(shared, request, sending, None).await
 }
 
 /// Sends `request`, subscription commands the subscriber built (`pubsub`), on `shared`'s own
 /// link: no plan to check, and sending one again is harmless.
 pub(crate) async fn subscribe(shared: &Shared, request: Request<'_>) -> Result<Reply, Error> {
     let sending = Sending::new(shared, effect::Plan::default(), true, None);
-    run_here(shared, request, sending).await
+    run_here(shared, request, sending, None).await
 }
 
 /// How one request is sent: its plan, who allowed what, and its time.
@@ -249,8 +237,15 @@ fn pinned_link_gone(generation: u64) -> Error {
     )
 }
 
-/// Sends `request` on `shared`'s own link, waiting and retrying as the policy says.
-async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Result<Reply, Error> {
+/// Sends `request` on `shared`'s own link, waiting and retrying as the policy says; as
+/// `encoded` if the caller holds it so ([`forward`]: never a blocking command, the one kind
+/// rewritten for a resend).
+async fn run_here(
+    shared: &Shared,
+    request: Request<'_>,
+    sending: Sending,
+    encoded: Option<&[u8]>,
+) -> Result<Reply, Error> {
     let Sending {
         plan,
         is_ambiguous_allowed,
@@ -312,7 +307,7 @@ async fn run_here(shared: &Shared, request: Request<'_>, sending: Sending) -> Re
             (None, NodeMode::Endpoint) => Writing::BatchedAbove(ENDPOINT_BATCH_FROM),
             (Some(_), _) => Writing::Alone,
         };
-        let reply = std::pin::pin!(send(&link, request, writing));
+        let reply = std::pin::pin!(send(&link, request, writing, encoded));
         let outcome = until_deadline(shared, &plan, started, deadline, reply).await;
         drop(in_flight);
         is_resend = true;
@@ -464,8 +459,17 @@ enum Writing {
     Alone,
 }
 
-/// Writes `request` on `link`; single commands are batched while others are in flight.
-async fn send(link: &Link, request: Request<'_>, writing: Writing) -> Result<Reply, RedisError> {
+/// Writes `request` on `link` (as `encoded`, if given); single commands are batched while
+/// others are in flight.
+async fn send(
+    link: &Link,
+    request: Request<'_>,
+    writing: Writing,
+    encoded: Option<&[u8]>,
+) -> Result<Reply, RedisError> {
+    if let Some(encoded) = encoded {
+        return forward::send(link, request, encoded).await;
+    }
     let mut connection = link.connection.clone();
     match request {
         // Batching pays only when another command is in flight on the link: alone, its yield

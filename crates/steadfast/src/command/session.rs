@@ -275,10 +275,7 @@ impl Session {
     /// As [`Client::query`](crate::Client::query), and [`ErrorKind::WatchLost`] when the link
     /// that held this session's `WATCH` or `MULTI` was replaced.
     pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, Error> {
-        let value = match self.send(Request::Single(cmd)).await? {
-            Reply::Single(value) => value,
-            Reply::Pipeline(values) => Value::Array(values),
-        };
+        let value = self.send(Request::Single(cmd)).await?.into_value();
         redis::from_redis_value(value).map_err(|e| {
             Error::from_redis(
                 ErrorKind::Server,
@@ -334,7 +331,7 @@ impl Session {
             };
             sending.pin = pin;
             let was_active = matches!(self.guard, Guard::Active { .. });
-            match run_here(&core, request, sending).await {
+            match run_here(&core, request, sending, None).await {
                 Ok(reply) => {
                     if let Some(generation) = pin.or(current) {
                         self.guard = self.guard.after(&steps, generation);
@@ -519,12 +516,7 @@ async fn undo(core: &crate::shared::Shared, generation: u64, is_in_multi: bool) 
 
 impl ConnectionLike for Session {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            match self.send(Request::Single(cmd)).await? {
-                Reply::Single(value) => Ok(value),
-                Reply::Pipeline(values) => Ok(Value::Array(values)),
-            }
-        })
+        Box::pin(async move { Ok(self.send(Request::Single(cmd)).await?.into_value()) })
     }
 
     fn req_packed_commands<'a>(

@@ -47,11 +47,7 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// Sends `cmd` on `connection`, in a batch with whatever other commands are ready now.
-    pub(crate) async fn send(
-        self: &Arc<Self>,
-        connection: &Connection,
-        cmd: &Cmd,
-    ) -> Reply {
+    pub(crate) async fn send(self: &Arc<Self>, connection: &Connection, cmd: &Cmd) -> Reply {
         let (reply, answer) = oneshot::channel();
         let starts = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -97,10 +93,7 @@ async fn to_the_back_of_the_queue() {
     .await;
 }
 
-async fn send_batch(
-    mut connection: Connection,
-    commands: Vec<(Cmd, oneshot::Sender<Reply>)>,
-) {
+async fn send_batch(mut connection: Connection, commands: Vec<(Cmd, oneshot::Sender<Reply>)>) {
     let mut pipeline = redis::pipe();
     let mut replies = Vec::with_capacity(commands.len());
     for (cmd, reply) in commands {

@@ -99,7 +99,9 @@ where
     let (journal_version, replay) = connector.journal.snapshot();
     let hello = Hello {
         is_resp3,
-        login: login.as_ref().map(|(user, password)| (user.as_deref(), password.as_str())),
+        login: login
+            .as_ref()
+            .map(|(user, password)| (user.as_deref(), password.as_str())),
         database: endpoint.database,
     };
     let session = Session {
@@ -227,7 +229,11 @@ impl Failure {
             )),
             Self::Other(e) => ConnectFailure {
                 class: refusal_class(&e),
-                error: Error::from_redis(ErrorKind::Connect, &format!("handshake with {address}"), e),
+                error: Error::from_redis(
+                    ErrorKind::Connect,
+                    &format!("handshake with {address}"),
+                    e,
+                ),
             },
         }
     }
@@ -253,7 +259,10 @@ async fn introduce(
     let mut with_username = true;
     loop {
         let mut pipe = redis::pipe();
-        let username = hello.login.and_then(|(user, _)| user).filter(|_| with_username);
+        let username = hello
+            .login
+            .and_then(|(user, _)| user)
+            .filter(|_| with_username);
         if hello.is_resp3 {
             let hello_cmd = pipe.cmd("HELLO").arg(3);
             if let Some((user, password)) = hello.login {
@@ -284,25 +293,24 @@ async fn introduce(
         let replies = ask(connection, pipe, session).await?;
         let (setup_replies, session_replies) = replies.split_at(setup.min(replies.len()));
         let mut setup_replies = setup_replies.iter();
-        if hello.is_resp3 || hello.login.is_some() {
-            if let Some(Value::ServerError(e)) = setup_replies.next() {
-                let detail = e.details().unwrap_or("");
-                if detail.contains("wrong number of arguments for 'auth'") && username.is_some() {
-                    with_username = false;
-                    continue;
-                }
-                if hello.is_resp3 && detail.starts_with("unknown command `HELLO`") {
-                    return Err(Failure::Other(redis::RedisError::from((
-                        redis::ErrorKind::RESP3NotSupported,
-                        "the server does not know HELLO, so RESP3 cannot be used",
-                    ))));
-                }
-                let error = redis::RedisError::from(e.clone());
-                if is_auth_failure(&error) || !hello.is_resp3 {
-                    return Err(Failure::Auth(format!("{} {detail}", e.code())));
-                }
-                return Err(Failure::Other(error));
+        let has_hello = hello.is_resp3 || hello.login.is_some();
+        if has_hello && let Some(Value::ServerError(e)) = setup_replies.next() {
+            let detail = e.details().unwrap_or("");
+            if detail.contains("wrong number of arguments for 'auth'") && username.is_some() {
+                with_username = false;
+                continue;
             }
+            if hello.is_resp3 && detail.starts_with("unknown command `HELLO`") {
+                return Err(Failure::Other(redis::RedisError::from((
+                    redis::ErrorKind::RESP3NotSupported,
+                    "the server does not know HELLO, so RESP3 cannot be used",
+                ))));
+            }
+            let error = redis::RedisError::from(e.clone());
+            if is_auth_failure(&error) || !hello.is_resp3 {
+                return Err(Failure::Auth(format!("{} {detail}", e.code())));
+            }
+            return Err(Failure::Other(error));
         }
         if hello.database != 0
             && let Some(Value::ServerError(e)) = setup_replies.next()
@@ -318,7 +326,10 @@ async fn introduce(
             _ => None,
         }) {
             // No credentials, and the server wants some.
-            return Err(Failure::Auth(format!("NOAUTH {}", e.details().unwrap_or(""))));
+            return Err(Failure::Auth(format!(
+                "NOAUTH {}",
+                e.details().unwrap_or("")
+            )));
         }
         return Ok(facts(session_replies, session));
     }

@@ -49,8 +49,8 @@ use crate::notices::Notice;
 use crate::notices::push::Endpoint;
 pub use diagnose::{Diagnosis, ServerFacts, diagnose};
 pub(crate) use journal::Journal;
-pub(crate) use wire::queued_refusals;
 pub(crate) use link::Link;
+pub(crate) use wire::queued_refusals;
 
 /// How an attempt failed, as far as the backoff cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,7 +57,7 @@ impl Connection {
             .request(cmd.get_packed_command(), 1, confirms)
             .await
             .map_err(failed)?;
-        let mut values = values(&bytes, 1)?;
+        let mut values = values(&bytes)?;
         Ok(values.pop().unwrap_or(Value::Nil))
     }
 
@@ -78,7 +78,7 @@ impl Connection {
             .request(pipeline.get_packed_pipeline(), total, confirms)
             .await
             .map_err(failed)?;
-        let mut values = values(&bytes, total)?;
+        let mut values = values(&bytes)?;
         let answers = values.split_off(offset.min(values.len()));
         if pipeline.is_transaction() {
             // The first skipped reply is MULTI's; the others say whether each was queued.
@@ -159,7 +159,7 @@ fn confirmations(cmd: &Cmd) -> RedisResult<bool> {
 
 /// A failed connection as redis-rs says it: bytes that are not RESP are a parse error, the
 /// rest I/O errors.
-fn failed(error: std::io::Error) -> RedisError {
+pub(crate) fn failed(error: std::io::Error) -> RedisError {
     if super::is_malformed(&error) {
         RedisError::from((redis::ErrorKind::Parse, "bad reply", error.to_string()))
     } else {
@@ -167,9 +167,9 @@ fn failed(error: std::io::Error) -> RedisError {
     }
 }
 
-/// The `count` frames of `bytes`, decoded.
-fn values(bytes: &[u8], count: usize) -> RedisResult<Vec<Value>> {
-    let mut values = Vec::with_capacity(count);
+/// The frames of `bytes`, decoded.
+pub(crate) fn values(bytes: &[u8]) -> RedisResult<Vec<Value>> {
+    let mut values = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let length = match frame::length(&bytes[at..]) {
@@ -212,9 +212,8 @@ mod tests {
 
     #[test]
     fn an_aborted_transaction_lists_its_refusals_and_they_read_back() {
-        let line = format!(
-            "-EXECABORT {REFUSALS}MOVED 3999 127.0.0.1:7001; READONLY You can't write\r\n"
-        );
+        let line =
+            format!("-EXECABORT {REFUSALS}MOVED 3999 127.0.0.1:7001; READONLY You can't write\r\n");
         let Value::ServerError(e) = redis::parse_redis_value(line.as_bytes()).unwrap() else {
             panic!("an error frame");
         };

@@ -52,7 +52,10 @@ pub(crate) fn is_confirmation(frame: &[u8]) -> bool {
     let kind = match frame.get(eol + 2) {
         Some(b'+') => line_end(frame, eol + 3).map(|end| &frame[eol + 3..end]),
         Some(b'$') => line_end(frame, eol + 3).and_then(|end| {
-            let len: usize = std::str::from_utf8(&frame[eol + 3..end]).ok()?.parse().ok()?;
+            let len: usize = std::str::from_utf8(&frame[eol + 3..end])
+                .ok()?
+                .parse()
+                .ok()?;
             frame.get(end + 2..end + 2 + len)
         }),
         _ => None,
@@ -148,10 +151,16 @@ mod tests {
 
     #[test]
     fn subscription_confirmations_are_told_from_other_pushes() {
-        assert!(is_confirmation(b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"));
+        assert!(is_confirmation(
+            b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
+        ));
         assert!(is_confirmation(b">3\r\n+SUNSUBSCRIBE\r\n$1\r\nc\r\n:0\r\n"));
-        assert!(!is_confirmation(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n"));
-        assert!(!is_confirmation(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"));
+        assert!(!is_confirmation(
+            b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n"
+        ));
+        assert!(!is_confirmation(
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
+        ));
         assert!(!is_confirmation(b">1\r\n$99\r\nsub\r\n"));
     }
 

@@ -30,7 +30,7 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use connection::{Connection, queued_refusals};
+pub(crate) use connection::{Connection, failed, queued_refusals, values};
 pub(crate) use frame::length as frame_length;
 
 /// What is done with each push frame: see the module's documentation.
@@ -127,11 +127,8 @@ fn closed() -> io::Error {
 
 /// The connection's task: writes what is queued, reads what comes back, until either fails or
 /// every handle is gone; then fails whatever still waits.
-async fn drive<S>(
-    stream: S,
-    mut queued: mpsc::Receiver<Job>,
-    mut pushes: Option<Pushes>,
-) where
+async fn drive<S>(stream: S, mut queued: mpsc::Receiver<Job>, mut pushes: Option<Pushes>)
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -227,7 +224,10 @@ async fn drive<S>(
     let failure = failure.unwrap_or_else(closed);
     // Fail everything still waiting: written, queued, and what the reader held.
     let fail = |tell: oneshot::Sender<io::Result<Vec<u8>>>| {
-        let copy = match failure.get_ref().and_then(|e| e.downcast_ref::<frame::Malformed>()) {
+        let copy = match failure
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<frame::Malformed>())
+        {
             Some(malformed) => io::Error::new(failure.kind(), malformed.clone()),
             None => io::Error::new(failure.kind(), failure.to_string()),
         };

@@ -1,0 +1,113 @@
+//! Requests sent as the caller encoded them, answered with the server's own bytes.
+//!
+//! # Behaviour
+//! - A request the caller also holds encoded (a proxy's client sent it so) is written as those
+//!   bytes, and its replies come back as the server's frames, untouched ([`Reply::Frames`]):
+//!   nothing packed, decoded or encoded again.
+//! - Only a reply with no error in it is kept as bytes: one with an error frame (or an
+//!   attribute, which annotates a reply) is decoded, and the command path reads it as any other
+//!   reply (a refusal is sent again, a single command's error is its failure ...).
+//! - Everything else is the command path's: the plan, the deadline, the waits and the retry
+//!   policy. A request rewritten for a resend (a blocking command's remaining timeout) is packed
+//!   anew; blocking commands and transactions are never sent from the caller's bytes.
+
+use redis::{RedisError, Value};
+
+use super::{Reply, Request, Sending, effect};
+use crate::connect::{Link, wire};
+use crate::error::Error;
+use crate::shared::Shared;
+
+/// [`super::execute`] for a request the caller holds encoded as `encoded` (every command of it,
+/// in order, as RESP).
+pub(crate) async fn execute(
+    shared: &Shared,
+    request: Request<'_>,
+    encoded: &[u8],
+    is_ambiguous_allowed: bool,
+) -> Result<Reply, Error> {
+    let is_transaction =
+        matches!(request, Request::Pipeline { pipeline, .. } if pipeline.is_transaction());
+    let plan = request.plan(effect::Destination::SharedLink)?;
+    if plan.block.is_some() || is_transaction || shared.is_cluster_node() {
+        return super::execute(shared, request, is_ambiguous_allowed, None).await;
+    }
+    let sending = Sending::new(shared, plan, is_ambiguous_allowed, None);
+    let outcome = super::run_here(shared, request, sending, Some(encoded)).await;
+    crate::metrics::command(outcome.is_ok());
+    if let Err(error) = &outcome
+        && error.is_ambiguous()
+    {
+        shared.emitter.emit(crate::event::Event::OutcomeUnknown {
+            command: request.label(),
+        });
+    }
+    outcome
+}
+
+/// Writes `encoded` on `link` for `request`: its replies' bytes, or decoded where they hold an
+/// error.
+pub(super) async fn send(
+    link: &Link,
+    request: Request<'_>,
+    encoded: &[u8],
+) -> Result<Reply, RedisError> {
+    let (skip, count) = match request {
+        Request::Single(_) => (0, 1),
+        Request::Pipeline { offset, count, .. } => (offset, count),
+    };
+    let frames = link
+        .connection
+        .wire()
+        .send(encoded.to_vec(), skip + count)
+        .await
+        .map_err(wire::failed)?;
+    if is_plain(&frames) {
+        return Ok(Reply::Frames(frames));
+    }
+    let mut values = decode(&frames)?;
+    match request {
+        Request::Single(_) => match values.pop() {
+            Some(Value::ServerError(error)) => Err(error.into()),
+            value => Ok(Reply::Single(value.unwrap_or(Value::Nil))),
+        },
+        Request::Pipeline { .. } => Ok(Reply::Pipeline(values.split_off(skip.min(values.len())))),
+    }
+}
+
+/// Whether no frame of `frames` is an error (simple or bulk) or an attribute.
+fn is_plain(frames: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&kind) = frames.get(at) {
+        if matches!(kind, b'-' | b'!' | b'|') {
+            return false;
+        }
+        match wire::frame_length(&frames[at..]) {
+            Ok(Some(length)) => at += length,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The values of `frames`, one per frame.
+pub(crate) fn decode(frames: &[u8]) -> Result<Vec<Value>, RedisError> {
+    wire::values(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_replies_without_errors_or_attributes_stay_bytes() {
+        assert!(is_plain(b"+OK\r\n$1\r\nv\r\n:3\r\n*1\r\n-ERR inside\r\n"));
+        assert!(!is_plain(b"+OK\r\n-READONLY no\r\n"));
+        assert!(!is_plain(b"!3\r\nERR\r\n"));
+        assert!(!is_plain(b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n"));
+        assert!(
+            !is_plain(b"$5\r\nab"),
+            "a frame cut short is decoded, and fails there"
+        );
+    }
+}
