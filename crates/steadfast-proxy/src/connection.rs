@@ -39,6 +39,7 @@ use steadfast::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
 
+mod batch;
 mod cluster;
 mod local;
 mod transaction;
@@ -49,6 +50,7 @@ use crate::backend::{Backend, TxSession};
 use crate::pubsub::{Change, Subscriptions};
 use crate::resp::{self, Protocol, Read};
 use crate::server::Shared;
+use batch::Batch;
 
 /// What a connection's buffers keep between commands.
 const IDLE_BUFFER: usize = 1024;
@@ -184,13 +186,14 @@ pub(crate) async fn serve<S>(
     'serving: loop {
         // Every complete command in the buffer, in order; their replies written together.
         let mut used = 0;
-        let mut batch: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut batch = Batch::default();
         loop {
             match resp::read_command(&buf[used..], &limits) {
                 Ok(Read::Command(args, length)) => {
+                    let bytes = &buf[used..used + length];
                     used += length;
                     if connection.is_plain(&args) {
-                        batch.push(args);
+                        batch.push(args, bytes);
                         if batch.len() >= MAX_BATCH {
                             connection.forward_batch(&mut batch, &mut out).await;
                         }
@@ -458,16 +461,21 @@ impl Connection<'_> {
     /// (the link died: any of it may have been applied), each idempotent command is sent again
     /// on its own and a non-idempotent one is answered `UNKNOWNOUTCOME`, as the library treats
     /// single commands; any other failure (nothing was sent) is every command's answer.
-    async fn forward_batch(&mut self, batch: &mut Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+    async fn forward_batch(&mut self, batch: &mut Batch, out: &mut Vec<u8>) {
         if !batch.is_empty() {
             metrics::counter!("steadfast_proxy_commands_total").increment(batch.len() as u64);
         }
-        match batch.len() {
+        let (mut commands, encoded) = match batch.len() {
             0 => return,
-            1 => return self.forward(&batch.pop().unwrap_or_default(), out).await,
-            _ => {}
+            _ => batch.take(),
+        };
+        if commands.len() == 1 {
+            let args = commands.pop().unwrap_or_default();
+            let Some(_held) = Held::admit(self.shared, 1) else {
+                return resp::write_error(out, &self.queue_full());
+            };
+            return self.send_one(&args, encoded.as_deref(), out).await;
         }
-        let commands = std::mem::take(batch);
         let Some(_held) = Held::admit(self.shared, commands.len()) else {
             let full = self.queue_full();
             for _ in &commands {
@@ -502,38 +510,55 @@ impl Connection<'_> {
             }
             return;
         }
-        let sent = backend.pipeline(&pipeline, commands.len()).await;
-        let error = match sent {
-            Ok(values) => {
-                for value in &values {
-                    resp::write_value(out, value, self.protocol);
+        let failure = match (&backend, encoded) {
+            (Backend::Endpoint(client), Some(encoded)) => {
+                match client.forward_pipeline(&pipeline, &encoded).await {
+                    Ok(steadfast::Forwarded::Frames(frames)) => {
+                        return out.extend_from_slice(&frames);
+                    }
+                    Ok(steadfast::Forwarded::Values(values)) => {
+                        for value in &values {
+                            resp::write_value(out, value, self.protocol);
+                        }
+                        return;
+                    }
+                    Err(failure) => failure,
                 }
-                return;
             }
-            Err(error) => error,
-        };
-        let Some(failure) = steadfast::RedisErrorExt::steadfast_error(&error) else {
-            let reply = match (error.code(), error.detail()) {
-                (Some(code), Some(detail)) => format!("{code} {detail}"),
-                (Some(code), None) => code.to_owned(),
-                _ => format!("ERR {error}"),
-            };
-            for _ in &commands {
-                resp::write_error(out, &reply);
-            }
-            return;
+            _ => match backend.pipeline(&pipeline, commands.len()).await {
+                Ok(values) => {
+                    for value in &values {
+                        resp::write_value(out, value, self.protocol);
+                    }
+                    return;
+                }
+                Err(error) => match steadfast::RedisErrorExt::steadfast_error(&error) {
+                    Some(failure) => failure.clone(),
+                    None => {
+                        let reply = match (error.code(), error.detail()) {
+                            (Some(code), Some(detail)) => format!("{code} {detail}"),
+                            (Some(code), None) => code.to_owned(),
+                            _ => format!("ERR {error}"),
+                        };
+                        for _ in &commands {
+                            resp::write_error(out, &reply);
+                        }
+                        return;
+                    }
+                },
+            },
         };
         if !failure.is_ambiguous() {
-            let reply = error_reply(failure);
+            let reply = error_reply(&failure);
             for _ in &commands {
                 resp::write_error(out, &reply);
             }
             return;
         }
-        let unknown = error_reply(failure);
+        let unknown = error_reply(&failure);
         for (args, cmd) in commands.iter().zip(pipeline.cmd_iter()) {
             if steadfast::is_idempotent(cmd) {
-                self.send_one(args, out).await;
+                self.send_one(args, None, out).await;
             } else {
                 resp::write_error(out, &unknown);
             }
@@ -546,7 +571,7 @@ impl Connection<'_> {
         let Some(_held) = Held::admit(self.shared, 1) else {
             return resp::write_error(out, &self.queue_full());
         };
-        self.send_one(args, out).await;
+        self.send_one(args, None, out).await;
     }
 
     /// What a command the proxy cannot hold now is answered.
@@ -558,14 +583,28 @@ impl Connection<'_> {
         )
     }
 
-    async fn send_one(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+    /// Sends one command (as `encoded`, the bytes the client sent, when given and the
+    /// connection's commands go to a single endpoint).
+    async fn send_one(&mut self, args: &[Vec<u8>], encoded: Option<&[u8]>, out: &mut Vec<u8>) {
         let cmd = command_of(args);
         let backend = match self.backend_for(std::iter::once(&cmd)).await {
             Ok(backend) => backend,
             Err(error) => return resp::write_error(out, &error_reply(&error)),
         };
-        match backend.query(&cmd).await {
-            Ok(value) => resp::write_value(out, &value, self.protocol),
+        let reply = match (&backend, encoded) {
+            (Backend::Endpoint(client), Some(encoded)) => client.forward(&cmd, encoded).await,
+            _ => backend
+                .query(&cmd)
+                .await
+                .map(|value| steadfast::Forwarded::Values(vec![value])),
+        };
+        match reply {
+            Ok(steadfast::Forwarded::Frames(frames)) => out.extend_from_slice(&frames),
+            Ok(steadfast::Forwarded::Values(values)) => {
+                for value in &values {
+                    resp::write_value(out, value, self.protocol);
+                }
+            }
             Err(error) => resp::write_error(out, &error_reply(&error)),
         }
     }
