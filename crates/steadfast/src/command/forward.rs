@@ -56,16 +56,16 @@ pub(super) async fn send(
         Request::Single(_) => (0, 1),
         Request::Pipeline { offset, count, .. } => (offset, count),
     };
-    let frames = link
+    let replies = link
         .connection
         .wire()
-        .send(encoded.to_vec(), skip + count)
+        .request(encoded.to_vec(), skip + count, false)
         .await
         .map_err(wire::failed)?;
-    if is_plain(&frames) {
-        return Ok(Reply::Frames(frames));
+    if !replies.has_error {
+        return Ok(Reply::Frames(replies.bytes));
     }
-    let mut values = decode(&frames)?;
+    let mut values = decode(&replies.bytes)?;
     match request {
         Request::Single(_) => match values.pop() {
             Some(Value::ServerError(error)) => Err(error.into()),
@@ -75,39 +75,7 @@ pub(super) async fn send(
     }
 }
 
-/// Whether no frame of `frames` is an error (simple or bulk) or an attribute.
-fn is_plain(frames: &[u8]) -> bool {
-    let mut at = 0;
-    while let Some(&kind) = frames.get(at) {
-        if matches!(kind, b'-' | b'!' | b'|') {
-            return false;
-        }
-        match wire::frame_length(&frames[at..]) {
-            Ok(Some(length)) => at += length,
-            _ => return false,
-        }
-    }
-    true
-}
-
 /// The values of `frames`, one per frame.
 pub(crate) fn decode(frames: &[u8]) -> Result<Vec<Value>, RedisError> {
     wire::values(frames)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_replies_without_errors_or_attributes_stay_bytes() {
-        assert!(is_plain(b"+OK\r\n$1\r\nv\r\n:3\r\n*1\r\n-ERR inside\r\n"));
-        assert!(!is_plain(b"+OK\r\n-READONLY no\r\n"));
-        assert!(!is_plain(b"!3\r\nERR\r\n"));
-        assert!(!is_plain(b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n"));
-        assert!(
-            !is_plain(b"$5\r\nab"),
-            "a frame cut short is decoded, and fails there"
-        );
-    }
 }

@@ -56,7 +56,8 @@ impl Connection {
             .wire
             .request(cmd.get_packed_command(), 1, confirms)
             .await
-            .map_err(failed)?;
+            .map_err(failed)?
+            .bytes;
         let mut values = values(&bytes)?;
         Ok(values.pop().unwrap_or(Value::Nil))
     }
@@ -77,7 +78,8 @@ impl Connection {
             .wire
             .request(pipeline.get_packed_pipeline(), total, confirms)
             .await
-            .map_err(failed)?;
+            .map_err(failed)?
+            .bytes;
         let mut values = values(&bytes)?;
         let answers = values.split_off(offset.min(values.len()));
         if pipeline.is_transaction() {

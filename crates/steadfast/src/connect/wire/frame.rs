@@ -77,11 +77,24 @@ fn line_end(buf: &[u8], from: usize) -> Option<usize> {
     }
 }
 
+/// A length or count line's number: digits, or `-1`.
 fn number(line: &[u8]) -> Result<i64, Malformed> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .ok_or(Malformed("a length that is not a number"))
+    const NOT_A_NUMBER: Malformed = Malformed("a length that is not a number");
+    let (is_negative, digits) = match line {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return Err(NOT_A_NUMBER);
+    }
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return Err(NOT_A_NUMBER);
+        }
+        value = value * 10 + i64::from(digit - b'0');
+    }
+    Ok(if is_negative { -value } else { value })
 }
 
 /// The end of the frame starting at `at`.
@@ -148,6 +161,16 @@ fn scan(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, Malformed>
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn lengths_are_digits_or_minus_one_and_nothing_else() {
+        assert_eq!(number(b"0"), Ok(0));
+        assert_eq!(number(b"512"), Ok(512));
+        assert_eq!(number(b"-1"), Ok(-1));
+        for bad in [&b""[..], b"-", b"+5", b"1a", b" 1", b"1234567890123456789"] {
+            assert!(number(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn subscription_confirmations_are_told_from_other_pushes() {

@@ -47,15 +47,23 @@ struct Job {
     bytes: Vec<u8>,
     replies: usize,
     confirms: bool,
-    tell: oneshot::Sender<io::Result<Vec<u8>>>,
+    tell: oneshot::Sender<io::Result<Replies>>,
 }
 
 /// A request written, and the replies read for it so far.
 struct Waiter {
     owed: usize,
     confirms: bool,
-    got: Vec<u8>,
-    tell: oneshot::Sender<io::Result<Vec<u8>>>,
+    got: Replies,
+    tell: oneshot::Sender<io::Result<Replies>>,
+}
+
+/// The replies to one request: their frames, concatenated as the server sent them.
+#[derive(Debug, Default)]
+pub(crate) struct Replies {
+    pub(crate) bytes: Vec<u8>,
+    /// Some frame is an error (simple or bulk) or an attribute (which annotates a reply).
+    pub(crate) has_error: bool,
 }
 
 /// A handle on one connection; see the module's documentation.
@@ -82,7 +90,7 @@ impl Wire {
     /// Sends `bytes` (encoded commands) and resolves with the frames of the `replies` replies
     /// they owe, concatenated. An error when the connection failed before they all came.
     pub(crate) async fn send(&self, bytes: Vec<u8>, replies: usize) -> io::Result<Vec<u8>> {
-        self.request(bytes, replies, false).await
+        Ok(self.request(bytes, replies, false).await?.bytes)
     }
 
     /// [`Wire::send`], for a request whose replies may be subscription confirmations
@@ -92,7 +100,7 @@ impl Wire {
         bytes: Vec<u8>,
         replies: usize,
         confirms: bool,
-    ) -> io::Result<Vec<u8>> {
+    ) -> io::Result<Replies> {
         if replies == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -143,7 +151,7 @@ where
                 let waiter = Waiter {
                     owed: job.replies,
                     confirms: job.confirms,
-                    got: Vec::new(),
+                    got: Replies::default(),
                     tell: job.tell,
                 };
                 // The reader holds the other end while it runs; when it ended, so does this.
@@ -203,7 +211,8 @@ where
                         frame::Malformed("a reply nobody asked for"),
                     ));
                 };
-                waiter.got.extend_from_slice(frame);
+                waiter.got.bytes.extend_from_slice(frame);
+                waiter.got.has_error |= matches!(frame.first(), Some(b'-' | b'!' | b'|'));
                 waiter.owed -= 1;
                 if waiter.owed == 0 {
                     let _ = waiter.tell.send(Ok(waiter.got));
@@ -223,7 +232,7 @@ where
     };
     let failure = failure.unwrap_or_else(closed);
     // Fail everything still waiting: written, queued, and what the reader held.
-    let fail = |tell: oneshot::Sender<io::Result<Vec<u8>>>| {
+    let fail = |tell: oneshot::Sender<io::Result<Replies>>| {
         let copy = match failure
             .get_ref()
             .and_then(|e| e.downcast_ref::<frame::Malformed>())

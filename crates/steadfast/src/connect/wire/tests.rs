@@ -208,7 +208,8 @@ async fn a_subscription_confirmation_answers_the_request_that_asked_for_it_and_n
     )
     .await
     .unwrap()
-    .unwrap();
+    .unwrap()
+    .bytes;
     assert_eq!(confirmed, b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n");
     let copy = timeout(LIMIT, pushed.recv()).await.unwrap().unwrap();
     assert_eq!(copy, confirmed, "the confirmation is offered as a push too");
@@ -228,4 +229,29 @@ async fn a_subscription_confirmation_answers_the_request_that_asked_for_it_and_n
     assert_eq!(pong, b"+PONG\r\n");
     let unsubscribed = timeout(LIMIT, pushed.recv()).await.unwrap().unwrap();
     assert!(unsubscribed.starts_with(b">3\r\n$11\r\nunsubscribe"));
+}
+
+#[tokio::test]
+async fn replies_say_whether_an_error_is_among_them() {
+    let server = TestServer::start(ip(7), &[]).await;
+    let wire = wire_to(&server, None).await;
+    let mut refused = command(&["SET", "s", "text"]);
+    refused.extend(command(&["INCR", "s"]));
+    let replies = timeout(LIMIT, wire.request(refused, 2, false))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(replies.has_error);
+    assert!(replies.bytes.starts_with(b"+OK\r\n-ERR"));
+    let mut fine = command(&["PING"]);
+    fine.extend(command(&["MGET", "nothing", "s"]));
+    let replies = timeout(LIMIT, wire.request(fine, 2, false))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !replies.has_error,
+        "{:?}",
+        String::from_utf8_lossy(&replies.bytes)
+    );
 }
