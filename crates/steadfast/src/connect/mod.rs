@@ -6,10 +6,11 @@
 //!   an address that failed recently is dialled last (`dial`: RFC 8305's Happy Eyeballs); all
 //!   within the attempt's `connect_timeout`, with the socket options (`TCP_NODELAY`,
 //!   `TCP_USER_TIMEOUT`, keepalive) set before the SYN.
-//! - The stream is wrapped in an activity meter and handed to redis-rs's
-//!   `MultiplexedConnection::new_with_config`, which runs `HELLO 3` (or `AUTH` for RESP2) with the
-//!   credentials and `SELECT`. Then one round trip sends `CLIENT SETNAME`, `CLIENT ID` and `ROLE`;
-//!   a managed service that refuses `CLIENT ID` or `ROLE` still yields a usable link.
+//! - The stream is wrapped in an activity meter and becomes the library's own multiplexed
+//!   connection (`wire`: requests as RESP bytes, replies matched in order, pushes apart). One
+//!   round trip then sends `HELLO 3` (or `AUTH` for RESP2) with the credentials, `SELECT`,
+//!   `CLIENT SETINFO`, `CLIENT SETNAME`, `CLIENT ID` and `ROLE` (`handshake`); a managed
+//!   service that refuses `CLIENT ID` or `ROLE` still yields a usable link.
 //! - With RESP3 the connection opts in to maintenance notifications
 //!   (`CLIENT MAINT_NOTIFICATIONS ON moving-endpoint-type ...`) in the same round trip, after the
 //!   push listener is in place. Maintenance frames go to the reactor, tagged with the link's

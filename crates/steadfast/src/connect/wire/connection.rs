@@ -17,7 +17,8 @@
 
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
-use super::{Wire, frame};
+use super::Wire;
+pub(crate) use super::decode::values;
 
 /// The commands answered by confirmations.
 const SUBSCRIBE_LIKE: [&[u8]; 6] = [
@@ -167,26 +168,6 @@ pub(crate) fn failed(error: std::io::Error) -> RedisError {
     } else {
         error.into()
     }
-}
-
-/// The frames of `bytes`, decoded.
-pub(crate) fn values(bytes: &[u8]) -> RedisResult<Vec<Value>> {
-    let mut values = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let length = match frame::length(&bytes[at..]) {
-            Ok(Some(length)) => length,
-            _ => {
-                return Err(RedisError::from((
-                    redis::ErrorKind::Parse,
-                    "a reply cut short",
-                )));
-            }
-        };
-        values.push(redis::parse_redis_value(&bytes[at..at + length])?);
-        at += length;
-    }
-    Ok(values)
 }
 
 /// The refusals that made the server discard a transaction, from an `EXECABORT` this module

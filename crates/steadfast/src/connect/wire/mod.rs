@@ -23,6 +23,7 @@
 //!   as their callers do (the library's own queue bounds how many callers there are).
 
 mod connection;
+mod decode;
 mod frame;
 
 use std::io;
