@@ -165,8 +165,9 @@ where
             }
             writer.write_all(&out).await?;
             out.clear();
-            if out.capacity() > WRITE_BATCH {
-                out.shrink_to(WRITE_BATCH);
+            // What a large write grew is given back; small writes keep their room.
+            if out.capacity() > READ_BUFFER {
+                out.shrink_to(READ_BUFFER);
             }
         }
         // Every handle is gone: nothing more will be asked.

@@ -197,7 +197,7 @@ async fn large_replies_come_back_whole() {
 
 #[tokio::test]
 async fn a_subscription_confirmation_answers_the_request_that_asked_for_it_and_nothing_else() {
-    let server = TestServer::start(ip(6), &[]).await;
+    let server = TestServer::start(ip(8), &[]).await;
     let (pushes, mut pushed) = mpsc::unbounded_channel();
     let subscriber = wire_to(&server, Some(pushes)).await;
     let publisher = wire_to(&server, None).await;
