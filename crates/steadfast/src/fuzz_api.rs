@@ -43,3 +43,9 @@ pub fn pubsub_frame(frame: &PushInfo) -> Option<PubSubFrame> {
 pub fn resp_frame_length(buf: &[u8]) -> Result<Option<usize>, String> {
     crate::connect::wire::frame_length(buf).map_err(|e| e.to_string())
 }
+
+/// The values the library's own connection makes of whole reply frames (`bytes`, one frame
+/// after another), or why it could not.
+pub fn decode_replies(bytes: &[u8]) -> Result<Vec<redis::Value>, String> {
+    crate::connect::wire::values(bytes).map_err(|e| e.to_string())
+}

@@ -57,6 +57,7 @@ fn decode(bytes: &[u8], parser: &mut Option<Parser>) -> RedisResult<(Value, usiz
                 },
                 b'$' => match integer(text) {
                     Some(-1) => Some((Value::Nil, after)),
+                    Some(length) if length < 0 => None,
                     Some(length) => {
                         let length = usize::try_from(length).map_err(|_| cut_short())?;
                         let end = after + length;
@@ -71,6 +72,8 @@ fn decode(bytes: &[u8], parser: &mut Option<Parser>) -> RedisResult<(Value, usiz
                 },
                 _ => match integer(text) {
                     Some(-1) if kind == b'*' => Some((Value::Nil, after)),
+                    // Any other negative count: as redis-rs reads it.
+                    Some(count) if count < 0 => None,
                     Some(count) => {
                         let count = usize::try_from(count).map_err(|_| cut_short())?;
                         Some(aggregate(kind, count, bytes, after, parser)?)
@@ -132,7 +135,7 @@ mod tests {
 
     #[test]
     fn every_value_is_the_one_redis_rs_makes() {
-        let frames: [&[u8]; 18] = [
+        let frames: [&[u8]; 19] = [
             b"+OK\r\n",
             b"+PONG\r\n",
             b"-ERR no\r\n",
@@ -146,6 +149,7 @@ mod tests {
             b"$0\r\n\r\n",
             b"$-1\r\n",
             b"*-1\r\n",
+            b"~-1\r\n",
             b"*3\r\n:1\r\n$1\r\nx\r\n*1\r\n-ERR inside\r\n",
             b"%2\r\n+a\r\n:1\r\n$1\r\nb\r\n~1\r\n:2\r\n",
             b"=7\r\ntxt:a\r\n\r\n",
