@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use redis::{AsyncCommands, Value};
-use steadfast::{ErrorKind, Forwarded, Protocol};
+use steadfast::{ErrorKind, Forwarded, LinkState, Protocol};
 use support::{RedisServer, config_for, connected, init_tracing};
 
 /// `args` as one RESP array.
@@ -118,12 +118,24 @@ async fn a_forwarded_command_waits_through_a_restart_and_is_sent_once() {
     let mut server = RedisServer::start().await;
     let client = connected(config_for(&server)).await;
     server.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while matches!(client.state(), LinkState::Connected { .. }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kill was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let incr = ["INCR", "counter"];
-    let sending = {
+    let mut sending = {
         let client = client.clone();
         tokio::spawn(async move { client.forward(&cmd(&incr), &encode(&incr)).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut sending).await;
+    assert!(
+        early.is_err(),
+        "with no server the command waits: {early:?}"
+    );
     server.spawn_and_wait().await;
     let reply = tokio::time::timeout(Duration::from_secs(10), sending)
         .await

@@ -34,15 +34,7 @@ pub(crate) async fn execute(
     }
     let sending = Sending::new(shared, plan, is_ambiguous_allowed, None);
     let outcome = super::run_here(shared, request, sending, Some(encoded)).await;
-    crate::metrics::command(outcome.is_ok());
-    if let Err(error) = &outcome
-        && error.is_ambiguous()
-    {
-        shared.emitter.emit(crate::event::Event::OutcomeUnknown {
-            command: request.label(),
-        });
-    }
-    outcome
+    super::finished(shared, request, outcome)
 }
 
 /// Writes `encoded` on `link` for `request`: its replies' bytes, or decoded where they hold an
@@ -65,7 +57,7 @@ pub(super) async fn send(
     if !replies.has_error {
         return Ok(Reply::Frames(replies.bytes));
     }
-    let mut values = decode(&replies.bytes)?;
+    let mut values = wire::values(&replies.bytes)?;
     match request {
         Request::Single(_) => match values.pop() {
             Some(Value::ServerError(error)) => Err(error.into()),
@@ -73,9 +65,4 @@ pub(super) async fn send(
         },
         Request::Pipeline { .. } => Ok(Reply::Pipeline(values.split_off(skip.min(values.len())))),
     }
-}
-
-/// The values of `frames`, one per frame.
-pub(crate) fn decode(frames: &[u8]) -> Result<Vec<Value>, RedisError> {
-    wire::values(frames)
 }

@@ -116,6 +116,15 @@ pub(crate) async fn execute(
         let deadline = until.map_or(own, |until| until.min(own));
         refused::resend(shared, pipeline, values, is_ambiguous_allowed, deadline).await;
     }
+    finished(shared, request, outcome)
+}
+
+/// Counts a request's outcome, and tells of one whose outcome is unknown.
+fn finished(
+    shared: &Shared,
+    request: Request<'_>,
+    outcome: Result<Reply, Error>,
+) -> Result<Reply, Error> {
     crate::metrics::command(outcome.is_ok());
     if let Err(error) = &outcome
         && error.is_ambiguous()

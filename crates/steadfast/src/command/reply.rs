@@ -2,10 +2,10 @@
 
 use redis::Value;
 
-use super::forward;
+use crate::connect::wire;
 
 /// The reply to a request: one value, or one per command of a pipeline; or, for a request
-/// sent as the caller encoded it, the server's frames, none an error ([`forward`]).
+/// sent as the caller encoded it, the server's frames, none an error (`forward`).
 #[derive(Debug)]
 pub(crate) enum Reply {
     Single(Value),
@@ -35,7 +35,7 @@ impl Reply {
             Self::Single(value) => vec![value],
             Self::Pipeline(values) => values,
             // Frames the wire has read whole: they decode.
-            Self::Frames(frames) => forward::decode(&frames).unwrap_or_default(),
+            Self::Frames(frames) => wire::values(&frames).unwrap_or_default(),
         }
     }
 }
