@@ -22,7 +22,8 @@
 //!
 //! Run: `cargo bench -p steadfast-proxy --bench overhead` (needs `redis-server`; `nutcracker`
 //! is optional: `apt-get install nutcracker`). `STEADFAST_BENCH_JSON=FILE` also writes the
-//! rows as JSON.
+//! rows as JSON; `STEADFAST_BENCH_LOADS=get1,get16,pipeline16,pipeline256` (any of them) runs
+//! only the loads named.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -472,12 +473,15 @@ fn main() {
         "operation", "conns", "path", "req/s", "p50", "p99", "x tput", "+p50", "cpu/cmd"
     );
     let mut rows = Vec::new();
-    for (op, connections) in [
-        (Op::Get, 1),
-        (Op::Get, 16),
-        (Op::Pipeline10, 16),
-        (Op::Pipeline10, 256),
-    ] {
+    let loads = [
+        ("get1", Op::Get, 1),
+        ("get16", Op::Get, 16),
+        ("pipeline16", Op::Pipeline10, 16),
+        ("pipeline256", Op::Pipeline10, 256),
+    ];
+    let chosen = std::env::var("STEADFAST_BENCH_LOADS").unwrap_or_default();
+    let is_chosen = |name: &str| chosen.is_empty() || chosen.split(',').any(|c| c.trim() == name);
+    for (_, op, connections) in loads.into_iter().filter(|(name, ..)| is_chosen(name)) {
         let pools: Vec<Vec<MultiplexedConnection>> = load.block_on(async {
             let mut pools = Vec::new();
             for path in &paths {

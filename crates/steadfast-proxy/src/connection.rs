@@ -183,10 +183,11 @@ pub(crate) async fn serve<S>(
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut is_streaming = false;
+    // Kept between reads (cleared by each send), so a read's commands cost no new batch.
+    let mut batch = Batch::default();
     'serving: loop {
         // Every complete command in the buffer, in order; their replies written together.
         let mut used = 0;
-        let mut batch = Batch::default();
         loop {
             match resp::read_command(&buf[used..], &limits) {
                 Ok(Read::Command(args, length)) => {
@@ -272,8 +273,8 @@ fn text(arg: &[u8]) -> String {
 }
 
 fn command_of(args: &[Vec<u8>]) -> redis::Cmd {
-    let mut cmd = redis::cmd(&text(&args[0]));
-    for arg in &args[1..] {
+    let mut cmd = redis::Cmd::with_capacity(args.len(), args.iter().map(Vec::len).sum());
+    for arg in args {
         cmd.arg(arg.as_slice());
     }
     cmd
@@ -462,35 +463,44 @@ impl Connection<'_> {
     /// on its own and a non-idempotent one is answered `UNKNOWNOUTCOME`, as the library treats
     /// single commands; any other failure (nothing was sent) is every command's answer.
     async fn forward_batch(&mut self, batch: &mut Batch, out: &mut Vec<u8>) {
-        if !batch.is_empty() {
-            metrics::counter!("steadfast_proxy_commands_total").increment(batch.len() as u64);
+        if batch.is_empty() {
+            return;
         }
-        let (mut commands, encoded) = match batch.len() {
-            0 => return,
-            _ => batch.take(),
-        };
-        if commands.len() == 1 {
-            let args = commands.pop().unwrap_or_default();
+        metrics::counter!("steadfast_proxy_commands_total").increment(batch.len() as u64);
+        self.forward_commands(&batch.commands, batch.encoded(), out)
+            .await;
+        batch.clear(SHRINK_ABOVE);
+    }
+
+    /// [`Connection::forward_batch`] for its commands (and their bytes, if they can be sent as
+    /// they are).
+    async fn forward_commands(
+        &mut self,
+        commands: &[Vec<Vec<u8>>],
+        encoded: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) {
+        if let [args] = commands {
             let Some(_held) = Held::admit(self.shared, 1) else {
                 return resp::write_error(out, &self.queue_full());
             };
-            return self.send_one(&args, encoded.as_deref(), out).await;
+            return self.send_one(args, encoded, out).await;
         }
         let Some(_held) = Held::admit(self.shared, commands.len()) else {
             let full = self.queue_full();
-            for _ in &commands {
+            for _ in commands {
                 resp::write_error(out, &full);
             }
             return;
         };
-        let mut pipeline = redis::pipe();
-        for args in &commands {
+        let mut pipeline = redis::Pipeline::with_capacity(commands.len());
+        for args in commands {
             pipeline.add_command(command_of(args));
         }
         let backend = match self.backend_for(pipeline.cmd_iter()).await {
             Ok(backend) => backend,
             Err(error) => {
-                for _ in &commands {
+                for _ in commands {
                     resp::write_error(out, &error_reply(&error));
                 }
                 return;
@@ -512,7 +522,7 @@ impl Connection<'_> {
         }
         let failure = match (&backend, encoded) {
             (Backend::Endpoint(client), Some(encoded)) => {
-                match client.forward_pipeline(&pipeline, &encoded).await {
+                match client.forward_pipeline(&pipeline, encoded).await {
                     Ok(steadfast::Forwarded::Frames(frames)) => {
                         return out.extend_from_slice(&frames);
                     }
@@ -540,7 +550,7 @@ impl Connection<'_> {
                             (Some(code), None) => code.to_owned(),
                             _ => format!("ERR {error}"),
                         };
-                        for _ in &commands {
+                        for _ in commands {
                             resp::write_error(out, &reply);
                         }
                         return;
@@ -550,7 +560,7 @@ impl Connection<'_> {
         };
         if !failure.is_ambiguous() {
             let reply = error_reply(&failure);
-            for _ in &commands {
+            for _ in commands {
                 resp::write_error(out, &reply);
             }
             return;

@@ -32,11 +32,21 @@ impl Batch {
         self.commands.is_empty()
     }
 
-    /// Empties the batch: its commands, and their bytes if they can be sent as they are.
-    pub(crate) fn take(&mut self) -> (Vec<Vec<Vec<u8>>>, Option<Vec<u8>>) {
-        let commands = std::mem::take(&mut self.commands);
-        let encoded = std::mem::take(&mut self.encoded);
-        (commands, self.is_encoded.then_some(encoded))
+    /// The commands' bytes, if they can be sent as they are.
+    pub(crate) fn encoded(&self) -> Option<&[u8]> {
+        self.is_encoded.then_some(self.encoded.as_slice())
+    }
+
+    /// Empties the batch, keeping room for the next unless it grew past `keep` bytes.
+    pub(crate) fn clear(&mut self, keep: usize) {
+        self.commands.clear();
+        self.encoded.clear();
+        if self.encoded.capacity() > keep {
+            self.encoded = Vec::new();
+        }
+        if self.commands.capacity() * std::mem::size_of::<Vec<Vec<u8>>>() > keep {
+            self.commands = Vec::new();
+        }
     }
 }
 
@@ -49,14 +59,25 @@ mod tests {
         let mut batch = Batch::default();
         batch.push(vec![b"PING".to_vec()], b"*1\r\n$4\r\nPING\r\n");
         batch.push(vec![b"PING".to_vec()], b"*1\r\n$4\r\nPING\r\n");
-        let (commands, encoded) = batch.take();
-        assert_eq!(commands.len(), 2);
-        assert_eq!(encoded.unwrap().len(), 28);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.encoded().unwrap().len(), 28);
+        batch.clear(1024);
         batch.push(vec![b"PING".to_vec()], b"PING\r\n");
         batch.push(vec![b"PING".to_vec()], b"*1\r\n$4\r\nPING\r\n");
-        let (commands, encoded) = batch.take();
-        assert_eq!(commands.len(), 2);
-        assert!(encoded.is_none(), "an inline command is packed anew");
+        assert_eq!(batch.len(), 2);
+        assert!(batch.encoded().is_none(), "an inline command is packed anew");
+        batch.clear(1024);
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_cleared_batch_keeps_its_room_unless_it_grew_past_the_bound() {
+        let mut batch = Batch::default();
+        batch.push(vec![b"GET".to_vec()], b"*1\r\n$3\r\nGET\r\n");
+        batch.clear(1024);
+        assert!(batch.encoded.capacity() > 0, "room kept for the next read");
+        batch.push(vec![b"SET".to_vec()], &[b'*'; 4096]);
+        batch.clear(1024);
+        assert_eq!(batch.encoded.capacity(), 0, "a large batch's room is given back");
     }
 }
