@@ -31,6 +31,7 @@
 //! - Commands are answered in order; replies of commands that arrived together are written
 //!   together.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -193,13 +194,14 @@ pub(crate) async fn serve<S>(
                 Ok(Read::Command(args, length)) => {
                     let bytes = &buf[used..used + length];
                     used += length;
-                    if connection.is_plain(&args) {
-                        batch.push(args, bytes);
+                    if connection.is_plain(&args[0]) {
+                        batch.push(command_of(&args), bytes);
                         if batch.len() >= MAX_BATCH {
                             connection.forward_batch(&mut batch, &mut out).await;
                         }
                         continue;
                     }
+                    let args: Vec<Vec<u8>> = args.into_iter().map(Cow::into_owned).collect();
                     connection.forward_batch(&mut batch, &mut out).await;
                     let then = connection.handle(&args, &mut out).await;
                     if then == Then::Close || shared.closing.is_cancelled() {
@@ -272,10 +274,11 @@ fn text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }
 
-fn command_of(args: &[Vec<u8>]) -> redis::Cmd {
-    let mut cmd = redis::Cmd::with_capacity(args.len(), args.iter().map(Vec::len).sum());
+fn command_of<A: AsRef<[u8]>>(args: &[A]) -> redis::Cmd {
+    let size = args.iter().map(|arg| arg.as_ref().len()).sum();
+    let mut cmd = redis::Cmd::with_capacity(args.len(), size);
     for arg in args {
-        cmd.arg(arg.as_slice());
+        cmd.arg(arg.as_ref());
     }
     cmd
 }
@@ -448,13 +451,13 @@ impl Connection<'_> {
 
     /// Whether `args` goes to the server as it is, with nothing for the proxy to do: such
     /// commands arriving together are sent together, as one pipeline.
-    fn is_plain(&self, args: &[Vec<u8>]) -> bool {
+    fn is_plain(&self, name: &[u8]) -> bool {
         self.is_authenticated
             && self.transaction.is_none()
             && !self.subscriptions.is_active()
             && !LOCAL
                 .iter()
-                .any(|local| local.as_bytes().eq_ignore_ascii_case(&args[0]))
+                .any(|local| local.as_bytes().eq_ignore_ascii_case(name))
     }
 
     /// Sends the commands of `batch` (emptied) as one pipeline, their replies in order: each
@@ -467,8 +470,8 @@ impl Connection<'_> {
             return;
         }
         metrics::counter!("steadfast_proxy_commands_total").increment(batch.len() as u64);
-        self.forward_commands(&batch.commands, batch.encoded(), out)
-            .await;
+        let (commands, encoded) = batch.parts();
+        self.forward_commands(commands, encoded, out).await;
         batch.clear(SHRINK_ABOVE);
     }
 
@@ -476,31 +479,32 @@ impl Connection<'_> {
     /// they are).
     async fn forward_commands(
         &mut self,
-        commands: &[Vec<Vec<u8>>],
+        commands: &mut Vec<redis::Cmd>,
         encoded: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) {
-        if let [args] = commands {
+        if let [cmd] = commands.as_slice() {
             let Some(_held) = Held::admit(self.shared, 1) else {
                 return resp::write_error(out, &self.queue_full());
             };
-            return self.send_one(args, encoded, out).await;
+            return self.send_one(cmd, encoded, out).await;
         }
-        let Some(_held) = Held::admit(self.shared, commands.len()) else {
+        let count = commands.len();
+        let Some(_held) = Held::admit(self.shared, count) else {
             let full = self.queue_full();
-            for _ in commands {
+            for _ in 0..count {
                 resp::write_error(out, &full);
             }
             return;
         };
-        let mut pipeline = redis::Pipeline::with_capacity(commands.len());
-        for args in commands {
-            pipeline.add_command(command_of(args));
+        let mut pipeline = redis::Pipeline::with_capacity(count);
+        for cmd in commands.drain(..) {
+            pipeline.add_command(cmd);
         }
         let backend = match self.backend_for(pipeline.cmd_iter()).await {
             Ok(backend) => backend,
             Err(error) => {
-                for _ in commands {
+                for _ in 0..count {
                     resp::write_error(out, &error_reply(&error));
                 }
                 return;
@@ -535,7 +539,7 @@ impl Connection<'_> {
                     Err(failure) => failure,
                 }
             }
-            _ => match backend.pipeline(&pipeline, commands.len()).await {
+            _ => match backend.pipeline(&pipeline, count).await {
                 Ok(values) => {
                     for value in &values {
                         resp::write_value(out, value, self.protocol);
@@ -550,7 +554,7 @@ impl Connection<'_> {
                             (Some(code), None) => code.to_owned(),
                             _ => format!("ERR {error}"),
                         };
-                        for _ in commands {
+                        for _ in 0..count {
                             resp::write_error(out, &reply);
                         }
                         return;
@@ -560,15 +564,15 @@ impl Connection<'_> {
         };
         if !failure.is_ambiguous() {
             let reply = error_reply(&failure);
-            for _ in commands {
+            for _ in 0..count {
                 resp::write_error(out, &reply);
             }
             return;
         }
         let unknown = error_reply(&failure);
-        for (args, cmd) in commands.iter().zip(pipeline.cmd_iter()) {
+        for cmd in pipeline.cmd_iter() {
             if steadfast::is_idempotent(cmd) {
-                self.send_one(args, None, out).await;
+                self.send_one(cmd, None, out).await;
             } else {
                 resp::write_error(out, &unknown);
             }
@@ -581,7 +585,7 @@ impl Connection<'_> {
         let Some(_held) = Held::admit(self.shared, 1) else {
             return resp::write_error(out, &self.queue_full());
         };
-        self.send_one(args, None, out).await;
+        self.send_one(&command_of(args), None, out).await;
     }
 
     /// What a command the proxy cannot hold now is answered.
@@ -595,16 +599,15 @@ impl Connection<'_> {
 
     /// Sends one command (as `encoded`, the bytes the client sent, when given and the
     /// connection's commands go to a single endpoint).
-    async fn send_one(&mut self, args: &[Vec<u8>], encoded: Option<&[u8]>, out: &mut Vec<u8>) {
-        let cmd = command_of(args);
-        let backend = match self.backend_for(std::iter::once(&cmd)).await {
+    async fn send_one(&mut self, cmd: &redis::Cmd, encoded: Option<&[u8]>, out: &mut Vec<u8>) {
+        let backend = match self.backend_for(std::iter::once(cmd)).await {
             Ok(backend) => backend,
             Err(error) => return resp::write_error(out, &error_reply(&error)),
         };
         let reply = match (&backend, encoded) {
-            (Backend::Endpoint(client), Some(encoded)) => client.forward(&cmd, encoded).await,
+            (Backend::Endpoint(client), Some(encoded)) => client.forward(cmd, encoded).await,
             _ => backend
-                .query(&cmd)
+                .query(cmd)
                 .await
                 .map(|value| steadfast::Forwarded::Values(vec![value])),
         };

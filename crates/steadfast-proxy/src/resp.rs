@@ -17,6 +17,8 @@
 //!   verbatim strings bulk strings, booleans the integers 1 and 0, and a push an array (how a
 //!   subscribed RESP2 connection receives its messages).
 
+use std::borrow::Cow;
+
 use redis::Value;
 
 /// The protocol a downstream client chose.
@@ -67,9 +69,10 @@ fn error(what: &str) -> ProtocolError {
 
 /// What [`read_command`] found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Read {
-    /// A command (its name and arguments), and how many bytes it took.
-    Command(Vec<Vec<u8>>, usize),
+pub enum Read<'a> {
+    /// A command (its name and arguments, borrowed from the buffer where they stand in it as
+    /// they are: a multibulk's; an inline command's are unquoted), and how many bytes it took.
+    Command(Vec<Cow<'a, [u8]>>, usize),
     /// Nothing to run (an empty line, `*0`), and how many bytes it took.
     Skip(usize),
     /// The buffer ends inside a command.
@@ -84,7 +87,7 @@ pub enum Read {
 ///
 /// # Errors
 /// [`ProtocolError`] for bytes no server would accept, or beyond `limits`.
-pub fn read_command(buf: &[u8], limits: &Limits) -> Result<Read, ProtocolError> {
+pub fn read_command<'a>(buf: &'a [u8], limits: &Limits) -> Result<Read<'a>, ProtocolError> {
     match buf.first() {
         None => Ok(Read::Incomplete { at_least: 1 }),
         Some(b'*') => read_multibulk(buf, limits),
@@ -123,7 +126,7 @@ fn number(text: &[u8]) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-fn read_multibulk(buf: &[u8], limits: &Limits) -> Result<Read, ProtocolError> {
+fn read_multibulk<'a>(buf: &'a [u8], limits: &Limits) -> Result<Read<'a>, ProtocolError> {
     let Some((end, mut at)) = line(buf, 0, limits, "too big mbulk count string")? else {
         return Ok(Read::Incomplete {
             at_least: buf.len() + 1,
@@ -168,13 +171,13 @@ fn read_multibulk(buf: &[u8], limits: &Limits) -> Result<Read, ProtocolError> {
         if &buf[data_end..data_end + 2] != b"\r\n" {
             return Err(error("bulk string not terminated by CRLF"));
         }
-        args.push(buf[next..data_end].to_vec());
+        args.push(Cow::Borrowed(&buf[next..data_end]));
         at = data_end + 2;
     }
     Ok(Read::Command(args, at))
 }
 
-fn read_inline(buf: &[u8], limits: &Limits) -> Result<Read, ProtocolError> {
+fn read_inline<'a>(buf: &'a [u8], limits: &Limits) -> Result<Read<'a>, ProtocolError> {
     let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > limits.max_line {
             return Err(error("too big inline request"));
@@ -196,7 +199,10 @@ fn read_inline(buf: &[u8], limits: &Limits) -> Result<Read, ProtocolError> {
     if args.len() > limits.max_args {
         return Err(error("invalid multibulk length"));
     }
-    Ok(Read::Command(args, newline + 1))
+    Ok(Read::Command(
+        args.into_iter().map(Cow::Owned).collect(),
+        newline + 1,
+    ))
 }
 
 /// Splits an inline command as the server does (`sdssplitargs`); `None` for unbalanced
@@ -407,11 +413,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn args(items: &[&str]) -> Vec<Vec<u8>> {
-        items.iter().map(|s| s.as_bytes().to_vec()).collect()
+    fn args(items: &[&'static str]) -> Vec<Cow<'static, [u8]>> {
+        items.iter().map(|s| Cow::Borrowed(s.as_bytes())).collect()
     }
 
-    fn read(bytes: &[u8]) -> Result<Read, ProtocolError> {
+    fn read(bytes: &[u8]) -> Result<Read<'_>, ProtocolError> {
         read_command(bytes, &Limits::default())
     }
 
@@ -549,6 +555,7 @@ mod tests {
             command in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8)
         ) {
             let bytes = encode(&command);
+            let command: Vec<Cow<'_, [u8]>> = command.iter().map(|a| Cow::Borrowed(a.as_slice())).collect();
             prop_assert_eq!(read(&bytes), Ok(Read::Command(command, bytes.len())));
             for cut in 0..bytes.len() {
                 let is_incomplete = matches!(read(&bytes[..cut]), Ok(Read::Incomplete { .. }));
