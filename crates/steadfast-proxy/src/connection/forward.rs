@@ -79,8 +79,10 @@ impl Connection<'_> {
         let backend = match self.backend_for(pipeline.cmd_iter()).await {
             Ok(backend) => backend,
             Err(error) => {
+                // Counted and logged once for the pipeline, as the failures below.
+                let reply = error_reply(&error);
                 for _ in 0..count {
-                    resp::write_error(out, &error_reply(&error));
+                    resp::write_error(out, &reply);
                 }
                 return;
             }
