@@ -116,6 +116,8 @@ struct Connection<'a> {
     subscriptions: Subscriptions,
     /// The own client's pushes while `CLIENT TRACKING` is on (RESP3 connections).
     invalidations: Option<broadcast::Receiver<PushInfo>>,
+    /// `steadfast_proxy_commands_total`, looked up once for the connection, not per read.
+    commands_total: metrics::Counter,
 }
 
 /// A `WATCH` / `MULTI` under way, on a session of the connection's client.
@@ -153,6 +155,7 @@ pub(crate) async fn serve<S>(
         transaction: None,
         subscriptions: Subscriptions::default(),
         invalidations: None,
+        commands_total: metrics::counter!("steadfast_proxy_commands_total"),
     };
     let limits = shared.config.limits;
     // Buffers grow with what a client sends and shrink back once it has been served, so an
@@ -162,6 +165,9 @@ pub(crate) async fn serve<S>(
     let mut is_streaming = false;
     // Kept between reads (cleared by each send), so a read's commands cost no new batch.
     let mut batch = Batch::default();
+    // Made once: a new one each read would register with the token again each time.
+    let closing = shared.closing.cancelled();
+    tokio::pin!(closing);
     'serving: loop {
         // Every complete command in the buffer, in order; their replies written together.
         let mut used = 0;
@@ -217,9 +223,13 @@ pub(crate) async fn serve<S>(
             READ_AHEAD
         });
         let room = buf.capacity() - buf.len();
+        // The push branches only where there can be pushes (a fair draw among the ready ones,
+        // so neither a flood of messages nor a client sending without pause starves the other).
+        let has_subscriber = connection.subscriptions.has_subscriber();
+        let has_invalidations = connection.invalidations.is_some();
         let read = tokio::select! {
-            read = stream.read_buf(&mut buf) => read,
-            delivery = connection.subscriptions.next() => {
+            () = &mut closing => break,
+            delivery = connection.subscriptions.next(), if has_subscriber => {
                 match delivery {
                     Some(delivery) => {
                         connection.subscriptions.write(&delivery, connection.protocol, &mut out);
@@ -228,11 +238,11 @@ pub(crate) async fn serve<S>(
                 }
                 continue;
             }
-            push = next_push(&mut connection.invalidations) => {
+            push = next_push(&mut connection.invalidations), if has_invalidations => {
                 connection.pass_on(push, &mut out);
                 continue;
             }
-            () = shared.closing.cancelled() => break,
+            read = stream.read_buf(&mut buf) => read,
         };
         match read {
             Ok(0) | Err(_) => break,
@@ -303,7 +313,7 @@ fn reply_for(error: &steadfast::Error) -> String {
 impl Connection<'_> {
     /// Answers one command into `out`.
     async fn handle(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) -> Then {
-        metrics::counter!("steadfast_proxy_commands_total").increment(1);
+        self.commands_total.increment(1);
         let name = upper(&args[0]);
         if !self.is_authenticated && !matches!(name.as_str(), "AUTH" | "HELLO" | "QUIT" | "RESET") {
             resp::write_error(out, "NOAUTH Authentication required.");

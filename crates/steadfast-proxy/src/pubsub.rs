@@ -244,6 +244,11 @@ impl Subscriptions {
         }
     }
 
+    /// Whether [`Self::next`] can deliver anything (a subscriber was made).
+    pub(crate) fn has_subscriber(&self) -> bool {
+        self.subscriber.is_some()
+    }
+
     /// The next message or gap of the connection's subscriptions; pending forever while it
     /// has none upstream.
     pub(crate) async fn next(&mut self) -> Option<Delivery> {

@@ -40,7 +40,7 @@ impl Connection<'_> {
         if batch.is_empty() {
             return;
         }
-        metrics::counter!("steadfast_proxy_commands_total").increment(batch.len() as u64);
+        self.commands_total.increment(batch.len() as u64);
         let (commands, encoded) = batch.parts();
         self.forward_commands(commands, encoded, out).await;
         batch.clear(SHRINK_ABOVE);
