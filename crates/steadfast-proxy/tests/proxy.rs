@@ -521,3 +521,50 @@ async fn blocked_on(admin: &mut redis::aio::MultiplexedConnection) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_demoted_midway_gets_its_refused_commands_run_on_the_new_primary() {
+    use std::sync::Arc;
+    use steadfast::connect::resolve::StaticResolver;
+    let a = TestServer::start(ip(14), &[]).await;
+    let b = TestServer::start(ip(15), &[]).await;
+    let mut on_b = redis::Client::open(b.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let resolver = StaticResolver::new(vec![a.address]);
+    let mut upstream = steadfast::Config::from_url("redis://primary.test:6379").unwrap();
+    upstream.endpoint.resolver = Arc::new(resolver.clone());
+    let (proxy, address) = common::proxy_with(upstream, None).await;
+    let mut raw = TcpStream::connect(address).await.unwrap();
+    assert_eq!(exchange(&mut raw, b"PING\r\n", b"\r\n").await, b"+PONG\r\n");
+    // The name moves to B; then the client's pipeline (one write, so the proxy sends it as
+    // one) demotes A halfway through: its first INCR runs on A, the rest are refused there.
+    resolver.set(vec![b.address]);
+    let replicaof = format!(
+        "*3\r\n$9\r\nREPLICAOF\r\n${}\r\n{}\r\n${}\r\n{}\r\n",
+        b.address.ip().to_string().len(),
+        b.address.ip(),
+        b.address.port().to_string().len(),
+        b.address.port()
+    );
+    let mut pipeline = b"*2\r\n$4\r\nINCR\r\n$8\r\nran_on_a\r\n".to_vec();
+    pipeline.extend_from_slice(replicaof.as_bytes());
+    pipeline.extend_from_slice(b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n");
+    pipeline.extend_from_slice(b"*3\r\n$5\r\nLPUSH\r\n$4\r\nlist\r\n$4\r\nonce\r\n");
+    let replies = exchange(&mut raw, &pipeline, b":1\r\n:1\r\n").await;
+    assert_eq!(
+        String::from_utf8_lossy(&replies),
+        ":1\r\n+OK\r\n:1\r\n:1\r\n",
+        "the refused commands ran on B, and no READONLY reached the client"
+    );
+    let (counter, length): (i64, i64) = redis::pipe()
+        .get("counter")
+        .llen("list")
+        .query_async(&mut on_b)
+        .await
+        .unwrap();
+    assert_eq!((counter, length), (1, 1), "nothing doubled");
+    proxy.shutdown().await;
+}

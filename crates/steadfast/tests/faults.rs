@@ -460,6 +460,53 @@ async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_pipeline_demoted_midway_sends_only_its_refused_commands_again_too() {
+    // As above, with the pipeline sent as the caller's own bytes (`forward_pipeline`, the
+    // proxy's path): the refusals must not reach the caller either.
+    let (_a, b, resolver, client) = replicated_pair().await;
+    b.promote().await;
+    resolver.set(vec![b.address]);
+    let mut pipeline = redis::pipe();
+    pipeline
+        .incr("ran_on_a", 1)
+        .cmd("REPLICAOF")
+        .arg(b.address.ip().to_string())
+        .arg(b.address.port())
+        .incr("counter", 1)
+        .lpush("list", "once");
+    let encoded = pipeline.get_packed_pipeline();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.forward_pipeline(&pipeline, &encoded),
+    )
+    .await
+    .expect("answered within 10 s")
+    .unwrap();
+    let steadfast::Forwarded::Values(values) = reply else {
+        panic!("a reply that held refusals is decoded: {reply:?}");
+    };
+    assert_eq!(
+        values,
+        vec![
+            redis::Value::Int(1),
+            redis::Value::Okay,
+            redis::Value::Int(1),
+            redis::Value::Int(1),
+        ],
+        "the refused commands ran once, on B"
+    );
+    let mut on_b = b.admin().await;
+    let (counter, length): (i64, i64) = redis::pipe()
+        .get("counter")
+        .llen("list")
+        .query_async(&mut on_b)
+        .await
+        .unwrap();
+    assert_eq!((counter, length), (1, 1), "nothing doubled");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinated_failover_moves_writes_to_the_new_primary_without_a_failed_operation() {
     let (a, b, resolver, client) = replicated_pair().await;
     let workload = Workload::start(client.clone());

@@ -9,7 +9,9 @@
 //!   reply (a refusal is sent again, a single command's error is its failure ...).
 //! - Everything else is the command path's: the plan, the deadline, the waits and the retry
 //!   policy. A request rewritten for a resend (a blocking command's remaining timeout) is packed
-//!   anew; blocking commands and transactions are never sent from the caller's bytes.
+//!   anew; blocking commands and transactions are never sent from the caller's bytes. A
+//!   pipeline refused in part (a demotion midway) has its refused commands sent again, as
+//!   [`super::execute`] does.
 
 use redis::{RedisError, Value};
 
@@ -33,7 +35,18 @@ pub(crate) async fn execute(
         return super::execute(shared, request, is_ambiguous_allowed, None).await;
     }
     let sending = Sending::new(shared, plan, is_ambiguous_allowed, None);
-    let outcome = super::run_here(shared, request, sending, Some(encoded)).await;
+    // As `super::execute`: a pipeline refused in part has its refused commands sent again.
+    let started = matches!(request, Request::Pipeline { .. }).then_some(sending.started);
+    let mut outcome = super::run_here(shared, request, sending, Some(encoded)).await;
+    super::resend_refused(
+        shared,
+        request,
+        &mut outcome,
+        is_ambiguous_allowed,
+        started,
+        None,
+    )
+    .await;
     super::finished(shared, request, outcome)
 }
 
