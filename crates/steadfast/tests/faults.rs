@@ -428,13 +428,7 @@ async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_
     // its first INCR runs on A and the rest are refused there (READONLY), not executed.
     b.promote().await;
     resolver.set(vec![b.address]);
-    let (ran, demoted, incr, pushed): (i64, String, i64, i64) = redis::pipe()
-        .incr("ran_on_a", 1)
-        .cmd("REPLICAOF")
-        .arg(b.address.ip().to_string())
-        .arg(b.address.port())
-        .incr("counter", 1)
-        .lpush("list", "once")
+    let (ran, demoted, incr, pushed): (i64, String, i64, i64) = demoting_pipeline(&b)
         .query_async(&mut client)
         .await
         .unwrap();
@@ -444,19 +438,33 @@ async fn a_pipeline_demoted_midway_sends_only_its_refused_commands_again_on_the_
         (1, 1),
         "the refused commands ran once, on B"
     );
-    let mut on_b = b.admin().await;
-    let counter: i64 = redis::cmd("GET")
-        .arg("counter")
-        .query_async(&mut on_b)
-        .await
-        .unwrap();
-    let length: i64 = redis::cmd("LLEN")
-        .arg("list")
-        .query_async(&mut on_b)
-        .await
-        .unwrap();
-    assert_eq!((counter, length), (1, 1), "nothing doubled");
+    assert_nothing_doubled_on(&b).await;
     client.shutdown().await;
+}
+
+/// A pipeline that demotes its own server (to a replica of `to`) halfway: its first INCR runs,
+/// the INCR and LPUSH after `REPLICAOF` are refused there (`READONLY`), not executed.
+fn demoting_pipeline(to: &RedisServer) -> redis::Pipeline {
+    let mut pipeline = redis::pipe();
+    pipeline
+        .incr("ran_on_a", 1)
+        .cmd("REPLICAOF")
+        .arg(to.address.ip().to_string())
+        .arg(to.address.port())
+        .incr("counter", 1)
+        .lpush("list", "once");
+    pipeline
+}
+
+/// The refused commands of [`demoting_pipeline`] ran exactly once on `b`.
+async fn assert_nothing_doubled_on(b: &RedisServer) {
+    let (counter, length): (i64, i64) = redis::pipe()
+        .get("counter")
+        .llen("list")
+        .query_async(&mut b.admin().await)
+        .await
+        .expect("B answers GET and LLEN");
+    assert_eq!((counter, length), (1, 1), "nothing doubled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,14 +474,7 @@ async fn a_forwarded_pipeline_demoted_midway_sends_only_its_refused_commands_aga
     let (_a, b, resolver, client) = replicated_pair().await;
     b.promote().await;
     resolver.set(vec![b.address]);
-    let mut pipeline = redis::pipe();
-    pipeline
-        .incr("ran_on_a", 1)
-        .cmd("REPLICAOF")
-        .arg(b.address.ip().to_string())
-        .arg(b.address.port())
-        .incr("counter", 1)
-        .lpush("list", "once");
+    let pipeline = demoting_pipeline(&b);
     let encoded = pipeline.get_packed_pipeline();
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
@@ -495,14 +496,7 @@ async fn a_forwarded_pipeline_demoted_midway_sends_only_its_refused_commands_aga
         ],
         "the refused commands ran once, on B"
     );
-    let mut on_b = b.admin().await;
-    let (counter, length): (i64, i64) = redis::pipe()
-        .get("counter")
-        .llen("list")
-        .query_async(&mut on_b)
-        .await
-        .unwrap();
-    assert_eq!((counter, length), (1, 1), "nothing doubled");
+    assert_nothing_doubled_on(&b).await;
     client.shutdown().await;
 }
 

@@ -38,7 +38,7 @@ pub(crate) async fn execute(
     // As `super::execute`: a pipeline refused in part has its refused commands sent again.
     let started = matches!(request, Request::Pipeline { .. }).then_some(sending.started);
     let mut outcome = super::run_here(shared, request, sending, Some(encoded)).await;
-    super::resend_refused(
+    super::refused::resend_in_part(
         shared,
         request,
         &mut outcome,

@@ -107,7 +107,7 @@ pub(crate) async fn execute(
     // Read only for what may need it (a single command reads no clock here).
     let started = matches!(request, Request::Pipeline { .. }).then(Instant::now);
     let mut outcome = run(shared, request, is_ambiguous_allowed, until).await;
-    resend_refused(
+    refused::resend_in_part(
         shared,
         request,
         &mut outcome,
@@ -117,27 +117,6 @@ pub(crate) async fn execute(
     )
     .await;
     finished(shared, request, outcome)
-}
-
-/// A pipeline's commands refused in part (see [`refused::resend`]) sent again, within the
-/// deadline of a pipeline `started` then (and `until`, if it comes first).
-async fn resend_refused(
-    shared: &Shared,
-    request: Request<'_>,
-    outcome: &mut Result<Reply, Error>,
-    is_ambiguous_allowed: bool,
-    started: Option<Instant>,
-    until: Option<Instant>,
-) {
-    if let (Ok(Reply::Pipeline(values)), Request::Pipeline { pipeline, .. }, Some(started)) =
-        (outcome, request, started)
-        && !pipeline.is_transaction()
-        && !shared.is_cluster_node()
-    {
-        let own = started + shared.timeouts.deadline();
-        let deadline = until.map_or(own, |until| until.min(own));
-        refused::resend(shared, pipeline, values, is_ambiguous_allowed, deadline).await;
-    }
 }
 
 /// Counts a request's outcome, and tells of one whose outcome is unknown.

@@ -5,6 +5,7 @@ use redis::{Cmd, Pipeline, RedisError, Value};
 use tokio::time::Instant;
 
 use super::{Reply, Request};
+use crate::error::Error;
 use crate::policy::retry;
 use crate::shared::Shared;
 
@@ -29,6 +30,27 @@ pub(super) fn in_reply(reply: &Reply, request: Request<'_>) -> Option<RedisError
 
 fn is_server_error(value: &Value) -> bool {
     matches!(value, Value::ServerError(_))
+}
+
+/// A pipeline's commands refused in part (see [`resend`]) sent again, within the
+/// deadline of a pipeline `started` then (and `until`, if it comes first).
+pub(super) async fn resend_in_part(
+    shared: &Shared,
+    request: Request<'_>,
+    outcome: &mut Result<Reply, Error>,
+    is_ambiguous_allowed: bool,
+    started: Option<Instant>,
+    until: Option<Instant>,
+) {
+    if let (Ok(Reply::Pipeline(values)), Request::Pipeline { pipeline, .. }, Some(started)) =
+        (outcome, request, started)
+        && !pipeline.is_transaction()
+        && !shared.is_cluster_node()
+    {
+        let own = started + shared.timeouts.deadline();
+        let deadline = until.map_or(own, |until| until.min(own));
+        resend(shared, pipeline, values, is_ambiguous_allowed, deadline).await;
+    }
 }
 
 /// The commands of a pipeline that the server refused unexecuted while the others ran (a
