@@ -127,6 +127,22 @@ pub(super) fn tracked(mut goals: Vec<Goal>) -> Vec<Goal> {
     goals
 }
 
+/// redis-rs through the proxy, held whatever its other goals: nothing reaches it but its own
+/// response timeout (500 ms) or a deadline that ran out, never a refusal the proxy should have
+/// sent again (`READONLY`, `LOADING` ...). A shard left down is the one fault with errors to
+/// tell.
+pub(super) fn only_timeouts_through_proxy(scenario: Scenario, o: &Outcome) -> Option<Goal> {
+    (scenario != Scenario::ClusterShardDown).then(|| {
+        goal(
+            "no error but its own timeout or a deadline that ran out",
+            format!("{:?}", o.errors),
+            o.errors
+                .keys()
+                .all(|k| k == "timeout" || k == "DeadlineExceeded"),
+        )
+    })
+}
+
 /// An application through the proxy (issue 18): steadfast's own numbers where the library
 /// promises them, recovery within 250 ms of the server being reachable. Reconnects are the
 /// proxy's business, not counted here.

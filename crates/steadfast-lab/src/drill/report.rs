@@ -437,8 +437,14 @@ pub(crate) fn measure(
     if outcome.client == ClientKind::Steadfast {
         outcome.goals = goals(scenario, &outcome, restored_ms - fault_ms);
     } else if outcome.client == ClientKind::ThroughProxy {
-        // redis-rs gives up on a reply after 500 ms: tracked, not held.
+        // redis-rs gives up on a reply after 500 ms: tracked, not held; but no refusal may
+        // reach it.
         outcome.goals = tracked(proxy_goals(scenario, &outcome));
+        outcome
+            .goals
+            .extend(super::goals::only_timeouts_through_proxy(
+                scenario, &outcome,
+            ));
     } else if outcome.client.is_through_proxy() {
         outcome.goals = proxy_goals(scenario, &outcome);
     }
@@ -530,7 +536,11 @@ mod tests {
             measured(ClientKind::ThroughProxy, ops, vec![]),
         );
         assert!(o.goals.iter().any(|g| !g.is_met), "{:?}", o.goals);
-        assert!(o.goals.iter().all(|g| !g.is_held), "{:?}", o.goals);
+        assert!(
+            o.goals.iter().all(|g| !g.is_held || g.is_met),
+            "{:?}",
+            o.goals
+        );
         let scenario = ScenarioReport {
             scenario: Scenario::Restart,
             description: String::new(),
@@ -544,6 +554,26 @@ mod tests {
         assert!(
             scenario.is_met(),
             "a tracked goal missed does not fail the drill"
+        );
+    }
+
+    #[test]
+    fn a_refusal_that_reaches_redis_rs_through_the_proxy_fails_the_drill() {
+        let ops = vec![
+            op(0.0, 1.0, None),
+            op(1_100.0, 1_101.0, Some("READONLY")),
+            op(1_700.0, 1_701.0, None),
+        ];
+        let o = measure(
+            Scenario::Demotion,
+            1_000.0,
+            1_500.0,
+            measured(ClientKind::ThroughProxy, ops, vec![]),
+        );
+        assert!(
+            o.goals.iter().any(|g| g.is_held && !g.is_met),
+            "{:?}",
+            o.goals
         );
     }
 }
