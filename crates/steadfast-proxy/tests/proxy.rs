@@ -542,17 +542,14 @@ async fn a_pipeline_demoted_midway_gets_its_refused_commands_run_on_the_new_prim
     // The name moves to B; then the client's pipeline (one write, so the proxy sends it as
     // one) demotes A halfway through: its first INCR runs on A, the rest are refused there.
     resolver.set(vec![b.address]);
-    let replicaof = format!(
-        "*3\r\n$9\r\nREPLICAOF\r\n${}\r\n{}\r\n${}\r\n{}\r\n",
-        b.address.ip().to_string().len(),
-        b.address.ip(),
-        b.address.port().to_string().len(),
-        b.address.port()
-    );
-    let mut pipeline = b"*2\r\n$4\r\nINCR\r\n$8\r\nran_on_a\r\n".to_vec();
-    pipeline.extend_from_slice(replicaof.as_bytes());
-    pipeline.extend_from_slice(b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n");
-    pipeline.extend_from_slice(b"*3\r\n$5\r\nLPUSH\r\n$4\r\nlist\r\n$4\r\nonce\r\n");
+    let pipeline = redis::pipe()
+        .incr("ran_on_a", 1)
+        .cmd("REPLICAOF")
+        .arg(b.address.ip().to_string())
+        .arg(b.address.port())
+        .incr("counter", 1)
+        .lpush("list", "once")
+        .get_packed_pipeline();
     let replies = exchange(&mut raw, &pipeline, b":1\r\n:1\r\n").await;
     assert_eq!(
         String::from_utf8_lossy(&replies),
