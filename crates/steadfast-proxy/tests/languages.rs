@@ -149,6 +149,7 @@ async fn until_started(server: &TestServer, keys: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_and_ioredis_with_their_defaults_ride_through_a_coordinated_failover_without_a_failed_operation()
  {
+    common::init_tracing();
     let a = TestServer::start(ip(31), &[]).await;
     let b = TestServer::start(ip(32), &[]).await;
     let mut on_b = redis::Client::open(b.url())

@@ -221,7 +221,10 @@ pub enum DisconnectReason {
     Closed(String),
     /// The health probe judged it dead.
     Dead(String),
-    /// A write came back READONLY: the endpoint's primary moved.
+    /// A write came back READONLY: the endpoint's primary moved. No new command went to the
+    /// link after that; the commands already on it were left to be answered there (the demoted
+    /// server still answers: writes come back refused and are sent again), and it was closed
+    /// once they were, or after the probe timeout.
     ReadOnly,
     /// The force-reconnect policy replaced it.
     Forced,

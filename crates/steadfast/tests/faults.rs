@@ -598,6 +598,65 @@ async fn a_write_held_by_a_failover_pause_when_the_name_moves_is_answered_not_cu
     client.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_behind_a_write_refused_as_readonly_is_answered_on_the_demoted_server_not_cut_off()
+ {
+    let (a, b, resolver, client) = replicated_pair().await;
+    let mut events = client.events();
+    // A failover the client has not heard of yet: B promoted, A its replica, the name on B.
+    b.promote().await;
+    a.replicate(&b).await;
+    resolver.set(vec![b.address]);
+    // A holds what it would run for 300 ms; a write it refuses at once (READONLY comes before
+    // any pause), so the PUBLISH sent right behind the INCR is answered only later.
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "300", "ALL"])
+        .query_async(&mut a.admin().await)
+        .await
+        .unwrap();
+    let (mut first, mut second) = (client.clone(), client.clone());
+    let (mut incr, mut publish) = (redis::cmd("INCR"), redis::cmd("PUBLISH"));
+    incr.arg("counter");
+    publish.arg(&["news", "hello"]);
+    let (incr, publish) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(
+            incr.query_async::<i64>(&mut first),
+            publish.query_async::<i64>(&mut second),
+        )
+    })
+    .await
+    .expect("both ended within their deadline");
+
+    assert_eq!(
+        incr.unwrap(),
+        1,
+        "refused on A, sent again and applied on B"
+    );
+    assert_eq!(
+        publish.unwrap(),
+        0,
+        "answered where it was sent, not cut off into an unknown outcome"
+    );
+    let seen = support::drain(&mut events);
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                reason: steadfast::DisconnectReason::ReadOnly,
+                ..
+            }
+        )),
+        "the demotion is told: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::OutcomeUnknown { .. })),
+        "no unknown outcome: {seen:?}"
+    );
+    client.shutdown().await;
+}
+
 /// Whether a link's end was told as the name having moved away from its server.
 fn is_name_moved_told(events: &[Event]) -> bool {
     events.iter().any(|e| {

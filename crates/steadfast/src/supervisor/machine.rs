@@ -28,7 +28,9 @@
 //!   ready" (`LOADING` ...: there, and cheap to ask again), exponentially after an attempt that
 //!   reached a server and failed otherwise.
 //! - It never gives up: there is no path to `Stopped` but shutdown.
-//! - Every replaced link is closed (an explicit [`Action::Close`]).
+//! - Every replaced link is closed (an explicit [`Action::Close`]); one whose server refused a
+//!   write as a replica is retired instead ([`Action::Retire`]): no new command goes to it, and
+//!   it is closed once the commands already on it are answered, since that server answers.
 
 use std::time::Duration;
 
@@ -119,6 +121,13 @@ pub(crate) enum Action {
     },
     /// Close the link of this generation and stop serving it.
     Close {
+        generation: u64,
+    },
+    /// Stop serving the link of this generation, and close it once its commands in flight are
+    /// answered (bounded): its server answers (it refused a write as a replica), so each of
+    /// them gets its reply, a refusal to send again or a read's answer, instead of an unknown
+    /// outcome.
+    Retire {
         generation: u64,
     },
     /// Abandon a dial in progress.
@@ -248,7 +257,7 @@ impl Machine {
                 },
             ) if generation == lost => {
                 let (next, dial) = self.next_dial(1);
-                let mut actions = vec![Action::Close { generation }];
+                let mut actions = vec![let_go(generation, &reason)];
                 if reason == DisconnectReason::ReadOnly {
                     // The server behind the link refused a write: it is a replica now.
                     actions.push(Action::Emit(Event::RoleChanged {
@@ -333,7 +342,7 @@ impl Machine {
                         attempt: 1,
                     },
                     vec![
-                        Action::Close { generation: old },
+                        let_go(old, &reason),
                         Action::Emit(Event::Disconnected {
                             generation: old,
                             reason,
@@ -344,6 +353,17 @@ impl Machine {
             // Stale or duplicate reports: a link already replaced, a dial result from the past.
             (state, _) => (state, vec![]),
         }
+    }
+}
+
+/// How a lost link of `generation` is let go: retired where its server still answers (it
+/// refused a write as a replica: the replies of the commands behind that one are on their way),
+/// closed at once otherwise.
+fn let_go(generation: u64, reason: &DisconnectReason) -> Action {
+    if *reason == DisconnectReason::ReadOnly {
+        Action::Retire { generation }
+    } else {
+        Action::Close { generation }
     }
 }
 

@@ -491,21 +491,8 @@ impl Supervisor {
                     });
                 }
                 Action::Publish { generation } => self.publish(generation),
-                Action::Close { generation } => {
-                    self.outgoing = None;
-                    self.hold = None;
-                    if let Some(link) = self.current.take() {
-                        debug_assert_eq!(link.generation, generation);
-                        link.close();
-                        // A cache must not serve what nobody invalidates any more while the
-                        // next link is being made.
-                        self.connector.announce_cache_flush(generation);
-                    }
-                    self.published.send_modify(|p| {
-                        p.link = None;
-                        p.state = LinkState::Connecting;
-                    });
-                }
+                Action::Close { generation } => self.let_go(generation, false),
+                Action::Retire { generation } => self.let_go(generation, true),
                 Action::CancelDial => {
                     if let Some(handle) = self.dial.take() {
                         handle.abort();
@@ -546,6 +533,35 @@ impl Supervisor {
             last_failure: None,
         });
         self.connector.announce_cache_flush(generation);
+    }
+
+    /// Stops serving the current link (of `generation`) and closes it: at once, or, where it
+    /// is `retired`, once the commands on it are answered (within the probe timeout).
+    fn let_go(&mut self, generation: u64, retired: bool) {
+        self.outgoing = None;
+        self.hold = None;
+        if let Some(link) = self.current.take() {
+            debug_assert_eq!(link.generation, generation);
+            if retired {
+                // No new command goes to it; the ones on it are answered there.
+                link.activity.mark_closed();
+                self.tasks.spawn(drain(
+                    Arc::clone(&link),
+                    self.config.health.probe_timeout,
+                    self.connector.clone(),
+                    None,
+                ));
+            } else {
+                link.close();
+            }
+            // A cache must not serve what nobody invalidates any more while the next link is
+            // being made.
+            self.connector.announce_cache_flush(generation);
+        }
+        self.published.send_modify(|p| {
+            p.link = None;
+            p.state = LinkState::Connecting;
+        });
     }
 
     fn emit(&self, event: Event) {

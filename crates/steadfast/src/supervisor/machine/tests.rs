@@ -86,12 +86,18 @@ fn hundred_reports_of_the_same_loss_cause_one_dial() {
 }
 
 #[test]
-fn readonly_reports_the_role_change_and_redials() {
+fn readonly_reports_the_role_change_retires_the_link_and_redials() {
     let mut m = connected();
     let actions = m.on(Input::LinkLost {
         generation: 1,
         reason: DisconnectReason::ReadOnly,
     });
+    assert_eq!(
+        actions[0],
+        Action::Retire { generation: 1 },
+        "the demoted server answers: the commands on it get their replies"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Close { .. })));
     assert!(actions.iter().any(|a| matches!(
         a,
         Action::Emit(Event::RoleChanged { generation: 1, role }) if *role == crate::event::Role::Replica
@@ -405,4 +411,27 @@ fn success_after_failures_resets_the_backoff() {
         error: "x".into(),
     });
     assert!(matches!(actions.last(), Some(Action::Wait(d)) if *d <= Duration::from_millis(100)));
+}
+
+#[test]
+fn a_link_refused_as_a_replica_while_being_replaced_is_retired_not_cut_off() {
+    let mut m = connected();
+    m.on(Input::Replace {
+        generation: 1,
+        target: moved_to(),
+        reason: DisconnectReason::Planned,
+    });
+    let actions = m.on(Input::LinkLost {
+        generation: 1,
+        reason: DisconnectReason::ReadOnly,
+    });
+    assert_eq!(actions[0], Action::Retire { generation: 1 });
+    assert_eq!(
+        m.state(),
+        &State::Dialling {
+            generation: 2,
+            attempt: 1
+        },
+        "the replacement's dial goes on"
+    );
 }
