@@ -177,6 +177,25 @@ impl TestServer {
         }
     }
 
+    /// Freezes it (`SIGSTOP`): the kernel still accepts connections, nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen server run again (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
     /// `redis://ADDRESS`.
     pub fn url(&self) -> String {
         format!("redis://{}", self.address)

@@ -26,7 +26,8 @@
 //!     [`Verdict::Moved`], without a probe: the link is replaced made before broken, like
 //!     planned maintenance, new commands go to the new link at once, and the old one drains:
 //!     if its server still completes a handshake within four times what the new server's
-//!     took (25 ms to `health.probe_timeout`: the supervisor's `silence_bound`; a
+//!     took (25 ms to `health.probe_timeout`), or before the new server completes two more
+//!     (the supervisor's `silence` module: a busy machine delays both alike; a
 //!     coordinated failover: the old primary pauses writes, then refuses them `READONLY`), its
 //!     commands in flight finish there (a reply, or a refusal sent again on the new link)
 //!     instead of being cut off into unknown outcomes; if not (killed, unreachable, frozen)

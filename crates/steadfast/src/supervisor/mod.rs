@@ -17,6 +17,7 @@
 pub(crate) mod force;
 mod handle;
 mod machine;
+mod silence;
 
 pub(crate) use handle::Handle;
 
@@ -199,26 +200,9 @@ struct Supervisor {
     progress: Progress,
 }
 
-/// How many times the new server's handshake the old one is given before it is judged silent.
-const SILENCE_FACTOR: u32 = 4;
-/// The least time the old server is given, however fast the new one answered.
-const SILENCE_FLOOR: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// How long the server a name moved away from is given to complete a handshake: a few times
-/// what the new server took (`measured`; same network, same handshake), at least
-/// [`SILENCE_FLOOR`], at most `ceiling` (the probe timeout).
-fn silence_bound(
-    measured: Option<std::time::Duration>,
-    ceiling: std::time::Duration,
-) -> std::time::Duration {
-    measured.map_or(ceiling, |m| {
-        (m * SILENCE_FACTOR).clamp(SILENCE_FLOOR.min(ceiling), ceiling)
-    })
-}
-
 /// Closes `link` once it has no command in flight, or after `limit`; with `silent_after` (the
-/// new link and the probe timeout), also as soon as the old server fails to complete a fresh
-/// handshake within [`silence_bound`] (killed, unreachable or frozen: nothing in flight there
+/// new link and the probe timeout), also as soon as the old server is judged silent by
+/// [`silence::is_silent`] (killed, unreachable or frozen: nothing in flight there
 /// will be answered, and cutting it off now lets the commands that may be sent again go to the
 /// new link).
 async fn drain(
@@ -235,19 +219,9 @@ async fn drain(
     };
     match (silent_after, link.address.tcp()) {
         (Some((new, ceiling)), Some(address)) if link.activity.in_flight() > 0 => {
-            let silent = async {
-                let started = tokio::time::Instant::now();
-                let measured = match new {
-                    Some(new) if connector.answers(new, ceiling).await => Some(started.elapsed()),
-                    _ => None,
-                };
-                !connector
-                    .answers(address, silence_bound(measured, ceiling))
-                    .await
-            };
             tokio::select! {
                 () = emptied => {}
-                true = silent => warn!(
+                true = silence::is_silent(&connector, address, new, ceiling) => warn!(
                     generation = link.generation,
                     %address,
                     in_flight = link.activity.in_flight(),
@@ -566,35 +540,5 @@ impl Supervisor {
 
     fn emit(&self, event: Event) {
         self.emitter.emit(event);
-    }
-}
-
-#[cfg(test)]
-mod silence_tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn the_old_server_gets_a_few_times_the_new_ones_handshake_within_the_floor_and_the_probe_timeout()
-     {
-        let ceiling = Duration::from_secs(1);
-        assert_eq!(
-            silence_bound(Some(Duration::from_millis(1)), ceiling),
-            SILENCE_FLOOR
-        );
-        assert_eq!(
-            silence_bound(Some(Duration::from_millis(20)), ceiling),
-            Duration::from_millis(80)
-        );
-        assert_eq!(
-            silence_bound(Some(Duration::from_millis(900)), ceiling),
-            ceiling
-        );
-        assert_eq!(silence_bound(None, ceiling), ceiling, "new one unmeasured");
-        assert_eq!(
-            silence_bound(Some(Duration::from_millis(1)), Duration::from_millis(10)),
-            Duration::from_millis(10),
-            "a probe timeout below the floor wins"
-        );
     }
 }
