@@ -590,9 +590,7 @@ async fn a_write_held_by_a_failover_pause_when_the_name_moves_is_answered_not_cu
     let seen = support::drain(&mut events);
     assert!(is_name_moved_told(&seen), "the move is told: {seen:?}");
     assert!(
-        !seen
-            .iter()
-            .any(|e| matches!(e, Event::OutcomeUnknown { .. })),
+        !told_an_unknown_outcome(&seen),
         "no unknown outcome: {seen:?}"
     );
     client.shutdown().await;
@@ -649,12 +647,17 @@ async fn a_command_behind_a_write_refused_as_readonly_is_answered_on_the_demoted
         "the demotion is told: {seen:?}"
     );
     assert!(
-        !seen
-            .iter()
-            .any(|e| matches!(e, Event::OutcomeUnknown { .. })),
+        !told_an_unknown_outcome(&seen),
         "no unknown outcome: {seen:?}"
     );
     client.shutdown().await;
+}
+
+/// Whether a command's outcome was told unknown.
+fn told_an_unknown_outcome(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::OutcomeUnknown { .. }))
 }
 
 /// Whether a link's end was told as the name having moved away from its server.
