@@ -235,7 +235,8 @@ pub enum DisconnectReason {
     /// in flight on this one were left to finish there.
     NameMoved(String),
     /// The link was set up before a state command the caller sent (`SELECT`, `CLIENT SETNAME`
-    /// ...) took effect elsewhere: it is replaced by one that replays it.
+    /// ...) took effect elsewhere: it is replaced by one that replays it. The commands already
+    /// on it were left to be answered there, as with [`DisconnectReason::ReadOnly`].
     Outdated,
     /// The client shut down.
     Shutdown,

@@ -28,9 +28,10 @@
 //!   ready" (`LOADING` ...: there, and cheap to ask again), exponentially after an attempt that
 //!   reached a server and failed otherwise.
 //! - It never gives up: there is no path to `Stopped` but shutdown.
-//! - Every replaced link is closed (an explicit [`Action::Close`]); one whose server refused a
-//!   write as a replica is retired instead ([`Action::Retire`]): no new command goes to it, and
-//!   it is closed once the commands already on it are answered, since that server answers.
+//! - Every replaced link is closed (an explicit [`Action::Close`]); one whose server still
+//!   answers (it refused a write as a replica, or the link is outdated by a state command) is
+//!   retired instead ([`Action::Retire`]): no new command goes to it, and it is closed once the
+//!   commands already on it are answered.
 
 use std::time::Duration;
 
@@ -357,10 +358,13 @@ impl Machine {
 }
 
 /// How a lost link of `generation` is let go: retired where its server still answers (it
-/// refused a write as a replica: the replies of the commands behind that one are on their way),
-/// closed at once otherwise.
+/// refused a write as a replica, or the link only lacks a state command the caller sent on
+/// another: the replies of the commands on it are on their way), closed at once otherwise.
 fn let_go(generation: u64, reason: &DisconnectReason) -> Action {
-    if *reason == DisconnectReason::ReadOnly {
+    if matches!(
+        reason,
+        DisconnectReason::ReadOnly | DisconnectReason::Outdated
+    ) {
         Action::Retire { generation }
     } else {
         Action::Close { generation }

@@ -435,3 +435,19 @@ fn a_link_refused_as_a_replica_while_being_replaced_is_retired_not_cut_off() {
         "the replacement's dial goes on"
     );
 }
+
+#[test]
+fn an_outdated_link_is_retired_and_a_dead_one_closed() {
+    let mut m = connected();
+    let actions = m.on(Input::LinkLost {
+        generation: 1,
+        reason: DisconnectReason::Outdated,
+    });
+    assert_eq!(actions[0], Action::Retire { generation: 1 });
+    m.on(Input::DialSucceeded { generation: 2 });
+    let actions = m.on(Input::LinkLost {
+        generation: 2,
+        reason: DisconnectReason::Dead("no answer".into()),
+    });
+    assert_eq!(actions[0], Action::Close { generation: 2 });
+}
