@@ -142,6 +142,15 @@ impl Client {
 
     /// Resolves at the health monitor's next look at this link while it is stalled (cluster
     /// nodes only; never resolves otherwise).
+    /// When the current link last read anything (its handshake, at the least); `None`
+    /// without a link.
+    pub(crate) fn last_read(&self) -> Option<tokio::time::Instant> {
+        self.shared
+            .link
+            .current()
+            .map(|link| link.activity.last_read())
+    }
+
     pub(crate) fn stalled(&self) -> tokio::sync::futures::Notified<'_> {
         self.shared.stalled.notified()
     }
