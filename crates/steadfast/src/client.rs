@@ -140,8 +140,6 @@ impl Client {
         .await
     }
 
-    /// Resolves at the health monitor's next look at this link while it is stalled (cluster
-    /// nodes only; never resolves otherwise).
     /// When the current link last read anything (its handshake, at the least); `None`
     /// without a link.
     pub(crate) fn last_read(&self) -> Option<tokio::time::Instant> {
@@ -151,6 +149,8 @@ impl Client {
             .map(|link| link.activity.last_read())
     }
 
+    /// Resolves at the health monitor's next look at this link while it is stalled (cluster
+    /// nodes only; never resolves otherwise).
     pub(crate) fn stalled(&self) -> tokio::sync::futures::Notified<'_> {
         self.shared.stalled.notified()
     }
