@@ -140,15 +140,6 @@ impl Client {
         .await
     }
 
-    /// When the current link last read anything (its handshake, at the least); `None`
-    /// without a link.
-    pub(crate) fn last_read(&self) -> Option<tokio::time::Instant> {
-        self.shared
-            .link
-            .current()
-            .map(|link| link.activity.last_read())
-    }
-
     /// Resolves at the health monitor's next look at this link while it is stalled (cluster
     /// nodes only; never resolves otherwise).
     pub(crate) fn stalled(&self) -> tokio::sync::futures::Notified<'_> {

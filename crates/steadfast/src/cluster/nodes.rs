@@ -40,80 +40,27 @@ pub(super) struct Nodes {
 /// Nodes to route around, and until when.
 #[derive(Default)]
 pub(super) struct Suspects {
-    marks: Mutex<HashMap<NodeAddress, Mark>>,
-    /// Some node was ever suspected: until then commands skip the lock.
+    until: Mutex<HashMap<NodeAddress, Instant>>,
+    /// Some node was ever suspected: until then commands skip the lock (marks expire by time).
     any: AtomicBool,
-}
-
-/// Why and until when a node is routed around.
-#[derive(Clone, Copy, Debug)]
-struct Mark {
-    until: Instant,
-    /// A command left it unanswered then: it stays a suspect past `until` until its link
-    /// reads something after that moment (an answer, or a new link's handshake). A frozen
-    /// node never does, so commands that may not leave it are not sent into it again.
-    unanswered_since: Option<Instant>,
-}
-
-impl Mark {
-    fn holds(&self, now: Instant, last_read: impl FnOnce() -> Option<Instant>) -> bool {
-        now < self.until
-            || self
-                .unanswered_since
-                .is_some_and(|since| last_read().is_none_or(|read| read <= since))
-    }
 }
 
 impl Suspects {
     /// Marks `address` to be routed around for `how_long` (a later mark never shortens one).
     pub(super) fn mark(&self, address: &NodeAddress, how_long: Duration) {
-        self.set(address, how_long, false);
-    }
-
-    /// Marks `address`, which left a command unanswered, to be routed around for `how_long`
-    /// and then until its link reads again.
-    fn mark_unanswered(&self, address: &NodeAddress, how_long: Duration) {
-        self.set(address, how_long, true);
-    }
-
-    fn set(&self, address: &NodeAddress, how_long: Duration, is_unanswered: bool) {
         let now = Instant::now();
-        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        marks.retain(|_, mark| now < mark.until || mark.unanswered_since.is_some());
-        let mark = marks.entry(address.clone()).or_insert(Mark {
-            until: now + how_long,
-            unanswered_since: None,
-        });
-        mark.until = mark.until.max(now + how_long);
-        if is_unanswered {
-            mark.unanswered_since.get_or_insert(now);
-        }
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        until.retain(|_, at| now < *at);
+        let at = until.entry(address.clone()).or_insert(now + how_long);
+        *at = (*at).max(now + how_long);
         self.any.store(true, Ordering::Release);
     }
 
-    /// Whether `address` is routed around now; `last_read`: when its link last read anything.
-    /// A mark whose node answered since it was left unanswered is dropped.
-    fn contains(&self, address: &NodeAddress, last_read: impl FnOnce() -> Option<Instant>) -> bool {
-        if !self.any.load(Ordering::Acquire) {
-            return false;
+    fn contains(&self, address: &NodeAddress) -> bool {
+        self.any.load(Ordering::Acquire) && {
+            let until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+            until.get(address).is_some_and(|at| Instant::now() < *at)
         }
-        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(mark) = marks.get(address) else {
-            return false;
-        };
-        let holds = mark.holds(Instant::now(), last_read);
-        if !holds {
-            marks.remove(address);
-        }
-        holds
-    }
-
-    /// Forgets a node that left the table.
-    fn forget(&self, address: &NodeAddress) {
-        self.marks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(address);
     }
 }
 
@@ -151,32 +98,23 @@ impl Nodes {
 
     /// [`is_up`](Self::is_up), and the node's client when it has one.
     pub(super) fn up_client(&self, address: &NodeAddress) -> (bool, Option<crate::Client>) {
-        let client = self
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(address)
-            .cloned();
-        let last_read = || client.as_ref().and_then(crate::Client::last_read);
-        if self.suspects.contains(address, last_read) {
+        if self.suspects.contains(address) {
             return (false, None);
         }
-        match client {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        match clients.get(address) {
             None => (true, None),
             Some(client) => (
                 matches!(client.state(), crate::LinkState::Connected { .. }),
-                Some(client),
+                Some(client.clone()),
             ),
         }
     }
 
     /// A command left `address` stalled: route around it for one read-stall threshold (its
-    /// link may still look connected; the health monitor's probe could not tell), and after
-    /// that until its link reads again (an answer, its heartbeat's among them, or a new link):
-    /// a frozen node gets no command it would hold unanswered until its deadline.
+    /// link may still look connected; the health monitor's probe could not tell).
     pub(super) fn suspect(&self, address: &NodeAddress) {
-        self.suspects
-            .mark_unanswered(address, self.config.health.read_stall);
+        self.suspect_for(address, self.config.health.read_stall);
     }
 
     /// Routes around `address` for `how_long`.
@@ -269,7 +207,6 @@ impl Nodes {
         };
         for (address, client) in departed {
             debug!(%address, "node left the table; closing its client");
-            self.suspects.forget(&address);
             self.tasks.spawn(async move { client.shutdown().await });
         }
     }
@@ -304,45 +241,14 @@ mod tests {
     async fn a_suspect_is_routed_around_until_its_mark_runs_out_and_a_shorter_mark_never_shortens_it()
      {
         let suspects = Suspects::default();
-        let never = || None;
-        assert!(!suspects.contains(&node(7000), never));
+        assert!(!suspects.contains(&node(7000)));
         suspects.mark(&node(7000), Duration::from_secs(2));
         suspects.mark(&node(7000), Duration::from_millis(100));
-        assert!(suspects.contains(&node(7000), never));
-        assert!(
-            !suspects.contains(&node(7001), never),
-            "only the node marked"
-        );
+        assert!(suspects.contains(&node(7000)));
+        assert!(!suspects.contains(&node(7001)), "only the node marked");
         tokio::time::advance(Duration::from_millis(1900)).await;
-        assert!(
-            suspects.contains(&node(7000), never),
-            "the longer mark holds"
-        );
+        assert!(suspects.contains(&node(7000)), "the longer mark holds");
         tokio::time::advance(Duration::from_millis(200)).await;
-        assert!(!suspects.contains(&node(7000), never), "the mark ran out");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_node_that_left_a_command_unanswered_stays_a_suspect_until_its_link_reads_again() {
-        let suspects = Suspects::default();
-        let marked = Instant::now();
-        suspects.mark_unanswered(&node(7000), Duration::from_secs(1));
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(
-            suspects.contains(&node(7000), || Some(marked - Duration::from_millis(1))),
-            "nothing read since: still frozen, past the mark's time"
-        );
-        assert!(
-            suspects.contains(&node(7000), || None),
-            "no link to read on"
-        );
-        assert!(
-            !suspects.contains(&node(7000), || Some(marked + Duration::from_millis(10))),
-            "it answered after the mark"
-        );
-        assert!(
-            !suspects.contains(&node(7000), || None),
-            "and the mark is gone with it"
-        );
+        assert!(!suspects.contains(&node(7000)), "the mark ran out");
     }
 }
