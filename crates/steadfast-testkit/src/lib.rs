@@ -178,22 +178,33 @@ impl TestServer {
     }
 
     /// Freezes it (`SIGSTOP`): the kernel still accepts connections, nothing answers.
+    ///
+    /// # Panics
+    /// When it is not running, or the signal cannot be sent: the test cannot go on.
     pub fn pause(&self) {
         self.signal("STOP");
     }
 
     /// Lets a frozen server run again (`SIGCONT`).
+    ///
+    /// # Panics
+    /// As [`TestServer::pause`].
     pub fn resume(&self) {
         self.signal("CONT");
     }
 
     fn signal(&self, name: &str) {
-        if let Some(child) = &self.child {
-            let _ = std::process::Command::new("kill")
-                .arg(format!("-{name}"))
-                .arg(child.id().to_string())
-                .status();
-        }
+        let pid = self
+            .child
+            .as_ref()
+            .expect("the server runs")
+            .id()
+            .to_string();
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(&pid)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
     }
 
     /// `redis://ADDRESS`.

@@ -17,11 +17,21 @@ fn connected() -> Machine {
     m
 }
 
-fn lost(generation: u64) -> Input {
-    Input::LinkLost {
-        generation,
-        reason: DisconnectReason::Closed("reset".into()),
+/// Link 1 is to be replaced for planned maintenance.
+fn planned_replace() -> Input {
+    Input::Replace {
+        generation: 1,
+        target: moved_to(),
+        reason: DisconnectReason::Planned,
     }
+}
+
+fn lost(generation: u64) -> Input {
+    lost_because(generation, DisconnectReason::Closed("reset".into()))
+}
+
+fn lost_because(generation: u64, reason: DisconnectReason) -> Input {
+    Input::LinkLost { generation, reason }
 }
 
 #[test]
@@ -88,10 +98,7 @@ fn hundred_reports_of_the_same_loss_cause_one_dial() {
 #[test]
 fn readonly_reports_the_role_change_retires_the_link_and_redials() {
     let mut m = connected();
-    let actions = m.on(Input::LinkLost {
-        generation: 1,
-        reason: DisconnectReason::ReadOnly,
-    });
+    let actions = m.on(lost_because(1, DisconnectReason::ReadOnly));
     assert_eq!(
         actions[0],
         Action::Retire { generation: 1 },
@@ -192,11 +199,7 @@ fn moved_to() -> Target {
 #[test]
 fn planned_replace_holds_commands_and_dials_the_target_while_the_old_link_lives() {
     let mut m = connected();
-    let actions = m.on(Input::Replace {
-        generation: 1,
-        target: moved_to(),
-        reason: DisconnectReason::Planned,
-    });
+    let actions = m.on(planned_replace());
     assert_eq!(
         actions,
         vec![
@@ -226,11 +229,7 @@ fn planned_replace_holds_commands_and_dials_the_target_while_the_old_link_lives(
 #[test]
 fn a_slow_planned_dial_releases_held_commands_to_the_old_link_and_still_completes() {
     let mut m = connected();
-    m.on(Input::Replace {
-        generation: 1,
-        target: moved_to(),
-        reason: DisconnectReason::Planned,
-    });
+    m.on(planned_replace());
     assert!(
         m.on(Input::HoldExpired { generation: 9 }).is_empty(),
         "stale expiry"
@@ -299,11 +298,7 @@ fn a_replace_for_a_moved_name_drains_the_old_link_unless_its_server_is_silent_an
 #[test]
 fn a_failed_planned_replace_keeps_the_old_link() {
     let mut m = connected();
-    m.on(Input::Replace {
-        generation: 1,
-        target: moved_to(),
-        reason: DisconnectReason::Planned,
-    });
+    m.on(planned_replace());
     let actions = m.on(Input::DialFailed {
         class: FailureClass::Unanswered,
         error: "no answer".into(),
@@ -341,11 +336,7 @@ fn a_failed_replace_says_whether_it_was_a_planned_move_or_a_moved_name() {
 #[test]
 fn losing_the_old_link_during_a_planned_replace_keeps_dialling() {
     let mut m = connected();
-    m.on(Input::Replace {
-        generation: 1,
-        target: moved_to(),
-        reason: DisconnectReason::Planned,
-    });
+    m.on(planned_replace());
     let actions = m.on(lost(1));
     assert_eq!(actions[0], Action::Close { generation: 1 });
     assert_eq!(
@@ -416,15 +407,8 @@ fn success_after_failures_resets_the_backoff() {
 #[test]
 fn a_link_refused_as_a_replica_while_being_replaced_is_retired_not_cut_off() {
     let mut m = connected();
-    m.on(Input::Replace {
-        generation: 1,
-        target: moved_to(),
-        reason: DisconnectReason::Planned,
-    });
-    let actions = m.on(Input::LinkLost {
-        generation: 1,
-        reason: DisconnectReason::ReadOnly,
-    });
+    m.on(planned_replace());
+    let actions = m.on(lost_because(1, DisconnectReason::ReadOnly));
     assert_eq!(actions[0], Action::Retire { generation: 1 });
     assert_eq!(
         m.state(),
@@ -439,15 +423,9 @@ fn a_link_refused_as_a_replica_while_being_replaced_is_retired_not_cut_off() {
 #[test]
 fn an_outdated_link_is_retired_and_a_dead_one_closed() {
     let mut m = connected();
-    let actions = m.on(Input::LinkLost {
-        generation: 1,
-        reason: DisconnectReason::Outdated,
-    });
+    let actions = m.on(lost_because(1, DisconnectReason::Outdated));
     assert_eq!(actions[0], Action::Retire { generation: 1 });
     m.on(Input::DialSucceeded { generation: 2 });
-    let actions = m.on(Input::LinkLost {
-        generation: 2,
-        reason: DisconnectReason::Dead("no answer".into()),
-    });
+    let actions = m.on(lost_because(2, DisconnectReason::Dead("no answer".into())));
     assert_eq!(actions[0], Action::Close { generation: 2 });
 }
